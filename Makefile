@@ -1,0 +1,44 @@
+# oxy — every target is a thin call of the CLI. `make help` lists them.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+OXY     := $(BIN)/oxy
+WAREHOUSE ?= warehouse
+DEMO    ?= demo_data
+export OXY_WAREHOUSE := $(WAREHOUSE)
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo demo-data ingest score train forecast monitor report retrain test bench lint format clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(BIN)/activate: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(BIN)/activate
+
+install: $(BIN)/activate  ## create .venv and install oxy with dev tools
+
+demo-data: install  ## generate the demo exports into $(DEMO)/
+	$(OXY) demo-data $(DEMO)
+
+ingest: install  ## ingest every demo export into the warehouse
+	@test -f $(DEMO)/sources.toml || $(MAKE) demo-data
+	$(OXY) --config $(DEMO)/sources.toml ingest-dir $(DEMO)
+
+demo: install  ## the whole loop on fresh demo data: generate, ingest, score, train, forecast
+	rm -rf $(DEMO) && $(MAKE) demo-data ingest
+
+test: install  ## run the test suite
+	$(BIN)/pytest
+
+lint: install  ## ruff check + format check
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: install  ## apply ruff format and fixes
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+clean:  ## remove the demo data and warehouse contents (keeps .venv)
+	rm -rf $(DEMO) $(WAREHOUSE)/oxy.duckdb $(WAREHOUSE)/lake $(WAREHOUSE)/marts $(WAREHOUSE)/registry $(WAREHOUSE)/.staging

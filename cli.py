@@ -1,0 +1,121 @@
+"""`oxy`: the command line. Each command parses its arguments and calls one engine function.
+
+Engine errors (`engine.OxyError`) become one clear line and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from engine import OxyError, __version__
+from engine.config import Config
+from engine.warehouse import Warehouse
+
+
+class Context:
+    """What every command gets: the effective config and the warehouse."""
+
+    def __init__(self, warehouse: Path, config: Path | None, quiet: bool, as_json: bool) -> None:
+        self.config_path = config
+        self.warehouse_path = warehouse
+        self.quiet = quiet
+        self.as_json = as_json
+
+    @functools.cached_property
+    def config(self) -> Config:
+        return Config.load(self.config_path)
+
+    @functools.cached_property
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.warehouse_path, self.config)
+
+    def echo(self, message: str = "", **kwargs: Any) -> None:
+        """Human output (suppressed by --quiet and --json)."""
+        if not (self.quiet or self.as_json):
+            click.echo(message, **kwargs)
+
+    def result(self, payload: Any, human: Callable[[], None] | None = None) -> None:
+        """A command's final result: JSON under --json, else the human rendering."""
+        if self.as_json:
+            click.echo(json.dumps(payload, default=str, indent=2))
+        elif human is not None and not self.quiet:
+            human()
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn engine errors into a one-line `Error: ...` and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except OxyError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--warehouse",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=lambda: os.environ.get("OXY_WAREHOUSE", "warehouse"),
+    show_default="./warehouse or $OXY_WAREHOUSE",
+    help="Warehouse root directory.",
+)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=lambda: os.environ.get("OXY_CONFIG"),
+    help="TOML configuration (overrides built-in defaults; declares [sources.NAME]).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for scripts).")
+@click.version_option(__version__, prog_name="oxy")
+@click.pass_context
+def oxy(
+    ctx: click.Context, warehouse: Path, config: Path | None, quiet: bool, as_json: bool
+) -> None:
+    """Dissolved-oxygen analytics: ingest, score anomalies, forecast a week ahead.
+
+    \b
+    Example:
+      oxy demo-data demo_data && oxy --config demo_data/sources.toml ingest \\
+          demo_data/seacage.csv --source seacage
+    """
+    ctx.obj = Context(warehouse, config, quiet, as_json)
+
+
+# --- demo-data commands -------------------------------------------------------------
+
+# --- ingest commands ----------------------------------------------------------------
+
+# --- query commands (sql, status) ---------------------------------------------------
+
+# --- anomaly commands (score, evaluate) ---------------------------------------------
+
+# --- forecast commands (train, forecast) -------------------------------------------
+
+# --- operations commands (promote, rollback, infer, monitor, report) ---------------
+
+
+def main() -> None:
+    oxy(prog_name="oxy")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""The warehouse: a folder of Parquet plus a DuckDB catalog (``oxy.duckdb``).
+
+Layout under the root (default ``./warehouse``)::
+
+    oxy.duckdb                      catalog: small tables + views over the Parquet
+    lake/readings/bucket=NN/*.parquet   canonical readings, one file per ingest batch and bucket
+    marts/<name>/...                Parquet that BI tools read (replaced atomically per file)
+    registry/                       model runs (LightGBM text + JSON metadata)
+    .staging/                       files being written (outside every reader's glob)
+    .lock                           held by the one writer
+
+Rules this module enforces (DESIGN.md, "Reliability and security rules"):
+
+* one writer at a time (``fcntl.flock``; a second writer fails fast with a clear message);
+* every connection runs in UTC with explicit ``memory_limit`` and ``threads``;
+* Parquet is written under ``.staging/``, its footer and row count checked, then
+  ``os.replace``d into place; lake files only become visible to oxy when the catalog
+  transaction that lists them commits, and files no committed transaction lists are
+  swept when the next writer opens the warehouse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import uuid
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine import OxyError
+from engine.config import Config
+
+_PKG_SQL = Path(__file__).with_name("sql")
+SQL_DIR = _PKG_SQL if _PKG_SQL.is_dir() else Path(__file__).resolve().parent.parent / "sql"
+
+READINGS_SCHEMA = pa.schema(
+    [
+        ("sensor_id", pa.string()),
+        ("ts", pa.timestamp("us")),
+        ("value", pa.float64()),
+        ("unit", pa.string()),
+        ("customer", pa.string()),
+        ("source_file", pa.string()),
+        ("ingested_at", pa.timestamp("us")),
+    ]
+)
+
+# Arrow schemas of the file-backed kinds, so that their views exist (empty) before any file.
+KIND_SCHEMAS: dict[str, pa.Schema] = {"readings": READINGS_SCHEMA}
+
+
+def sql_text(name: str) -> str:
+    """The text of ``sql/<name>.sql`` (e.g. ``"marts/anomaly_scores"``)."""
+    path = SQL_DIR / f"{name}.sql"
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise OxyError(f"internal: SQL file {path} is missing from the installation") from None
+
+
+def bucket_of(sensor_id: str, buckets: int) -> int:
+    """Stable partition bucket of a sensor (crc32, independent of process and version)."""
+    return zlib.crc32(sensor_id.encode("utf-8")) % buckets
+
+
+def quote_literal(text: str) -> str:
+    """A SQL string literal; only for paths oxy generated itself (view DDL takes no params)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A Parquet file written under ``.staging/``, waiting to be published."""
+
+    staged: Path
+    relpath: str  # final location relative to the warehouse root
+    kind: str
+    bucket: int | None
+    rows: int
+    min_ts: datetime | None = None
+    max_ts: datetime | None = None
+
+
+class Warehouse:
+    """Paths, connections, the writer lock and atomic file publication for one warehouse.
+
+    Examples
+    --------
+    >>> wh = Warehouse("warehouse")                       # doctest: +SKIP
+    >>> with wh.writer() as con:                          # doctest: +SKIP
+    ...     con.execute("select count(*) from readings").fetchall()
+    """
+
+    def __init__(self, root: str | Path, config: Config | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.config = config if config is not None else Config.load()
+        self.db_path = self.root / "oxy.duckdb"
+        self.lake_dir = self.root / "lake"
+        self.marts_dir = self.root / "marts"
+        self.registry_dir = self.root / "registry"
+        self.staging_dir = self.root / ".staging"
+        self.lock_path = self.root / ".lock"
+
+    # -- connections -----------------------------------------------------------------
+    def _settings(self) -> dict[str, Any]:
+        cfg = self.config["warehouse"]
+        return {"memory_limit": str(cfg["memory_limit"]), "threads": int(cfg["threads"])}
+
+    def connect_memory(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB with the warehouse's limits, UTC and temp dir."""
+        con = duckdb.connect(":memory:", config=self._settings())
+        self._prepare(con)
+        return con
+
+    def _prepare(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("set TimeZone = 'UTC'")
+        if self.root.is_dir():
+            tmp = self.staging_dir / "duckdb_tmp"
+            tmp.mkdir(parents=True, exist_ok=True)
+            con.execute("set temp_directory = ?", [str(tmp)])
+
+    def exists(self) -> bool:
+        return self.db_path.is_file()
+
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection to the catalog (fails clearly while a writer is active)."""
+        if not self.exists():
+            raise OxyError(
+                f"no warehouse at {self.root} (run `oxy ingest` first, or pass --warehouse DIR)"
+            )
+        try:
+            con = duckdb.connect(str(self.db_path), read_only=True, config=self._settings())
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise OxyError(
+                    f"warehouse {self.root} is being written by another oxy process; "
+                    "retry when it finishes"
+                ) from None
+            raise OxyError(f"cannot open warehouse {self.db_path}: {exc}") from None
+        try:
+            con.execute("set TimeZone = 'UTC'")
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The one read-write connection: takes the lock, sweeps orphans, ensures the catalog."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+                raise OxyError(
+                    f"warehouse {self.root} is locked by another oxy writer ({holder}); "
+                    "wait for it to finish"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+            con = duckdb.connect(str(self.db_path), config=self._settings())
+            try:
+                self._prepare(con)
+                self._ensure_catalog(con)
+                self._sweep_orphans(con)
+                yield con
+            finally:
+                con.close()
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    # -- catalog ---------------------------------------------------------------------
+    def _ensure_catalog(self, con: duckdb.DuckDBPyConnection) -> None:
+        for path in sorted((SQL_DIR / "catalog").glob("*.sql")):
+            con.execute(path.read_text(encoding="utf-8"))
+        self.refresh_views(con)
+
+    def files(
+        self, con: duckdb.DuckDBPyConnection, kind: str, bucket: int | None = None
+    ) -> list[Path]:
+        """Absolute paths of the committed files of one kind (optionally one bucket)."""
+        rows = con.execute(
+            "select path from lake_files where kind = $kind "
+            "and ($bucket is null or bucket = $bucket) order by path",
+            {"kind": kind, "bucket": bucket},
+        ).fetchall()
+        return [self.root / r[0] for r in rows]
+
+    def refresh_views(self, con: duckdb.DuckDBPyConnection) -> None:
+        """(Re)create one view per file-backed kind over exactly its committed files."""
+        kinds = {r[0] for r in con.execute("select distinct kind from lake_files").fetchall()}
+        for kind in sorted(kinds | set(KIND_SCHEMAS)):
+            paths = self.files(con, kind)
+            if paths:
+                listing = ", ".join(quote_literal(str(p)) for p in paths)
+                body = (
+                    f"select * from read_parquet([{listing}], "
+                    "union_by_name = true, hive_partitioning = false)"
+                )
+            else:
+                schema = KIND_SCHEMAS[kind]
+                cols = ", ".join(f"cast(null as {_duck_type(f.type)}) as {f.name}" for f in schema)
+                body = f"select {cols} where false"
+            con.execute(f"create or replace view {kind} as {body}")
+
+    def _sweep_orphans(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Delete staged leftovers and lake files no committed transaction lists."""
+        if self.staging_dir.is_dir():
+            for p in self.staging_dir.iterdir():
+                if p.is_dir() and p.name != "duckdb_tmp":
+                    shutil.rmtree(p, ignore_errors=True)
+                elif p.is_file():
+                    p.unlink(missing_ok=True)
+        if self.lake_dir.is_dir():
+            known = {r[0] for r in con.execute("select path from lake_files").fetchall()}
+            for p in self.lake_dir.rglob("*.parquet"):
+                if p.relative_to(self.root).as_posix() not in known:
+                    p.unlink(missing_ok=True)
+
+    # -- atomic files ----------------------------------------------------------------
+    def staging_path(self, suffix: str = ".parquet") -> Path:
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        return self.staging_dir / f"{uuid.uuid4().hex}{suffix}"
+
+    def resolve(self, relpath: str) -> Path:
+        """``root / relpath``, refusing anything that would land outside the root."""
+        path = (self.root / relpath).resolve()
+        if not path.is_relative_to(self.root):
+            raise OxyError(f"internal: path {relpath!r} escapes the warehouse root")
+        return path
+
+    def publish(self, con: duckdb.DuckDBPyConnection, staged: Sequence[StagedFile]) -> None:
+        """Move checked staged files into the lake and list them in ``lake_files``.
+
+        Call inside the caller's transaction: the rows of ``lake_files`` (and so the
+        files' visibility through the catalog views) commit with the caller's other
+        changes. A crash before the commit leaves renamed files nobody lists; the next
+        writer sweeps them.
+        """
+        for f in staged:
+            check_parquet(f.staged, f.rows)
+        for f in staged:
+            final = self.resolve(f.relpath)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(f.staged, final)
+            con.execute(
+                "insert into lake_files (kind, path, bucket, rows, min_ts, max_ts, created_at) "
+                "values ($kind, $path, $bucket, $rows, $min_ts, $max_ts, now())",
+                {
+                    "kind": f.kind,
+                    "path": f.relpath,
+                    "bucket": f.bucket,
+                    "rows": f.rows,
+                    "min_ts": f.min_ts,
+                    "max_ts": f.max_ts,
+                },
+            )
+        self.refresh_views(con)
+
+    def register_sensors(
+        self, con: duckdb.DuckDBPyConnection, sensors: Sequence[dict[str, Any]]
+    ) -> int:
+        """Add sensors not yet known (``sensor_id, customer, source, timezone, unit, levels``).
+
+        The partition bucket is assigned here, once, from the sensor id. Returns how many
+        sensors were new. Known sensors keep their first registration.
+        """
+        buckets = int(self.config["warehouse"]["buckets"])
+        before = con.execute("select count(*) from sensors").fetchall()[0][0]
+        con.executemany(
+            "insert into sensors by name select $sensor_id as sensor_id, $customer as customer, "
+            "$source as source, $timezone as timezone, $unit as unit, $bucket as bucket, "
+            "$levels as levels, now() as first_seen on conflict do nothing",
+            [{**s, "bucket": bucket_of(s["sensor_id"], buckets)} for s in sensors],
+        )
+        return con.execute("select count(*) from sensors").fetchall()[0][0] - before
+
+    def stage_readings(self, con: duckdb.DuckDBPyConnection, batch_id: str) -> list[StagedFile]:
+        """Write the relation ``batch_readings`` (canonical columns) as one sorted Parquet
+        file per bucket under ``.staging/``; publish the result with :meth:`publish`.
+
+        Every sensor in the batch must be registered first (:meth:`register_sensors`).
+        """
+        stats = con.execute(
+            "select s.bucket, count(*), min(b.ts), max(b.ts) from batch_readings b "
+            "join sensors s using (sensor_id) group by s.bucket order by s.bucket"
+        ).fetchall()
+        total = con.execute("select count(*) from batch_readings").fetchall()[0][0]
+        if sum(r[1] for r in stats) != total:
+            raise OxyError("internal: batch has readings of unregistered sensors")
+        if not stats:
+            return []
+        out_dir = self.staging_path(suffix="")
+        query = sql_text("staging/readings_by_bucket")
+        con.execute(
+            f"copy ({query}) to {quote_literal(str(out_dir))} "
+            "(format parquet, partition_by (bucket), compression zstd, row_group_size 122880)"
+        )
+        staged = []
+        for bucket, rows, min_ts, max_ts in stats:
+            files = sorted((out_dir / f"bucket={bucket}").glob("*.parquet"))
+            if len(files) != 1:
+                raise OxyError(f"internal: expected one staged file for bucket {bucket}")
+            flat = self.staging_path()
+            os.replace(files[0], flat)
+            staged.append(
+                StagedFile(
+                    staged=flat,
+                    relpath=f"lake/readings/bucket={bucket:02d}/{batch_id}.parquet",
+                    kind="readings",
+                    bucket=bucket,
+                    rows=rows,
+                    min_ts=min_ts,
+                    max_ts=max_ts,
+                )
+            )
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return staged
+
+    def replace_file(self, staged: Path, dest: Path, expected_rows: int | None = None) -> None:
+        """Check a staged Parquet file and atomically replace ``dest`` with it (marts)."""
+        check_parquet(staged, expected_rows)
+        dest = self.resolve(dest.relative_to(self.root).as_posix())
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, dest)
+
+
+def check_parquet(path: Path, expected_rows: int | None = None) -> int:
+    """Read a Parquet footer and return its row count; raise if unreadable or short."""
+    try:
+        rows = pq.read_metadata(path).num_rows
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise OxyError(f"internal: staged file {path.name} is not valid Parquet: {exc}") from None
+    if expected_rows is not None and rows != expected_rows:
+        raise OxyError(
+            f"internal: staged file {path.name} has {rows} rows, expected {expected_rows}"
+        )
+    return rows
+
+
+def _duck_type(t: pa.DataType) -> str:
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "varchar"
+    if pa.types.is_timestamp(t):
+        return "timestamp"
+    if pa.types.is_floating(t):
+        return "double"
+    if pa.types.is_integer(t):
+        return "bigint"
+    if pa.types.is_boolean(t):
+        return "boolean"
+    raise TypeError(f"no DuckDB type for {t}")

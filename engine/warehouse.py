@@ -186,6 +186,7 @@ class Warehouse:
         for path in sorted((SQL_DIR / "catalog").glob("*.sql")):
             con.execute(path.read_text(encoding="utf-8"))
         self.refresh_views(con)
+        self.refresh_mart_views(con)
 
     def files(
         self, con: duckdb.DuckDBPyConnection, kind: str, bucket: int | None = None
@@ -214,6 +215,51 @@ class Warehouse:
                 cols = ", ".join(f"cast(null as {_duck_type(f.type)}) as {f.name}" for f in schema)
                 body = f"select {cols} where false"
             con.execute(f"create or replace view {kind} as {body}")
+
+    def mart_names(self) -> list[str]:
+        """Marts that exist on disk (folders under ``marts/`` holding Parquet)."""
+        if not self.marts_dir.is_dir():
+            return []
+        return sorted(
+            d.name for d in self.marts_dir.iterdir() if d.is_dir() and any(d.rglob("*.parquet"))
+        )
+
+    def mart_glob(self, name: str) -> str:
+        return str(self.marts_dir / name / "**" / "*.parquet")
+
+    def refresh_mart_views(self, con: duckdb.DuckDBPyConnection) -> None:
+        """One catalog view per mart, over its folder (files there are only ever complete)."""
+        for name in self.mart_names():
+            con.execute(
+                f"create or replace view {name} as select * from read_parquet("
+                f"{quote_literal(self.mart_glob(name))}, hive_partitioning = true, "
+                "union_by_name = true)"
+            )
+
+    def write_mart(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        name: str,
+        query: str,
+        params: dict[str, Any] | None = None,
+        *,
+        partition: str | None = None,
+    ) -> int:
+        """Write ``query``'s result as ``marts/<name>/[<partition>/]data.parquet``, atomically.
+
+        ``partition`` is a hive folder such as ``"bucket=07"``: rewriting one partition
+        leaves the others untouched, and a reader globbing the mart always sees complete
+        files (old or new, never half-written). Returns the row count.
+        """
+        staged = self.staging_path()
+        con.execute(
+            f"copy ({query}) to {quote_literal(str(staged))} (format parquet, compression zstd)",
+            params or {},
+        )
+        rows = check_parquet(staged)
+        sub = f"{name}/{partition}" if partition else name
+        self.replace_file(staged, self.resolve(f"marts/{sub}/data.parquet"))
+        return rows
 
     def _sweep_orphans(self, con: duckdb.DuckDBPyConnection) -> None:
         """Delete staged leftovers and lake files no committed transaction lists."""

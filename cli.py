@@ -113,6 +113,74 @@ def oxy(
 # --- operations commands (promote, rollback, infer, monitor, report) ---------------
 
 
+@oxy.command("runs")
+@pass_ctx
+@handle_errors
+def runs_command(ctx: Context) -> None:
+    """List recorded training runs, newest first; `*` marks production.
+
+    \b
+    Example:
+      oxy runs
+    """
+    from engine.registry import list_runs
+
+    runs = list_runs(ctx.warehouse)
+
+    def human() -> None:
+        if not runs:
+            click.echo("no runs recorded yet (run `oxy train`)")
+        for r in runs:
+            mark = "*" if r["is_production"] else " "
+            rmse = "-" if r["test_rmse"] is None else f"{r['test_rmse']:.4f}"
+            mase = "-" if r["test_mase"] is None else f"{r['test_mase']:.3f}"
+            click.echo(
+                f"{mark} {r['run_id']}  {r['created_at']:%Y-%m-%d %H:%M}  "
+                f"test RMSE {rmse}  MASE {mase}  {r['reason']}"
+            )
+
+    ctx.result(runs, human)
+
+
+@oxy.command("promote")
+@click.argument("run_id")
+@pass_ctx
+@handle_errors
+def promote_command(ctx: Context, run_id: str) -> None:
+    """Make RUN_ID the production model, whatever its metrics (see `oxy runs`).
+
+    \b
+    Example:
+      oxy promote 20240309T0102-ab12cd
+    """
+    from engine.registry import promote
+
+    previous = promote(ctx.warehouse, run_id)
+    ctx.result(
+        {"production": run_id, "previous": previous},
+        lambda: click.echo(f"production: {run_id} (was {previous or 'none'})"),
+    )
+
+
+@oxy.command("rollback")
+@pass_ctx
+@handle_errors
+def rollback_command(ctx: Context) -> None:
+    """Return production to the run that was production before the current one.
+
+    \b
+    Example:
+      oxy rollback
+    """
+    from engine.registry import rollback
+
+    current, target = rollback(ctx.warehouse)
+    ctx.result(
+        {"production": target, "previous": current},
+        lambda: click.echo(f"production: {target} (rolled back from {current})"),
+    )
+
+
 def main() -> None:
     oxy(prog_name="oxy")
 

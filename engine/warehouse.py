@@ -228,8 +228,20 @@ class Warehouse:
         return str(self.marts_dir / name / "**" / "*.parquet")
 
     def refresh_mart_views(self, con: duckdb.DuckDBPyConnection) -> None:
-        """One catalog view per mart, over its folder (files there are only ever complete)."""
+        """One catalog view per mart, over its folder (files there are only ever complete).
+
+        A mart that mirrors a catalog table of the same name (``model_runs``,
+        ``monitoring``) gets no view: inside oxy the table is the source of truth.
+        """
+        tables = {
+            r[0]
+            for r in con.execute(
+                "select table_name from duckdb_tables() where database_name = current_database()"
+            ).fetchall()
+        }
         for name in self.mart_names():
+            if name in tables:
+                continue
             con.execute(
                 f"create or replace view {name} as select * from read_parquet("
                 f"{quote_literal(self.mart_glob(name))}, hive_partitioning = true, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -71,3 +72,10 @@ def load_readings(
 def readings_loader() -> Callable[..., None]:
     """``readings_loader(warehouse, frame, timezone=...)``: see :func:`load_readings`."""
     return load_readings
+
+
+# The working tree's cli.py must win over a stale copy a non-editable install may have left in
+# site-packages (hatchling force-includes cli.py there).
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if sys.path[0] != _ROOT:
+    sys.path.insert(0, _ROOT)

@@ -181,6 +181,36 @@ def rollback_command(ctx: Context) -> None:
     )
 
 
+@oxy.command("monitor")
+@click.option("--all", "show_all", is_flag=True, help="List every check, not only warn/alert.")
+@pass_ctx
+@handle_errors
+def monitor_command(ctx: Context, show_all: bool) -> None:
+    """Check recent data against the production baseline; exit 2 on any alert.
+
+    Checks stale sensors, anomaly rate and severity, forecast error on arrived minutes and
+    input drift (PSI); results are appended to the `monitoring` table and mart.
+
+    \b
+    Example:
+      oxy monitor || echo "oxy raised an alert"
+    """
+    from engine.monitor import run_monitor
+
+    result = run_monitor(ctx.warehouse)
+
+    def human() -> None:
+        counts = ", ".join(f"{n} {s}" for s, n in result.counts().items() if n)
+        click.echo(f"monitor {result.time:%Y-%m-%d %H:%M} UTC: {result.status} ({counts})")
+        for c in result.checks:
+            if show_all or c.status in ("warn", "alert"):
+                click.echo(f"  {c.status.upper():7} {c.scope:24} {c.check:16} {c.reason}")
+
+    ctx.result(result.to_dict(), human)
+    if result.status == "alert":
+        sys.exit(2)
+
+
 def main() -> None:
     oxy(prog_name="oxy")
 

@@ -1,0 +1,182 @@
+"""Monitoring: alerts on drift, stale sensors, anomaly bursts and forecast error; quiet on clean."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from cli import oxy
+from engine.config import Config
+from engine.monitor import parse_interval, psi, run_monitor
+from engine.registry import record_run
+from engine.warehouse import Warehouse
+
+START = datetime(2024, 3, 1)
+DAYS = 4
+CONFIG = {"monitor": {"recent_window": "1 day", "reference_window": "2 days"}}
+
+
+@pytest.fixture
+def wh(tmp_path, config: Config) -> Warehouse:
+    return Warehouse(tmp_path / "wh", config.with_overrides(CONFIG))
+
+
+def clean_readings(sensors=("A", "B", "C"), seed: int = 1) -> pl.DataFrame:
+    """Minute readings with a daily cycle and small noise, identical in distribution daily."""
+    rng = np.random.default_rng(seed)
+    minutes = np.arange(DAYS * 1440)
+    frames = []
+    for i, sensor in enumerate(sensors):
+        value = 8 + i + np.sin(2 * np.pi * minutes / 1440) + rng.normal(0, 0.1, minutes.size)
+        frames.append(
+            pl.DataFrame(
+                {
+                    "sensor_id": sensor,
+                    "ts": [START + timedelta(minutes=int(m)) for m in minutes],
+                    "value": value,
+                }
+            )
+        )
+    return pl.concat(frames)
+
+
+def write_scores(wh: Warehouse, readings: pl.DataFrame, anomalous: pl.Expr | None = None) -> None:
+    """A synthetic anomaly_scores mart (low severity; `anomalous` rows get severity 0.9)."""
+    flag = anomalous if anomalous is not None else pl.lit(False)
+    scores = readings.with_columns(
+        severity=pl.when(flag).then(0.9).otherwise(0.05),
+        is_anomaly=flag,
+    )
+    with wh.writer() as con:
+        con.register("synthetic_scores", scores.to_arrow())
+        wh.write_mart(con, "anomaly_scores", "select * from synthetic_scores")
+        wh.refresh_mart_views(con)
+
+
+def production_with_forecast(wh: Warehouse, readings: pl.DataFrame, bias: float) -> None:
+    """A promoted run with test RMSE 0.2 and a forecast from the last day's start (+bias)."""
+    folder = wh.registry_dir / "runs" / "r1"
+    folder.mkdir(parents=True)
+    meta = {
+        "run_id": "r1",
+        "created_at": "2024-03-03T00:00:00",
+        "params": {},
+        "metrics": {"test": {"mae": 0.15, "rmse": 0.2, "mase": 1.0}},
+        "split": {"test_start": "2024-02-25T00:00:00", "test_end": "2024-03-03T00:00:00"},
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
+    record_run(wh, "r1", meta)
+    origin = START + timedelta(days=DAYS - 1)
+    forecast = (
+        readings.filter(pl.col("ts") > origin)
+        .select(
+            pl.lit("r1").alias("run_id"),
+            "sensor_id",
+            pl.lit(origin).alias("origin_ts"),
+            "ts",
+            ((pl.col("ts") - origin).dt.total_minutes()).alias("horizon_min"),
+            (pl.col("value") + bias).alias("yhat"),
+        )
+        .with_columns(yhat_lo=pl.col("yhat") - 1, yhat_hi=pl.col("yhat") + 1)
+    )
+    with wh.writer() as con:
+        con.register("synthetic_forecast", forecast.to_arrow())
+        wh.write_mart(con, "forecasts", "select * from synthetic_forecast")
+        wh.refresh_mart_views(con)
+
+
+def statuses(result) -> dict[tuple[str, str], str]:
+    return {(c.scope, c.check): c.status for c in result.checks}
+
+
+def test_psi_and_interval_helpers() -> None:
+    rng = np.random.default_rng(0)
+    same = psi(rng.normal(size=4000), rng.normal(size=4000), 10)[0]
+    shifted = psi(rng.normal(size=4000), rng.normal(1, 1, size=4000), 10)[0]
+    assert same < 0.02 < 0.25 < shifted
+    # stuck reference (all ties): one bin; a moved sensor still shows as drift
+    assert psi(np.full(100, 5.0), np.full(100, 5.0), 10)[0] == 0
+    assert psi(np.full(100, 5.0), np.full(100, 4.0), 10)[0] > 1
+    assert parse_interval("90 minutes") == timedelta(minutes=90)
+    assert parse_interval("1 week") == timedelta(days=7)
+
+
+def test_clean_data_is_quiet_and_missing_stages_are_skipped(
+    wh: Warehouse, readings_loader: Callable
+) -> None:
+    readings_loader(wh, clean_readings())
+    result = run_monitor(wh, now=datetime(2024, 3, 5, 1))
+    found = statuses(result)
+    assert result.status == "ok"
+    assert found[("fleet", "anomaly_rate")] == "skipped"
+    assert found[("fleet", "forecast_rmse")] == "skipped"
+    assert {found[(s, "stale")] for s in "ABC"} == {"ok"}
+    assert {found[(s, "drift_psi")] for s in ("A", "B", "C", "fleet")} == {"ok"}
+    reasons = {c.check: c.reason for c in result.checks if c.status == "skipped"}
+    assert reasons["anomaly_rate"] == "anomaly_scores not built yet (run `oxy score`)"
+    assert reasons["forecast_rmse"] == "no production model yet (run `oxy train`)"
+
+
+def test_clean_with_scores_and_good_forecast_is_ok(wh: Warehouse, readings_loader) -> None:
+    readings = clean_readings()
+    readings_loader(wh, readings)
+    write_scores(wh, readings)
+    production_with_forecast(wh, readings, bias=0.1)
+    result = run_monitor(wh)
+    found = statuses(result)
+    assert result.status == "ok", [c for c in result.checks if c.status != "ok"]
+    assert found[("fleet", "forecast_rmse")] == "ok"
+    rmse = next(c for c in result.checks if (c.scope, c.check) == ("A", "forecast_rmse"))
+    assert rmse.value == pytest.approx(0.1) and rmse.threshold == pytest.approx(0.5)
+    cli = CliRunner().invoke(oxy, ["--warehouse", str(wh.root), "monitor"])
+    # the CLI loads default windows (7-day reference): still no alert on this data
+    assert cli.exit_code == 0, cli.output
+
+
+def test_drift_stale_anomalies_and_forecast_error_alert(wh: Warehouse, readings_loader) -> None:
+    readings = clean_readings()
+    last_day = START + timedelta(days=DAYS - 1)
+    readings = readings.with_columns(
+        value=pl.when((pl.col("sensor_id") == "B") & (pl.col("ts") > last_day))
+        .then(pl.col("value") + 3)
+        .otherwise(pl.col("value"))
+    ).filter(~((pl.col("sensor_id") == "C") & (pl.col("ts") > START + timedelta(hours=91))))
+    readings_loader(wh, readings)
+    write_scores(wh, readings, (pl.col("sensor_id") == "A") & (pl.col("ts") > last_day))
+    production_with_forecast(wh, readings, bias=1.0)
+    result = run_monitor(wh)
+    found = statuses(result)
+    assert result.status == "alert"
+    assert found[("B", "drift_psi")] == "alert" and found[("A", "drift_psi")] == "ok"
+    assert found[("C", "stale")] == "alert" and found[("A", "stale")] == "ok"
+    stale = next(c for c in result.checks if (c.scope, c.check) == ("C", "stale"))
+    assert stale.value == pytest.approx(5 * 60 - 1) and stale.threshold == 120
+    assert found[("A", "anomaly_rate")] == "alert" and found[("B", "anomaly_rate")] == "ok"
+    assert found[("A", "severity_median")] == "alert"
+    assert found[("fleet", "forecast_rmse")] == "alert"
+
+    # the table and the mart hold exactly this run's rows
+    mart = pq.read_table(wh.marts_dir / "monitoring" / "data.parquet")
+    assert mart.num_rows == len(result.checks)
+    assert mart.column_names == ["time", "scope", "check", "value", "threshold", "status", "reason"]
+
+    runner = CliRunner()
+    cli = runner.invoke(oxy, ["--warehouse", str(wh.root), "monitor"])
+    assert cli.exit_code == 2
+    assert "ALERT   C" in cli.output and "stale" in cli.output
+    as_json = runner.invoke(oxy, ["--warehouse", str(wh.root), "--json", "monitor"])
+    assert as_json.exit_code == 2 and json.loads(as_json.output)["status"] == "alert"
+
+
+def test_empty_warehouse_is_one_line(tmp_path) -> None:
+    result = CliRunner().invoke(oxy, ["--warehouse", str(tmp_path / "none"), "monitor"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: no warehouse at ")
+    assert len(result.output.strip().splitlines()) == 1

@@ -106,6 +106,83 @@ def oxy(
 
 # --- query commands (sql, status) ---------------------------------------------------
 
+
+@oxy.command("sql")
+@click.argument("query")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "parquet"]),
+    default="table",
+    show_default=True,
+    help="How to deliver the rows (csv/json print to stdout without --output).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the result to this file (atomically; must be outside the warehouse).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    help="At most N rows (the printed table defaults to query.table_rows).",
+)
+@pass_ctx
+@handle_errors
+def sql_command(ctx: Context, query: str, fmt: str, output: Path | None, limit: int | None) -> None:
+    """Run one read-only SQL query over the warehouse's tables and views.
+
+    The query runs in a sandbox: it sees `readings`, `sensors`, the marts and the other
+    catalog tables, and cannot change the warehouse nor read or write any other file.
+
+    \b
+    Example:
+      oxy sql "select customer, count(*) as sensors from sensors group by all"
+      oxy sql "select * from readings where sensor_id = 'ras1/tank-02/o2'" \\
+          --format parquet --output tank02.parquet
+    """
+    from engine.query import render_table, run_sql, table_payload
+
+    result = run_sql(ctx.warehouse, query, fmt=fmt, output=output, limit=limit)
+    if result.output is not None:
+        ctx.result(
+            {"rows": result.rows, "output": str(result.output), "format": fmt},
+            lambda: click.echo(f"wrote {result.rows:,} rows to {result.output}"),
+        )
+    elif result.text is not None:
+        click.echo(result.text, nl=False)
+    else:
+        width = int(ctx.config["query"]["column_width"])
+        ctx.result(
+            table_payload(result), lambda: click.echo(render_table(result, column_width=width))
+        )
+
+
+@oxy.command("status")
+@click.option(
+    "--ingests",
+    "last_ingests",
+    type=click.IntRange(min=0),
+    help="How many of the latest ingests to list (default query.status_ingests).",
+)
+@pass_ctx
+@handle_errors
+def status_command(ctx: Context, last_ingests: int | None) -> None:
+    """Summarise the warehouse: customers, sensors, rows, time span, quarantine, ingests, marts.
+
+    \b
+    Example:
+      oxy status
+      oxy --json status --ingests 3
+    """
+    from engine.query import render_status, warehouse_status
+
+    status = warehouse_status(ctx.warehouse, last_ingests=last_ingests)
+    width = int(ctx.config["query"]["column_width"])
+    ctx.result(status, lambda: click.echo(render_status(status, column_width=width)))
+
+
 # --- anomaly commands (score, evaluate) ---------------------------------------------
 
 # --- forecast commands (train, forecast) -------------------------------------------
@@ -209,6 +286,38 @@ def monitor_command(ctx: Context, show_all: bool) -> None:
     ctx.result(result.to_dict(), human)
     if result.status == "alert":
         sys.exit(2)
+
+
+@oxy.command("report")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for index.html, sensor pages and img/ (default: <warehouse>/report).",
+)
+@pass_ctx
+@handle_errors
+def report_command(ctx: Context, output: Path | None) -> None:
+    """Write the static HTML report (fleet overview + per-sensor pages with PNG plots).
+
+    \b
+    Example:
+      oxy report --output report && xdg-open report/index.html
+    """
+    from engine.report import build_report
+
+    result = build_report(ctx.warehouse, output)
+
+    def human() -> None:
+        click.echo(
+            f"report: {result.index} ({len(result.sensor_pages)} sensor pages, "
+            f"{len(result.images)} plots)"
+        )
+        for note in result.notes:
+            click.echo(f"  note: {note}")
+
+    ctx.result(result.to_dict(), human)
 
 
 def main() -> None:

@@ -116,9 +116,13 @@ class Warehouse:
         cfg = self.config["warehouse"]
         return {"memory_limit": str(cfg["memory_limit"]), "threads": int(cfg["threads"])}
 
-    def connect_memory(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB with the warehouse's limits, UTC and temp dir."""
-        con = duckdb.connect(":memory:", config=self._settings())
+    def connect_memory(self, **settings: Any) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB with the warehouse's limits, UTC and temp dir.
+
+        ``settings`` are extra DuckDB settings given at connect time (they override the
+        warehouse's), e.g. the query sandbox's ``python_enable_replacements=False``.
+        """
+        con = duckdb.connect(":memory:", config={**self._settings(), **settings})
         self._prepare(con)
         return con
 

@@ -1,0 +1,651 @@
+"""Querying the warehouse: read-only SQL in a sandbox (`oxy sql`) and a summary (`oxy status`).
+
+A ``read_only`` DuckDB connection is not a sandbox (DESIGN.md, "Reliability and security
+rules"): it still reads any file (``read_csv('/etc/passwd')``, ``read_blob`` of the catalog)
+and writes anywhere (``COPY … TO``). So a user's query runs in an in-memory DuckDB that
+
+1. holds copies of the catalog's tables, taken through a brief read-only connection, and
+   views over exactly the Parquet files the catalog lists (lake) or that exist (marts);
+2. is then locked down, in this order: ``allowed_paths`` set to exactly those files,
+   ``enable_external_access = false``, extension autoload/autoinstall and community
+   extensions off, memory/thread limits (given at connect), ``lock_configuration = true``;
+3. has Python replacement scans disabled at connect, so no Python object is reachable;
+4. only ever receives one statement, which must be select-like (checked with DuckDB's
+   own parser): everything else is refused before it reaches the sandbox, which refuses
+   file access, ``ATTACH``, ``INSTALL``/``LOAD`` and ``SET`` on its own anyway.
+
+The copied tables live only in memory, so nothing a query does can change the warehouse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine import OxyError
+from engine.warehouse import KIND_SCHEMAS, Warehouse, _duck_type
+
+FORMATS = ("table", "csv", "json", "parquet")
+SELECT_LIKE = "SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, PIVOT, EXPLAIN"
+_COPY_FORMAT = {
+    "csv": "(format csv, header true)",
+    "json": "(format json, array true)",
+    "parquet": "(format parquet, compression zstd)",
+}
+_BATCH_ROWS = 65_536
+_SOURCE = "oxy_catalog_copy"  # name of the transient Arrow source while copying a table
+
+
+@dataclass(frozen=True)
+class QueryOutput:
+    """What ``oxy sql`` produced.
+
+    ``table`` holds the rows for printing (``--format table``); ``text`` holds CSV/JSON
+    destined for stdout; ``output`` is the file written (``--output``). ``rows`` counts the
+    rows returned or written and ``truncated`` says more rows existed beyond ``limit``.
+    """
+
+    fmt: str
+    rows: int
+    truncated: bool = False
+    table: pa.Table | None = None
+    text: str | None = None
+    output: Path | None = None
+    limit: int | None = None
+
+
+# -- statement check ---------------------------------------------------------------------
+def read_only_statement(con: duckdb.DuckDBPyConnection, sql: str) -> str:
+    """The single select-like statement in ``sql``, or a clear one-line refusal.
+
+    Accepted: SELECT / WITH / FROM / VALUES / DESCRIBE / SHOW / SUMMARIZE / PIVOT /
+    UNPIVOT, and EXPLAIN [ANALYZE] of one of those. DuckDB's parser decides the kind.
+    """
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise OxyError(f"SQL syntax error: {_one_line(exc)}") from None
+    except ValueError:  # a statement kind the Python client cannot even name
+        raise OxyError(_refusal("this")) from None
+    if not statements:
+        raise OxyError("no SQL statement given")
+    if len(statements) > 1:
+        raise OxyError(
+            "oxy sql runs exactly one statement at a time (remove the `;`-separated rest)"
+        )
+    statement = statements[0]
+    text = statement.query.strip().rstrip(";").strip()
+    kind = statement.type.name
+    if kind == "SELECT":
+        return text
+    if kind == "MULTI" and re.match(r"(un)?pivot\b", _strip_comments(text), re.IGNORECASE):
+        return text  # PIVOT's dynamic columns make it a MULTI statement
+    if kind == "EXPLAIN":
+        match = re.match(r"explain\s+(analy[sz]e\s+)?(.*)", _strip_comments(text), re.I | re.S)
+        if match:
+            read_only_statement(con, match.group(2))
+            return text
+    raise OxyError(_refusal(kind))
+
+
+def _refusal(kind: str) -> str:
+    return (
+        f"refused: oxy sql only runs read-only queries ({SELECT_LIKE}); "
+        f"{kind} statements are not allowed"
+    )
+
+
+def _strip_comments(text: str) -> str:
+    return re.sub(r"^(\s*(--[^\n]*\n|/\*.*?\*/))*\s*", "", text, flags=re.S)
+
+
+def _one_line(exc: BaseException) -> str:
+    """DuckDB's message without its multi-line caret context."""
+    lines = []
+    for line in str(exc).splitlines():
+        if line.startswith("LINE "):
+            break
+        if line.strip():
+            lines.append(line.strip())
+    return " ".join(lines)
+
+
+# -- the sandbox -------------------------------------------------------------------------
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _inside(warehouse: Warehouse, path: Path) -> Path | None:
+    """``path`` with symlinks resolved, or None when it lies outside the warehouse."""
+    real = path.resolve()
+    return real if real.is_relative_to(warehouse.root) and real.is_file() else None
+
+
+@dataclass
+class _Snapshot:
+    """What the sandbox is built from, read from the catalog in one short visit."""
+
+    lake: dict[str, list[Path]] = field(default_factory=dict)
+    marts: dict[str, list[Path]] = field(default_factory=dict)
+    views: list[tuple[str, str]] = field(default_factory=list)  # other catalog views
+
+
+def _copy_catalog(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> _Snapshot:
+    """Copy every base table of the catalog into ``con``; note file lists and other views."""
+    snapshot = _Snapshot()
+    with warehouse.reader() as catalog:
+        tables = [
+            r[0]
+            for r in catalog.execute(
+                "select table_name from duckdb_tables() where database_name = current_database() "
+                "and schema_name = 'main' and not temporary order by table_name"
+            ).fetchall()
+        ]
+        for table in tables:
+            source = catalog.sql(f"select * from {_ident(table)}").to_arrow_reader(_BATCH_ROWS)
+            con.register(_SOURCE, source)
+            try:
+                con.execute(f"create table {_ident(table)} as select * from {_SOURCE}")
+            finally:
+                con.unregister(_SOURCE)
+        kinds = set(KIND_SCHEMAS)
+        if "lake_files" in tables:
+            kinds |= {
+                r[0] for r in catalog.execute("select distinct kind from lake_files").fetchall()
+            }
+        for kind in sorted(kinds - set(tables)):
+            listed = warehouse.files(catalog, kind) if "lake_files" in tables else []
+            snapshot.lake[kind] = [p for p in (_inside(warehouse, f) for f in listed) if p]
+        taken = set(tables) | set(snapshot.lake)
+        for name in warehouse.mart_names():
+            if name not in taken:
+                found = sorted((warehouse.marts_dir / name).rglob("*.parquet"))
+                files = [p for p in (_inside(warehouse, f) for f in found) if p]
+                if files:
+                    snapshot.marts[name] = files
+        taken |= set(snapshot.marts)
+        snapshot.views = [
+            (name, sql)
+            for name, sql in catalog.execute(
+                "select view_name, sql from duckdb_views() "
+                "where database_name = current_database() and schema_name = 'main' "
+                "and not internal and not temporary order by view_name"
+            ).fetchall()
+            if name not in taken
+        ]
+    return snapshot
+
+
+def _create_file_views(con: duckdb.DuckDBPyConnection, snapshot: _Snapshot) -> None:
+    for kind, files in snapshot.lake.items():
+        if files:
+            body = (
+                "select * from read_parquet($files, union_by_name = true, "
+                "hive_partitioning = false)"
+            )
+            con.execute(f"create view {_ident(kind)} as {_inline(body, files)}")
+        elif kind in KIND_SCHEMAS:
+            cols = ", ".join(
+                f"cast(null as {_duck_type(f.type)}) as {_ident(f.name)}"
+                for f in KIND_SCHEMAS[kind]
+            )
+            con.execute(f"create view {_ident(kind)} as select {cols} where false")
+    for name, files in snapshot.marts.items():
+        body = "select * from read_parquet($files, union_by_name = true, hive_partitioning = true)"
+        con.execute(f"create view {_ident(name)} as {_inline(body, files)}")
+
+
+def _inline(body: str, files: list[Path]) -> str:
+    """View DDL takes no parameters: inline a list of oxy's own (resolved) paths."""
+    listing = ", ".join("'" + str(p).replace("'", "''") + "'" for p in files)
+    return body.replace("$files", f"[{listing}]")
+
+
+def _lock_down(con: duckdb.DuckDBPyConnection, snapshot: _Snapshot) -> None:
+    """Restrict the sandbox to the snapshot's files, then freeze its configuration."""
+    allowed = sorted(
+        {str(p) for files in (*snapshot.lake.values(), *snapshot.marts.values()) for p in files}
+    )
+    con.execute("set allowed_paths = $paths", {"paths": allowed})
+    con.execute("set allowed_directories = $dirs", {"dirs": []})
+    con.execute("set enable_external_access = false")
+    con.execute("set autoload_known_extensions = false")
+    con.execute("set autoinstall_known_extensions = false")
+    con.execute("set allow_community_extensions = false")
+    con.execute("set allow_persistent_secrets = false")
+    con.execute("set lock_configuration = true")
+    state = dict(
+        con.execute(
+            "select name, value from duckdb_settings() where name in "
+            "('enable_external_access', 'lock_configuration', 'python_enable_replacements')"
+        ).fetchall()
+    )
+    expected = {
+        "enable_external_access": "false",
+        "lock_configuration": "true",
+        "python_enable_replacements": "false",
+    }
+    if state != expected:
+        raise OxyError(f"internal: the query sandbox could not be locked down ({state})")
+
+
+def _recreate_views(con: duckdb.DuckDBPyConnection, views: list[tuple[str, str]]) -> None:
+    """Recreate the catalog's other (pure SQL) views, inside the locked sandbox."""
+    pending = list(views)
+    while pending:
+        failed = []
+        for name, sql in pending:
+            try:
+                con.execute(sql)
+            except duckdb.Error:
+                failed.append((name, sql))
+        if len(failed) == len(pending):
+            return  # views over things the sandbox does not hold stay absent
+        pending = failed
+
+
+def _new_sandbox(warehouse: Warehouse) -> duckdb.DuckDBPyConnection:
+    cfg = warehouse.config["query"]
+    return warehouse.connect_memory(
+        memory_limit=str(cfg["memory_limit"]),
+        threads=int(cfg["threads"]),
+        python_enable_replacements=False,
+    )
+
+
+def _fill_and_lock(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> None:
+    snapshot = _copy_catalog(warehouse, con)
+    _create_file_views(con, snapshot)
+    _lock_down(con, snapshot)
+    _recreate_views(con, snapshot.views)
+
+
+@contextlib.contextmanager
+def sandbox(warehouse: Warehouse) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A locked-down in-memory DuckDB holding the warehouse's tables and views (see module).
+
+    Examples
+    --------
+    >>> with sandbox(Warehouse("warehouse")) as con:      # doctest: +SKIP
+    ...     con.sql("select count(*) from readings").fetchall()
+    """
+    with contextlib.closing(_new_sandbox(warehouse)) as con:
+        _fill_and_lock(warehouse, con)
+        yield con
+
+
+def _execute(con: duckdb.DuckDBPyConnection, statement: str) -> duckdb.DuckDBPyRelation | None:
+    # Deliberately tiny scope: nothing here is worth naming in a query (and replacement
+    # scans are off anyway).
+    return con.sql(statement)
+
+
+@contextlib.contextmanager
+def _duck_errors() -> Iterator[None]:
+    try:
+        yield
+    except duckdb.PermissionException as exc:
+        raise OxyError(
+            f"refused: the query tried to reach outside the warehouse ({_one_line(exc)})"
+        ) from None
+    except duckdb.Error as exc:
+        message = _one_line(exc)
+        if "configuration has been locked" in message:
+            raise OxyError(f"refused: settings cannot be changed in oxy sql ({message})") from None
+        raise OxyError(f"query failed: {message}") from None
+
+
+def _check_output(warehouse: Warehouse, fmt: str, output: Path | None) -> Path | None:
+    if fmt not in FORMATS:
+        raise OxyError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if output is None:
+        if fmt == "parquet":
+            raise OxyError("--format parquet needs --output PATH")
+        return None
+    if fmt == "table":
+        raise OxyError("--output needs --format csv, json or parquet")
+    target = Path(output).expanduser().resolve()
+    if target.is_relative_to(warehouse.root):
+        raise OxyError(f"refused: --output {output} is inside the warehouse; write it elsewhere")
+    if not target.parent.is_dir():
+        raise OxyError(f"--output directory {target.parent} does not exist")
+    if target.is_dir():
+        raise OxyError(f"--output {output} is a directory")
+    return target
+
+
+def run_sql(
+    warehouse: Warehouse,
+    sql: str,
+    *,
+    fmt: str = "table",
+    output: Path | None = None,
+    limit: int | None = None,
+) -> QueryOutput:
+    """Run one read-only statement over the warehouse in the sandbox and deliver its rows.
+
+    Parameters
+    ----------
+    warehouse
+        The warehouse to query (opened read-only for a moment, then released).
+    sql
+        One select-like statement; anything else is refused with an ``OxyError``.
+    fmt
+        ``"table"`` (rows returned for printing; at most ``query.table_rows`` unless
+        ``limit`` is given), ``"csv"`` / ``"json"`` (text for stdout, or a file with
+        ``output``) or ``"parquet"`` (needs ``output``).
+    output
+        File to write, atomically (staged next to it, then renamed). Must lie outside
+        the warehouse.
+    limit
+        At most this many rows.
+
+    Examples
+    --------
+    >>> run_sql(wh, "select customer, count(*) from sensors group by all")  # doctest: +SKIP
+    """
+    if limit is not None and limit < 0:
+        raise OxyError("--limit must be zero or more")
+    target = _check_output(warehouse, fmt, output)
+    if fmt == "table" and limit is None:
+        limit = int(warehouse.config["query"]["table_rows"])
+    with contextlib.closing(_new_sandbox(warehouse)) as con:
+        statement = read_only_statement(con, sql)  # refuse before touching the warehouse
+        _fill_and_lock(warehouse, con)
+        with _duck_errors():
+            relation = _execute(con, statement)
+            if relation is None:
+                raise OxyError(_refusal("this"))
+            reader = relation.to_arrow_reader(_BATCH_ROWS)
+            if fmt == "table":
+                table, truncated = _take(reader, limit)
+                return QueryOutput(fmt, table.num_rows, truncated, table=table, limit=limit)
+            if target is not None:
+                rows = _write_file(warehouse, reader, fmt, target, limit)
+                return QueryOutput(fmt, rows, output=target, limit=limit)
+            with tempfile.TemporaryDirectory(prefix="oxy-sql-") as tmp:
+                path = Path(tmp) / f"result.{fmt}"
+                rows = _write_file(warehouse, reader, fmt, path, limit)
+                text = path.read_text(encoding="utf-8")
+            return QueryOutput(fmt, rows, text=text, limit=limit)
+
+
+def _take(reader: pa.RecordBatchReader, limit: int | None) -> tuple[pa.Table, bool]:
+    """Up to ``limit`` rows, and whether more existed."""
+    batches: list[pa.RecordBatch] = []
+    seen = 0
+    for batch in reader:
+        batches.append(batch)
+        seen += batch.num_rows
+        if limit is not None and seen > limit:
+            break
+    table = pa.Table.from_batches(batches, schema=reader.schema)
+    if limit is not None and table.num_rows > limit:
+        return table.slice(0, limit), True
+    return table, False
+
+
+def _write_file(
+    warehouse: Warehouse, reader: pa.RecordBatchReader, fmt: str, target: Path, limit: int | None
+) -> int:
+    """Stream ``reader`` into ``target`` (staged beside it, then ``os.replace``d)."""
+    staged = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    writer = warehouse.connect_memory()  # trusted: holds nothing but the result stream
+    try:
+        writer.register("query_result", reader)
+        clip = "" if limit is None else f" limit {int(limit)}"
+        rows = writer.execute(
+            f"copy (select * from query_result{clip}) to $path {_COPY_FORMAT[fmt]}",
+            {"path": str(staged)},
+        ).fetchall()[0][0]
+        if fmt == "parquet":
+            pq.read_metadata(staged)  # a complete footer before it becomes visible
+        os.replace(staged, target)
+        return int(rows)
+    except OSError as exc:
+        raise OxyError(f"cannot write {target}: {exc.strerror or exc}") from None
+    finally:
+        writer.close()
+        staged.unlink(missing_ok=True)
+
+
+# -- rendering ---------------------------------------------------------------------------
+def _cell(value: Any, width: int) -> str:
+    if value is None:
+        text = "NULL"
+    elif isinstance(value, float):
+        text = f"{value:.6g}"
+    elif isinstance(value, datetime):
+        text = value.isoformat(sep=" ")
+    elif isinstance(value, date):
+        text = value.isoformat()
+    else:
+        text = str(value)
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: max(width - 1, 1)] + "…"
+
+
+def render_table(result: QueryOutput, *, column_width: int = 40) -> str:
+    """Aligned text table of ``result.table``: numbers right-aligned, long values cut."""
+    table = result.table
+    if table is None:
+        return ""
+    names = table.column_names
+    numeric = [
+        pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+        for t in table.schema.types
+    ]
+    body = [[_cell(v, column_width) for v in row.values()] for row in table.to_pylist()]
+    heads = [_cell(n, column_width) for n in names]
+    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(heads)]
+
+    def line(cells: list[str]) -> str:
+        parts = [
+            c.rjust(w) if num else c.ljust(w)
+            for c, w, num in zip(cells, widths, numeric, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    out = [line(heads), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in body]
+    plural = "row" if result.rows == 1 else "rows"
+    if result.truncated:
+        out.append(
+            f"({result.rows} {plural} shown; more exist: raise --limit, or write them all "
+            "with --format csv --output FILE)"
+        )
+    else:
+        out.append(f"({result.rows} {plural})")
+    return "\n".join(out)
+
+
+def table_payload(result: QueryOutput) -> dict[str, Any]:
+    """``--json`` form of a printed table."""
+    table = result.table
+    return {
+        "columns": table.column_names if table is not None else [],
+        "rows": table.to_pylist() if table is not None else [],
+        "truncated": result.truncated,
+    }
+
+
+# -- status ------------------------------------------------------------------------------
+_LOG_TIME_COLUMNS = ("finished_at", "ingested_at", "started_at", "created_at", "time")
+
+
+def warehouse_status(warehouse: Warehouse, *, last_ingests: int | None = None) -> dict[str, Any]:
+    """A summary of the warehouse: customers, sensors, rows, time span, quarantine, ingests, marts.
+
+    Works on a missing or empty warehouse (``exists`` false / zero rows, with a ``message``)
+    and on catalogs that do not have ``ingest_log`` or ``quarantine`` yet (``None``).
+
+    Examples
+    --------
+    >>> warehouse_status(Warehouse("warehouse"))["rows"]   # doctest: +SKIP
+    1440
+    """
+    if last_ingests is None:
+        last_ingests = int(warehouse.config["query"]["status_ingests"])
+    status: dict[str, Any] = {
+        "warehouse": str(warehouse.root),
+        "exists": warehouse.exists(),
+        "customers": [],
+        "sensors": 0,
+        "rows": 0,
+        "first_ts": None,
+        "last_ts": None,
+        "quarantined": None,
+        "quarantine_reasons": [],
+        "ingests": [],
+        "marts": [],
+        "message": None,
+    }
+    if not status["exists"]:
+        status["message"] = (
+            f"no warehouse at {warehouse.root} yet: run `oxy ingest FILE --source NAME` "
+            "(or `make demo`), or pass --warehouse DIR"
+        )
+        return status
+    with warehouse.reader() as con, _duck_errors():
+        relations = {
+            r[0]: set(r[1])
+            for r in con.execute(
+                "select table_name, list(column_name) from duckdb_columns() "
+                "where database_name = current_database() and schema_name = 'main' "
+                "group by table_name"
+            ).fetchall()
+        }
+        status["customers"] = _customers(con, relations)
+        status["sensors"] = sum(c["sensors"] for c in status["customers"])
+        status["rows"] = sum(c["rows"] for c in status["customers"])
+        spans = [c for c in status["customers"] if c["first_ts"] is not None]
+        if spans:
+            status["first_ts"] = min(c["first_ts"] for c in spans)
+            status["last_ts"] = max(c["last_ts"] for c in spans)
+        if "quarantine" in relations:
+            status["quarantined"] = con.execute("select count(*) from quarantine").fetchall()[0][0]
+            if "reason" in relations["quarantine"]:
+                status["quarantine_reasons"] = [
+                    {"reason": reason, "rows": rows}
+                    for reason, rows in con.execute(
+                        "select reason, count(*) as rows from quarantine "
+                        "group by reason order by rows desc, reason"
+                    ).fetchall()
+                ]
+        if "ingest_log" in relations and last_ingests > 0:
+            status["ingests"] = _last_ingests(con, relations["ingest_log"], last_ingests)
+    status["marts"] = _marts(warehouse)
+    if status["rows"] == 0:
+        status["message"] = (
+            "the warehouse holds no readings yet: run `oxy ingest FILE --source NAME`"
+        )
+    return status
+
+
+def _customers(
+    con: duckdb.DuckDBPyConnection, relations: dict[str, set[str]]
+) -> list[dict[str, Any]]:
+    customers: dict[str, dict[str, Any]] = {}
+
+    def entry(name: str) -> dict[str, Any]:
+        return customers.setdefault(
+            name, {"customer": name, "sensors": 0, "rows": 0, "first_ts": None, "last_ts": None}
+        )
+
+    if {"customer", "sensor_id"} <= relations.get("sensors", set()):
+        for customer, sensors in con.execute(
+            "select customer, count(*) from sensors group by customer"
+        ).fetchall():
+            entry(customer)["sensors"] = sensors
+    if {"customer", "ts"} <= relations.get("readings", set()):
+        for customer, rows, first_ts, last_ts in con.execute(
+            "select customer, count(*), min(ts), max(ts) from readings group by customer"
+        ).fetchall():
+            entry(customer).update(rows=rows, first_ts=first_ts, last_ts=last_ts)
+    return [customers[k] for k in sorted(customers, key=str)]
+
+
+def _last_ingests(
+    con: duckdb.DuckDBPyConnection, columns: set[str], limit: int
+) -> list[dict[str, Any]]:
+    order = next((c for c in _LOG_TIME_COLUMNS if c in columns), None)
+    by = f"{_ident(order)} desc nulls last" if order else "rowid desc"
+    result = con.execute(f"select * from ingest_log order by {by} limit $n", {"n": limit})
+    names = [d[0] for d in result.description]
+    return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+
+
+def _marts(warehouse: Warehouse) -> list[dict[str, Any]]:
+    marts = []
+    for name in warehouse.mart_names():
+        files = sorted((warehouse.marts_dir / name).rglob("*.parquet"))
+        rows = 0
+        for f in files:
+            with contextlib.suppress(OSError, pa.ArrowInvalid):
+                rows += pq.read_metadata(f).num_rows
+        updated = max(f.stat().st_mtime for f in files)
+        marts.append(
+            {
+                "name": name,
+                "rows": rows,
+                "files": len(files),
+                "updated": datetime.fromtimestamp(updated, tz=UTC).replace(tzinfo=None),
+            }
+        )
+    return marts
+
+
+def render_status(status: dict[str, Any], *, column_width: int = 40) -> str:
+    """The human form of :func:`warehouse_status`."""
+    lines = [f"warehouse  {status['warehouse']}"]
+    if not status["exists"]:
+        return "\n".join([*lines, status["message"]])
+    span = (
+        f"{status['first_ts']:%Y-%m-%d %H:%M} .. {status['last_ts']:%Y-%m-%d %H:%M} UTC"
+        if status["first_ts"] is not None
+        else "-"
+    )
+    quarantined = "-" if status["quarantined"] is None else f"{status['quarantined']:,}"
+    lines += [
+        f"customers  {len(status['customers'])}",
+        f"sensors    {status['sensors']:,}",
+        f"readings   {status['rows']:,} rows",
+        f"time span  {span}",
+        f"quarantine {quarantined} rows",
+    ]
+    if status["message"]:
+        lines.append(status["message"])
+    if status["customers"]:
+        lines += ["", "per customer"]
+        lines.append(_render_records(status["customers"], column_width))
+    if status["quarantine_reasons"]:
+        lines += ["", "quarantine reasons"]
+        lines.append(_render_records(status["quarantine_reasons"], column_width))
+    if status["ingests"]:
+        lines += ["", f"last {len(status['ingests'])} ingests"]
+        shown = [{k: v for k, v in r.items() if "sha" not in k.lower()} for r in status["ingests"]]
+        lines.append(_render_records(shown, column_width))
+    lines += ["", "marts" if status["marts"] else "marts      none yet"]
+    if status["marts"]:
+        lines.append(_render_records(status["marts"], column_width))
+    return "\n".join(lines)
+
+
+def _render_records(records: list[dict[str, Any]], column_width: int) -> str:
+    table = pa.Table.from_pylist(records)
+    text = render_table(
+        QueryOutput("table", table.num_rows, table=table), column_width=column_width
+    )
+    return "\n".join(text.splitlines()[:-1])  # without the "(N rows)" footer

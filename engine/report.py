@@ -80,7 +80,7 @@ def slug(sensor_id: str) -> str:
     Examples
     --------
     >>> slug("fjord|cage 3/DO")
-    'fjord_cage_3_DO-6a0f7fb5'
+    'fjord_cage_3_DO-085243d8'
     """
     readable = re.sub(r"[^A-Za-z0-9]+", "_", sensor_id).strip("_")[:40] or "sensor"
     return f"{readable}-{hashlib.sha1(sensor_id.encode('utf-8')).hexdigest()[:8]}"

@@ -28,8 +28,31 @@ ingest: install  ## ingest every demo export into the warehouse
 	@test -f $(DEMO)/sources.toml || $(MAKE) demo-data
 	$(OXY) --config $(DEMO)/sources.toml ingest-dir $(DEMO)
 
-demo: install  ## the whole loop on fresh demo data: generate, ingest, score, train, forecast
-	rm -rf $(DEMO) && $(MAKE) demo-data ingest
+score: install  ## score every minute for anomalies (anomaly_scores, anomaly_events marts)
+	$(OXY) score
+
+train: install  ## train the global forecaster; promoted to production only if it beats it
+	$(OXY) train
+
+forecast: install  ## forecast every sensor one week ahead with the production model
+	$(OXY) forecast
+
+monitor: install  ## check recent data against the production baseline (exit 2 on alert)
+	$(OXY) monitor
+
+report: install  ## write the static HTML report into $(WAREHOUSE)/report/
+	$(OXY) report
+
+retrain: install  ## nightly loop: ingest what is new, score, train (promote if better), forecast
+	$(MAKE) ingest score train forecast
+
+bench: install  ## run every benchmark in bench/ (prints figures and ratios to a reference)
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+demo: install  ## the whole loop on fresh demo data: generate, ingest, score, train, forecast, monitor, report
+	rm -rf $(DEMO) && $(MAKE) demo-data ingest score train forecast
+	-$(OXY) monitor
+	$(OXY) report
 
 test: install  ## run the test suite
 	$(BIN)/pytest

@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import time
 import uuid
 import zlib
 from collections.abc import Iterator, Sequence
@@ -152,6 +153,13 @@ class Warehouse:
                     "retry when it finishes"
                 ) from None
             raise OxyError(f"cannot open warehouse {self.db_path}: {exc}") from None
+        except duckdb.ConnectionException:
+            # This process already holds the read-write connection (DuckDB refuses a second,
+            # differently configured connection to the same file in one process).
+            raise OxyError(
+                f"warehouse {self.root} is being written by this oxy process; "
+                "read it after the write finishes"
+            ) from None
         try:
             con.execute("set TimeZone = 'UTC'")
             yield con
@@ -164,14 +172,20 @@ class Warehouse:
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
-                raise OxyError(
-                    f"warehouse {self.root} is locked by another oxy writer ({holder}); "
-                    "wait for it to finish"
-                ) from None
+            deadline = time.monotonic() + float(self.config["warehouse"]["lock_timeout_s"])
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() < deadline:  # warehouse.lock_timeout_s: wait a bit
+                        time.sleep(0.1)
+                        continue
+                    holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+                    raise OxyError(
+                        f"warehouse {self.root} is locked by another oxy writer "
+                        f"({holder or 'unknown'}); wait for it to finish"
+                    ) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
             con = duckdb.connect(str(self.db_path), config=self._settings())

@@ -1,0 +1,460 @@
+"""The warehouse core: writer lock, readers, orphan sweep, atomic publish and marts, paths."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from engine import OxyError
+from engine.config import Config
+from engine.warehouse import READINGS_SCHEMA, Warehouse, bucket_of, check_parquet
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _readings(sensors: dict[str, list[float]], start_minute: int = 0) -> pl.DataFrame:
+    rows = [
+        (sid, datetime(2024, 3, 1, 0, start_minute + i), v)
+        for sid, values in sensors.items()
+        for i, v in enumerate(values)
+    ]
+    return pl.DataFrame(rows, schema=["sensor_id", "ts", "value"], orient="row")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _count(wh: Warehouse, sql: str) -> int:
+    with wh.reader() as con:
+        return con.execute(sql).fetchall()[0][0]
+
+
+# -- locking -------------------------------------------------------------------------------
+_HOLD_WRITER = """
+import sys
+from engine.config import Config
+from engine.warehouse import Warehouse
+wh = Warehouse(sys.argv[1], Config.load())
+with wh.writer():
+    print("holding", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def _hold_writer(root: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_WRITER, str(root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+@pytest.fixture
+def writer_in_other_process(warehouse: Warehouse) -> Iterator[subprocess.Popen]:
+    """Another process holding ``warehouse.writer()`` until the test ends."""
+    with warehouse.writer():
+        pass  # create the catalog first
+    with _hold_writer(warehouse.root) as proc:
+        yield proc
+        assert proc.stdin is not None
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=30) == 0
+
+
+def test_second_writer_is_refused_while_another_process_writes(
+    warehouse: Warehouse, writer_in_other_process: subprocess.Popen
+) -> None:
+    with pytest.raises(OxyError, match=r"locked by another oxy writer \(pid \d+\)"):
+        with warehouse.writer():
+            pass
+
+
+def test_reader_during_another_process_writer_gets_a_clear_message(
+    warehouse: Warehouse, writer_in_other_process: subprocess.Popen
+) -> None:
+    with pytest.raises(OxyError, match="being written by another oxy process"):
+        with warehouse.reader():
+            pass
+
+
+def test_writer_lock_is_released_and_reusable_after_the_other_process_ends(
+    warehouse: Warehouse,
+) -> None:
+    with _hold_writer(warehouse.root) as proc:
+        proc.kill()  # a killed writer must not leave the warehouse locked
+        proc.wait(timeout=30)
+    with warehouse.writer() as con:
+        assert con.execute("select count(*) from lake_files").fetchall() == [(0,)]
+
+
+def test_second_writer_in_another_thread_is_refused(warehouse: Warehouse) -> None:
+    errors: list[str] = []
+
+    def second_writer() -> None:
+        try:
+            with warehouse.writer():
+                errors.append("no error")
+        except OxyError as exc:
+            errors.append(str(exc))
+
+    with warehouse.writer():
+        thread = threading.Thread(target=second_writer)
+        thread.start()
+        thread.join(timeout=30)
+    assert len(errors) == 1 and "locked by another oxy writer" in errors[0]
+
+
+def test_reader_in_the_writing_process_gets_a_clear_message(warehouse: Warehouse) -> None:
+    with warehouse.writer():
+        with pytest.raises(OxyError, match="being written by this oxy process"):
+            with warehouse.reader():
+                pass
+
+
+def test_writer_waits_up_to_lock_timeout_then_gets_the_lock(tmp_path: Path) -> None:
+    config_file = tmp_path / "oxy.toml"
+    config_file.write_text("[warehouse]\nlock_timeout_s = 20\n", encoding="utf-8")
+    wh = Warehouse(tmp_path / "wh", Config.load(config_file))
+    release = threading.Event()
+    holding = threading.Event()
+
+    def hold() -> None:
+        with wh.writer():
+            holding.set()
+            release.wait(timeout=30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert holding.wait(timeout=30)
+    threading.Timer(0.3, release.set).start()
+    with wh.writer() as con:  # waits for the holder instead of failing
+        assert con.execute("select 1").fetchall() == [(1,)]
+    thread.join(timeout=30)
+
+
+def test_reader_on_a_missing_warehouse_says_so(tmp_path: Path, config: Config) -> None:
+    with pytest.raises(OxyError, match=r"no warehouse at .*missing"):
+        with Warehouse(tmp_path / "missing", config).reader():
+            pass
+
+
+# -- orphan sweep --------------------------------------------------------------------------
+def test_orphans_are_swept_at_next_writer_open_and_listed_files_are_untouched(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    readings_loader(warehouse, _readings({"a|1": [7.0, 7.5], "b|2": [6.0]}))
+    listed = sorted(warehouse.lake_dir.rglob("*.parquet"))
+    assert len(listed) == 2  # one per bucket (5 and 6)
+    hashes = {p: _sha256(p) for p in listed}
+
+    stray = warehouse.lake_dir / "readings" / "bucket=03" / "crashed-batch.parquet"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(listed[0].read_bytes())  # valid Parquet, but no transaction lists it
+    junk_file = warehouse.staging_dir / "half-written.parquet"
+    junk_file.write_bytes(b"PAR1 truncated")
+    junk_dir = warehouse.staging_dir / "partitioned-copy"
+    (junk_dir / "bucket=1").mkdir(parents=True)
+    (junk_dir / "bucket=1" / "data_0.parquet").write_bytes(b"PAR1")
+    tmp_dir = warehouse.staging_dir / "duckdb_tmp"
+    tmp_dir.mkdir(exist_ok=True)
+
+    with warehouse.writer() as con:
+        assert con.execute("select count(*) from readings").fetchall() == [(3,)]
+
+    assert not stray.exists()
+    assert not junk_file.exists() and not junk_dir.exists()
+    assert tmp_dir.is_dir()  # DuckDB's spill directory is kept
+    assert sorted(warehouse.lake_dir.rglob("*.parquet")) == listed
+    assert {p: _sha256(p) for p in listed} == hashes
+    assert _count(warehouse, "select count(*) from readings") == 3
+
+
+# -- publish -------------------------------------------------------------------------------
+def _stage(wh: Warehouse, con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, batch: str):
+    canonical = frame.with_columns(
+        unit=pl.lit("mg/L"),
+        customer=pl.lit("test"),
+        source_file=pl.lit("x.csv"),
+        ingested_at=pl.lit(datetime(2024, 3, 2)),
+    ).select(READINGS_SCHEMA.names)
+    wh.register_sensors(
+        con,
+        [
+            {
+                "sensor_id": s,
+                "customer": "test",
+                "source": "test",
+                "timezone": "UTC",
+                "unit": "mg/L",
+                "levels": s.split("|"),
+            }
+            for s in canonical["sensor_id"].unique().to_list()
+        ],
+    )
+    con.register("batch_readings", canonical.to_arrow().cast(READINGS_SCHEMA))
+    try:
+        return wh.stage_readings(con, batch)
+    finally:
+        con.unregister("batch_readings")
+
+
+def test_publish_refuses_a_truncated_staged_file_and_leaves_nothing_visible(
+    warehouse: Warehouse,
+) -> None:
+    with warehouse.writer() as con:
+        staged = _stage(warehouse, con, _readings({"a|1": [7.0, 7.1], "b|2": [6.0]}), "b1")
+        assert [(f.bucket, f.rows) for f in staged] == [(5, 2), (6, 1)]
+        victim = staged[1].staged
+        victim.write_bytes(victim.read_bytes()[:-12])  # footer gone, as after a kill -9
+        con.execute("begin")
+        with pytest.raises(OxyError, match="is not valid Parquet"):
+            warehouse.publish(con, staged)
+        con.execute("rollback")
+        assert con.execute("select count(*) from lake_files").fetchall() == [(0,)]
+        assert con.execute("select count(*) from readings").fetchall() == [(0,)]
+    assert list(warehouse.lake_dir.rglob("*.parquet")) == []  # not even the good file
+    assert _count(warehouse, "select count(*) from readings") == 0
+
+
+def test_publish_refuses_a_staged_file_with_the_wrong_row_count(warehouse: Warehouse) -> None:
+    with warehouse.writer() as con:
+        staged = _stage(warehouse, con, _readings({"a|1": [7.0, 7.1]}), "b1")
+        short = [staged[0].__class__(**{**staged[0].__dict__, "rows": 3})]
+        with pytest.raises(OxyError, match="has 2 rows, expected 3"):
+            warehouse.publish(con, short)
+    assert list(warehouse.lake_dir.rglob("*.parquet")) == []
+
+
+def test_published_files_are_visible_only_after_commit(warehouse: Warehouse) -> None:
+    with warehouse.writer() as con:
+        staged = _stage(warehouse, con, _readings({"a|1": [7.0, 7.1, 7.2]}), "b1")
+        con.execute("begin")
+        warehouse.publish(con, staged)
+        assert con.execute("select count(*) from readings").fetchall() == [(3,)]
+        con.execute("rollback")  # as if the process died before committing
+        assert con.execute("select count(*) from readings").fetchall() == [(0,)]
+    moved = warehouse.root / "lake/readings/bucket=05/b1.parquet"
+    assert moved.is_file()  # renamed into place, but listed by no committed transaction
+    assert _count(warehouse, "select count(*) from readings") == 0
+    with warehouse.writer():
+        pass
+    assert not moved.exists()  # swept by the next writer
+
+    with warehouse.writer() as con:
+        staged = _stage(warehouse, con, _readings({"a|1": [7.0, 7.1, 7.2]}), "b2")
+        con.execute("begin")
+        warehouse.publish(con, staged)
+        con.execute("commit")
+    assert _count(warehouse, "select sum(value) from readings") == pytest.approx(21.3)
+    with warehouse.reader() as con:
+        assert warehouse.files(con, "readings", 5) == [
+            warehouse.root / "lake/readings/bucket=05/b2.parquet"
+        ]
+        assert warehouse.files(con, "readings", 6) == []
+        assert con.execute("select bucket, rows, min_ts, max_ts from lake_files").fetchall() == [
+            (5, 3, datetime(2024, 3, 1, 0, 0), datetime(2024, 3, 1, 0, 2))
+        ]
+
+
+def test_check_parquet_counts_rows_and_refuses_garbage(tmp_path: Path) -> None:
+    good = tmp_path / "good.parquet"
+    with duckdb.connect() as con:
+        con.execute(f"copy (select range as i from range(7)) to '{good}' (format parquet)")
+    assert check_parquet(good) == 7
+    assert check_parquet(good, 7) == 7
+    with pytest.raises(OxyError, match="has 7 rows, expected 8"):
+        check_parquet(good, 8)
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    with pytest.raises(OxyError, match="bad.parquet is not valid Parquet"):
+        check_parquet(bad)
+
+
+# -- marts ---------------------------------------------------------------------------------
+def test_write_mart_replaces_one_partition_atomically_and_the_view_reads_it(
+    warehouse: Warehouse,
+) -> None:
+    query = "select $sensor as sensor_id, $mean as daily_mean"
+    with warehouse.writer() as con:
+        assert (
+            warehouse.write_mart(
+                con, "daily", query, {"sensor": "a", "mean": 7.0}, partition="bucket=01"
+            )
+            == 1
+        )
+        assert (
+            warehouse.write_mart(
+                con, "daily", query, {"sensor": "b", "mean": 6.0}, partition="bucket=02"
+            )
+            == 1
+        )
+        other = warehouse.marts_dir / "daily/bucket=02/data.parquet"
+        other_hash = _sha256(other)
+        warehouse.write_mart(
+            con, "daily", query, {"sensor": "a", "mean": 7.5}, partition="bucket=01"
+        )
+        warehouse.refresh_mart_views(con)
+        rows = con.execute(
+            "select bucket, sensor_id, daily_mean from daily order by all"
+        ).fetchall()
+    assert rows == [("01", "a", 7.5), ("02", "b", 6.0)]  # hive keeps "01" text
+    assert _sha256(other) == other_hash  # the other partition was not rewritten
+    assert sorted(
+        p.relative_to(warehouse.root).as_posix() for p in warehouse.root.rglob("*.parquet")
+    ) == [
+        "marts/daily/bucket=01/data.parquet",
+        "marts/daily/bucket=02/data.parquet",
+    ]
+    assert [p for p in warehouse.staging_dir.iterdir() if p.is_file()] == []
+    assert warehouse.mart_names() == ["daily"]
+    with warehouse.reader() as con:  # the view is in the catalog for later readers too
+        assert con.execute("select sum(daily_mean) from daily").fetchall() == [(13.5,)]
+
+
+def test_write_mart_without_partition_and_a_failing_query_keeps_the_old_file(
+    warehouse: Warehouse,
+) -> None:
+    with warehouse.writer() as con:
+        assert warehouse.write_mart(con, "fleet", "select range as n from range(4)") == 4
+        with pytest.raises(duckdb.Error):
+            warehouse.write_mart(con, "fleet", "select 1 / 0 as n from nonexistent_table")
+        warehouse.refresh_mart_views(con)
+        assert con.execute("select sum(n) from fleet").fetchall() == [(6,)]
+
+
+def test_a_mart_named_like_a_catalog_table_gets_no_view(warehouse: Warehouse) -> None:
+    with warehouse.writer() as con:
+        warehouse.write_mart(con, "sensors", "select 'x' as sensor_id")
+        warehouse.refresh_mart_views(con)
+        kinds = con.execute(
+            "select table_type from information_schema.tables where table_name = 'sensors'"
+        ).fetchall()
+    assert kinds == [("BASE TABLE",)]
+
+
+# -- paths and buckets ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "relpath", ["../outside.parquet", "lake/../../outside", "/etc/passwd", "marts/../../../tmp"]
+)
+def test_resolve_refuses_paths_escaping_the_root(warehouse: Warehouse, relpath: str) -> None:
+    with pytest.raises(OxyError, match="escapes the warehouse root"):
+        warehouse.resolve(relpath)
+
+
+def test_resolve_refuses_a_symlink_pointing_outside(warehouse: Warehouse, tmp_path: Path) -> None:
+    warehouse.marts_dir.mkdir(parents=True)
+    (warehouse.marts_dir / "link").symlink_to(tmp_path)
+    with pytest.raises(OxyError, match="escapes the warehouse root"):
+        warehouse.resolve("marts/link/data.parquet")
+    assert warehouse.resolve("lake/readings/bucket=01/x.parquet") == (
+        warehouse.root / "lake/readings/bucket=01/x.parquet"
+    )
+
+
+def test_bucket_of_is_stable() -> None:
+    # crc32("123456789") is the standard check value 0xCBF43926.
+    assert bucket_of("123456789", 16) == 0xCBF43926 % 16 == 6
+    expected = {
+        "a|1": (5, 0),
+        "b|2": (6, 3),
+        "System_10|EquipmentUnit_10|SubUnit_07": (6, 3),
+        "ras1/tank-02/o2": (7, 2),
+        "ø2": (11, 4),
+    }
+    assert {s: (bucket_of(s, 16), bucket_of(s, 7)) for s in expected} == expected
+
+
+def test_bucket_of_does_not_depend_on_the_process() -> None:
+    code = "from engine.warehouse import bucket_of; print(bucket_of('ras1/tank-02/o2', 16))"
+    env = {**os.environ, "PYTHONHASHSEED": "123"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True
+    )
+    assert out.stdout.strip() == "7"
+
+
+# -- the catalog ---------------------------------------------------------------------------
+def test_empty_readings_view_has_the_canonical_schema(warehouse: Warehouse) -> None:
+    with warehouse.writer() as con:
+        described = con.execute("describe readings").fetchall()
+        assert con.execute("select count(*) from readings").fetchall() == [(0,)]
+    assert [(r[0], r[1]) for r in described] == [
+        ("sensor_id", "VARCHAR"),
+        ("ts", "TIMESTAMP"),
+        ("value", "DOUBLE"),
+        ("unit", "VARCHAR"),
+        ("customer", "VARCHAR"),
+        ("source_file", "VARCHAR"),
+        ("ingested_at", "TIMESTAMP"),
+    ]
+    assert [f.name for f in READINGS_SCHEMA] == [r[0] for r in described]
+
+
+def test_readings_view_has_the_same_schema_once_files_exist(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    with warehouse.writer() as con:
+        empty = con.execute("describe readings").fetchall()
+    readings_loader(warehouse, _readings({"a|1": [7.0]}))
+    with warehouse.reader() as con:
+        assert con.execute("describe readings").fetchall() == empty
+        assert con.execute("select sensor_id, ts, value, unit from readings").fetchall() == [
+            ("a|1", datetime(2024, 3, 1), 7.0, "mg/L")
+        ]
+
+
+def test_register_sensors_keeps_the_first_registration(warehouse: Warehouse) -> None:
+    sensor = {
+        "sensor_id": "ras1/tank-02/o2",
+        "customer": "fjordras",
+        "source": "ras",
+        "timezone": "Europe/Oslo",
+        "unit": "mg/L",
+        "levels": ["ras1", "tank-02", "o2"],
+    }
+    with warehouse.writer() as con:
+        assert warehouse.register_sensors(con, [sensor]) == 1
+        assert warehouse.register_sensors(con, [{**sensor, "customer": "other"}]) == 0
+        rows = con.execute("select customer, bucket, levels from sensors").fetchall()
+    assert rows == [("fjordras", 7, ["ras1", "tank-02", "o2"])]
+
+
+def test_connections_run_in_utc(warehouse: Warehouse) -> None:
+    with warehouse.writer() as con:
+        assert con.execute("select current_setting('TimeZone')").fetchall() == [("UTC",)]
+    with warehouse.reader() as con:
+        assert con.execute("select current_setting('TimeZone')").fetchall() == [("UTC",)]
+    con = warehouse.connect_memory()
+    try:
+        assert con.execute("select current_setting('TimeZone')").fetchall() == [("UTC",)]
+        assert con.execute("select current_setting('threads')").fetchall() == [(2,)]
+    finally:
+        con.close()
+
+
+def test_readings_files_have_the_canonical_arrow_schema(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    readings_loader(warehouse, _readings({"b|2": [6.0, 6.1]}))
+    (path,) = warehouse.lake_dir.rglob("*.parquet")
+    assert (
+        path.relative_to(warehouse.root).as_posix() == "lake/readings/bucket=06/test-batch.parquet"
+    )
+    assert pq.read_schema(path).remove_metadata().equals(READINGS_SCHEMA)

@@ -1,0 +1,544 @@
+"""Anomaly scoring: every reading scored by DuckDB window functions, one lake bucket at a time.
+
+The SQL lives in ``sql/intermediate`` (readings in scope -> hourly statistics -> hourly
+baselines -> detector scores) and ``sql/marts`` (``anomaly_scores``, ``anomaly_events``).
+This module only decides *what* to score and moves relations between those queries:
+
+* **incremental by default** — the catalog table ``score_files`` lists the lake files already
+  scored. A bucket with new (or vanished) files is rescored per sensor from the first hour the
+  change touches; every score depends only on readings and hourly baselines within a bounded
+  look-back (``lookbacks``), so the rows before that point keep their stored values and the
+  result equals a full recomputation;
+* baselines (hour-of-day median and spread in the site's local time, typical std and noise,
+  drift level) are fitted from the previous days only and stored per sensor and hour in
+  ``score_hourly``; :func:`score_readings` reuses them for new readings without re-fitting;
+* ``anomaly_scores`` is written per ``bucket=NN/month=YYYY-MM`` partition, ``anomaly_events``
+  per ``bucket=NN``, each file atomically (``Warehouse.write_mart``).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from engine import OxyError
+from engine.config import Config
+from engine.warehouse import Warehouse, sql_text
+
+SCORE_COLUMNS: dict[str, str] = {
+    "sensor_id": "varchar",
+    "ts": "timestamp",
+    "value": "double",
+    "score_point": "double",
+    "score_collective": "double",
+    "score_contextual": "double",
+    "score_stuck": "double",
+    "score_spike": "double",
+    "score_noise": "double",
+    "score_sensor_fault": "double",
+    "score_drift": "double",
+    "score_dropout": "double",
+    "score_range": "double",
+    "severity": "double",
+    "anomaly_type": "varchar",
+    "is_anomaly": "boolean",
+    "qartod_flag": "integer",
+    "prev_ts": "timestamp",
+}
+
+_PARAM = re.compile(r"\$([a-z_][a-z0-9_]*)")
+
+
+@dataclass(frozen=True)
+class ScoreSummary:
+    """What one ``oxy score`` run did."""
+
+    full: bool
+    buckets_scored: int
+    sensors_rescored: int
+    rows_scored: int
+    anomalies: int
+    events: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Lookbacks:
+    """How far back each stage must read so that rescored values equal a full run."""
+
+    minutes: timedelta  # readings before rescore_from the minute windows need
+    hours: timedelta  # stored hourly rows before changed_from the baselines need
+    spike_gap: timedelta  # a reading's score may depend on the next reading this far ahead
+
+
+def detector_params(config: Config) -> dict[str, Any]:
+    """Every bound parameter of the scoring SQL, from the ``[anomaly]`` configuration."""
+    a = config["anomaly"]
+    params: dict[str, Any] = {
+        key: a[key]
+        for key in (
+            "point_window",
+            "point_z_lo",
+            "point_z_hi",
+            "collective_window",
+            "collective_lo",
+            "collective_hi",
+            "contextual_z_lo",
+            "contextual_z_hi",
+            "stuck_std_ratio",
+            "spike_sigma",
+            "noise_std_ratio",
+            "severity_threshold",
+            "min_std",
+            "baseline_window",
+            "baseline_min_days",
+            "stuck_min_readings",
+            "spike_gap",
+            "noise_step_window",
+            "noise_min_readings",
+            "drift_window",
+            "drift_z_lo",
+            "drift_z_hi",
+            "range_suspect_sat",
+            "range_fail_sat",
+            "qartod_fail_severity",
+            "event_merge_gap",
+            "prev_horizon",
+        )
+    }
+    params["kelvin"] = float(a["range_temperature_c"]) + 273.15
+    params["salinity"] = float(a["range_salinity"])
+    params["dropout_mgl"] = float(a["dropout_level"]["mg/L"])
+    params["dropout_sat"] = float(a["dropout_level"]["%sat"])
+    return params
+
+
+def bind(query: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``params`` that ``query`` names (DuckDB refuses unused names)."""
+    names = set(_PARAM.findall(query))
+    missing = names - params.keys()
+    if missing:
+        raise OxyError(f"internal: SQL parameter(s) {sorted(missing)} not configured")
+    return {k: params[k] for k in names}
+
+
+def run_sql(
+    con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any], *, into: str
+) -> None:
+    """Materialise ``sql/<name>.sql`` as the temp table ``into``."""
+    query = sql_text(name)
+    con.execute(f"create or replace temp table {into} as {query}", bind(query, params))
+
+
+def _interval(con: duckdb.DuckDBPyConnection, text: str) -> timedelta:
+    try:
+        value = con.execute("select cast($t as interval)", {"t": text}).fetchall()[0][0]
+    except duckdb.Error:
+        raise OxyError(f"[anomaly] {text!r} is not a duration such as '60 minutes'") from None
+    return value
+
+
+def lookbacks(con: duckdb.DuckDBPyConnection, config: Config) -> Lookbacks:
+    a = config["anomaly"]
+    point = _interval(con, a["point_window"])
+    collective = _interval(con, a["collective_window"])
+    noise = _interval(con, a["noise_step_window"])
+    prev = _interval(con, a["prev_horizon"])
+    gap = _interval(con, a["spike_gap"])
+    minutes = max(point + collective, noise, prev) + gap + timedelta(minutes=1)
+    hours = (
+        _interval(con, a["baseline_window"]) + _interval(con, a["drift_window"]) + timedelta(days=1)
+    )
+    return Lookbacks(minutes=minutes, hours=hours, spike_gap=gap)
+
+
+def _create_support_tables(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        "create or replace temp table extra_readings (sensor_id varchar, ts timestamp, "
+        "value double, ingested_at timestamp)"
+    )
+    columns = ", ".join(f"{name} {kind}" for name, kind in SCORE_COLUMNS.items())
+    con.execute(f"create or replace temp table empty_scores ({columns})")
+
+
+def _scope_table(
+    con: duckdb.DuckDBPyConnection, changes: list[tuple[str, datetime]], lb: Lookbacks
+) -> None:
+    """``score_scope``: per sensor the first changed hour, the first rescored reading and the
+    first reading the windows need."""
+    con.execute(
+        "create or replace temp table score_scope (sensor_id varchar primary key, "
+        "changed_from timestamp, rescore_from timestamp, read_from timestamp)"
+    )
+    con.executemany(
+        "insert into score_scope values ($s, $c, $c - $gap, $c - $gap - $minutes)",
+        [{"s": s, "c": c, "gap": lb.spike_gap, "minutes": lb.minutes} for s, c in changes],
+    )
+
+
+def _readings_in_scope(
+    wh: Warehouse, con: duckdb.DuckDBPyConnection, buckets: list[int], params: dict[str, Any]
+) -> None:
+    """``int_readings_local`` from the lake files of ``buckets`` that reach the scope."""
+    earliest = con.execute("select min(read_from) from score_scope").fetchall()[0][0]
+    paths = [
+        str(wh.root / p)
+        for (p,) in con.execute(
+            "select path from lake_files where kind = 'readings' and list_contains($b, bucket) "
+            "and (max_ts is null or max_ts >= $t) order by path",
+            {"b": buckets, "t": earliest},
+        ).fetchall()
+    ]
+    if paths:
+        run_sql(
+            con,
+            "intermediate/int_readings_local",
+            {**params, "files": paths},
+            into="int_readings_local",
+        )
+    else:  # no lake rows: only extra readings (or nothing) are in scope
+        con.execute(
+            "create or replace temp table lake_stub as select sensor_id, ts, value, ingested_at "
+            "from extra_readings where false"
+        )
+        query = sql_text("intermediate/int_readings_local").replace(
+            "read_parquet($files)", "lake_stub"
+        )
+        con.execute(
+            f"create or replace temp table int_readings_local as {query}", bind(query, params)
+        )
+
+
+def _changes(
+    wh: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, full: bool
+) -> tuple[list[tuple[str, datetime]], list[str], list[str]]:
+    """Per sensor of ``bucket`` the first hour to rescore; the new and the vanished files."""
+    lake = dict(
+        con.execute(
+            "select path, min_ts from lake_files where kind = 'readings' and bucket = $b",
+            {"b": bucket},
+        ).fetchall()
+    )
+    scored = (
+        {}
+        if full
+        else dict(
+            con.execute(
+                "select path, min_ts from score_files where bucket = $b", {"b": bucket}
+            ).fetchall()
+        )
+    )
+    new = sorted(set(lake) - set(scored))
+    gone = sorted(set(scored) - set(lake))
+    changed: dict[str, datetime] = {}
+    if new:
+        for sensor_id, first in con.execute(
+            "select sensor_id, date_trunc('hour', min(ts)) from read_parquet($files) "
+            "group by sensor_id",
+            {"files": [str(wh.root / p) for p in new]},
+        ).fetchall():
+            changed[sensor_id] = first
+    gone_from = [scored[p] for p in gone if scored[p] is not None]
+    if gone_from:
+        first = min(gone_from).replace(minute=0, second=0, microsecond=0)
+        for (sensor_id,) in con.execute(
+            "select sensor_id from sensors where bucket = $b", {"b": bucket}
+        ).fetchall():
+            changed[sensor_id] = min(changed.get(sensor_id, first), first)
+    return sorted(changed.items()), new, gone
+
+
+def _update_baselines(
+    con: duckdb.DuckDBPyConnection, params: dict[str, Any], lb: Lookbacks
+) -> None:
+    """Refit the hourly statistics and baselines from each sensor's changed_from on."""
+    run_sql(con, "intermediate/int_hourly_stats", params, into="int_hourly_stats")
+    con.execute(
+        "create or replace temp table hourly_history as "
+        "select h.sensor_id, h.hour, h.local_hour, h.n, h.median, h.std, h.noise "
+        "from score_hourly as h join score_scope as s using (sensor_id) "
+        "where h.hour >= s.changed_from - $lookback and h.hour < s.changed_from "
+        "union all select * from int_hourly_stats",
+        {"lookback": lb.hours},
+    )
+    run_sql(con, "intermediate/int_hourly_baselines", params, into="int_hourly_baselines")
+    con.execute(
+        "delete from score_hourly where exists (select 1 from score_scope as s "
+        "where s.sensor_id = score_hourly.sensor_id and score_hourly.hour >= s.changed_from)"
+    )
+    con.execute("insert into score_hourly by name select * from int_hourly_baselines")
+
+
+def _stored_baselines(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        "create or replace temp table hourly_baselines as select h.* from score_hourly as h "
+        "join score_scope as s using (sensor_id) where h.hour >= date_trunc('hour', s.read_from)"
+    )
+
+
+def _write_bucket_marts(
+    wh: Warehouse,
+    con: duckdb.DuckDBPyConnection,
+    bucket: int,
+    params: dict[str, Any],
+    full: bool,
+) -> tuple[int, int]:
+    """Merge the rescored rows into the bucket's month files; rebuild its events file."""
+    folder = wh.marts_dir / "anomaly_scores" / f"bucket={bucket:02d}"
+    existing = {
+        p.parent.name.removeprefix("month="): p for p in sorted(folder.glob("month=*/data.parquet"))
+    }
+    first = con.execute("select strftime(min(rescore_from), '%Y-%m') from score_scope").fetchall()
+    first_month = first[0][0] or "0000-00"
+    months = {
+        m
+        for (m,) in con.execute(
+            "select distinct strftime(ts, '%Y-%m') from int_detector_scores"
+        ).fetchall()
+    }
+    months |= {m for m in existing if m >= first_month or full}
+    query = sql_text("marts/anomaly_scores")
+    rows = 0
+    for month in sorted(months):
+        if month in existing and not full:
+            con.execute(
+                "create or replace temp table previous_scores as "
+                "select * from read_parquet($path, hive_partitioning = false)",
+                {"path": str(existing[month])},
+            )
+        else:
+            con.execute("create or replace temp table previous_scores as from empty_scores")
+        written = wh.write_mart(
+            con,
+            "anomaly_scores",
+            query,
+            bind(query, {**params, "month": month}),
+            partition=f"bucket={bucket:02d}/month={month}",
+        )
+        if written == 0:
+            shutil.rmtree(folder / f"month={month}", ignore_errors=True)
+        rows += written
+    con.execute("drop table if exists previous_scores")
+    files = [str(p) for p in sorted(folder.glob("month=*/data.parquet"))]
+    events = 0
+    if files:
+        events_query = sql_text("marts/anomaly_events")
+        events = wh.write_mart(
+            con,
+            "anomaly_events",
+            events_query,
+            bind(events_query, {**params, "files": files}),
+            partition=f"bucket={bucket:02d}",
+        )
+    else:
+        shutil.rmtree(wh.marts_dir / "anomaly_events" / f"bucket={bucket:02d}", ignore_errors=True)
+    return rows, events
+
+
+def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
+    """Score new readings (or, with ``full``, all readings) into the anomaly marts.
+
+    Parameters
+    ----------
+    warehouse
+        The warehouse whose ``readings`` are scored.
+    full
+        Forget what was scored and recompute every bucket from its first reading.
+
+    Returns
+    -------
+    ScoreSummary
+        Buckets and sensors rescored, rows written, anomalous rows and events.
+
+    Examples
+    --------
+    >>> summary = score(Warehouse("warehouse"))          # doctest: +SKIP
+    >>> summary.rows_scored                               # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    params = detector_params(warehouse.config)
+    buckets_scored = sensors = rows = 0
+    with warehouse.writer() as con:
+        lb = lookbacks(con, warehouse.config)
+        _create_support_tables(con)
+        buckets = [
+            b
+            for (b,) in con.execute(
+                "select distinct bucket from lake_files where kind = 'readings' "
+                "union select distinct bucket from score_files order by 1"
+            ).fetchall()
+        ]
+        if full:
+            _drop_orphan_partitions(warehouse, set(buckets))
+        for bucket in buckets:
+            con.execute("begin")
+            try:
+                changes, new, gone = _changes(warehouse, con, bucket, full)
+                if not changes and not new and not gone:
+                    con.execute("rollback")
+                    continue
+                if full:
+                    con.execute(
+                        "delete from score_hourly where sensor_id in "
+                        "(select sensor_id from sensors where bucket = $b)",
+                        {"b": bucket},
+                    )
+                    con.execute("delete from score_files where bucket = $b", {"b": bucket})
+                _scope_table(con, changes, lb)
+                _readings_in_scope(warehouse, con, [bucket], params)
+                _update_baselines(con, params, lb)
+                _stored_baselines(con)
+                run_sql(con, "intermediate/int_detector_scores", params, into="int_detector_scores")
+                rows += con.execute("select count(*) from int_detector_scores").fetchall()[0][0]
+                _write_bucket_marts(warehouse, con, bucket, params, full)
+                con.execute(
+                    "delete from score_files where bucket = $b and list_contains($gone, path)",
+                    {"b": bucket, "gone": gone},
+                )
+                con.execute(
+                    "insert into score_files select path, bucket, min_ts, now() from lake_files "
+                    "where kind = 'readings' and list_contains($new, path)",
+                    {"new": new},
+                )
+                con.execute("commit")
+            except BaseException:
+                con.execute("rollback")
+                raise
+            buckets_scored += 1
+            sensors += len(changes)
+        warehouse.refresh_mart_views(con)
+        anomalies, events = _totals(warehouse, con)
+    return ScoreSummary(
+        full=full,
+        buckets_scored=buckets_scored,
+        sensors_rescored=sensors,
+        rows_scored=rows,
+        anomalies=anomalies,
+        events=events,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _drop_orphan_partitions(warehouse: Warehouse, buckets: set[int]) -> None:
+    """Under ``--full``: remove mart partitions of buckets that no longer hold readings."""
+    for name in ("anomaly_scores", "anomaly_events"):
+        folder = warehouse.marts_dir / name
+        if not folder.is_dir():
+            continue
+        for part in folder.glob("bucket=*"):
+            if int(part.name.removeprefix("bucket=")) not in buckets:
+                shutil.rmtree(part, ignore_errors=True)
+
+
+def _totals(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    marts = set(warehouse.mart_names())
+    anomalies = events = 0
+    if "anomaly_scores" in marts:
+        anomalies = con.execute("select count(*) from anomaly_scores where is_anomaly").fetchall()[
+            0
+        ][0]
+    if "anomaly_events" in marts:
+        events = con.execute("select count(*) from anomaly_events").fetchall()[0][0]
+    return anomalies, events
+
+
+def score_readings(warehouse: Warehouse, readings: pl.DataFrame) -> pl.DataFrame:
+    """Score new canonical readings against the warehouse's history and stored baselines.
+
+    Nothing is re-fitted and nothing is written: the minute windows read the history the
+    lake holds before the new readings, and each hour uses the baselines ``oxy score``
+    stored for it, or, past the last scored hour, the latest stored baseline of the same
+    local hour (typical std, noise and drift level from the sensor's latest scored hour).
+
+    Parameters
+    ----------
+    warehouse
+        A scored warehouse (``oxy score`` ran); its sensors must include every sensor_id.
+    readings
+        Canonical readings: at least ``sensor_id``, ``ts`` (naive UTC) and ``value``.
+
+    Returns
+    -------
+    pl.DataFrame
+        One row per input reading with the ``anomaly_scores`` columns.
+
+    Examples
+    --------
+    >>> new = pl.DataFrame({"sensor_id": ["a"], "ts": [datetime(2024, 5, 1)], "value": [7.9]})
+    >>> score_readings(Warehouse("warehouse"), new)      # doctest: +SKIP
+    """
+    missing = {"sensor_id", "ts", "value"} - set(readings.columns)
+    if missing:
+        raise OxyError(f"readings lack column(s) {sorted(missing)}")
+    frame = readings.select(
+        pl.col("sensor_id").cast(pl.String),
+        pl.col("ts").cast(pl.Datetime("us")),
+        pl.col("value").cast(pl.Float64),
+    )
+    if frame.is_empty():
+        return pl.DataFrame(schema=_polars_schema())
+    params = detector_params(warehouse.config)
+    with warehouse.reader() as con:
+        lb = lookbacks(con, warehouse.config)
+        _create_support_tables(con)
+        con.register("new_readings", frame.to_arrow())
+        known = con.execute(
+            "select count(distinct n.sensor_id), count(distinct s.sensor_id) from new_readings n "
+            "left join sensors s using (sensor_id)"
+        ).fetchall()[0]
+        if known[0] != known[1]:
+            raise OxyError(f"{known[0] - known[1]} sensor(s) of the readings are not registered")
+        con.execute(
+            "insert into extra_readings select sensor_id, ts, value, "
+            "timestamp '9999-12-31' from new_readings"
+        )
+        changes = con.execute(
+            "select sensor_id, min(ts) from new_readings group by sensor_id order by 1"
+        ).fetchall()
+        buckets = [
+            b
+            for (b,) in con.execute(
+                "select distinct bucket from sensors where sensor_id in "
+                "(select sensor_id from new_readings)"
+            ).fetchall()
+        ]
+        _scope_table(con, changes, lb)
+        con.execute("update score_scope set rescore_from = changed_from")
+        _readings_in_scope(warehouse, con, buckets, params)
+        run_sql(con, "intermediate/int_inference_baselines", params, into="hourly_baselines")
+        run_sql(con, "intermediate/int_detector_scores", params, into="int_detector_scores")
+        con.execute("create or replace temp table previous_scores as from empty_scores")
+        query = sql_text("marts/anomaly_scores")
+        scored = pl.from_arrow(
+            con.sql(query, params=bind(query, {**params, "month": None})).to_arrow_table()
+        )
+        con.unregister("new_readings")
+    keys = frame.select("sensor_id", "ts").unique()
+    return scored.join(keys, on=["sensor_id", "ts"], how="semi").sort("sensor_id", "ts")
+
+
+def _polars_schema() -> dict[str, Any]:
+    kinds = {
+        "varchar": pl.String,
+        "timestamp": pl.Datetime("us"),
+        "double": pl.Float64,
+        "boolean": pl.Boolean,
+        "integer": pl.Int32,
+    }
+    return {name: kinds[kind] for name, kind in SCORE_COLUMNS.items()}
+
+
+def scores_path(warehouse: Warehouse, bucket: int) -> Path:
+    """Folder of one bucket's ``anomaly_scores`` month files."""
+    return warehouse.marts_dir / "anomaly_scores" / f"bucket={bucket:02d}"

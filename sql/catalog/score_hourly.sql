@@ -1,0 +1,19 @@
+-- Per sensor and UTC hour: robust hourly statistics and the baselines fitted from them.
+-- Written by `oxy score`; read back as the stored baselines by incremental scoring and inference.
+create table if not exists score_hourly (
+    sensor_id       varchar   not null,
+    hour            timestamp not null,  -- UTC hour start
+    local_hour      integer   not null,  -- hour of day at the site (sensors.timezone)
+    n               bigint    not null,  -- readings in the hour
+    median          double,              -- median reading of the hour
+    std             double,              -- standard deviation within the hour
+    noise           double,              -- RMS of reading-to-reading steps / sqrt(2)
+    baseline_median double,              -- median of this local hour over the previous days
+    baseline_spread double,              -- IQR / 1.349 of those daily medians
+    baseline_days   bigint,              -- how many previous days the baseline holds
+    typical_std     double,              -- median hourly std over the baseline window
+    typical_noise   double,              -- median hourly noise over the baseline window
+    drift_level     double,              -- mean hourly residual over the drift window
+    drift_z         double,              -- drift_level / typical day-to-day spread
+    primary key (sensor_id, hour)
+)

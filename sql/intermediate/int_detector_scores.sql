@@ -1,0 +1,134 @@
+-- One row per reading from the sensor's rescore_from on: every detector's score in [0, 1].
+-- Inputs: `int_readings_local` (with steps to the neighbouring readings), `hourly_baselines`
+-- (stored baselines per sensor and hour), `score_scope` (sensor_id, rescore_from).
+-- Time-based windows only (RANGE over ts): gaps never pull old readings into a window.
+with
+readings as (
+    select * from int_readings_local
+),
+baselines as (
+    select
+        sensor_id, hour, baseline_median, baseline_spread, baseline_days,
+        typical_std, typical_noise, drift_z
+    from hourly_baselines
+),
+scope as (
+    select sensor_id, rescore_from from score_scope
+),
+with_baselines as (
+    select
+        r.*,
+        b.baseline_median,
+        b.baseline_spread,
+        b.baseline_days,
+        greatest(coalesce(b.typical_std, 0), $min_std) as sigma,
+        greatest(coalesce(b.typical_noise, 0), $min_std) as typical_noise,
+        b.drift_z
+    from readings as r
+    left join baselines as b using (sensor_id, hour)
+),
+rolling as (
+    select
+        *,
+        count(value) over point_w as point_n,
+        sum(value) over point_w as point_sum,
+        sum(value * value) over point_w as point_sumsq,
+        avg(step * step) over noise_w as noise_ms,
+        count(step) over noise_w as noise_n
+    from with_baselines
+    window
+        point_w as (
+            partition by sensor_id order by ts
+            range between $point_window::interval - interval 1 microsecond preceding
+                and current row
+        ),
+        noise_w as (
+            partition by sensor_id order by ts
+            range between $noise_step_window::interval - interval 1 microsecond preceding
+                and current row
+        )
+),
+window_stats as (  -- the point window with and without the current reading
+    select
+        *,
+        (point_sum - value) / nullif(point_n - 1, 0) as before_mean,
+        sqrt(greatest(
+            (point_sumsq - value * value
+                - (point_sum - value) * (point_sum - value) / nullif(point_n - 1, 0))
+            / nullif(point_n - 2, 0), 0)) as before_std,
+        sqrt(greatest(
+            (point_sumsq - point_sum * point_sum / point_n) / nullif(point_n - 1, 0), 0))
+            as window_std
+    from rolling
+),
+z_scores as (
+    select
+        *,
+        abs(value - before_mean) / greatest(before_std, sigma) as point_z,
+        case when baseline_days >= $baseline_min_days
+            then abs(value - baseline_median) / greatest(baseline_spread, sigma)
+        end as contextual_z,
+        case when sign(step) * sign(next_step) < 0
+            then least(abs(step), abs(next_step)) / sigma
+        end as spike_z,
+        case when noise_n >= $noise_min_readings
+            then sqrt(noise_ms / 2) / typical_noise
+        end as noise_ratio
+    from window_stats
+),
+collective as (
+    select *, avg(point_z) over collective_w as collective_z
+    from z_scores
+    window collective_w as (
+        partition by sensor_id order by ts
+        range between $collective_window::interval - interval 1 microsecond preceding
+            and current row
+    )
+),
+saturation as (  -- mg/L as % of Benson-Krause solubility at the configured fallback T and S
+    select
+        *,
+        case when unit = '%sat' then value
+            else 100 * value / exp(
+                -139.34411 + 1.575701e5 / $kelvin - 6.642308e7 / ($kelvin ^ 2)
+                + 1.243800e10 / ($kelvin ^ 3) - 8.621949e11 / ($kelvin ^ 4)
+                - $salinity * (0.017674 - 10.754 / $kelvin + 2140.7 / ($kelvin ^ 2)))
+        end as saturation_pct,
+        case when unit = '%sat' then $dropout_sat else $dropout_mgl end as dropout_level
+    from collective
+),
+scored as (
+    select
+        c.sensor_id,
+        c.ts,
+        c.value,
+        c.prev_ts,
+        coalesce(least(greatest((c.point_z - $point_z_lo) / ($point_z_hi - $point_z_lo), 0), 1), 0)
+            as score_point,
+        coalesce(least(greatest(
+            (c.collective_z - $collective_lo) / ($collective_hi - $collective_lo), 0), 1), 0)
+            as score_collective,
+        coalesce(least(greatest(
+            (c.contextual_z - $contextual_z_lo) / ($contextual_z_hi - $contextual_z_lo), 0), 1), 0)
+            as score_contextual,
+        case when c.point_n >= $stuck_min_readings and c.window_std < $stuck_std_ratio * c.sigma
+            then 1.0::double else 0.0::double end as score_stuck,
+        coalesce(least(greatest((c.spike_z - $spike_sigma) / $spike_sigma, 0), 1), 0)
+            as score_spike,
+        coalesce(least(greatest(
+            (c.noise_ratio - $noise_std_ratio) / $noise_std_ratio, 0), 1), 0) as score_noise,
+        coalesce(least(greatest(
+            (abs(c.drift_z) - $drift_z_lo) / ($drift_z_hi - $drift_z_lo), 0), 1), 0)
+            as score_drift,
+        case when c.value <= c.dropout_level then 1.0::double else 0.0::double end
+            as score_dropout,
+        case when c.value < 0 then 1.0::double
+            else coalesce(least(greatest((c.saturation_pct - $range_suspect_sat)
+                / ($range_fail_sat - $range_suspect_sat), 0), 1), 0)
+        end as score_range,
+        c.saturation_pct
+    from saturation as c
+    join scope as s using (sensor_id)
+    where c.ts >= s.rescore_from
+)
+select * from scored

@@ -1,0 +1,36 @@
+-- Stored baselines for every hour the readings in scope touch, without re-fitting: the hour's
+-- own stored row when it was scored, else the latest stored row of the same local hour
+-- (hour-of-day baseline) and of the sensor (typical std and noise, drift level).
+-- Inputs: `int_readings_local`, `score_hourly`.
+with
+hours as (
+    select distinct sensor_id, hour, local_hour from int_readings_local
+),
+stored as (
+    select * from score_hourly
+),
+same_local_hour as (
+    select
+        h.sensor_id, h.hour, h.local_hour,
+        s.baseline_median, s.baseline_spread, s.baseline_days
+    from hours as h
+    asof left join stored as s
+        on h.sensor_id = s.sensor_id and h.local_hour = s.local_hour and h.hour >= s.hour
+),
+latest as (
+    select
+        h.sensor_id, h.hour,
+        s.typical_std, s.typical_noise, s.drift_z
+    from hours as h
+    asof left join stored as s
+        on h.sensor_id = s.sensor_id and h.hour >= s.hour
+),
+baselines as (
+    select
+        l.sensor_id, l.hour, l.local_hour,
+        l.baseline_median, l.baseline_spread, l.baseline_days,
+        t.typical_std, t.typical_noise, t.drift_z
+    from same_local_hour as l
+    join latest as t using (sensor_id, hour)
+)
+select * from baselines

@@ -1,0 +1,45 @@
+-- anomaly_events for one bucket: consecutive anomalous readings merged into episodes.
+-- A flagged reading continues the episode when the reading before it was flagged too, or when
+-- the previous flagged reading is at most $event_merge_gap earlier.
+-- Input: the bucket's anomaly_scores files ($files).
+with
+scores as (
+    select sensor_id, ts, prev_ts, severity, anomaly_type, is_anomaly
+    from read_parquet($files, hive_partitioning = false)
+),
+flagged as (
+    select *, lag(ts) over by_sensor as prev_flagged_ts
+    from scores
+    where is_anomaly
+    window by_sensor as (partition by sensor_id order by ts)
+),
+starts as (
+    select
+        *,
+        case
+            when prev_flagged_ts is null then 1
+            when prev_ts = prev_flagged_ts then 0
+            when ts - prev_flagged_ts <= $event_merge_gap::interval then 0
+            else 1
+        end as is_start
+    from flagged
+),
+numbered as (
+    select *, sum(is_start) over by_sensor as episode
+    from starts
+    window by_sensor as (partition by sensor_id order by ts rows unbounded preceding)
+),
+events as (
+    select
+        sensor_id,
+        min(ts) as start_ts,
+        max(ts) as end_ts,
+        date_diff('minute', min(ts), max(ts)) + 1 as minutes,
+        count(*) as readings,
+        first(anomaly_type order by severity desc, ts) as anomaly_type,
+        max(severity) as peak_severity,
+        avg(severity) as mean_severity
+    from numbered
+    group by sensor_id, episode
+)
+select * from events order by sensor_id, start_ts

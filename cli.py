@@ -104,6 +104,41 @@ def oxy(
 
 # --- ingest commands ----------------------------------------------------------------
 
+
+@oxy.command("ingest")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--source",
+    metavar="NAME",
+    help="[sources.NAME] to apply (default: each file's name without extension).",
+)
+@pass_ctx
+@handle_errors
+def ingest_command(ctx: Context, files: tuple[Path, ...], source: str | None) -> None:
+    """Ingest customer exports (CSV or Parquet) into the warehouse, one transaction per file.
+
+    Prints, per file, read = accepted + duplicate + quarantined (also stored in the
+    `ingest_log` table; rejected rows in `quarantine` with reason and line). A folder
+    stands for its NAME.csv / NAME.parquet exports whose NAME is a declared source.
+
+    \b
+    Example:
+      oxy --config demo_data/sources.toml ingest demo_data/seacage.csv
+      oxy --config sources.toml ingest export_march.csv --source fjordras
+    """
+    from engine.ingest import ingest_files
+
+    progress = not (ctx.quiet or ctx.as_json) and sys.stderr.isatty()
+    results = ingest_files(
+        ctx.warehouse,
+        files,
+        source=source,
+        progress=progress,
+        on_result=lambda r: ctx.echo(r.summary()),
+    )
+    ctx.result([r.to_dict() for r in results])
+
+
 # --- query commands (sql, status) ---------------------------------------------------
 
 

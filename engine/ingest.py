@@ -1,0 +1,781 @@
+"""Ingest: customer exports (CSV / Parquet) -> canonical readings in the lake, every row accounted.
+
+One file is one transaction. For each file:
+
+1. refuse it with one line if it is malformed (missing, empty, unreadable, wrong encoding,
+   mapped columns absent, corrupt Parquet) -- nothing changes;
+2. skip it if the same bytes (sha256) were already ingested for the same source;
+3. stream it in record batches (DuckDB ``read_csv``/``read_parquet``, all text), parse and
+   validate each batch vectorised (``sql/staging/readings_parsed.sql``), convert naive local
+   times with the source's IANA zone in polars (DST gap -> quarantine, DST fold -> the
+   ``ingest.ambiguous_local_time`` rule), and spill good rows per lake bucket and bad rows to
+   ``.staging/`` so memory does not grow with the file;
+4. per bucket, drop identical duplicates and quarantine conflicting ones (first ingested wins:
+   the lake beats the file, the first line beats later lines), comparing only with the lake
+   files of that bucket whose time range overlaps (``sql/staging/readings_deduplicated.sql``);
+5. in one transaction: register new sensors, publish the bucket files, insert the quarantine
+   rows and the ``ingest_log`` row (read = accepted + duplicates + quarantined), commit.
+
+A crash anywhere leaves the warehouse as it was: staged files are swept by the next writer.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import shutil
+import uuid
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import polars as pl
+from tqdm import tqdm
+
+from engine import OxyError
+from engine.config import TIME_FORMATS, Config, SourceMapping
+from engine.warehouse import StagedFile, Warehouse, sql_text
+
+CSV_SUFFIXES = (".csv", ".txt", ".tsv")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+AMBIGUOUS_RULES = ("infer", "earliest", "latest", "quarantine")
+_READ_CHUNK = 8 << 20
+
+_QUARANTINE_COLUMNS = {
+    "line": pl.Int64,
+    "reason": pl.String,
+    "detail": pl.String,
+    "sensor_id": pl.String,
+    "raw_time": pl.String,
+    "raw_value": pl.String,
+    "raw_line": pl.String,
+}
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one file's ingest did (one ``ingest_log`` row)."""
+
+    ingest_id: str
+    source: str
+    path: str
+    sha256: str
+    bytes: int
+    rows_read: int
+    accepted: int
+    duplicates: int
+    quarantined: int
+    new_sensors: int
+    started_at: datetime
+    finished_at: datetime
+    status: str  # 'ok' | 'skipped'
+    note: str | None = None
+
+    def summary(self) -> str:
+        """One human line, e.g. ``a.csv: read 10 = 7 accepted + 2 duplicate + 1 quarantined``."""
+        counts = (
+            f"read {self.rows_read:,} = {self.accepted:,} accepted + "
+            f"{self.duplicates:,} duplicate + {self.quarantined:,} quarantined"
+        )
+        name = Path(self.path).name
+        if self.status == "skipped":
+            return f"{name}: already ingested ({self.note}); {counts}"
+        return f"{name}: {counts}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- public API ---------------------------------------------------------------------------
+def ingest_files(
+    warehouse: Warehouse,
+    paths: Sequence[str | Path],
+    *,
+    source: str | None = None,
+    progress: bool = False,
+    on_result: Callable[[IngestResult], None] | None = None,
+) -> list[IngestResult]:
+    """Ingest files (or folders of exports) into ``warehouse``, one transaction per file.
+
+    Parameters
+    ----------
+    warehouse
+        The target warehouse; its config declares the sources.
+    paths
+        CSV or Parquet files; a folder stands for its ``NAME.csv|parquet`` files whose
+        stem is a declared source (the layout ``oxy demo-data`` writes).
+    source
+        ``[sources.NAME]`` to apply to every file; by default each file's stem.
+    progress
+        Show a progress bar (stderr) while reading.
+    on_result
+        Called after each file commits (e.g. to print its summary at once).
+
+    Returns
+    -------
+    list[IngestResult]
+        One per file, in order.
+
+    Examples
+    --------
+    >>> ingest_files(wh, ["exports/fjordras.csv"])[0].summary()   # doctest: +SKIP
+    'fjordras.csv: read 1,440 = 1,438 accepted + 0 duplicate + 2 quarantined'
+    """
+    jobs = _plan(warehouse.config, paths, source)
+    results = []
+    with warehouse.writer() as con:
+        for path, mapping in jobs:
+            result = ingest_file(warehouse, con, path, mapping, progress=progress)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    return results
+
+
+def ingest_file(
+    warehouse: Warehouse,
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    mapping: SourceMapping,
+    *,
+    progress: bool = False,
+) -> IngestResult:
+    """Ingest one file through the writer connection ``con`` (see the module docstring)."""
+    started = _utcnow()
+    kind = _file_kind(path)
+    digest = _digest(path)
+    previous = con.execute(
+        "select ingest_id, rows_read, quarantined from ingest_log "
+        "where sha256 = $sha and source = $source and status = 'ok' order by started_at limit 1",
+        {"sha": digest.sha256, "source": mapping.name},
+    ).fetchall()
+    ingest_id = f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    if previous:
+        first_id, rows_read, quarantined = previous[0]
+        result = IngestResult(
+            ingest_id=ingest_id,
+            source=mapping.name,
+            path=str(path),
+            sha256=digest.sha256,
+            bytes=digest.size,
+            rows_read=rows_read,
+            accepted=0,
+            duplicates=rows_read - quarantined,
+            quarantined=quarantined,
+            new_sensors=0,
+            started_at=started,
+            finished_at=_utcnow(),
+            status="skipped",
+            note=f"same sha256 as ingest {first_id}",
+        )
+        con.execute("begin")
+        _log(con, result)
+        con.execute("commit")
+        return result
+
+    work = warehouse.staging_path(suffix="")
+    try:
+        scan = _Scan(warehouse, path, kind, mapping, work, digest, progress=progress)
+        scan.run()
+        return _commit(warehouse, con, scan, ingest_id, started)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# -- planning -----------------------------------------------------------------------------
+def _plan(
+    config: Config, paths: Sequence[str | Path], source: str | None
+) -> list[tuple[Path, SourceMapping]]:
+    if not paths:
+        raise OxyError("no files given: oxy ingest FILE... [--source NAME]")
+    rule = config["ingest"]["ambiguous_local_time"]
+    if rule not in AMBIGUOUS_RULES:
+        raise OxyError(
+            f"ingest.ambiguous_local_time must be one of {AMBIGUOUS_RULES}, not {rule!r}"
+        )
+    jobs = []
+    for raw in paths:
+        path = Path(raw).resolve()
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.suffix.lower() in CSV_SUFFIXES + PARQUET_SUFFIXES
+                and (source is not None or p.stem in config.sources)
+            )
+            if not found:
+                raise OxyError(f"{raw}: no CSV or Parquet export named after a declared source")
+            jobs += [(p, config.source(source or p.stem)) for p in found]
+        else:
+            if source is None and path.stem not in config.sources:
+                known = ", ".join(sorted(config.sources)) or "none declared (pass --config FILE)"
+                raise OxyError(
+                    f"{raw}: no --source given and {path.stem!r} is not a declared source; "
+                    f"known: {known}"
+                )
+            jobs.append((path, config.source(source or path.stem)))
+    return jobs
+
+
+def _file_kind(path: Path) -> str:
+    if not path.is_file():
+        raise OxyError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in CSV_SUFFIXES:
+        return "csv"
+    if suffix in PARQUET_SUFFIXES:
+        return "parquet"
+    raise OxyError(f"{path}: unknown file type {suffix!r} (expected .csv or .parquet)")
+
+
+@dataclass(frozen=True)
+class _Digest:
+    sha256: str
+    size: int
+    lines: int  # physical lines, not counting blank lines at the very end
+
+
+def _digest(path: Path) -> _Digest:
+    """sha256, size and physical line count in one streaming pass."""
+    sha = hashlib.sha256()
+    size = newlines = 0
+    tail = b""
+    with path.open("rb") as fh:
+        while chunk := fh.read(_READ_CHUNK):
+            sha.update(chunk)
+            size += len(chunk)
+            newlines += chunk.count(b"\n")
+            tail = (tail + chunk)[-4096:]
+    if size == 0:
+        raise OxyError(f"{path}: empty file")
+    stripped = tail.rstrip(b"\r\n")
+    trailing = tail[len(stripped) :].count(b"\n")
+    lines = newlines - trailing + (1 if stripped else 0)
+    return _Digest(sha.hexdigest(), size, lines)
+
+
+# -- reading ------------------------------------------------------------------------------
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class _Scan:
+    """Stream one file: parse, validate, convert times, spill good rows per bucket."""
+
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        path: Path,
+        kind: str,
+        mapping: SourceMapping,
+        work: Path,
+        digest: _Digest,
+        *,
+        progress: bool,
+    ) -> None:
+        self.warehouse = warehouse
+        self.config = warehouse.config
+        self.path = path
+        self.kind = kind
+        self.mapping = mapping
+        self.work = work
+        self.digest = digest
+        self.progress = progress
+        self.buckets = int(self.config["warehouse"]["buckets"])
+        self.bucket_of: dict[str, int] = {}
+        self.parts: dict[int, list[Path]] = {}
+        self.quarantine_parts: list[Path] = []
+        self.ambiguous: list[pl.DataFrame] = []
+        self.rows_read = 0  # records delivered by the reader (rejected lines come on top)
+        self.rejects = pl.DataFrame(schema=_QUARANTINE_COLUMNS)
+        self.reject_lines = np.empty(0, dtype=np.int64)
+        self._part_no = 0
+        self._line_of: np.ndarray | None = None
+
+    # reading ------------------------------------------------------------------------
+    def _reader_sql(self, columns: list[str]) -> tuple[str, dict[str, Any]]:
+        m = self.mapping
+        missing = [
+            c for c in (*m.sensor_columns, m.time_column, m.value_column) if c not in columns
+        ]
+        if missing:
+            raise OxyError(
+                f"{self.path}: column(s) {missing} of source {m.name!r} not found "
+                f"(file has {columns})"
+            )
+        parts = [f"cast({_ident(c)} as varchar)" for c in m.sensor_columns]
+        sensor_id = (
+            f"trim({parts[0]})"
+            if len(parts) == 1
+            else "concat_ws('|', " + ", ".join(f"trim({p})" for p in parts) + ")"
+        )
+        id_empty = " or ".join(f"coalesce(trim({p}), '') = ''" for p in parts)
+        select = (
+            f"select {sensor_id} as sensor_id, ({id_empty}) as id_empty, "
+            f"cast({_ident(m.time_column)} as varchar) as raw_time, "
+            f"cast({_ident(m.value_column)} as varchar) as raw_value from {self._source()}"
+        )
+        query = (
+            f"with raw_rows as ({select})\nselect * from (\n{sql_text('staging/readings_parsed')})"
+        )
+        fmt = m.time_format
+        limits = self.config["ingest"][m.unit]
+        params = {
+            **self._source_params(),
+            "time_format": fmt if fmt in TIME_FORMATS else "pattern",
+            "pattern": fmt if fmt not in TIME_FORMATS else "%Y",  # unused unless a pattern
+            "pattern_has_zone": "%z" in fmt or "%Z" in fmt,
+            "local_zone": m.naive_time_zone != "UTC",
+            "decimal": m.decimal,
+            "sentinels": [float(s) for s in self.config["ingest"]["sentinels"]],
+            "min_value": float(limits["min"]),
+            "max_value": float(limits["max"]),
+            "unit": m.unit,
+        }
+        return query, params
+
+    def _source(self) -> str:
+        if self.kind == "parquet":
+            return "read_parquet($path)"
+        return (
+            "read_csv($path, all_varchar = true, header = true, delim = $delim, quote = '\"', "
+            "escape = '\"', encoding = $encoding, store_rejects = true, auto_detect = true)"
+        )
+
+    def _source_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"path": str(self.path)}
+        if self.kind == "csv":
+            params |= {"delim": self.mapping.delimiter, "encoding": self.mapping.encoding}
+        return params
+
+    def run(self) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        mcon = self.warehouse.connect_memory()
+        try:
+            try:
+                columns = mcon.sql(
+                    f"select * from {self._source()} limit 0", params=self._source_params()
+                ).columns
+            except duckdb.Error as exc:
+                raise OxyError(
+                    f"{self.path}: cannot read as {self.kind}: {_first_line(exc)}"
+                ) from None
+            query, params = self._reader_sql(list(columns))
+            batch_rows = int(self.config["ingest"]["batch_rows"])
+            bar = tqdm(
+                desc=self.path.name,
+                unit=" rows",
+                unit_scale=True,
+                disable=not self.progress,
+                leave=False,
+            )
+            try:
+                reader = mcon.sql(query, params=params).to_arrow_reader(batch_rows)
+                for batch in reader:
+                    frame = pl.from_arrow(batch)
+                    assert isinstance(frame, pl.DataFrame)
+                    self._take(frame)
+                    bar.update(frame.height)
+            except duckdb.Error as exc:
+                raise OxyError(
+                    f"{self.path}: cannot read as {self.kind}: {_first_line(exc)}"
+                ) from None
+            finally:
+                bar.close()
+            if self.kind == "csv":
+                self._collect_rejects(mcon)
+        finally:
+            mcon.close()
+        self._resolve_ambiguous()
+
+    def _take(self, frame: pl.DataFrame) -> None:
+        """Split one parsed batch into good rows (spilled per bucket) and bad rows."""
+        start = self.rows_read
+        self.rows_read += frame.height
+        frame = frame.with_columns(
+            ordinal=pl.int_range(start, start + frame.height, dtype=pl.Int64)
+        )
+        bad = frame.filter(pl.col("reason").is_not_null())
+        good = frame.filter(pl.col("reason").is_null())
+        if self.mapping.naive_time_zone != "UTC":
+            good, unresolved = self._localize(good)
+            bad = pl.concat([bad, unresolved], how="diagonal_relaxed")
+        if bad.height:
+            self._spill_quarantine(bad)
+        self._spill_good(good)
+
+    def _localize(self, good: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Naive wall-clock times -> UTC with the source's zone; gap/fold rows set aside."""
+        zone = self.mapping.naive_time_zone
+        wall = pl.col("ts")
+        utc = (
+            wall.dt.replace_time_zone(zone, ambiguous="null", non_existent="null")
+            .dt.convert_time_zone("UTC")
+            .dt.replace_time_zone(None)
+        )
+        good = good.with_columns(
+            pl.when(pl.col("is_wall")).then(utc).otherwise(wall).alias("ts"),
+            wall.alias("wall"),
+        )
+        failed = good.filter(pl.col("ts").is_null())
+        good = good.filter(pl.col("ts").is_not_null())
+        if not failed.height:
+            return good, failed.clear()
+
+        def instant(rule: str) -> pl.Expr:
+            return (
+                pl.col("wall")
+                .dt.replace_time_zone(zone, ambiguous=rule, non_existent="null")
+                .dt.convert_time_zone("UTC")
+                .dt.replace_time_zone(None)
+            )
+
+        failed = failed.with_columns(earliest=instant("earliest"), latest=instant("latest"))
+        gap = failed.filter(pl.col("earliest").is_null()).with_columns(
+            reason=pl.lit("nonexistent local time"),
+            detail=pl.lit(f"in the spring DST gap of {zone}"),
+            raw_value=pl.col("value").cast(pl.String),
+        )
+        fold = failed.filter(pl.col("earliest").is_not_null())
+        if fold.height:
+            self.ambiguous.append(fold)
+        return good, gap
+
+    def _resolve_ambiguous(self) -> None:
+        """Apply ``ingest.ambiguous_local_time`` to the repeated-hour rows of the whole file."""
+        if not self.ambiguous:
+            return
+        rule = self.config["ingest"]["ambiguous_local_time"]
+        zone = self.mapping.naive_time_zone
+        fold = pl.concat(self.ambiguous).sort("ordinal")
+        fold = fold.with_columns(
+            occurrence=pl.int_range(1, pl.len() + 1).over("sensor_id", "wall"),
+            occurrences=pl.len().over("sensor_id", "wall"),
+        )
+        if rule == "infer":
+            chosen = (
+                pl.when((pl.col("occurrence") == 1) & (pl.col("occurrences") >= 2))
+                .then(pl.col("earliest"))
+                .when(pl.col("occurrence") == 2)
+                .then(pl.col("latest"))
+            )
+        elif rule in ("earliest", "latest"):
+            chosen = pl.col(rule)
+        else:
+            chosen = pl.lit(None, dtype=pl.Datetime("us"))
+        fold = fold.with_columns(ts=chosen)
+        resolved = fold.filter(pl.col("ts").is_not_null())
+        unresolved = fold.filter(pl.col("ts").is_null()).with_columns(
+            reason=pl.lit("ambiguous local time"),
+            detail=pl.format(
+                "in the autumn DST fold of {}: occurrence {} of {} for this sensor (rule {})",
+                pl.lit(zone),
+                pl.col("occurrence"),
+                pl.col("occurrences"),
+                pl.lit(rule),
+            ),
+            raw_value=pl.col("value").cast(pl.String),
+        )
+        if unresolved.height:
+            self._spill_quarantine(unresolved)
+        if resolved.height:
+            self._spill_good(resolved)
+
+    def _next_part(self, folder: str) -> Path:
+        self._part_no += 1
+        out = self.work / folder
+        out.mkdir(parents=True, exist_ok=True)
+        return out / f"part-{self._part_no:06d}.parquet"
+
+    def _spill_good(self, good: pl.DataFrame) -> None:
+        if not good.height:
+            return
+        for sid in good["sensor_id"].unique().to_list():
+            if sid not in self.bucket_of:
+                self.bucket_of[sid] = zlib.crc32(sid.encode("utf-8")) % self.buckets
+        good = good.select(
+            "sensor_id",
+            pl.col("ts").cast(pl.Datetime("us")),
+            "value",
+            "ordinal",
+            bucket=pl.col("sensor_id").replace_strict(self.bucket_of, return_dtype=pl.Int32),
+        )
+        for (bucket,), part in good.partition_by("bucket", as_dict=True, include_key=False).items():
+            path = self._next_part(f"bucket={bucket:02d}")
+            part.write_parquet(path, compression="lz4", statistics=False)
+            self.parts.setdefault(int(bucket), []).append(path)
+
+    def _spill_quarantine(self, bad: pl.DataFrame) -> None:
+        frame = bad.select(
+            "ordinal",
+            *[
+                (pl.col(c) if c in bad.columns else pl.lit(None)).cast(t).alias(c)
+                for c, t in _QUARANTINE_COLUMNS.items()
+                if c != "line"
+            ],
+        )
+        path = self._next_part("quarantine")
+        frame.write_parquet(path, compression="lz4", statistics=False)
+        self.quarantine_parts.append(path)
+
+    def _collect_rejects(self, mcon: duckdb.DuckDBPyConnection) -> None:
+        """Lines DuckDB could not split into the header's columns (ragged, bad quoting...)."""
+        rows = mcon.execute(
+            "select line, any_value(error_type), any_value(csv_line), any_value(error_message) "
+            "from reject_errors group by line order by line"
+        ).fetchall()
+        encoding = [r for r in rows if r[1] == "INVALID ENCODING"]
+        if encoding:
+            raise OxyError(
+                f"{self.path}: not valid {self.mapping.encoding} text (line {encoding[0][0]}); "
+                "set `encoding` in the source mapping"
+            )
+        if not rows:
+            return
+        self.reject_lines = np.array([r[0] for r in rows], dtype=np.int64)
+        self.rejects = pl.DataFrame(
+            {
+                "line": self.reject_lines,
+                "reason": ["ragged line" if "COLUMNS" in r[1] else "malformed line" for r in rows],
+                "detail": [r[3] for r in rows],
+                "sensor_id": [None] * len(rows),
+                "raw_time": [None] * len(rows),
+                "raw_value": [None] * len(rows),
+                "raw_line": [r[2].strip("\r\n") for r in rows],
+            },
+            schema=_QUARANTINE_COLUMNS,
+        )
+
+    # line numbers ---------------------------------------------------------------------
+    def lines(self, ordinals: np.ndarray) -> np.ndarray:
+        """Where record ``ordinal`` (0-based, in reading order) is in the file.
+
+        Parquet: the row index. CSV: the 1-based physical line (header = line 1). When every
+        record is one line and no blank line hides in the file, this is arithmetic on the
+        rejected lines; otherwise the file is walked once with Python's csv module.
+        """
+        ordinals = np.asarray(ordinals, dtype=np.int64)
+        if self.kind == "parquet":
+            return ordinals
+        if self.digest.lines == 1 + self.rows_read + len(self.reject_lines):
+            # the k-th good record sits on the k-th line (from 2) that is not rejected
+            shifted = self.reject_lines - 2 - np.arange(len(self.reject_lines))
+            return ordinals + 2 + np.searchsorted(shifted, ordinals, side="right")
+        if self._line_of is None:
+            self._line_of = self._walk_lines()
+        return self._line_of[ordinals]
+
+    def _walk_lines(self) -> np.ndarray:
+        rejected = set(self.reject_lines.tolist())
+        starts = np.empty(self.rows_read, dtype=np.int64)
+        k = 0
+        with self.path.open(encoding=self.mapping.encoding, newline="") as fh:
+            reader = csv.reader(fh, delimiter=self.mapping.delimiter)
+            next(reader, None)
+            line = reader.line_num + 1
+            for record in reader:
+                start, line = line, reader.line_num + 1
+                if not record or start in rejected or k >= self.rows_read:
+                    continue
+                starts[k] = start
+                k += 1
+        if k != self.rows_read:
+            raise OxyError(
+                f"{self.path}: cannot locate every record's line ({k} of {self.rows_read}); "
+                "the file's quoting is inconsistent"
+            )
+        return starts
+
+    def quarantine_frames(self) -> Iterable[pl.DataFrame]:
+        """Quarantined rows with their line numbers, part by part."""
+        if self.rejects.height:
+            yield self.rejects
+        for part in self.quarantine_parts:
+            frame = pl.read_parquet(part)
+            lines = self.lines(frame["ordinal"].to_numpy())
+            yield frame.with_columns(line=pl.Series(lines, dtype=pl.Int64)).select(
+                list(_QUARANTINE_COLUMNS)
+            )
+
+    def sensors(self) -> list[dict[str, Any]]:
+        m = self.mapping
+        sep = "|" if len(m.sensor_columns) > 1 else m.sensor_separator
+        return [
+            {
+                "sensor_id": sid,
+                "customer": m.customer,
+                "source": m.name,
+                "timezone": m.timezone,
+                "unit": m.unit,
+                "levels": sid.split(sep) if sep else [sid],
+            }
+            for sid in sorted(self.bucket_of)
+        ]
+
+
+# -- committing ---------------------------------------------------------------------------
+def _commit(
+    warehouse: Warehouse,
+    con: duckdb.DuckDBPyConnection,
+    scan: _Scan,
+    ingest_id: str,
+    started: datetime,
+) -> IngestResult:
+    m = scan.mapping
+    params = {
+        "unit": m.unit,
+        "customer": m.customer,
+        "source_file": scan.path.name,
+        "ingested_at": started,
+    }
+    body = sql_text("staging/readings_deduplicated")
+    counts = {"accepted": 0, "duplicate": 0, "conflict": 0}
+    staged: list[StagedFile] = []
+    con.execute("begin")
+    try:
+        new_sensors = warehouse.register_sensors(con, scan.sensors())
+        for bucket in sorted(scan.parts):
+            parts = [str(p) for p in scan.parts[bucket]]
+            lo, hi = con.execute(
+                "select min(ts), max(ts) from read_parquet($parts)", {"parts": parts}
+            ).fetchall()[0]
+            lake = [
+                str(warehouse.root / r[0])
+                for r in con.execute(
+                    "select path from lake_files where kind = 'readings' and bucket = $bucket "
+                    "and max_ts >= $lo and min_ts <= $hi order by path",
+                    {"bucket": bucket, "lo": lo, "hi": hi},
+                ).fetchall()
+            ]
+            overlap = (
+                "select sensor_id, ts, value from read_parquet($lake) where ts between $lo and $hi"
+                if lake
+                else "select cast(null as varchar) as sensor_id, cast(null as timestamp) as ts, "
+                "cast(null as double) as value where false"
+            )
+            query = (
+                f"with candidates as (select * from read_parquet($parts)),\n"
+                f"lake_overlap as ({overlap})\nselect * from (\n{body})"
+            )
+            bucket_params = {**params, "parts": parts}
+            if lake:
+                bucket_params |= {"lake": lake, "lo": lo, "hi": hi}
+            con.execute(f"create or replace temp table bucket_rows as {query}", bucket_params)
+            for outcome, n in con.execute(
+                "select outcome, count(*) from bucket_rows group by outcome"
+            ).fetchall():
+                counts["conflict" if outcome.startswith("conflict") else outcome] += n
+            con.execute(
+                "create or replace temp view batch_readings as select sensor_id, ts, value, unit, "
+                "customer, source_file, ingested_at from bucket_rows where outcome = 'accepted'"
+            )
+            staged += warehouse.stage_readings(con, ingest_id)
+            _quarantine_conflicts(con, scan, ingest_id)
+        con.execute("drop view if exists batch_readings")
+        con.execute("drop table if exists bucket_rows")
+        warehouse.publish(con, staged)
+        quarantined = counts["conflict"]
+        for frame in scan.quarantine_frames():
+            quarantined += frame.height
+            _insert_quarantine(con, scan, ingest_id, frame)
+        rows_read = scan.rows_read + len(scan.reject_lines)
+        result = IngestResult(
+            ingest_id=ingest_id,
+            source=m.name,
+            path=str(scan.path),
+            sha256=scan.digest.sha256,
+            bytes=scan.digest.size,
+            rows_read=rows_read,
+            accepted=counts["accepted"],
+            duplicates=counts["duplicate"],
+            quarantined=quarantined,
+            new_sensors=new_sensors,
+            started_at=started,
+            finished_at=_utcnow(),
+            status="ok",
+        )
+        if result.accepted + result.duplicates + result.quarantined != rows_read:
+            raise OxyError(f"internal: {scan.path} row accounting does not add up: {result}")
+        _log(con, result)
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return result
+
+
+def _quarantine_conflicts(con: duckdb.DuckDBPyConnection, scan: _Scan, ingest_id: str) -> None:
+    conflicts = pl.from_arrow(
+        con.sql(
+            "select ordinal, outcome, sensor_id, ts, value, kept_value, kept_ordinal "
+            "from bucket_rows where outcome like 'conflict%' order by ordinal"
+        ).to_arrow_table()
+    )
+    assert isinstance(conflicts, pl.DataFrame)
+    if not conflicts.height:
+        return
+    kept_line = scan.lines(conflicts["kept_ordinal"].to_numpy())
+    where = "row" if scan.kind == "parquet" else "line"
+    frame = conflicts.with_columns(
+        line=pl.Series(scan.lines(conflicts["ordinal"].to_numpy()), dtype=pl.Int64),
+        kept_line=pl.Series(kept_line, dtype=pl.Int64),
+    ).select(
+        "line",
+        reason=pl.lit("conflicting duplicate"),
+        detail=pl.when(pl.col("outcome") == "conflict_existing")
+        .then(pl.format("kept value {} (already in the warehouse)", pl.col("kept_value")))
+        .otherwise(
+            pl.format("kept value {} (first in file, " + where + " {})", "kept_value", "kept_line")
+        ),
+        sensor_id="sensor_id",
+        raw_time=pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%.fZ"),
+        raw_value=pl.col("value").cast(pl.String),
+        raw_line=pl.lit(None, dtype=pl.String),
+    )
+    _insert_quarantine(con, scan, ingest_id, frame)
+
+
+def _insert_quarantine(
+    con: duckdb.DuckDBPyConnection, scan: _Scan, ingest_id: str, frame: pl.DataFrame
+) -> None:
+    if not frame.height:
+        return
+    rows = frame.with_columns(
+        ingest_id=pl.lit(ingest_id),
+        source=pl.lit(scan.mapping.name),
+        source_file=pl.lit(scan.path.name),
+        quarantined_at=pl.lit(_utcnow()),
+    ).to_arrow()
+    con.register("quarantine_rows", rows)
+    try:
+        con.execute("insert into quarantine by name select * from quarantine_rows")
+    finally:
+        con.unregister("quarantine_rows")
+
+
+def _log(con: duckdb.DuckDBPyConnection, result: IngestResult) -> None:
+    con.execute(
+        "insert into ingest_log by name select $ingest_id as ingest_id, $source as source, "
+        "$path as path, $sha256 as sha256, $bytes as bytes, $rows_read as rows_read, "
+        "$accepted as accepted, $duplicates as duplicates, $quarantined as quarantined, "
+        "$new_sensors as new_sensors, $started_at as started_at, $finished_at as finished_at, "
+        "$status as status, $note as note",
+        result.to_dict(),
+    )
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+__all__ = ["IngestResult", "ingest_file", "ingest_files"]

@@ -1,0 +1,85 @@
+-- Parse and validate one export's raw text rows into canonical candidates, with a reason for
+-- every row that cannot be a reading (reason is null for good rows).
+-- Input: relation `raw_rows` (sensor_id, id_empty, raw_time, raw_value: text as read).
+-- Parameters: $time_format ('iso' | 'epoch_s' | 'epoch_ms' | 'pattern'), $pattern,
+-- $pattern_has_zone, $local_zone (naive times need a zone conversion afterwards), $decimal,
+-- $sentinels, $min_value, $max_value, $unit.
+-- `ts` is the UTC instant when the text carried an offset (or is epoch), else the naive
+-- wall-clock time (`is_wall`), converted afterwards with the source's zone in polars.
+with
+raw as (select * from raw_rows),
+trimmed as (
+    select
+        sensor_id,
+        id_empty,
+        nullif(trim(raw_time), '') as raw_time,
+        nullif(trim(raw_value), '') as raw_value
+    from raw
+),
+time_kind as (
+    select
+        *,
+        case
+            when $time_format = 'iso' then
+                raw_time[-1] in ('Z', 'z')
+                or contains(substr(raw_time, 17), '+')
+                or contains(substr(raw_time, 17), '-')
+                or (length(raw_time) > 19 and ascii(raw_time[-1]) >= 65)
+            when $time_format = 'pattern' then $pattern_has_zone
+            else true
+        end as has_offset
+    from trimmed
+),
+parsed as (
+    select
+        sensor_id,
+        id_empty,
+        raw_time,
+        raw_value,
+        not has_offset as is_wall,
+        case
+            when $time_format = 'iso' and has_offset
+                then try(cast(try_cast(raw_time as timestamptz) as timestamp))
+            when $time_format = 'iso' then try_cast(raw_time as timestamp)
+            when $time_format = 'epoch_s'
+                then try(cast(to_timestamp(try_cast(raw_time as double)) as timestamp))
+            when $time_format = 'epoch_ms'
+                then try(make_timestamp(cast(round(try_cast(raw_time as double) * 1000) as bigint)))
+            else try(cast(try_strptime(raw_time, $pattern) as timestamp))
+        end as ts,
+        try_cast(replace(raw_value, $decimal, '.') as double) as value
+    from time_kind
+),
+classified as (
+    select
+        *,
+        case
+            when raw_time is null then 'missing timestamp'
+            when ts is null then 'unparseable timestamp'
+            when id_empty then 'empty sensor identity'
+            when raw_value is null then 'missing value'
+            when value is null then 'non-numeric value'
+            when isnan(value) or isinf(value) then 'non-finite value'
+            when list_contains($sentinels, value) then 'sentinel value'
+            when value < 0 then 'negative value'
+            when value < $min_value then 'below plausible minimum'
+            when value > $max_value then 'above plausible maximum'
+        end as reason
+    from parsed
+),
+described as (
+    select
+        sensor_id,
+        ts,
+        is_wall,
+        value,
+        reason,
+        case
+            when reason = 'below plausible minimum' then 'minimum ' || $min_value || ' ' || $unit
+            when reason = 'above plausible maximum' then 'maximum ' || $max_value || ' ' || $unit
+        end as detail,
+        case when reason is not null or (is_wall and $local_zone) then raw_time end as raw_time,
+        case when reason is not null then raw_value end as raw_value
+    from classified
+)
+select * from described

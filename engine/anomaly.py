@@ -96,7 +96,9 @@ def detector_params(config: Config) -> dict[str, Any]:
             "collective_hi",
             "contextual_z_lo",
             "contextual_z_hi",
+            "stuck_window",
             "stuck_std_ratio",
+            "noise_window",
             "spike_sigma",
             "noise_std_ratio",
             "severity_threshold",
@@ -108,8 +110,6 @@ def detector_params(config: Config) -> dict[str, Any]:
             "noise_step_window",
             "noise_min_readings",
             "drift_window",
-            "drift_z_lo",
-            "drift_z_hi",
             "range_suspect_sat",
             "range_fail_sat",
             "qartod_fail_severity",
@@ -117,6 +117,11 @@ def detector_params(config: Config) -> dict[str, Any]:
             "prev_horizon",
         )
     }
+    for name in ("point_z", "collective", "contextual_z", "spike_z", "noise_ratio", "drift_z"):
+        lo, hi = (float(x) for x in a[f"{name}_range"])
+        if not hi > lo:
+            raise OxyError(f"[anomaly] {name}_range must be [lo, hi] with hi > lo")
+        params[f"oxy_{name}_lo"], params[f"oxy_{name}_hi"] = lo, hi
     params["kelvin"] = float(a["range_temperature_c"]) + 273.15
     params["salinity"] = float(a["range_salinity"])
     params["dropout_mgl"] = float(a["dropout_level"]["mg/L"])
@@ -163,7 +168,7 @@ def lookbacks(con: duckdb.DuckDBPyConnection, config: Config) -> Lookbacks:
     return Lookbacks(minutes=minutes, hours=hours, spike_gap=gap)
 
 
-def _create_support_tables(con: duckdb.DuckDBPyConnection) -> None:
+def create_support_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         "create or replace temp table extra_readings (sensor_id varchar, ts timestamp, "
         "value double, ingested_at timestamp)"
@@ -172,7 +177,7 @@ def _create_support_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"create or replace temp table empty_scores ({columns})")
 
 
-def _scope_table(
+def scope_table(
     con: duckdb.DuckDBPyConnection, changes: list[tuple[str, datetime]], lb: Lookbacks
 ) -> None:
     """``score_scope``: per sensor the first changed hour, the first rescored reading and the
@@ -187,7 +192,7 @@ def _scope_table(
     )
 
 
-def _readings_in_scope(
+def readings_in_scope(
     wh: Warehouse, con: duckdb.DuckDBPyConnection, buckets: list[int], params: dict[str, Any]
 ) -> None:
     """``int_readings_local`` from the lake files of ``buckets`` that reach the scope."""
@@ -371,7 +376,7 @@ def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
     buckets_scored = sensors = rows = 0
     with warehouse.writer() as con:
         lb = lookbacks(con, warehouse.config)
-        _create_support_tables(con)
+        create_support_tables(con)
         buckets = [
             b
             for (b,) in con.execute(
@@ -395,8 +400,8 @@ def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
                         {"b": bucket},
                     )
                     con.execute("delete from score_files where bucket = $b", {"b": bucket})
-                _scope_table(con, changes, lb)
-                _readings_in_scope(warehouse, con, [bucket], params)
+                scope_table(con, changes, lb)
+                readings_in_scope(warehouse, con, [bucket], params)
                 _update_baselines(con, params, lb)
                 _stored_baselines(con)
                 run_sql(con, "intermediate/int_detector_scores", params, into="int_detector_scores")
@@ -491,7 +496,7 @@ def score_readings(warehouse: Warehouse, readings: pl.DataFrame) -> pl.DataFrame
     params = detector_params(warehouse.config)
     with warehouse.reader() as con:
         lb = lookbacks(con, warehouse.config)
-        _create_support_tables(con)
+        create_support_tables(con)
         con.register("new_readings", frame.to_arrow())
         known = con.execute(
             "select count(distinct n.sensor_id), count(distinct s.sensor_id) from new_readings n "
@@ -513,9 +518,9 @@ def score_readings(warehouse: Warehouse, readings: pl.DataFrame) -> pl.DataFrame
                 "(select sensor_id from new_readings)"
             ).fetchall()
         ]
-        _scope_table(con, changes, lb)
+        scope_table(con, changes, lb)
         con.execute("update score_scope set rescore_from = changed_from")
-        _readings_in_scope(warehouse, con, buckets, params)
+        readings_in_scope(warehouse, con, buckets, params)
         run_sql(con, "intermediate/int_inference_baselines", params, into="hourly_baselines")
         run_sql(con, "intermediate/int_detector_scores", params, into="int_detector_scores")
         con.execute("create or replace temp table previous_scores as from empty_scores")

@@ -68,9 +68,7 @@ z_scores as (
         case when baseline_days >= $baseline_min_days
             then abs(value - baseline_median) / greatest(baseline_spread, sigma)
         end as contextual_z,
-        case when sign(step) * sign(next_step) < 0
-            then least(abs(step), abs(next_step)) / sigma
-        end as spike_z,
+        abs(step - next_step) / 2 / typical_noise as spike_z,
         case when noise_n >= $noise_min_readings
             then sqrt(noise_ms / 2) / typical_noise
         end as noise_ratio
@@ -103,22 +101,25 @@ scored as (
         c.ts,
         c.value,
         c.prev_ts,
-        coalesce(least(greatest((c.point_z - $point_z_lo) / ($point_z_hi - $point_z_lo), 0), 1), 0)
+        coalesce(least(greatest(
+            (c.point_z - $oxy_point_z_lo) / ($oxy_point_z_hi - $oxy_point_z_lo), 0), 1), 0)
             as score_point,
         coalesce(least(greatest(
-            (c.collective_z - $collective_lo) / ($collective_hi - $collective_lo), 0), 1), 0)
+            (c.collective_z - $oxy_collective_lo) / ($oxy_collective_hi - $oxy_collective_lo), 0), 1), 0)
             as score_collective,
         coalesce(least(greatest(
-            (c.contextual_z - $contextual_z_lo) / ($contextual_z_hi - $contextual_z_lo), 0), 1), 0)
+            (c.contextual_z - $oxy_contextual_z_lo) / ($oxy_contextual_z_hi - $oxy_contextual_z_lo), 0), 1), 0)
             as score_contextual,
         case when c.point_n >= $stuck_min_readings and c.window_std < $stuck_std_ratio * c.sigma
             then 1.0::double else 0.0::double end as score_stuck,
-        coalesce(least(greatest((c.spike_z - $spike_sigma) / $spike_sigma, 0), 1), 0)
+        coalesce(least(greatest(
+            (c.spike_z - $oxy_spike_z_lo) / ($oxy_spike_z_hi - $oxy_spike_z_lo), 0), 1), 0)
             as score_spike,
         coalesce(least(greatest(
-            (c.noise_ratio - $noise_std_ratio) / $noise_std_ratio, 0), 1), 0) as score_noise,
+            (c.noise_ratio - $oxy_noise_ratio_lo) / ($oxy_noise_ratio_hi - $oxy_noise_ratio_lo), 0), 1), 0)
+            as score_noise,
         coalesce(least(greatest(
-            (abs(c.drift_z) - $drift_z_lo) / ($drift_z_hi - $drift_z_lo), 0), 1), 0)
+            (abs(c.drift_z) - $oxy_drift_z_lo) / ($oxy_drift_z_hi - $oxy_drift_z_lo), 0), 1), 0)
             as score_drift,
         case when c.value <= c.dropout_level then 1.0::double else 0.0::double end
             as score_dropout,

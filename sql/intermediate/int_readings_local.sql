@@ -1,7 +1,8 @@
 -- Readings in the scoring scope: one row per (sensor_id, ts), the site's local hour, and the
 -- neighbouring readings (previous/next within $spike_gap) that the detectors compare with.
 -- Inputs: lake files $files, `extra_readings` (readings not in the lake yet, e.g. inference;
--- they win over lake rows at the same ts), `score_scope` (sensor_id, read_from), `sensors`.
+-- the lake rows win at the same ts: first ingested wins, as in ingest),
+-- `score_scope` (sensor_id, read_from), `sensors`.
 with
 lake as (
     select sensor_id, ts, value, ingested_at from read_parquet($files)
@@ -21,8 +22,8 @@ in_scope as (
     join scope as s using (sensor_id)
     where r.ts >= s.read_from
 ),
-deduplicated as (  -- last ingested wins
-    select sensor_id, ts, arg_max(value, ingested_at) as value
+deduplicated as (  -- first ingested wins (the ingest rule)
+    select sensor_id, ts, arg_min(value, ingested_at) as value
     from in_scope
     group by sensor_id, ts
 ),

@@ -1,0 +1,252 @@
+"""Evaluation of the anomaly flags against labelled events, ours beside the seed's rules.
+
+Definitions (README "Anomaly scoring"):
+
+* an event is **found** when a flagged reading of its sensor lies in
+  ``[start - lead, end + lag]`` (2 min / 5 min); a ``drift`` event when at least
+  ``drift_fraction`` (a quarter) of the readings in the second half of its window are flagged;
+* **recall** = found events / events, per type and over all events;
+* **minute precision** = flagged readings inside a labelled window (same tolerance) / flagged
+  readings; **F1** = 2 P R / (P + R) with R the recall over all events;
+* **flagged fraction** = flagged readings / scored readings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from engine import OxyError
+from engine.anomaly import (
+    create_support_tables,
+    readings_in_scope,
+    scope_table,
+    bind,
+    detector_params,
+    lookbacks,
+    run_sql,
+)
+from engine.warehouse import Warehouse, sql_text
+
+LEAD = "2 minutes"
+LAG = "5 minutes"
+DRIFT_FRACTION = 0.25
+LABEL_TYPES = ("spike", "collective", "contextual", "stuck", "noise", "dropout", "drift")
+
+
+def read_labels(path: str | Path) -> pl.DataFrame:
+    """Labelled events from a CSV with ``sensor_id,start,end,type`` (times naive UTC)."""
+    try:
+        raw = pl.read_csv(path, infer_schema=False)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise OxyError(f"cannot read labels {path}: {exc}") from None
+    missing = {"sensor_id", "start", "end", "type"} - set(raw.columns)
+    if missing:
+        raise OxyError(f"labels {path} lack column(s) {sorted(missing)}")
+    try:
+        labels = raw.select(
+            pl.col("sensor_id"),
+            pl.col("start").str.to_datetime(time_unit="us").dt.replace_time_zone(None),
+            pl.col("end").str.to_datetime(time_unit="us").dt.replace_time_zone(None),
+            pl.col("type").str.strip_chars().str.to_lowercase(),
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise OxyError(f"labels {path}: unreadable start/end time ({exc})") from None
+    bad = labels.filter(pl.col("end") < pl.col("start")).height
+    if bad:
+        raise OxyError(f"labels {path}: {bad} event(s) end before they start")
+    return labels.rename({"start": "start_ts", "end": "end_ts"}).with_row_index("event_id")
+
+
+def metrics(events: pl.DataFrame, totals: dict[str, int]) -> dict[str, Any]:
+    """Recall per type and overall, minute precision, F1 and flagged fraction.
+
+    ``events`` has one row per labelled event (``type``, ``found``); ``totals`` holds
+    ``readings``, ``flagged`` and ``flagged_inside``.
+
+    Examples
+    --------
+    >>> ev = pl.DataFrame({"type": ["spike", "spike", "drift"], "found": [True, False, True]})
+    >>> m = metrics(ev, {"readings": 100, "flagged": 4, "flagged_inside": 3})
+    >>> m["by_type"]["spike"]["recall"], m["precision"], round(m["f1"], 4)
+    (0.5, 0.75, 0.7059)
+    """
+    by_type = {}
+    for kind, group in sorted(events.group_by("type"), key=lambda g: str(g[0][0])):
+        found = int(group["found"].sum())
+        by_type[str(kind[0])] = {
+            "events": group.height,
+            "found": found,
+            "recall": found / group.height,
+        }
+    n_events = events.height
+    recall = float(events["found"].sum()) / n_events if n_events else 0.0
+    flagged = totals["flagged"]
+    precision = totals["flagged_inside"] / flagged if flagged else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "events": n_events,
+        "recall": recall,
+        "precision": precision,
+        "f1": f1,
+        "readings": totals["readings"],
+        "flagged": flagged,
+        "flagged_inside": totals["flagged_inside"],
+        "flagged_fraction": flagged / totals["readings"] if totals["readings"] else 0.0,
+        "by_type": by_type,
+    }
+
+
+def evaluate_flags(
+    con: duckdb.DuckDBPyConnection,
+    labels: pl.DataFrame,
+    *,
+    lead: str = LEAD,
+    lag: str = LAG,
+    drift_fraction: float = DRIFT_FRACTION,
+) -> dict[str, Any]:
+    """Evaluate the relation ``eval_flags`` (sensor_id, ts, is_anomaly) against ``labels``."""
+    con.register("eval_labels", labels.to_arrow())
+    try:
+        params = {"lead": lead, "lag": lag, "drift_fraction": drift_fraction}
+        q_events = sql_text("intermediate/int_evaluation_events")
+        events = pl.from_arrow(con.sql(q_events, params=bind(q_events, params)).to_arrow_table())
+        q_minutes = sql_text("intermediate/int_evaluation_minutes")
+        row = con.execute(q_minutes, bind(q_minutes, params)).fetchall()[0]
+    finally:
+        con.unregister("eval_labels")
+    result = metrics(events, {"readings": row[0], "flagged": row[1], "flagged_inside": row[2]})
+    result["missed"] = (
+        events.filter(~pl.col("found"))
+        .join(labels, on=["event_id", "sensor_id", "type"])
+        .select("sensor_id", "start_ts", "end_ts", "type")
+        .head(20)
+        .to_dicts()
+    )
+    return result
+
+
+def _seed_flags(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> None:
+    """``eval_flags`` from the seed's rules, computed bucket by bucket on all readings."""
+    params = detector_params(warehouse.config)
+    lb = lookbacks(con, warehouse.config)
+    create_support_tables(con)
+    con.execute(
+        "create or replace temp table eval_flags "
+        "(sensor_id varchar, ts timestamp, is_anomaly boolean)"
+    )
+    buckets = [
+        b
+        for (b,) in con.execute(
+            "select distinct bucket from lake_files where kind = 'readings' order by 1"
+        ).fetchall()
+    ]
+    for bucket in buckets:
+        changes = con.execute(
+            "select sensor_id, min(ts) from readings join sensors using (sensor_id) "
+            "where bucket = $b group by sensor_id order by 1",
+            {"b": bucket},
+        ).fetchall()
+        scope_table(con, changes, lb)
+        readings_in_scope(warehouse, con, [bucket], params)
+        run_sql(con, "intermediate/int_seed_scores", params, into="int_seed_scores")
+        con.execute("insert into eval_flags select sensor_id, ts, is_anomaly from int_seed_scores")
+
+
+def evaluate(
+    warehouse: Warehouse,
+    labels_path: str | Path,
+    *,
+    seed_rules: bool = False,
+    output: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``anomaly_scores`` (and optionally the seed's rules) against labelled events.
+
+    Parameters
+    ----------
+    warehouse
+        A scored warehouse (run ``oxy score`` first).
+    labels_path
+        CSV ``sensor_id,start,end,type`` (naive UTC), like the demo's ``labels.csv``.
+    seed_rules
+        Also run the seed's detectors unchanged (default thresholds) on the same readings.
+    output
+        Write the result as JSON here (atomically).
+
+    Examples
+    --------
+    >>> result = evaluate(Warehouse("warehouse"), "demo_data/labels.csv")  # doctest: +SKIP
+    >>> result["ours"]["f1"]                                                # doctest: +SKIP
+    """
+    labels = read_labels(labels_path)
+    threshold = float(warehouse.config["anomaly"]["severity_threshold"])
+    with warehouse.reader() as con:
+        if "anomaly_scores" not in warehouse.mart_names():
+            raise OxyError("no anomaly_scores yet: run `oxy score` first")
+        con.execute(
+            "create or replace temp table eval_flags as "
+            "select sensor_id, ts, is_anomaly from anomaly_scores"
+        )
+        known = {r[0] for r in con.execute("select distinct sensor_id from eval_flags").fetchall()}
+        unknown = sorted(set(labels["sensor_id"].unique().to_list()) - known)
+        ours = evaluate_flags(con, labels)
+        seed = None
+        if seed_rules:
+            _seed_flags(warehouse, con)
+            seed = evaluate_flags(con, labels)
+    result = {
+        "labels": str(labels_path),
+        "severity_threshold": threshold,
+        "lead": LEAD,
+        "lag": LAG,
+        "drift_fraction": DRIFT_FRACTION,
+        "unscored_label_sensors": unknown,
+        "ours": ours,
+        "seed_rules": seed,
+    }
+    if output is not None:
+        write_json(Path(output), result)
+    return result
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as JSON via a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def render(result: dict[str, Any]) -> str:
+    """A plain-text table: recall per type, precision, F1 and flagged fraction."""
+    ours, seed = result["ours"], result["seed_rules"]
+    types = sorted(set(ours["by_type"]) | set(seed["by_type"] if seed else ()))
+    head = f"{'metric':<22}{'oxy':>10}" + (f"{'seed rules':>12}" if seed else "")
+    lines = [head, "-" * len(head)]
+
+    def row(name: str, a: Any, b: Any = None, fmt: str = "{:.3f}") -> None:
+        text = f"{name:<22}{fmt.format(a) if a is not None else '-':>10}"
+        if seed:
+            text += f"{fmt.format(b) if b is not None else '-':>12}"
+        lines.append(text)
+
+    for kind in types:
+        a = ours["by_type"].get(kind)
+        b = seed["by_type"].get(kind) if seed else None
+        n = (a or b)["events"]
+        row(
+            f"recall {kind} ({n})",
+            a["recall"] if a else None,
+            b["recall"] if b else None,
+        )
+    for key in ("recall", "precision", "f1", "flagged_fraction"):
+        row(key.replace("_", " "), ours[key], seed[key] if seed else None)
+    row("flagged readings", ours["flagged"], seed["flagged"] if seed else None, "{:d}")
+    return "\n".join(lines)
+
+

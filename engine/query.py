@@ -75,19 +75,20 @@ def read_only_statement(con: duckdb.DuckDBPyConnection, sql: str) -> str:
     """
     try:
         statements = con.extract_statements(sql)
+        kinds = [s.type.name for s in statements]
     except duckdb.Error as exc:
         raise OxyError(f"SQL syntax error: {_one_line(exc)}") from None
     except ValueError:  # a statement kind the Python client cannot even name
-        raise OxyError(_refusal("this")) from None
+        raise OxyError(_refusal("such")) from None
     if not statements:
         raise OxyError("no SQL statement given")
     if len(statements) > 1:
         raise OxyError(
-            "oxy sql runs exactly one statement at a time (remove the `;`-separated rest)"
+            "refused: oxy sql runs exactly one statement at a time (remove the `;`-separated rest)"
         )
     statement = statements[0]
     text = statement.query.strip().rstrip(";").strip()
-    kind = statement.type.name
+    kind = kinds[0]
     if kind == "SELECT":
         return text
     if kind == "MULTI" and re.match(r"(un)?pivot\b", _strip_comments(text), re.IGNORECASE):
@@ -635,12 +636,32 @@ def render_status(status: dict[str, Any], *, column_width: int = 40) -> str:
         lines.append(_render_records(status["quarantine_reasons"], column_width))
     if status["ingests"]:
         lines += ["", f"last {len(status['ingests'])} ingests"]
-        shown = [{k: v for k, v in r.items() if "sha" not in k.lower()} for r in status["ingests"]]
+        shown = [_ingest_summary(r) for r in status["ingests"]]
         lines.append(_render_records(shown, column_width))
     lines += ["", "marts" if status["marts"] else "marts      none yet"]
     if status["marts"]:
         lines.append(_render_records(status["marts"], column_width))
     return "\n".join(lines)
+
+
+_INGEST_COLUMNS = (
+    "finished_at",
+    "source",
+    "path",
+    "rows_read",
+    "accepted",
+    "duplicates",
+    "quarantined",
+    "status",
+)
+
+
+def _ingest_summary(row: dict[str, Any]) -> dict[str, Any]:
+    """The columns of an ``ingest_log`` row worth a line on screen (all, if none known)."""
+    picked = {k: row[k] for k in _INGEST_COLUMNS if k in row}
+    if "path" in picked and picked["path"]:
+        picked["path"] = Path(str(picked["path"])).name
+    return picked or {k: v for k, v in row.items() if "sha" not in k.lower()}
 
 
 def _render_records(records: list[dict[str, Any]], column_width: int) -> str:

@@ -102,6 +102,71 @@ def oxy(
 
 # --- demo-data commands -------------------------------------------------------------
 
+
+@oxy.command("demo-data")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--sensors-per-site",
+    type=click.IntRange(min=1),
+    help="Sensors at each of the 5 sites: total sensors = 5 x N.  [default: 2]",
+)
+@click.option("--days", type=click.IntRange(min=1), help="Days of minute data.  [default: 35]")
+@click.option("--seed", type=int, help="Random seed (same seed, same data).  [default: 7]")
+@click.option(
+    "--clean-days",
+    type=click.IntRange(min=0),
+    help="Final days without injected anomalies.  [default: 7]",
+)
+@click.option(
+    "--start",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
+    help="First minute, UTC.  [default: 2024-10-01]",
+)
+@pass_ctx
+@handle_errors
+def demo_data_command(
+    ctx: Context,
+    out_dir: Path,
+    sensors_per_site: int | None,
+    days: int | None,
+    seed: int | None,
+    clean_days: int | None,
+    start: Any,
+) -> None:
+    """Write realistic, labelled demo exports of 3 customers into OUT_DIR.
+
+    5 sites (2 Norwegian sea-cage sites, 1 Chilean RAS, 2 Vietnamese pond farms) with
+    N sensors each: 5 x N sensors, one row per sensor-minute (minus gaps). Writes
+    sources.toml ([sources.NAME] mappings), seacage.csv, ras.parquet, pond.csv and
+    labels.csv (sensor_id,start,end,type in UTC). Defaults: [demo] in the config.
+
+    \b
+    Example:
+      oxy demo-data demo_data
+      oxy demo-data big --sensors-per-site 20 --days 90   # 100 sensors, ~13 M rows
+    """
+    from datetime import datetime
+
+    from engine.demo import generate_demo
+
+    defaults = ctx.config["demo"]
+    summary = generate_demo(
+        out_dir,
+        sensors_per_site=defaults["sensors_per_site"] if sensors_per_site is None else sensors_per_site,
+        days=defaults["days"] if days is None else days,
+        seed=defaults["seed"] if seed is None else seed,
+        clean_days=defaults["clean_days"] if clean_days is None else clean_days,
+        start=datetime.fromisoformat(defaults["start"]) if start is None else start,
+    )
+    ctx.result(
+        summary,
+        lambda: click.echo(
+            f"demo data: {summary['sensors']} sensors, {summary['rows']:,} rows, "
+            f"{summary['labels']} labels -> {summary['out_dir']}/ ({', '.join(summary['files'])})"
+        ),
+    )
+
+
 # --- ingest commands ----------------------------------------------------------------
 
 
@@ -219,6 +284,64 @@ def status_command(ctx: Context, last_ingests: int | None) -> None:
 
 
 # --- anomaly commands (score, evaluate) ---------------------------------------------
+
+
+@oxy.command()
+@click.option("--full", is_flag=True, help="Forget what was scored and recompute everything.")
+@pass_ctx
+@handle_errors
+def score(ctx: Context, full: bool) -> None:
+    """Score readings for anomalies into the anomaly_scores and anomaly_events marts.
+
+    Incremental by default: only readings of lake files not scored yet (and the minutes
+    their windows reach) are rescored.
+
+    \b
+    Example:
+      oxy score            # new readings only
+      oxy score --full     # everything again
+    """
+    from engine.anomaly import score as score_readings_in_warehouse
+
+    summary = score_readings_in_warehouse(ctx.warehouse, full=full)
+    ctx.result(
+        summary.as_dict(),
+        lambda: ctx.echo(
+            f"scored {summary.rows_scored:,} readings of {summary.sensors_rescored} sensor(s) "
+            f"in {summary.buckets_scored} bucket(s) in {summary.seconds:.1f} s; "
+            f"{summary.anomalies:,} anomalous readings, {summary.events:,} events"
+        ),
+    )
+
+
+@oxy.command()
+@click.option(
+    "--labels",
+    "labels",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CSV of labelled events: sensor_id,start,end,type (UTC).",
+)
+@click.option("--seed-rules", is_flag=True, help="Also evaluate the seed's rules, unchanged.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the evaluation as JSON to this file.",
+)
+@pass_ctx
+@handle_errors
+def evaluate(ctx: Context, labels: Path, seed_rules: bool, output: Path | None) -> None:
+    """Evaluate anomaly_scores against labelled events: recall per type, precision, F1.
+
+    \b
+    Example:
+      oxy evaluate --labels demo_data/labels.csv --seed-rules --output eval.json
+    """
+    from engine.evaluate import evaluate as evaluate_labels
+    from engine.evaluate import render
+
+    result = evaluate_labels(ctx.warehouse, labels, seed_rules=seed_rules, output=output)
+    ctx.result(result, lambda: ctx.echo(render(result)))
 
 # --- forecast commands (train, forecast) -------------------------------------------
 

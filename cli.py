@@ -149,15 +149,17 @@ def demo_data_command(
 
     from engine.demo import generate_demo
 
-    defaults = ctx.config["demo"]
-    summary = generate_demo(
-        out_dir,
-        sensors_per_site=defaults["sensors_per_site"] if sensors_per_site is None else sensors_per_site,
-        days=defaults["days"] if days is None else days,
-        seed=defaults["seed"] if seed is None else seed,
-        clean_days=defaults["clean_days"] if clean_days is None else clean_days,
-        start=datetime.fromisoformat(defaults["start"]) if start is None else start,
-    )
+    given = {
+        "sensors_per_site": sensors_per_site,
+        "days": days,
+        "seed": seed,
+        "clean_days": clean_days,
+        "start": start,
+    }
+    options = {k: ctx.config["demo"][k] if v is None else v for k, v in given.items()}
+    if isinstance(options["start"], str):
+        options["start"] = datetime.fromisoformat(options["start"])
+    summary = generate_demo(out_dir, **options)
     ctx.result(
         summary,
         lambda: click.echo(

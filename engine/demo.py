@@ -58,14 +58,18 @@ Gaps (not labelled)
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from engine import OxyError
 from engine.config import SourceMapping
@@ -94,7 +98,7 @@ def oxygen_solubility_mg_l(temperature_c: Any, salinity: Any = 0.0) -> Any:
     >>> round(float(oxygen_solubility_mg_l(20.0)), 2)
     9.09
     >>> round(float(oxygen_solubility_mg_l(10.0, 35.0)), 2)
-    9.03
+    9.02
     """
     t = np.asarray(temperature_c, dtype=np.float64) + 273.15
     s = np.asarray(salinity, dtype=np.float64)
@@ -791,3 +795,250 @@ def simulate(
         clean_days=clean_days,
         sources={name: fmt.mapping for name, fmt in EXPORTS.items()},
     )
+
+
+# --------------------------------------------------------------------------------------
+# exports on disk
+# --------------------------------------------------------------------------------------
+
+_CHUNK_MINUTES = 7 * MINUTES_PER_DAY  # rows are written a week at a time: flat memory
+
+
+def _time_column(fmt: ExportFormat, start: datetime, n: int) -> pl.Series:
+    """The export's time column for every minute of the span (shared by all sensors)."""
+    ts = pl.datetime_range(
+        start, start + timedelta(minutes=n - 1), "1m", time_unit="us", eager=True
+    ).dt.replace_time_zone("UTC")
+    name = fmt.mapping.time_column
+    if fmt.time_encoding == "epoch_ms":
+        return ts.dt.epoch("ms").alias(name)
+    if fmt.time_encoding == "local_offset":
+        local = ts.dt.convert_time_zone(fmt.mapping.timezone)
+        return local.dt.strftime("%Y-%m-%dT%H:%M:%S%:z").alias(name)
+    return ts.dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias(name)
+
+
+def _export_chunks(
+    fmt: ExportFormat, levels: list[tuple[str, ...]], values: np.ndarray, times: pl.Series
+):  # -> Iterator[pl.DataFrame]
+    """Export rows a week at a time, interleaved across sensors (time, then tag order)."""
+    n_sensors, n = values.shape
+    columns = fmt.mapping.sensor_columns
+    if len(columns) == 1:  # identity in one column: the whole tag, "|" and all
+        levels = [(fmt.mapping.sensor_separator.join(lv),) for lv in levels]
+    level_series = [
+        pl.Series(column, [lv[j] for lv in levels], dtype=pl.String)
+        for j, column in enumerate(columns)
+    ]
+    for a in range(0, n, _CHUNK_MINUTES):
+        b = min(n, a + _CHUNK_MINUTES)
+        block = values[:, a:b].T.reshape(-1)  # minute-major: all sensors of a minute together
+        keep = np.flatnonzero(~np.isnan(block))
+        minute = a + keep // n_sensors
+        sensor = keep % n_sensors
+        yield pl.DataFrame(
+            [
+                times.gather(minute),
+                *(s.gather(sensor) for s in level_series),
+                pl.Series(fmt.mapping.value_column, block[keep], dtype=pl.Float64),
+            ]
+        )
+
+
+def _atomic_target(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _write_export(
+    fmt: ExportFormat,
+    path: Path,
+    levels: list[tuple[str, ...]],
+    values: np.ndarray,
+    start: datetime,
+) -> int:
+    """Write one export atomically (temp file + rename); return its row count."""
+    times = _time_column(fmt, start, values.shape[1])
+    tmp = _atomic_target(path)
+    rows = 0
+    try:
+        if fmt.file_type == "csv":
+            with tmp.open("wb") as fh:
+                for i, chunk in enumerate(_export_chunks(fmt, levels, values, times)):
+                    chunk.write_csv(
+                        fh,
+                        include_header=i == 0,
+                        separator=fmt.mapping.delimiter,
+                        float_precision=fmt.value_decimals,
+                    )
+                    rows += chunk.height
+        else:
+            writer: pq.ParquetWriter | None = None
+            try:
+                for chunk in _export_chunks(fmt, levels, values, times):
+                    table = chunk.to_arrow()
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                    writer.write_table(table)
+                    rows += chunk.height
+            finally:
+                if writer is not None:
+                    writer.close()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)  # a JSON string of ASCII text is a valid TOML basic string
+
+
+def sources_toml(exports: dict[str, ExportFormat] | None = None) -> str:
+    """The ``[sources.NAME]`` TOML declaring every demo export (loads with ``Config.load``)."""
+    exports = EXPORTS if exports is None else exports
+    lines = [
+        "# Source mappings of the oxy demo exports (written by `oxy demo-data`).",
+        "# Use: oxy --config THIS_FILE ingest DIR/NAME.csv --source NAME",
+    ]
+    for name, fmt in exports.items():
+        lines += ["", f"[sources.{name}]  # {fmt.filename}"]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in fmt.mapping.to_dict().items()]
+    return "\n".join(lines) + "\n"
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = _atomic_target(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_labels(path: Path, labels: pl.DataFrame) -> None:
+    tmp = _atomic_target(path)
+    try:
+        labels.with_columns(pl.col("start", "end").dt.strftime("%Y-%m-%dT%H:%M:%SZ")).write_csv(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_labels(path: str | Path) -> pl.DataFrame:
+    """Read a ``labels.csv`` written by :func:`generate_demo` (times as naive UTC).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> _ = generate_demo(out, sensors_per_site=1, days=4, clean_days=1)
+    >>> read_labels(out / "labels.csv").columns
+    ['sensor_id', 'start', 'end', 'type']
+    """
+    try:
+        raw = pl.read_csv(
+            path,
+            schema={
+                "sensor_id": pl.String,
+                "start": pl.String,
+                "end": pl.String,
+                "type": pl.String,
+            },
+        )
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise OxyError(f"cannot read labels {path}: {str(exc).splitlines()[0]}") from None
+    return raw.with_columns(
+        pl.col("start", "end").str.to_datetime("%Y-%m-%dT%H:%M:%SZ", time_unit="us", strict=True)
+    )
+
+
+def generate_demo(
+    out_dir: str | Path,
+    *,
+    sensors_per_site: int = 2,
+    days: int = 35,
+    seed: int = 7,
+    clean_days: int = 7,
+    start: datetime | None = None,
+) -> dict[str, Any]:
+    """Write the demo exports, their source mappings and the anomaly labels to ``out_dir``.
+
+    Layout (a contract other tools rely on): ``sources.toml`` with one ``[sources.NAME]``
+    per export, ``NAME.csv`` / ``NAME.parquet`` per export (file stem = source name), and
+    ``labels.csv`` (``sensor_id,start,end,type``; inclusive UTC minutes, ISO with ``Z``).
+    Each file is written to a temporary name and renamed into place. Data is generated per
+    source and written a week at a time, so memory stays flat as the fleet grows.
+
+    Parameters
+    ----------
+    out_dir
+        Directory to write into (created if missing; existing demo files are replaced).
+    sensors_per_site, days, seed, clean_days, start
+        As in :func:`simulate`; the same arguments give the same readings and labels.
+
+    Returns
+    -------
+    dict
+        ``out_dir, sensors, rows, labels, files, rows_by_source, start, days, seed``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> summary = generate_demo(tempfile.mkdtemp(), sensors_per_site=1, days=2, clean_days=1)
+    >>> summary["sensors"], summary["files"]
+    (5, ['seacage.csv', 'ras.parquet', 'pond.csv', 'labels.csv', 'sources.toml'])
+    """
+    _check_size(sensors_per_site, days, clean_days)
+    start = (start or DEFAULT_START).replace(second=0, microsecond=0, tzinfo=None)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OxyError(f"demo output {out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OxyError(f"cannot create demo output directory {out}: {exc.strerror}") from None
+
+    by_source: dict[str, list[tuple[Site, list[tuple[str, np.ndarray, Any]]]]] = {}
+    rows_by_source: dict[str, int] = {}
+    label_rows: list[tuple[str, int, int, str]] = []
+
+    def flush(source: str) -> None:
+        fmt = EXPORTS[source]
+        sensors = sorted(
+            (
+                (site.sensor_levels(k), values)
+                for site, ss in by_source.pop(source)
+                for k, (_, values, _) in enumerate(ss)
+            ),
+            key=lambda item: "|".join(item[0]),
+        )
+        levels = [lv for lv, _ in sensors]
+        matrix = np.vstack([v for _, v in sensors])
+        rows_by_source[source] = _write_export(fmt, out / fmt.filename, levels, matrix, start)
+
+    for sig, sensors in _iter_sites(sensors_per_site, days, seed, clean_days, start):
+        source = sig.site.source
+        for pending in [s for s in by_source if s != source]:
+            flush(pending)
+        by_source.setdefault(source, []).append((sig.site, sensors))
+        label_rows.extend((sid, s, e, t) for sid, _, windows in sensors for s, e, t in windows)
+    for pending in list(by_source):
+        flush(pending)
+
+    labels = _labels_frame(start, label_rows)
+    _write_labels(out / "labels.csv", labels)
+    _write_text(out / "sources.toml", sources_toml())
+    files = [fmt.filename for fmt in EXPORTS.values()] + ["labels.csv", "sources.toml"]
+    return {
+        "out_dir": str(out),
+        "sensors": sensor_count(sensors_per_site),
+        "rows": sum(rows_by_source.values()),
+        "labels": labels.height,
+        "files": files,
+        "rows_by_source": rows_by_source,
+        "start": start.isoformat(),
+        "days": days,
+        "seed": seed,
+    }

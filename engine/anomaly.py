@@ -109,6 +109,7 @@ def detector_params(config: Config) -> dict[str, Any]:
             "spike_gap",
             "noise_step_window",
             "noise_min_readings",
+            "noise_step_clip",
             "drift_window",
             "range_suspect_sat",
             "range_fail_sat",
@@ -131,7 +132,8 @@ def detector_params(config: Config) -> dict[str, Any]:
 
 def bind(query: str, params: dict[str, Any]) -> dict[str, Any]:
     """The subset of ``params`` that ``query`` names (DuckDB refuses unused names)."""
-    names = set(_PARAM.findall(query))
+    code = "\n".join(line.split("--", 1)[0] for line in query.splitlines())
+    names = set(_PARAM.findall(code))
     missing = names - params.keys()
     if missing:
         raise OxyError(f"internal: SQL parameter(s) {sorted(missing)} not configured")

@@ -248,5 +248,3 @@ def render(result: dict[str, Any]) -> str:
         row(key.replace("_", " "), ours[key], seed[key] if seed else None)
     row("flagged readings", ours["flagged"], seed["flagged"] if seed else None, "{:d}")
     return "\n".join(lines)
-
-

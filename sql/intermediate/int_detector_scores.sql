@@ -33,7 +33,8 @@ rolling as (
         count(value) over point_w as point_n,
         sum(value) over point_w as point_sum,
         sum(value * value) over point_w as point_sumsq,
-        avg(step * step) over noise_w as noise_ms,
+        avg(least(step * step, ($noise_step_clip * typical_noise) ^ 2)) over noise_w
+            as noise_ms,  -- steps clipped: one spike must not read as an hour of noise
         count(step) over noise_w as noise_n
     from with_baselines
     window
@@ -68,7 +69,10 @@ z_scores as (
         case when baseline_days >= $baseline_min_days
             then abs(value - baseline_median) / greatest(baseline_spread, sigma)
         end as contextual_z,
-        abs(step - next_step) / 2 / typical_noise as spike_z,
+        case when step * next_step < 0  -- a local extreme: above (below) both neighbours
+            then least(abs(step - next_step) / 2, 2 * least(abs(step), abs(next_step)))
+                / typical_noise
+        end as spike_z,
         case when noise_n >= $noise_min_readings
             then sqrt(noise_ms / 2) / typical_noise
         end as noise_ratio

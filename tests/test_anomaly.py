@@ -1,0 +1,455 @@
+"""Anomaly scoring: each detector on hand-built series, time windows, incremental == full."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+
+from engine import anomaly
+from engine.anomaly import bind, detector_params, run_sql, score, score_readings
+from engine.warehouse import Warehouse, sql_text
+
+T0 = datetime(2024, 3, 1)
+
+
+def diel(days: float, *, sensor: str = "s1", step_min: int = 1, seed: int = 0) -> pl.DataFrame:
+    """A clean diel DO series (mg/L) in UTC with white noise."""
+    rng = np.random.default_rng(seed)
+    n = int(days * 1440 / step_min)
+    minutes = np.arange(n) * step_min
+    value = 8 + 1.5 * np.sin(2 * np.pi * (minutes / 1440 - 0.3)) + rng.normal(0, 0.03, n)
+    return pl.DataFrame(
+        {
+            "sensor_id": sensor,
+            "ts": [T0 + timedelta(minutes=int(m)) for m in minutes],
+            "value": np.round(value, 3),
+        }
+    )
+
+
+def scores_of(warehouse: Warehouse) -> pl.DataFrame:
+    with warehouse.reader() as con:
+        table = con.sql(
+            "select * exclude (bucket, month) from anomaly_scores order by sensor_id, ts"
+        ).to_arrow_table()
+    return pl.from_arrow(table)
+
+
+def events_of(warehouse: Warehouse) -> pl.DataFrame:
+    with warehouse.reader() as con:
+        table = con.sql(
+            "select * exclude (bucket) from anomaly_events order by sensor_id, start_ts"
+        ).to_arrow_table()
+    return pl.from_arrow(table)
+
+
+def at(frame: pl.DataFrame, ts: datetime, sensor: str = "s1") -> dict:
+    return frame.filter((pl.col("sensor_id") == sensor) & (pl.col("ts") == ts)).to_dicts()[0]
+
+
+def set_value(frame: pl.DataFrame, start: datetime, end: datetime, value: object) -> pl.DataFrame:
+    inside = pl.col("ts").is_between(start, end)
+    expr = value if isinstance(value, pl.Expr) else pl.lit(value)
+    return frame.with_columns(pl.when(inside).then(expr).otherwise(pl.col("value")).alias("value"))
+
+
+# -- detectors on hand-built series --------------------------------------------------------
+
+
+def test_clean_series_is_quiet_and_schema_is_the_contract(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    readings_loader(warehouse, diel(6))
+    summary = score(warehouse)
+    scores = scores_of(warehouse)
+    assert summary.rows_scored == scores.height == 6 * 1440
+    assert list(scores.columns) == list(anomaly.SCORE_COLUMNS)
+    assert scores["is_anomaly"].mean() < 0.005
+    assert not scores.select("sensor_id", "ts").is_duplicated().any()
+    assert set(scores["qartod_flag"].unique()) <= {1, 3, 4}
+    severity = scores.select(pl.max_horizontal(pl.col("^score_.*$"))).to_series()
+    assert (severity - scores["severity"]).abs().max() == 0
+
+
+def test_single_spike_is_flagged_at_its_minute(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    spike_ts = T0 + timedelta(days=4, hours=3, minutes=17)
+    readings = set_value(diel(5), spike_ts, spike_ts, pl.col("value") + 1.0)
+    readings_loader(warehouse, readings)
+    score(warehouse)
+    scores = scores_of(warehouse)
+    row = at(scores, spike_ts)
+    assert row["is_anomaly"] and row["score_spike"] == 1.0 and row["score_point"] == 1.0
+    assert row["qartod_flag"] == 4
+    neighbours = scores.filter(
+        pl.col("ts").is_between(spike_ts - timedelta(minutes=30), spike_ts - timedelta(minutes=1))
+    )
+    assert not neighbours["is_anomaly"].any()
+    events = events_of(warehouse)
+    assert events.filter(pl.col("start_ts") == spike_ts).height == 1
+
+
+def test_flat_line_is_stuck_and_zeros_are_dropouts(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    stuck_from, stuck_to = T0 + timedelta(days=4, hours=2), T0 + timedelta(days=4, hours=5)
+    zero_from, zero_to = (
+        T0 + timedelta(days=4, hours=9),
+        T0 + timedelta(days=4, hours=9, minutes=20),
+    )
+    readings = set_value(diel(5), stuck_from, stuck_to, 7.77)
+    readings = set_value(readings, zero_from, zero_to, 0.0)
+    readings_loader(warehouse, readings)
+    score(warehouse)
+    scores = scores_of(warehouse)
+    stuck = scores.filter(pl.col("ts").is_between(stuck_from + timedelta(minutes=59), stuck_to))
+    assert stuck["score_stuck"].min() == 1.0 and stuck["is_anomaly"].all()
+    zeros = scores.filter(pl.col("ts").is_between(zero_from, zero_to))
+    assert zeros["score_dropout"].min() == 1.0
+    assert set(zeros["qartod_flag"]) == {4}
+    assert set(zeros["anomaly_type"]) == {"range", "dropout"} or set(zeros["anomaly_type"]) == {
+        "dropout"
+    }
+
+
+def test_level_shift_scores_point_then_collective(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    shift_ts = T0 + timedelta(days=4, hours=12)
+    readings = set_value(diel(5), shift_ts, shift_ts + timedelta(hours=2), pl.col("value") - 2.5)
+    readings_loader(warehouse, readings)
+    score(warehouse)
+    scores = scores_of(warehouse)
+    assert at(scores, shift_ts)["score_point"] == 1.0
+    shifted = scores.filter(pl.col("ts").is_between(shift_ts, shift_ts + timedelta(hours=2)))
+    assert shifted["is_anomaly"].all()  # the hour-of-day baseline keeps seeing it
+    assert shifted["score_contextual"].min() == 1.0
+
+
+def test_night_value_at_a_daytime_level_is_contextual(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    # a gentle ramp from the night level to the daytime level: no jump, only the hour is wrong
+    night = T0 + timedelta(days=5, hours=1)
+    readings = diel(6)
+    ramp = (pl.col("ts") - night).dt.total_minutes().cast(pl.Float64) / 60.0
+    readings = set_value(
+        readings,
+        night,
+        night + timedelta(hours=3),
+        pl.col("value") + pl.min_horizontal(ramp, pl.lit(1.0)) * 2.6,
+    )
+    readings_loader(warehouse, readings)
+    score(warehouse)
+    scores = scores_of(warehouse).filter(pl.col("ts").is_between(night, night + timedelta(hours=3)))
+    assert scores["score_point"].max() < 0.5  # a slow change is no point anomaly
+    assert scores["score_contextual"].max() == 1.0
+    assert scores.filter(pl.col("ts") >= night + timedelta(hours=1))["is_anomaly"].mean() > 0.9
+
+
+def test_slow_drift_scores_drift_not_point(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    start = T0 + timedelta(days=8)
+    readings = diel(12)
+    days_in = (pl.col("ts") - start).dt.total_minutes().cast(pl.Float64) / 1440.0
+    readings = set_value(readings, start, T0 + timedelta(days=12), pl.col("value") - 0.6 * days_in)
+    readings_loader(warehouse, readings)
+    score(warehouse)
+    scores = scores_of(warehouse)
+    before = scores.filter(pl.col("ts") < start)
+    late = scores.filter(pl.col("ts") >= T0 + timedelta(days=10))
+    assert before["score_drift"].max() == 0.0
+    assert late["score_drift"].mean() > 0.8
+    assert late["score_point"].mean() < 0.01
+
+
+def test_gross_range_uses_saturation(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    high = T0 + timedelta(days=4, hours=6)
+    readings = set_value(diel(5), high, high, 109.8)  # the LRO's sensor fault value
+    readings_loader(warehouse, readings)
+    score(warehouse)
+    row = at(scores_of(warehouse), high)
+    assert row["score_range"] == 1.0 and row["qartod_flag"] == 4
+
+
+# -- time-based windows ---------------------------------------------------------------------
+
+
+def test_a_three_hour_gap_starts_fresh_windows(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    readings = diel(5).filter(
+        ~pl.col("ts").is_between(
+            T0 + timedelta(days=4, hours=3), T0 + timedelta(days=4, hours=6), closed="left"
+        )
+    )
+    # before the gap the sensor read 2 mg/L lower: rows windows would pull that in
+    readings = set_value(
+        readings, T0 + timedelta(days=4), T0 + timedelta(days=4, hours=3), pl.col("value") - 2.0
+    )
+    readings_loader(warehouse, readings)
+    score(warehouse)
+    after = scores_of(warehouse).filter(
+        pl.col("ts").is_between(T0 + timedelta(days=4, hours=6), T0 + timedelta(days=4, hours=7))
+    )
+    assert after["prev_ts"][0] is None  # a new series after the gap
+    assert after["score_point"].max() == 0.0
+    assert after["score_collective"].max() == 0.0
+
+
+def test_fifteen_minute_cadence(warehouse: Warehouse, readings_loader: Callable[..., None]) -> None:
+    readings = diel(6, step_min=15)
+    stuck_from = T0 + timedelta(days=5, hours=2)
+    readings = set_value(readings, stuck_from, stuck_from + timedelta(hours=3), 8.88)
+    readings_loader(warehouse, readings)
+    score(warehouse)
+    scores = scores_of(warehouse)
+    stuck = scores.filter(pl.col("ts").is_between(stuck_from, stuck_from + timedelta(hours=3)))
+    # 60-min window = 4 readings at 15-min cadence: stuck from the 4th flat reading on
+    assert stuck["score_stuck"].to_list() == [0.0] * 3 + [1.0] * 10
+    assert scores.filter(pl.col("ts") < stuck_from)["is_anomaly"].mean() < 0.01
+
+
+def test_local_hour_of_day_across_dst(warehouse: Warehouse) -> None:
+    con = warehouse.connect_memory()
+    con.execute(
+        "create table sensors as select 'oslo' as sensor_id, 'Europe/Oslo' as timezone, "
+        "'mg/L' as unit"
+    )
+    con.execute(
+        "create table score_scope as select 'oslo' as sensor_id, timestamp '2024-01-01' as "
+        "read_from"
+    )
+    con.execute(
+        "create table extra_readings as select 'oslo' as sensor_id, ts, 8.0 as value, "
+        "timestamp '2024-01-01' as ingested_at from (values (timestamp '2024-03-30 23:30'), "
+        "(timestamp '2024-03-31 00:30'), (timestamp '2024-03-31 01:30'), "
+        "(timestamp '2024-10-27 00:30'), (timestamp '2024-10-27 01:30')) as t(ts)"
+    )
+    query = sql_text("intermediate/int_readings_local").replace(
+        "read_parquet($files)", "(from extra_readings where false)"
+    )
+    rows = con.execute(
+        query + " order by ts", bind(query, detector_params(warehouse.config))
+    ).fetchall()
+    # 23:30Z = 00:30 CET; 00:30Z = 01:30 CET; 01:30Z = 03:30 CEST (02:xx does not exist);
+    # autumn: 00:30Z = 02:30 CEST, 01:30Z = 02:30 CET (the repeated hour)
+    assert [r[5] for r in rows] == [0, 1, 3, 2, 2]
+
+
+# -- incremental == full, inference ---------------------------------------------------------
+
+
+def test_incremental_equals_full_with_overlapping_and_late_batches(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    data = pl.concat([diel(7, sensor="s1"), diel(7, sensor="s2", seed=1)])
+    spike = T0 + timedelta(days=5, hours=4)
+    data = set_value(data, spike, spike, pl.col("value") + 2.0)
+    late = pl.col("ts").is_between(T0 + timedelta(days=3), T0 + timedelta(days=3, hours=5))
+    day = pl.col("ts").dt.epoch("s") // 86400 - int(T0.timestamp()) // 86400
+    batch1 = data.filter((day < 4) & ~late)
+    batch2 = data.filter((pl.col("ts") >= T0 + timedelta(days=3, hours=22)) & (day < 6))
+    batch3 = data.filter(late | (day >= 6))  # late rows in the past + the newest day
+    readings_loader(warehouse, batch1, batch_id="b1")
+    score(warehouse)
+    readings_loader(warehouse, batch2, batch_id="b2")  # overlaps b1 by 2 h (identical values)
+    second = score(warehouse)
+    assert 0 < second.rows_scored < data.height
+    readings_loader(warehouse, batch3, batch_id="b3")
+    score(warehouse)
+    assert score(warehouse).rows_scored == 0  # nothing new
+    incremental, inc_events = scores_of(warehouse), events_of(warehouse)
+    score(warehouse, full=True)
+    full, full_events = scores_of(warehouse), events_of(warehouse)
+    assert incremental.height == full.height == data.height
+    for column in incremental.columns:
+        if incremental[column].dtype == pl.Float64:
+            diff = (incremental[column] - full[column]).abs().max()
+            assert diff is None or diff <= 1e-9, column
+        else:
+            assert incremental[column].equals(full[column]), column
+    assert inc_events.select("sensor_id", "start_ts", "end_ts").equals(
+        full_events.select("sensor_id", "start_ts", "end_ts")
+    )
+    assert at(full, spike)["is_anomaly"]
+
+
+def test_score_readings_reuses_stored_baselines(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    data = diel(6)
+    readings_loader(warehouse, data.filter(pl.col("ts") < T0 + timedelta(days=5)))
+    score(warehouse)
+    new = data.filter(pl.col("ts") >= T0 + timedelta(days=5, hours=2)).head(120)
+    spike = new["ts"][60]
+    new = set_value(new, spike, spike, pl.col("value") + 1.5)
+    scored = score_readings(warehouse, new)
+    assert scored.height == 120 and list(scored.columns) == list(anomaly.SCORE_COLUMNS)
+    assert scored.filter(pl.col("is_anomaly"))["ts"].to_list() == [spike]
+    # readings already scored get the stored scores back
+    old = data.filter(
+        pl.col("ts").is_between(T0 + timedelta(days=4), T0 + timedelta(days=4, hours=1))
+    )
+    again = score_readings(warehouse, old)
+    stored = scores_of(warehouse).join(old.select("ts"), on="ts", how="semi")
+    assert (again["severity"] - stored["severity"]).abs().max() <= 1e-9
+
+
+def test_unknown_sensor_is_a_clear_error(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    readings_loader(warehouse, diel(1))
+    score(warehouse)
+    with pytest.raises(Exception, match="not registered"):
+        score_readings(warehouse, diel(1, sensor="nobody").head(3))
+
+
+# -- fixed-answer SQL tests and a slow reference --------------------------------------------
+
+
+def _con(warehouse: Warehouse) -> duckdb.DuckDBPyConnection:
+    return warehouse.connect_memory()
+
+
+def test_hourly_stats_fixed_answer(warehouse: Warehouse) -> None:
+    con = _con(warehouse)
+    con.execute(
+        "create table int_readings_local as select * from (values "
+        "('a', timestamp '2024-01-01 00:00', 1.0, timestamp '2024-01-01 00:00', 0, null::double),"
+        "('a', timestamp '2024-01-01 00:01', 3.0, timestamp '2024-01-01 00:00', 0, 2.0),"
+        "('a', timestamp '2024-01-01 00:02', 2.0, timestamp '2024-01-01 00:00', 0, -1.0),"
+        "('a', timestamp '2024-01-01 01:00', 5.0, timestamp '2024-01-01 01:00', 1, null)) "
+        "as t(sensor_id, ts, value, hour, local_hour, step)"
+    )
+    con.execute(
+        "create table score_scope as select 'a' as sensor_id, "
+        "timestamp '2024-01-01 00:00' as changed_from"
+    )
+    query = sql_text("intermediate/int_hourly_stats")
+    rows = con.execute(query + " order by hour", bind(query, {})).fetchall()
+    assert rows[0][:5] == ("a", datetime(2024, 1, 1), 0, 3, 2.0)
+    assert rows[0][5] == pytest.approx(1.0) and rows[0][6] == pytest.approx(math.sqrt(5 / 4))
+    assert rows[1][:6] == ("a", datetime(2024, 1, 1, 1), 1, 1, 5.0, 0.0) and rows[1][6] is None
+
+
+def test_hourly_baselines_fixed_answer(warehouse: Warehouse) -> None:
+    con = _con(warehouse)
+    # the same local hour on 5 days: medians 8, 9, 10, 11, 30 -> baseline of day 5 = 9.5
+    con.execute(
+        "create table hourly_history as select 'a' as sensor_id, "
+        "timestamp '2024-01-01 12:00' + to_days(d) as hour, 12 as local_hour, 60 as n, "
+        "[8.0, 9.0, 10.0, 11.0, 30.0][d + 1] as median, 0.1::double as std, "
+        "0.05::double as noise "
+        "from range(5) t(d)"
+    )
+    con.execute(
+        "create table score_scope as select 'a' as sensor_id, "
+        "timestamp '2024-01-01' as changed_from"
+    )
+    run_sql(con, "intermediate/int_hourly_baselines", detector_params(warehouse.config), into="b")
+    rows = con.execute(
+        "select baseline_median, baseline_days, typical_std, drift_level from b order by hour"
+    ).fetchall()
+    assert [r[1] for r in rows] == [0, 1, 2, 3, 4]
+    assert rows[4][0] == 9.5 and rows[3][0] == 9.0
+    assert rows[0][0] is None and rows[2][3] is None  # < baseline_min_days: no residual
+    assert rows[4][2] == pytest.approx(0.1)
+    # day 4: residual 11 - 9 = 2 (only hour in the 24 h window)
+    assert rows[3][3] == pytest.approx(2.0)
+
+
+def test_events_fixed_answer(warehouse: Warehouse, tmp_path) -> None:
+    con = _con(warehouse)
+    path = tmp_path / "scores.parquet"
+    con.execute(
+        "copy (select * from (values "
+        "('a', timestamp '2024-01-01 00:00', null::timestamp, 0.0, 'none', false),"
+        "('a', timestamp '2024-01-01 00:01', timestamp '2024-01-01 00:00', 0.6, 'spike', true),"
+        "('a', timestamp '2024-01-01 00:02', timestamp '2024-01-01 00:01', 0.9, 'point', true),"
+        "('a', timestamp '2024-01-01 00:03', timestamp '2024-01-01 00:02', 0.0, 'none', false),"
+        "('a', timestamp '2024-01-01 00:04', timestamp '2024-01-01 00:03', 0.7, 'noise', true),"
+        "('a', timestamp '2024-01-01 00:30', null, 0.8, 'stuck', true),"
+        "('b', timestamp '2024-01-01 00:31', null, 0.5, 'drift', true)"
+        f") as t(sensor_id, ts, prev_ts, severity, anomaly_type, is_anomaly)) to '{path}'"
+    )
+    query = sql_text("marts/anomaly_events")
+    params = {**detector_params(warehouse.config), "files": [str(path)]}
+    rows = con.execute(query, bind(query, params)).fetchall()
+    assert [(r[0], r[1].minute, r[2].minute, r[3], r[4], r[5]) for r in rows] == [
+        ("a", 1, 4, 4, 3, "point"),  # 00:03 unflagged but within the 3-min merge gap
+        ("a", 30, 30, 1, 1, "stuck"),
+        ("b", 31, 31, 1, 1, "drift"),
+    ]
+    assert float(rows[0][6]) == 0.9 and float(rows[0][7]) == pytest.approx(0.7333333333)
+
+
+def _reference_seed_point(ts: list[datetime], values: list[float]) -> list[float]:
+    """The seed's point score from first principles: 60-min time window incl. the reading."""
+    out = []
+    for i, t in enumerate(ts):
+        window = [v for s, v in zip(ts, values, strict=True) if t - timedelta(minutes=60) < s <= t]
+        if len(window) < 2:
+            out.append(0.0)
+            continue
+        mean = sum(window) / len(window)
+        std = math.sqrt(sum((v - mean) ** 2 for v in window) / (len(window) - 1))
+        z = abs(values[i] - mean) / std if std > 0 else None
+        out.append(0.0 if z is None else min(max((z - 2.0) / 3.0, 0.0), 1.0))
+    return out
+
+
+def test_seed_point_score_matches_a_slow_reference_across_gaps(warehouse: Warehouse) -> None:
+    rng = np.random.default_rng(3)
+    minutes = sorted(rng.choice(np.arange(400), size=150, replace=False).tolist())
+    minutes += [600, 601, 602, 700]  # a gap longer than every window
+    ts = [T0 + timedelta(minutes=m) for m in minutes]
+    values = (8 + rng.normal(0, 0.3, len(ts))).round(3).tolist()
+    values[40] += 3
+    con = _con(warehouse)
+    con.execute(
+        "create table sensors as select 'a' as sensor_id, 'UTC' as timezone, 'mg/L' as unit"
+    )
+    con.execute(
+        "create table score_scope as select 'a' as sensor_id, timestamp '2000-01-01' as read_from"
+    )
+    con.register("frame", pl.DataFrame({"ts": ts, "value": values}).to_arrow())
+    con.execute(
+        "create table extra_readings as select 'a' as sensor_id, ts, value, "
+        "timestamp '2024-01-01' as ingested_at from frame"
+    )
+    params = detector_params(warehouse.config)
+    query = sql_text("intermediate/int_readings_local").replace(
+        "read_parquet($files)", "(from extra_readings where false)"
+    )
+    con.execute(f"create table int_readings_local as {query}", bind(query, params))
+    seed = (
+        sql_text("intermediate/int_seed_scores")
+        .replace("select sensor_id, ts, severity,", "select sensor_id, ts, score_point, severity,")
+        .replace(
+            "select\n        sensor_id,\n        ts,\n        greatest(",
+            "select\n        sensor_id,\n        ts,\n        score_point,\n        greatest(",
+        )
+    )
+    got = con.execute(seed + " order by ts", bind(seed, params)).fetchall()
+    expected = _reference_seed_point(ts, values)
+    assert [r[2] for r in got] == pytest.approx(expected, abs=1e-9)
+    assert max(expected) > 0.5
+
+
+def test_detector_scores_respect_the_configured_ranges(warehouse: Warehouse) -> None:
+    params = detector_params(warehouse.config)
+    assert params["oxy_point_z_lo"] < params["oxy_point_z_hi"]
+    query = sql_text("intermediate/int_detector_scores")
+    assert set(bind(query, params)) <= set(params)
+    assert params["kelvin"] == pytest.approx(273.15)

@@ -23,13 +23,13 @@ import polars as pl
 
 from engine import OxyError
 from engine.anomaly import (
-    create_support_tables,
-    readings_in_scope,
-    scope_table,
     bind,
+    create_support_tables,
     detector_params,
     lookbacks,
+    readings_in_scope,
     run_sql,
+    scope_table,
 )
 from engine.warehouse import Warehouse, sql_text
 

@@ -1,0 +1,146 @@
+"""Evaluation arithmetic on tiny labelled examples, and the CLI around it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from cli import oxy
+from engine import OxyError
+from engine.evaluate import evaluate, evaluate_flags, metrics, read_labels
+from engine.warehouse import Warehouse
+
+T0 = datetime(2024, 5, 1)
+
+
+def minute(m: int) -> datetime:
+    return T0 + timedelta(minutes=m)
+
+
+def write_labels(path: Path, rows: list[tuple[str, datetime, datetime, str]]) -> Path:
+    pl.DataFrame(
+        {
+            "sensor_id": [r[0] for r in rows],
+            "start": [r[1].isoformat() for r in rows],
+            "end": [r[2].isoformat() for r in rows],
+            "type": [r[3] for r in rows],
+        }
+    ).write_csv(path)
+    return path
+
+
+def test_metrics_arithmetic() -> None:
+    events = pl.DataFrame(
+        {"type": ["spike", "spike", "stuck", "drift"], "found": [True, False, True, True]}
+    )
+    m = metrics(events, {"readings": 1000, "flagged": 20, "flagged_inside": 15})
+    assert m["by_type"]["spike"] == {"events": 2, "found": 1, "recall": 0.5}
+    assert m["recall"] == 0.75 and m["precision"] == 0.75
+    assert m["f1"] == pytest.approx(0.75)
+    assert m["flagged_fraction"] == 0.02
+
+
+def test_tolerance_and_drift_rule_on_a_tiny_example(warehouse: Warehouse, tmp_path: Path) -> None:
+    # 100 minutes of sensor a; flagged minutes: 8 (2 min before the spike at 10), 30..31,
+    # 60 (outside every window), and the drift 70..89: second half 80..89 has 3 of 10 flagged
+    flagged = {8, 30, 31, 60, 82, 85, 88}
+    flags = pl.DataFrame(
+        {
+            "sensor_id": "a",
+            "ts": [minute(m) for m in range(100)],
+            "is_anomaly": [m in flagged for m in range(100)],
+        }
+    )
+    labels = read_labels(
+        write_labels(
+            tmp_path / "labels.csv",
+            [
+                ("a", minute(10), minute(10), "spike"),  # found: 8 is within the 2-min lead
+                ("a", minute(20), minute(24), "stuck"),  # 30 is 6 min after: not found
+                ("a", minute(26), minute(32), "noise"),  # found
+                ("a", minute(70), minute(89), "drift"),  # 3/10 >= 25 %: found
+            ],
+        )
+    )
+    con = warehouse.connect_memory()
+    con.register("eval_flags", flags.to_arrow())
+    result = evaluate_flags(con, labels)
+    assert result["by_type"]["spike"]["found"] == 1
+    assert result["by_type"]["stuck"]["found"] == 0
+    assert result["by_type"]["drift"]["found"] == 1
+    assert result["recall"] == 0.75
+    # inside (with tolerance): 8, 30, 31, 82, 85, 88 (30 lies in stuck's 5-min lag too); 60 not
+    assert (result["flagged"], result["flagged_inside"]) == (7, 6)
+    assert result["precision"] == pytest.approx(6 / 7)
+    assert result["readings"] == 100
+    assert result["missed"][0]["type"] == "stuck"
+
+
+def test_drift_needs_a_quarter_of_its_second_half(warehouse: Warehouse, tmp_path: Path) -> None:
+    flags = pl.DataFrame(
+        {
+            "sensor_id": "a",
+            "ts": [minute(m) for m in range(20)],
+            "is_anomaly": [m in {0, 1, 2, 3, 4, 5, 10} for m in range(20)],
+        }
+    )
+    labels = read_labels(write_labels(tmp_path / "l.csv", [("a", minute(0), minute(19), "drift")]))
+    con = warehouse.connect_memory()
+    con.register("eval_flags", flags.to_arrow())
+    assert evaluate_flags(con, labels)["by_type"]["drift"]["found"] == 0  # 1/10 in 10..19
+
+
+def test_bad_labels_are_one_line_errors(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("sensor_id,begin,end,type\n")
+    with pytest.raises(OxyError, match="lack column"):
+        read_labels(tmp_path / "a.csv")
+    write_labels(tmp_path / "b.csv", [("a", minute(5), minute(1), "spike")])
+    with pytest.raises(OxyError, match="end before"):
+        read_labels(tmp_path / "b.csv")
+
+
+def test_evaluate_end_to_end_with_seed_rules_and_cli(
+    warehouse: Warehouse, readings_loader: Callable[..., None], tmp_path: Path
+) -> None:
+    n = 4 * 1440
+    ts = [T0 + timedelta(minutes=i) for i in range(n)]
+    value = [8.0 + 0.5 * ((i % 1440) / 1440) + (0.02 if i % 2 else -0.02) for i in range(n)]
+    value[3 * 1440 + 100] = 0.0  # a dropout minute
+    readings_loader(warehouse, pl.DataFrame({"sensor_id": "a", "ts": ts, "value": value}))
+    labels = write_labels(
+        tmp_path / "labels.csv", [("a", ts[3 * 1440 + 100], ts[3 * 1440 + 100], "dropout")]
+    )
+    with pytest.raises(OxyError, match="oxy score"):
+        evaluate(warehouse, labels)
+    runner = CliRunner()
+    scored = runner.invoke(oxy, ["--warehouse", str(warehouse.root), "score"])
+    assert scored.exit_code == 0, scored.output
+    assert scored.output.startswith(f"scored {n:,} readings of 1 sensor(s) in 1 bucket(s)")
+    again = runner.invoke(oxy, ["--warehouse", str(warehouse.root), "--json", "score", "--full"])
+    assert json.loads(again.output)["rows_scored"] == n
+    out = tmp_path / "eval.json"
+    result = runner.invoke(
+        oxy,
+        [
+            "--warehouse",
+            str(warehouse.root),
+            "evaluate",
+            "--labels",
+            str(labels),
+            "--seed-rules",
+            "--output",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "recall dropout (1)" in result.output and "seed rules" in result.output
+    saved = json.loads(out.read_text())
+    assert saved["ours"]["by_type"]["dropout"]["recall"] == 1.0
+    assert saved["seed_rules"]["readings"] == n
+    assert saved["ours"]["readings"] == n

@@ -27,6 +27,7 @@ import shutil
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,11 +36,12 @@ from typing import Any
 import duckdb
 import numpy as np
 import polars as pl
+import pyarrow as pa
 from tqdm import tqdm
 
 from engine import OxyError
 from engine.config import TIME_FORMATS, Config, SourceMapping
-from engine.warehouse import StagedFile, Warehouse, sql_text
+from engine.warehouse import READINGS_SCHEMA, StagedFile, Warehouse, sql_text
 
 CSV_SUFFIXES = (".csv", ".txt", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -148,43 +150,64 @@ def ingest_file(
     """Ingest one file through the writer connection ``con`` (see the module docstring)."""
     started = _utcnow()
     kind = _file_kind(path)
-    digest = _digest(path)
-    previous = con.execute(
+    size = path.stat().st_size
+    if size == 0:
+        raise OxyError(f"{path}: empty file")
+    ingest_id = f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    same_size = con.execute(
+        "select count(*) from ingest_log where bytes = $bytes and source = $source "
+        "and status = 'ok'",
+        {"bytes": size, "source": mapping.name},
+    ).fetchall()[0][0]
+    # The sha256 pass runs beside the scan (hashlib releases the GIL) unless a file of the
+    # same size was ingested before: then it runs first, so a repeat is skipped unread.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_digest, path)
+        digest = pending.result() if same_size else None
+        previous = _previous(con, digest, mapping) if digest else []
+        if not previous:
+            work = warehouse.staging_path(suffix="")
+            try:
+                scan = _Scan(warehouse, path, kind, mapping, work, pending, progress=progress)
+                scan.run()
+                digest = pending.result()
+                previous = _previous(con, digest, mapping)
+                if not previous:
+                    return _commit(warehouse, con, scan, ingest_id, started)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    assert digest is not None
+    first_id, rows_read, quarantined = previous[0]
+    result = IngestResult(
+        ingest_id=ingest_id,
+        source=mapping.name,
+        path=str(path),
+        sha256=digest.sha256,
+        bytes=digest.size,
+        rows_read=rows_read,
+        accepted=0,
+        duplicates=rows_read - quarantined,
+        quarantined=quarantined,
+        new_sensors=0,
+        started_at=started,
+        finished_at=_utcnow(),
+        status="skipped",
+        note=f"same sha256 as ingest {first_id}",
+    )
+    con.execute("begin")
+    _log(con, result)
+    con.execute("commit")
+    return result
+
+
+def _previous(
+    con: duckdb.DuckDBPyConnection, digest: _Digest, mapping: SourceMapping
+) -> list[tuple[Any, ...]]:
+    return con.execute(
         "select ingest_id, rows_read, quarantined from ingest_log "
         "where sha256 = $sha and source = $source and status = 'ok' order by started_at limit 1",
         {"sha": digest.sha256, "source": mapping.name},
     ).fetchall()
-    ingest_id = f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    if previous:
-        first_id, rows_read, quarantined = previous[0]
-        result = IngestResult(
-            ingest_id=ingest_id,
-            source=mapping.name,
-            path=str(path),
-            sha256=digest.sha256,
-            bytes=digest.size,
-            rows_read=rows_read,
-            accepted=0,
-            duplicates=rows_read - quarantined,
-            quarantined=quarantined,
-            new_sensors=0,
-            started_at=started,
-            finished_at=_utcnow(),
-            status="skipped",
-            note=f"same sha256 as ingest {first_id}",
-        )
-        con.execute("begin")
-        _log(con, result)
-        con.execute("commit")
-        return result
-
-    work = warehouse.staging_path(suffix="")
-    try:
-        scan = _Scan(warehouse, path, kind, mapping, work, digest, progress=progress)
-        scan.run()
-        return _commit(warehouse, con, scan, ingest_id, started)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 # -- planning -----------------------------------------------------------------------------
@@ -274,7 +297,7 @@ class _Scan:
         kind: str,
         mapping: SourceMapping,
         work: Path,
-        digest: _Digest,
+        digest: Future[_Digest],
         *,
         progress: bool,
     ) -> None:
@@ -356,6 +379,7 @@ class _Scan:
     def run(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
         mcon = self.warehouse.connect_memory()
+        mcon.execute("set enable_progress_bar = false")
         try:
             try:
                 columns = mcon.sql(
@@ -376,11 +400,17 @@ class _Scan:
             )
             try:
                 reader = mcon.sql(query, params=params).to_arrow_reader(batch_rows)
+                pending: list[pa.RecordBatch] = []
+                rows = 0
                 for batch in reader:
-                    frame = pl.from_arrow(batch)
-                    assert isinstance(frame, pl.DataFrame)
-                    self._take(frame)
-                    bar.update(frame.height)
+                    pending.append(batch)
+                    rows += batch.num_rows
+                    bar.update(batch.num_rows)
+                    if rows >= batch_rows:
+                        self._take(_frame(pending))
+                        pending, rows = [], 0
+                if pending:
+                    self._take(_frame(pending))
             except duckdb.Error as exc:
                 raise OxyError(
                     f"{self.path}: cannot read as {self.kind}: {_first_line(exc)}"
@@ -562,7 +592,7 @@ class _Scan:
         ordinals = np.asarray(ordinals, dtype=np.int64)
         if self.kind == "parquet":
             return ordinals
-        if self.digest.lines == 1 + self.rows_read + len(self.reject_lines):
+        if self.digest.result().lines == 1 + self.rows_read + len(self.reject_lines):
             # the k-th good record sits on the k-th line (from 2) that is not rejected
             shifted = self.reject_lines - 2 - np.arange(len(self.reject_lines))
             return ordinals + 2 + np.searchsorted(shifted, ordinals, side="right")
@@ -627,69 +657,44 @@ def _commit(
     started: datetime,
 ) -> IngestResult:
     m = scan.mapping
-    params = {
-        "unit": m.unit,
-        "customer": m.customer,
-        "source_file": scan.path.name,
-        "ingested_at": started,
-    }
-    body = sql_text("staging/readings_deduplicated")
     counts = {"accepted": 0, "duplicate": 0, "conflict": 0}
     staged: list[StagedFile] = []
     con.execute("begin")
     try:
         new_sensors = warehouse.register_sensors(con, scan.sensors())
         for bucket in sorted(scan.parts):
-            parts = [str(p) for p in scan.parts[bucket]]
-            lo, hi = con.execute(
-                "select min(ts), max(ts) from read_parquet($parts)", {"parts": parts}
-            ).fetchall()[0]
-            lake = [
-                str(warehouse.root / r[0])
-                for r in con.execute(
-                    "select path from lake_files where kind = 'readings' and bucket = $bucket "
-                    "and max_ts >= $lo and min_ts <= $hi order by path",
-                    {"bucket": bucket, "lo": lo, "hi": hi},
-                ).fetchall()
-            ]
-            overlap = (
-                "select sensor_id, ts, value from read_parquet($lake) where ts between $lo and $hi"
-                if lake
-                else "select cast(null as varchar) as sensor_id, cast(null as timestamp) as ts, "
-                "cast(null as double) as value where false"
+            candidates = pl.read_parquet(scan.parts[bucket])
+            rows = classify_duplicates(
+                candidates, _lake_overlap(warehouse, con, bucket, candidates)
             )
-            query = (
-                f"with candidates as (select * from read_parquet($parts)),\n"
-                f"lake_overlap as ({overlap})\nselect * from (\n{body})"
-            )
-            bucket_params = {**params, "parts": parts}
-            if lake:
-                bucket_params |= {"lake": lake, "lo": lo, "hi": hi}
-            con.execute(f"create or replace temp table bucket_rows as {query}", bucket_params)
-            for outcome, n in con.execute(
-                "select outcome, count(*) from bucket_rows group by outcome"
-            ).fetchall():
+            for outcome, n in rows.group_by("outcome").len().iter_rows():
                 counts["conflict" if outcome.startswith("conflict") else outcome] += n
-            con.execute(
-                "create or replace temp view batch_readings as select sensor_id, ts, value, unit, "
-                "customer, source_file, ingested_at from bucket_rows where outcome = 'accepted'"
+            accepted = rows.filter(pl.col("outcome") == "accepted").select(
+                "sensor_id",
+                "ts",
+                "value",
+                unit=pl.lit(m.unit),
+                customer=pl.lit(m.customer),
+                source_file=pl.lit(scan.path.name),
+                ingested_at=pl.lit(started, dtype=pl.Datetime("us")),
             )
-            staged += warehouse.stage_readings(con, ingest_id)
-            _quarantine_conflicts(con, scan, ingest_id)
-        con.execute("drop view if exists batch_readings")
-        con.execute("drop table if exists bucket_rows")
+            if accepted.height:
+                staged.append(_stage_bucket(warehouse, accepted, bucket, ingest_id))
+            conflicts = rows.filter(pl.col("outcome").str.starts_with("conflict"))
+            _insert_quarantine(con, scan, ingest_id, _conflict_rows(scan, conflicts))
         warehouse.publish(con, staged)
         quarantined = counts["conflict"]
         for frame in scan.quarantine_frames():
             quarantined += frame.height
             _insert_quarantine(con, scan, ingest_id, frame)
         rows_read = scan.rows_read + len(scan.reject_lines)
+        digest = scan.digest.result()
         result = IngestResult(
             ingest_id=ingest_id,
             source=m.name,
             path=str(scan.path),
-            sha256=scan.digest.sha256,
-            bytes=scan.digest.size,
+            sha256=digest.sha256,
+            bytes=digest.size,
             rows_read=rows_read,
             accepted=counts["accepted"],
             duplicates=counts["duplicate"],
@@ -709,26 +714,137 @@ def _commit(
     return result
 
 
-def _quarantine_conflicts(con: duckdb.DuckDBPyConnection, scan: _Scan, ingest_id: str) -> None:
-    conflicts = pl.from_arrow(
-        con.sql(
-            "select ordinal, outcome, sensor_id, ts, value, kept_value, kept_ordinal "
-            "from bucket_rows where outcome like 'conflict%' order by ordinal"
-        ).to_arrow_table()
+def _stage_bucket(
+    warehouse: Warehouse, accepted: pl.DataFrame, bucket: int, ingest_id: str
+) -> StagedFile:
+    """Write one bucket's accepted readings (already sorted by sensor_id, ts) under
+    ``.staging/``, laid out exactly as :meth:`Warehouse.stage_readings` lays out its files
+    (that method re-sorts through DuckDB; polars writes the presorted frame ~4x faster)."""
+    path = warehouse.staging_path()
+    accepted.select(READINGS_SCHEMA.names).write_parquet(
+        path, compression="zstd", row_group_size=122_880
     )
-    assert isinstance(conflicts, pl.DataFrame)
+    return StagedFile(
+        staged=path,
+        relpath=f"lake/readings/bucket={bucket:02d}/{ingest_id}.parquet",
+        kind="readings",
+        bucket=bucket,
+        rows=accepted.height,
+        min_ts=accepted["ts"].min(),  # type: ignore[arg-type]
+        max_ts=accepted["ts"].max(),  # type: ignore[arg-type]
+    )
+
+
+def _lake_overlap(
+    warehouse: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, candidates: pl.DataFrame
+) -> pl.DataFrame:
+    """Committed readings of ``bucket`` in the candidates' time range (files and row groups
+    outside it are never read)."""
+    lo, hi = candidates["ts"].min(), candidates["ts"].max()
+    lake = [
+        str(warehouse.root / r[0])
+        for r in con.execute(
+            "select path from lake_files where kind = 'readings' and bucket = $bucket "
+            "and max_ts >= $lo and min_ts <= $hi order by path",
+            {"bucket": bucket, "lo": lo, "hi": hi},
+        ).fetchall()
+    ]
+    if not lake:
+        return pl.DataFrame(
+            schema={"sensor_id": pl.String, "ts": pl.Datetime("us"), "value": pl.Float64}
+        )
+    table = con.sql(
+        sql_text("staging/readings_lake_overlap"), params={"lake": lake, "lo": lo, "hi": hi}
+    ).to_arrow_table()
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.with_columns(pl.col("ts").cast(pl.Datetime("us")))
+
+
+def classify_duplicates(candidates: pl.DataFrame, existing: pl.DataFrame) -> pl.DataFrame:
+    """The outcome of each candidate reading: first ingested wins.
+
+    ``candidates`` has ``sensor_id, ts, value, ordinal`` (file order); ``existing`` the
+    committed ``sensor_id, ts, value`` for the same keys. A key already in the lake keeps the
+    lake's value; within the file the first row (lowest ordinal) is kept. A later row with
+    the same value is a ``duplicate``, with another value a ``conflict_existing`` /
+    ``conflict_in_file`` (quarantined, naming ``kept_value``). Result sorted by key.
+
+    Examples
+    --------
+    >>> from datetime import datetime
+    >>> t = datetime(2024, 1, 1)
+    >>> c = pl.DataFrame({"sensor_id": ["a", "a", "a"], "ts": [t, t, t],
+    ...                   "value": [1.0, 1.0, 2.0], "ordinal": [0, 1, 2]})
+    >>> e = pl.DataFrame(schema={"sensor_id": pl.String, "ts": pl.Datetime("us"),
+    ...                          "value": pl.Float64})
+    >>> classify_duplicates(c, e)["outcome"].to_list()
+    ['accepted', 'duplicate', 'conflict_in_file']
+    """
+    key_start = (pl.col("sensor_id") != pl.col("sensor_id").shift()) | (
+        pl.col("ts") != pl.col("ts").shift()
+    )
+    # sort on an integer rank of sensor_id (same order as the strings, several times faster);
+    # a stable sort keeps file order (ordinal) within a key
+    sensors = candidates["sensor_id"].unique().sort()
+    rank = pl.col("sensor_id").replace_strict(
+        sensors, pl.int_range(sensors.len(), eager=True), return_dtype=pl.Int64
+    )
+    ranked = (
+        candidates.sort("ordinal")
+        .sort(rank, "ts", maintain_order=True)
+        .with_columns(first=key_start.fill_null(True))
+    )
+    ranked = ranked.with_columns(
+        first_value=pl.when("first").then("value").forward_fill(),
+        kept_ordinal=pl.when("first").then("ordinal").forward_fill(),
+    )
+    if existing.height:
+        joined = ranked.join(
+            existing.rename({"value": "existing_value"}),
+            on=["sensor_id", "ts"],
+            how="left",
+            maintain_order="left",
+        )
+    else:
+        joined = ranked.with_columns(existing_value=pl.lit(None, dtype=pl.Float64))
+    has_existing = pl.col("existing_value").is_not_null()
+    outcome = (
+        pl.when(has_existing & (pl.col("value") == pl.col("existing_value")))
+        .then(pl.lit("duplicate"))
+        .when(has_existing)
+        .then(pl.lit("conflict_existing"))
+        .when(~pl.col("first") & (pl.col("value") == pl.col("first_value")))
+        .then(pl.lit("duplicate"))
+        .when(~pl.col("first"))
+        .then(pl.lit("conflict_in_file"))
+        .otherwise(pl.lit("accepted"))
+    )
+    return joined.select(
+        "sensor_id",
+        "ts",
+        "value",
+        "ordinal",
+        outcome=outcome,
+        kept_value=pl.coalesce("existing_value", "first_value"),
+        kept_ordinal="kept_ordinal",
+    )
+
+
+def _conflict_rows(scan: _Scan, conflicts: pl.DataFrame) -> pl.DataFrame:
+    """Quarantine rows for conflicting duplicates, naming the kept value and where it is."""
     if not conflicts.height:
-        return
-    kept_line = scan.lines(conflicts["kept_ordinal"].to_numpy())
+        return pl.DataFrame(schema=_QUARANTINE_COLUMNS)
+    conflicts = conflicts.sort("ordinal")
     where = "row" if scan.kind == "parquet" else "line"
-    frame = conflicts.with_columns(
+    return conflicts.with_columns(
         line=pl.Series(scan.lines(conflicts["ordinal"].to_numpy()), dtype=pl.Int64),
-        kept_line=pl.Series(kept_line, dtype=pl.Int64),
+        kept_line=pl.Series(scan.lines(conflicts["kept_ordinal"].to_numpy()), dtype=pl.Int64),
     ).select(
         "line",
         reason=pl.lit("conflicting duplicate"),
         detail=pl.when(pl.col("outcome") == "conflict_existing")
-        .then(pl.format("kept value {} (already in the warehouse)", pl.col("kept_value")))
+        .then(pl.format("kept value {} (already in the warehouse)", "kept_value"))
         .otherwise(
             pl.format("kept value {} (first in file, " + where + " {})", "kept_value", "kept_line")
         ),
@@ -737,7 +853,6 @@ def _quarantine_conflicts(con: duckdb.DuckDBPyConnection, scan: _Scan, ingest_id
         raw_value=pl.col("value").cast(pl.String),
         raw_line=pl.lit(None, dtype=pl.String),
     )
-    _insert_quarantine(con, scan, ingest_id, frame)
 
 
 def _insert_quarantine(
@@ -769,6 +884,12 @@ def _log(con: duckdb.DuckDBPyConnection, result: IngestResult) -> None:
     )
 
 
+def _frame(batches: list[pa.RecordBatch]) -> pl.DataFrame:
+    frame = pl.from_arrow(pa.Table.from_batches(batches))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -778,4 +899,4 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-__all__ = ["IngestResult", "ingest_file", "ingest_files"]
+__all__ = ["IngestResult", "classify_duplicates", "ingest_file", "ingest_files"]

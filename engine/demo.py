@@ -42,15 +42,17 @@ Sensors
     instrument resolution (0.01 mg/L, 0.1 %sat).
 
 Anomalies (labelled, exact inclusive UTC minutes; never in the final ``clean_days``)
-    spike (1-3 min, 3-8 sigma of local variability), collective (oxygen supply or aerator
-    failure: exponential decay over 1-2.5 h, then recovery), contextual (a value normal
-    for the sensor but wrong for the hour: pond probe lifted into air at night reading
-    ~100 %sat; sea-cage probe in air reading 100 % of its salinity-compensated
-    saturation; RAS controller running the other (day/night) setpoint), stuck (2-6 h of
-    one exactly repeated value), noise (1-3 h of 3-6x the local variability), dropout (5-60
-    min of exact zeros), drift (biofouling: multiplicative decline of 8-20 % over 2-5 days,
-    ending with a step back at cleaning; about a third of the sensors, at least one per
-    site). Labelled windows never overlap and keep >= 3 h apart.
+    spike (1-3 min at 4-8 sigma of the local variability from the local level),
+    collective (oxygen supply or aerator failure: exponential decay over 1-2.5 h, then
+    recovery), contextual (a value normal for the sensor but wrong for the hour: pond
+    probe lifted into air at night reading ~100 %sat; sea-cage probe in air reading 100 %
+    of its salinity-compensated saturation; RAS controller running the other (day/night)
+    setpoint), stuck (1-3 h of one exactly repeated value), noise (45 min-2 h of 3-6x the
+    local variability), dropout (5-45 min of exact zeros), drift (biofouling: a
+    multiplicative decline of 8-20 % over 1.5-3.5 days, ending with a step back at
+    cleaning; a fifth of the sensors plus the first sensor of each export's first site).
+    Labelled windows never overlap and keep >= 3 h apart; about 1.3 % of the minutes are
+    in short-lived anomalies (drift adds ~4 %).
 Gaps (not labelled)
     Random missing minutes (0.1-0.4 %), 0-2 multi-hour sensor blocks and site-wide
     logger outages; they never touch a labelled window.
@@ -564,10 +566,13 @@ def _inject(
             e = s + length
             local_sd = max(_local_variability(values, s, e), series.noise_sd)
             if atype == "spike":
+                # measured from the local level (median of the 10 min either side), so
+                # the spike always stands out of its neighbourhood by 4-8 sigma
                 sign = rng.choice([-1.0, 1.0])
-                size = rng.uniform(3.0, 8.0) * local_sd
-                shape = np.array([1.0, 0.6, 0.35])[:length]
-                values[s:e] = np.maximum(values[s:e] + sign * size * shape, series.floor)
+                size = rng.uniform(4.0, 8.0) * local_sd
+                level = float(np.median(np.r_[values[max(0, s - 10) : s], values[e : e + 10]]))
+                shape = np.array([1.0, 0.7, 0.5])[:length]
+                values[s:e] = np.maximum(level + sign * size * shape, series.floor)
             elif atype == "collective":
                 fail = int(length * rng.uniform(0.6, 0.75))
                 level = float(np.median(values[s:e]))
@@ -629,9 +634,10 @@ def _simulate_site(
     site = SITES[site_index]
     site_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(site_index,)))
     sig = _site_signal(site, clock, site_rng)
-    # one drifting sensor guaranteed in the first site of each source
+    # a drifting sensor guaranteed in the first site of each source (its first sensor, so
+    # that growing sensors_per_site never changes the sensors that already exist)
     first_of_source = site_index == min(i for i, s in enumerate(SITES) if s.source == site.source)
-    forced = int(site_rng.integers(0, sensors_per_site)) if first_of_source else -1
+    forced = 0 if first_of_source else -1
     hi = clock.n - clean_days * MINUTES_PER_DAY
     lo = MINUTES_PER_DAY
     decimals = EXPORTS[site.source].value_decimals

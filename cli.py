@@ -345,6 +345,7 @@ def evaluate(ctx: Context, labels: Path, seed_rules: bool, output: Path | None) 
     result = evaluate_labels(ctx.warehouse, labels, seed_rules=seed_rules, output=output)
     ctx.result(result, lambda: ctx.echo(render(result)))
 
+
 # --- forecast commands (train, forecast) -------------------------------------------
 
 # --- operations commands (promote, rollback, infer, monitor, report) ---------------
@@ -446,6 +447,46 @@ def monitor_command(ctx: Context, show_all: bool) -> None:
     ctx.result(result.to_dict(), human)
     if result.status == "alert":
         sys.exit(2)
+
+
+@oxy.command("infer")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--source", required=True, help="[sources.NAME] mapping of the export.")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Result file: .parquet or .csv (written atomically).",
+)
+@pass_ctx
+@handle_errors
+def infer_command(ctx: Context, file: Path, source: str, output: Path) -> None:
+    """Score a new export for anomalies and add 1-step-ahead predictions (warehouse untouched).
+
+    \b
+    Example:
+      oxy --config sources.toml infer export.csv --source fjordras --output scored.parquet
+    """
+    from engine.infer import infer_file
+
+    result = infer_file(ctx.warehouse, file, source, output)
+
+    def human() -> None:
+        click.echo(
+            f"{result.output}: {result.rows_written:,} rows, {result.anomalies:,} anomalous, "
+            f"{result.predictions:,} predicted (run {result.production_run or 'none'}); "
+            f"{result.known_sensors} known + {result.new_sensors} new sensors"
+        )
+        click.echo(
+            f"  read {result.rows_read:,} = {result.rows_written:,} scored + "
+            f"{result.duplicates:,} duplicate + {result.quarantined:,} quarantined"
+            + (f" (see {result.quarantine_file})" if result.quarantine_file else "")
+        )
+        if result.prediction_note:
+            click.echo(f"  note: {result.prediction_note}")
+
+    ctx.result(result.to_dict(), human)
 
 
 @oxy.command("report")

@@ -63,7 +63,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -411,6 +411,11 @@ def _site_signal(site: Site, clock: _Clock, rng: np.random.Generator) -> _SiteSi
 # --------------------------------------------------------------------------------------
 
 
+_SensorResult = tuple[
+    str, np.ndarray, list[tuple[int, int, str]]
+]  # id, values (NaN = gap), windows
+
+
 @dataclass
 class _SensorSeries:
     clean: np.ndarray  # measured signal before anomalies (with noise)
@@ -507,7 +512,6 @@ def _local_variability(values: np.ndarray, start: int, end: int) -> float:
 
 
 def _inject(
-    kind: str,
     series: _SensorSeries,
     sig: _SiteSignal,
     rng: np.random.Generator,
@@ -629,7 +633,7 @@ def _simulate_site(
     clock: _Clock,
     seed: int,
     clean_days: int,
-) -> tuple[_SiteSignal, list[tuple[str, np.ndarray, list[tuple[int, int, str]]]]]:
+) -> tuple[_SiteSignal, list[_SensorResult]]:
     """Site signal and, per sensor, (sensor_id, values with NaN for gaps, windows)."""
     site = SITES[site_index]
     site_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(site_index,)))
@@ -645,7 +649,7 @@ def _simulate_site(
     for k in range(sensors_per_site):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(site_index, k)))
         series = _sensor_series(sig, k, rng)
-        values, windows = _inject(site.kind, series, sig, rng, lo, hi, k == forced)
+        values, windows = _inject(series, sig, rng, lo, hi, k == forced)
         values = np.round(values, decimals)
         values[_gaps(clock.n, windows, sig.outages, rng)] = np.nan
         out.append((site.sensor_id(k), values, windows))
@@ -725,7 +729,7 @@ def _conditions_frame(sig: _SiteSignal) -> pl.DataFrame:
 
 def _iter_sites(
     sensors_per_site: int, days: int, seed: int, clean_days: int, start: datetime
-):  # -> Iterator[tuple[_SiteSignal, list[...]]]
+) -> Iterator[tuple[_SiteSignal, list[_SensorResult]]]:
     n = days * MINUTES_PER_DAY
     clocks: dict[str, _Clock] = {}
     for i, site in enumerate(SITES):
@@ -826,7 +830,7 @@ def _time_column(fmt: ExportFormat, start: datetime, n: int) -> pl.Series:
 
 def _export_chunks(
     fmt: ExportFormat, levels: list[tuple[str, ...]], values: np.ndarray, times: pl.Series
-):  # -> Iterator[pl.DataFrame]
+) -> Iterator[pl.DataFrame]:
     """Export rows a week at a time, interleaved across sensors (time, then tag order)."""
     n_sensors, n = values.shape
     columns = fmt.mapping.sensor_columns
@@ -1006,7 +1010,7 @@ def generate_demo(
     except OSError as exc:
         raise OxyError(f"cannot create demo output directory {out}: {exc.strerror}") from None
 
-    by_source: dict[str, list[tuple[Site, list[tuple[str, np.ndarray, Any]]]]] = {}
+    by_source: dict[str, list[tuple[Site, list[_SensorResult]]]] = {}
     rows_by_source: dict[str, int] = {}
     label_rows: list[tuple[str, int, int, str]] = []
 

@@ -411,9 +411,8 @@ def _site_signal(site: Site, clock: _Clock, rng: np.random.Generator) -> _SiteSi
 # --------------------------------------------------------------------------------------
 
 
-_SensorResult = tuple[
-    str, np.ndarray, list[tuple[int, int, str]]
-]  # id, values (NaN = gap), windows
+# (sensor_id, values with NaN for gaps, labelled [start, end) minute windows)
+_SensorResult = tuple[str, np.ndarray, list[tuple[int, int, str]]]
 
 
 @dataclass
@@ -793,8 +792,7 @@ def simulate(
                 pl.lit(sig.site.unit).alias("unit"), pl.lit(sig.site.customer).alias("customer")
             )
             label_rows.extend((sensor_id, s, e, t) for s, e, t in windows)
-    readings = pl.concat([frames[k] for k in sorted(frames)], rechunk=True)
-    readings = readings.with_columns(pl.col("ts").cast(pl.Datetime("us")))
+    readings = pl.concat([frames.pop(k) for k in sorted(frames)], rechunk=False)
     return DemoData(
         readings=readings,
         labels=_labels_frame(start, label_rows),

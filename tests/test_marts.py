@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
+from engine import anomaly
 from engine.monitor import run_monitor
 from engine.registry import record_run
 from engine.warehouse import Warehouse
@@ -41,7 +42,7 @@ def documented_marts() -> dict[str, list[tuple[str, str]]]:
 
 def test_readme_documents_every_operations_mart() -> None:
     marts = documented_marts()
-    assert {"model_runs", "monitoring"} <= set(marts)
+    assert {"model_runs", "monitoring", "anomaly_scores", "anomaly_events"} <= set(marts)
     for name, columns in marts.items():
         assert columns, f"{name}: no column table"
         assert {t for _, t in columns} <= set(ARROW_TYPES), name
@@ -59,8 +60,13 @@ def looped_warehouse(warehouse: Warehouse, readings_loader) -> Warehouse:
             "ts": [start + timedelta(minutes=int(m)) for m in minutes],
             "value": 8 + rng.normal(0, 0.1, minutes.size),
         }
-    )
+    ).with_columns(
+        value=pl.when(pl.col("ts") == start + timedelta(hours=30))
+        .then(20.0)
+        .otherwise(pl.col("value"))
+    )  # one spike: anomaly_events has a row
     readings_loader(warehouse, readings)
+    anomaly.score(warehouse)
     folder = warehouse.registry_dir / "runs" / "r1"
     folder.mkdir(parents=True)
     meta = {
@@ -79,7 +85,7 @@ def looped_warehouse(warehouse: Warehouse, readings_loader) -> Warehouse:
 def test_marts_match_documented_schema(looped_warehouse: Warehouse) -> None:
     marts = documented_marts()
     written = looped_warehouse.mart_names()
-    assert {"model_runs", "monitoring"} <= set(written)
+    assert {"model_runs", "monitoring", "anomaly_scores", "anomaly_events"} <= set(written)
     for name in written:
         if name not in marts:
             continue  # a mart of another stage not documented here is checked by its owner

@@ -180,3 +180,15 @@ def test_empty_warehouse_is_one_line(tmp_path) -> None:
     assert result.exit_code == 1
     assert result.output.startswith("Error: no warehouse at ")
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_real_scores_on_clean_data_stay_quiet(wh: Warehouse, readings_loader) -> None:
+    from engine import anomaly
+
+    readings_loader(wh, clean_readings())
+    anomaly.score(wh)
+    result = run_monitor(wh)
+    found = statuses(result)
+    assert {found[(s, "anomaly_rate")] for s in ("A", "B", "C", "fleet")} == {"ok"}
+    assert {found[(s, "severity_median")] for s in ("A", "B", "C", "fleet")} == {"ok"}
+    assert result.status == "ok"

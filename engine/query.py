@@ -12,7 +12,10 @@ and writes anywhere (``COPY … TO``). So a user's query runs in an in-memory Du
 3. has Python replacement scans disabled at connect, so no Python object is reachable;
 4. only ever receives one statement, which must be select-like (checked with DuckDB's
    own parser): everything else is refused before it reaches the sandbox, which refuses
-   file access, ``ATTACH``, ``INSTALL``/``LOAD`` and ``SET`` on its own anyway.
+   file access, ``ATTACH``, ``INSTALL``/``LOAD`` and ``SET`` on its own anyway;
+5. runs that statement as the subquery of ``select * from (…)``, handed to DuckDB as one
+   parsed statement: ``allowed_paths`` permits *writing* the listed files too (``COPY …
+   TO … (use_tmp_file false)``), so DuckDB itself must only ever be given a query.
 
 The copied tables live only in memory, so nothing a query does can change the warehouse.
 """
@@ -287,10 +290,23 @@ def sandbox(warehouse: Warehouse) -> Iterator[duckdb.DuckDBPyConnection]:
         yield con
 
 
-def _execute(con: duckdb.DuckDBPyConnection, statement: str) -> duckdb.DuckDBPyRelation | None:
-    # Deliberately tiny scope: nothing here is worth naming in a query (and replacement
-    # scans are off anyway).
-    return con.sql(statement)
+def _execute(con: duckdb.DuckDBPyConnection, statement: str) -> duckdb.DuckDBPyRelation:
+    """Run ``statement`` as the subquery of a SELECT, so DuckDB itself can only run a query.
+
+    The sandbox allows reading exactly the warehouse's Parquet files, but DuckDB's
+    ``allowed_paths`` would also let ``COPY … TO`` (``use_tmp_file false``) overwrite them.
+    Wrapped as ``select * from (…)`` and handed over as one parsed statement, anything but
+    a query is a syntax error, whatever the check in :func:`read_only_statement` decided.
+    The function's scope holds nothing worth naming in a query (replacement scans are off).
+    """
+    text = _strip_comments(statement)
+    explain = re.match(r"explain\s+(analy[sz]e\s+)?", text, re.IGNORECASE)
+    prefix, inner = (explain.group(0), text[explain.end() :]) if explain else ("", statement)
+    parsed = con.extract_statements(f"{prefix}select * from (\n{inner}\n)")
+    kinds = {"EXPLAIN"} if explain else {"SELECT", "MULTI"}  # MULTI: PIVOT's expansion
+    if len(parsed) != 1 or parsed[0].type.name not in kinds:
+        raise OxyError(_refusal("such"))
+    return con.sql(parsed[0])
 
 
 @contextlib.contextmanager
@@ -367,8 +383,6 @@ def run_sql(
         _fill_and_lock(warehouse, con)
         with _duck_errors():
             relation = _execute(con, statement)
-            if relation is None:
-                raise OxyError(_refusal("this"))
             reader = relation.to_arrow_reader(_BATCH_ROWS)
             if fmt == "table":
                 table, truncated = _take(reader, limit)
@@ -640,7 +654,7 @@ def render_status(status: dict[str, Any], *, column_width: int = 40) -> str:
         lines.append(_render_records(shown, column_width))
     lines += ["", "marts" if status["marts"] else "marts      none yet"]
     if status["marts"]:
-        lines.append(_render_records(status["marts"], column_width))
+        lines.append(_render_records([_to_seconds(m) for m in status["marts"]], column_width))
     return "\n".join(lines)
 
 
@@ -661,7 +675,14 @@ def _ingest_summary(row: dict[str, Any]) -> dict[str, Any]:
     picked = {k: row[k] for k in _INGEST_COLUMNS if k in row}
     if "path" in picked and picked["path"]:
         picked["path"] = Path(str(picked["path"])).name
-    return picked or {k: v for k, v in row.items() if "sha" not in k.lower()}
+    return _to_seconds(picked or {k: v for k, v in row.items() if "sha" not in k.lower()})
+
+
+def _to_seconds(record: dict[str, Any]) -> dict[str, Any]:
+    """Timestamps cut to whole seconds, for display."""
+    return {
+        k: v.replace(microsecond=0) if isinstance(v, datetime) else v for k, v in record.items()
+    }
 
 
 def _render_records(records: list[dict[str, Any]], column_width: int) -> str:

@@ -280,6 +280,9 @@ def _fill_and_lock(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> None
 def sandbox(warehouse: Warehouse) -> Iterator[duckdb.DuckDBPyConnection]:
     """A locked-down in-memory DuckDB holding the warehouse's tables and views (see module).
 
+    Untrusted SQL must go through :func:`run_sql` (statement check + subquery wrapping):
+    the connection alone still lets ``COPY`` write the Parquet files it may read.
+
     Examples
     --------
     >>> with sandbox(Warehouse("warehouse")) as con:      # doctest: +SKIP

@@ -928,7 +928,7 @@ def _write_text(path: Path, text: str) -> None:
 def _write_labels(path: Path, labels: pl.DataFrame) -> None:
     tmp = _atomic_target(path)
     try:
-        labels.with_columns(pl.col("start", "end").dt.strftime("%Y-%m-%dT%H:%M:%SZ")).write_csv(tmp)
+        labels.with_columns(pl.col("start", "end").dt.strftime("%Y-%m-%dT%H:%M:%S")).write_csv(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -958,7 +958,9 @@ def read_labels(path: str | Path) -> pl.DataFrame:
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise OxyError(f"cannot read labels {path}: {str(exc).splitlines()[0]}") from None
     return raw.with_columns(
-        pl.col("start", "end").str.to_datetime("%Y-%m-%dT%H:%M:%SZ", time_unit="us", strict=True)
+        pl.col("start", "end")
+        .str.strip_suffix("Z")
+        .str.to_datetime("%Y-%m-%dT%H:%M:%S", time_unit="us", strict=True)
     )
 
 
@@ -975,7 +977,7 @@ def generate_demo(
 
     Layout (a contract other tools rely on): ``sources.toml`` with one ``[sources.NAME]``
     per export, ``NAME.csv`` / ``NAME.parquet`` per export (file stem = source name), and
-    ``labels.csv`` (``sensor_id,start,end,type``; inclusive UTC minutes, ISO with ``Z``).
+    ``labels.csv`` (``sensor_id,start,end,type``; inclusive minutes, ISO, naive UTC).
     Each file is written to a temporary name and renamed into place. Data is generated per
     source and written a week at a time, so memory stays flat as the fleet grows.
 

@@ -401,7 +401,7 @@ def test_labels_csv_round_trips(written: tuple[Path, dict], demo: DemoData) -> N
     assert summary["labels"] == demo.labels.height
     first = (out / "labels.csv").read_text().splitlines()[:2]
     assert first[0] == "sensor_id,start,end,type"
-    assert first[1].split(",")[1].endswith("Z")
+    assert datetime.fromisoformat(first[1].split(",")[1]).tzinfo is None  # naive UTC
 
 
 def test_ingest_reads_the_exports_into_the_simulated_readings(tmp_path: Path) -> None:

@@ -220,8 +220,13 @@ def decide(
     candidate: Mapping[str, float],
     production_id: str | None,
     production: Mapping[str, float] | None,
+    *,
+    min_rmse_improvement: float = 0.0,
 ) -> PromotionDecision:
     """The promotion rule on test metrics measured on the same window.
+
+    The candidate needs test RMSE below ``production RMSE x (1 - min_rmse_improvement)``
+    and test MASE not above production's.
 
     Examples
     --------
@@ -247,11 +252,14 @@ def decide(
         f", MASE {c_mase:.4f} vs {p_mase:.4f}" if c_mase is not None and p_mase is not None else ""
     )
     compared = f"test RMSE {c_rmse:.4f} vs {p_rmse:.4f}{mase_txt} (production {production_id})"
-    if c_rmse < p_rmse and mase_ok:
+    rmse_ok = c_rmse < p_rmse * (1.0 - min_rmse_improvement)
+    if rmse_ok and mase_ok:
         return PromotionDecision(
             candidate_id, True, f"beats production: {compared}", production_id, cand, prod
         )
-    why = "RMSE not lower" if c_rmse >= p_rmse else "MASE worse"
+    why = "MASE worse" if rmse_ok else "RMSE not lower"
+    if not rmse_ok and min_rmse_improvement > 0:
+        why = f"RMSE not {min_rmse_improvement:.1%} lower"
     return PromotionDecision(
         candidate_id, False, f"not promoted, {why}: {compared}", production_id, cand, prod
     )
@@ -377,7 +385,8 @@ def record_run(
                 run_id, False, f"not promoted: {problem}", current, candidate, {}
             )
         else:
-            decision = decide(run_id, candidate, current, prod)
+            improvement = float(warehouse.config["registry"]["min_rmse_improvement"])
+            decision = decide(run_id, candidate, current, prod, min_rmse_improvement=improvement)
 
     def apply(c: duckdb.DuckDBPyConnection) -> None:
         c.execute("begin")

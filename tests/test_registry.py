@@ -68,6 +68,10 @@ def test_decide_rule_exact_cases() -> None:
     assert not equal.promoted and "RMSE not lower" in equal.reason
     worse_mase = decide("b", {"rmse": 0.5, "mase": 1.01}, "a", {"rmse": 1.0, "mase": 1.0})
     assert not worse_mase.promoted and "MASE worse" in worse_mase.reason
+    small = decide(
+        "b", {"rmse": 0.99, "mase": 1.0}, "a", {"rmse": 1.0, "mase": 1.0}, min_rmse_improvement=0.02
+    )
+    assert not small.promoted and "RMSE not 2.0% lower" in small.reason
     nan = decide("b", {"rmse": float("nan"), "mase": 0.1}, "a", {"rmse": 1.0, "mase": 1.0})
     assert not nan.promoted
 

@@ -318,7 +318,7 @@ class _Scan:
         self.rejects = pl.DataFrame(schema=_QUARANTINE_COLUMNS)
         self.reject_lines = np.empty(0, dtype=np.int64)
         self._part_no = 0
-        self._line_of: np.ndarray | None = None
+        self._walked: tuple[np.ndarray, dict[int, int]] | None = None
 
     # reading ------------------------------------------------------------------------
     def _reader_sql(self, columns: list[str]) -> tuple[str, dict[str, Any]]:
@@ -592,39 +592,56 @@ class _Scan:
         ordinals = np.asarray(ordinals, dtype=np.int64)
         if self.kind == "parquet":
             return ordinals
-        if self.digest.result().lines == 1 + self.rows_read + len(self.reject_lines):
+        if self._simple():
             # the k-th good record sits on the k-th line (from 2) that is not rejected
             shifted = self.reject_lines - 2 - np.arange(len(self.reject_lines))
             return ordinals + 2 + np.searchsorted(shifted, ordinals, side="right")
-        if self._line_of is None:
-            self._line_of = self._walk_lines()
-        return self._line_of[ordinals]
+        return self._walk()[0][ordinals]
 
-    def _walk_lines(self) -> np.ndarray:
-        rejected = set(self.reject_lines.tolist())
-        starts = np.empty(self.rows_read, dtype=np.int64)
-        k = 0
-        with self.path.open(encoding=self.mapping.encoding, newline="") as fh:
-            reader = csv.reader(fh, delimiter=self.mapping.delimiter)
-            next(reader, None)
-            line = reader.line_num + 1
-            for record in reader:
-                start, line = line, reader.line_num + 1
-                if not record or start in rejected or k >= self.rows_read:
-                    continue
-                starts[k] = start
-                k += 1
-        if k != self.rows_read:
-            raise OxyError(
-                f"{self.path}: cannot locate every record's line ({k} of {self.rows_read}); "
-                "the file's quoting is inconsistent"
-            )
-        return starts
+    def _simple(self) -> bool:
+        """Every record is one physical line and no blank line hides in the file."""
+        return self.digest.result().lines == 1 + self.rows_read + len(self.reject_lines)
+
+    def _walk(self) -> tuple[np.ndarray, dict[int, int]]:
+        """Physical start lines of the good records, and of DuckDB's rejected records
+        (DuckDB numbers records, blank lines included, not physical lines)."""
+        if self._walked is None:
+            rejected = set(self.reject_lines.tolist())
+            starts = np.zeros(self.rows_read, dtype=np.int64)
+            reject_at: dict[int, int] = {}
+            good = 0
+            record_no = 1  # the header
+            with self.path.open(encoding=self.mapping.encoding, newline="") as fh:
+                reader = csv.reader(fh, delimiter=self.mapping.delimiter)
+                next(reader, None)
+                physical = reader.line_num + 1
+                for record in reader:
+                    record_no += 1
+                    start, physical = physical, reader.line_num + 1
+                    if record_no in rejected:
+                        reject_at[record_no] = start
+                    elif record:
+                        if good < self.rows_read:
+                            starts[good] = start
+                        good += 1
+            if good != self.rows_read:
+                raise OxyError(
+                    f"{self.path}: cannot locate every record's line ({good} of "
+                    f"{self.rows_read}); the file's quoting is inconsistent"
+                )
+            self._walked = (starts, reject_at)
+        return self._walked
 
     def quarantine_frames(self) -> Iterable[pl.DataFrame]:
         """Quarantined rows with their line numbers, part by part."""
         if self.rejects.height:
-            yield self.rejects
+            if self._simple():
+                yield self.rejects
+            else:
+                reject_at = self._walk()[1]
+                yield self.rejects.with_columns(
+                    line=pl.col("line").replace_strict(reject_at, default=pl.col("line"))
+                )
         for part in self.quarantine_parts:
             frame = pl.read_parquet(part)
             lines = self.lines(frame["ordinal"].to_numpy())
@@ -661,7 +678,8 @@ def _commit(
     staged: list[StagedFile] = []
     con.execute("begin")
     try:
-        new_sensors = warehouse.register_sensors(con, scan.sensors())
+        sensors = scan.sensors()
+        new_sensors = warehouse.register_sensors(con, sensors) if sensors else 0
         for bucket in sorted(scan.parts):
             candidates = pl.read_parquet(scan.parts[bucket])
             rows = classify_duplicates(

@@ -107,10 +107,13 @@ def detector_params(config: Config) -> dict[str, Any]:
             "baseline_min_days",
             "stuck_min_readings",
             "spike_gap",
+            "spike_ref_window",
+            "spike_ref_gap",
             "noise_step_window",
             "noise_min_readings",
             "noise_step_clip",
             "drift_window",
+            "drift_recent",
             "range_suspect_sat",
             "range_fail_sat",
             "qartod_fail_severity",
@@ -163,6 +166,8 @@ def lookbacks(con: duckdb.DuckDBPyConnection, config: Config) -> Lookbacks:
     noise = _interval(con, a["noise_step_window"])
     prev = _interval(con, a["prev_horizon"])
     gap = _interval(con, a["spike_gap"])
+    if _interval(con, a["spike_ref_gap"]) + _interval(con, a["spike_ref_window"]) > gap:
+        raise OxyError("[anomaly] spike_ref_gap + spike_ref_window must not exceed spike_gap")
     minutes = max(point + collective, noise, prev) + gap + timedelta(minutes=1)
     hours = (
         _interval(con, a["baseline_window"]) + _interval(con, a["drift_window"]) + timedelta(days=1)
@@ -228,9 +233,13 @@ def readings_in_scope(
 
 
 def _changes(
-    wh: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, full: bool
+    wh: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, full: bool, lb: Lookbacks
 ) -> tuple[list[tuple[str, datetime]], list[str], list[str]]:
-    """Per sensor of ``bucket`` the first hour to rescore; the new and the vanished files."""
+    """Per sensor of ``bucket`` the first hour to rescore; the new and the vanished files.
+
+    A reading's spike residual looks ``spike_gap`` ahead, so the first changed hour is the
+    hour of the earliest new reading minus that look-ahead.
+    """
     lake = dict(
         con.execute(
             "select path, min_ts from lake_files where kind = 'readings' and bucket = $b",
@@ -251,14 +260,14 @@ def _changes(
     changed: dict[str, datetime] = {}
     if new:
         for sensor_id, first in con.execute(
-            "select sensor_id, date_trunc('hour', min(ts)) from read_parquet($files) "
+            "select sensor_id, date_trunc('hour', min(ts) - $gap) from read_parquet($files) "
             "group by sensor_id",
-            {"files": [str(wh.root / p) for p in new]},
+            {"files": [str(wh.root / p) for p in new], "gap": lb.spike_gap},
         ).fetchall():
             changed[sensor_id] = first
     gone_from = [scored[p] for p in gone if scored[p] is not None]
     if gone_from:
-        first = min(gone_from).replace(minute=0, second=0, microsecond=0)
+        first = (min(gone_from) - lb.spike_gap).replace(minute=0, second=0, microsecond=0)
         for (sensor_id,) in con.execute(
             "select sensor_id from sensors where bucket = $b", {"b": bucket}
         ).fetchall():
@@ -273,7 +282,7 @@ def _update_baselines(
     run_sql(con, "intermediate/int_hourly_stats", params, into="int_hourly_stats")
     con.execute(
         "create or replace temp table hourly_history as "
-        "select h.sensor_id, h.hour, h.local_hour, h.n, h.median, h.std, h.noise "
+        "select h.sensor_id, h.hour, h.local_hour, h.n, h.median, h.std, h.noise, h.spike_rms "
         "from score_hourly as h join score_scope as s using (sensor_id) "
         "where h.hour >= s.changed_from - $lookback and h.hour < s.changed_from "
         "union all select * from int_hourly_stats",
@@ -391,7 +400,7 @@ def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
         for bucket in buckets:
             con.execute("begin")
             try:
-                changes, new, gone = _changes(warehouse, con, bucket, full)
+                changes, new, gone = _changes(warehouse, con, bucket, full, lb)
                 if not changes and not new and not gone:
                     con.execute("rollback")
                     continue

@@ -122,8 +122,8 @@ def test_flat_line_is_stuck_and_zeros_are_dropouts(
 def test_level_shift_scores_point_then_collective(
     warehouse: Warehouse, readings_loader: Callable[..., None]
 ) -> None:
-    shift_ts = T0 + timedelta(days=4, hours=12)
-    readings = set_value(diel(5), shift_ts, shift_ts + timedelta(hours=2), pl.col("value") - 2.5)
+    shift_ts = T0 + timedelta(days=8, hours=12)
+    readings = set_value(diel(9), shift_ts, shift_ts + timedelta(hours=2), pl.col("value") - 2.5)
     readings_loader(warehouse, readings)
     score(warehouse)
     scores = scores_of(warehouse)
@@ -137,8 +137,8 @@ def test_night_value_at_a_daytime_level_is_contextual(
     warehouse: Warehouse, readings_loader: Callable[..., None]
 ) -> None:
     # a gentle ramp from the night level to the daytime level: no jump, only the hour is wrong
-    night = T0 + timedelta(days=5, hours=1)
-    readings = diel(6)
+    night = T0 + timedelta(days=8, hours=1)
+    readings = diel(9)
     ramp = (pl.col("ts") - night).dt.total_minutes().cast(pl.Float64) / 60.0
     readings = set_value(
         readings,
@@ -326,11 +326,12 @@ def test_hourly_stats_fixed_answer(warehouse: Warehouse) -> None:
     con = _con(warehouse)
     con.execute(
         "create table int_readings_local as select * from (values "
-        "('a', timestamp '2024-01-01 00:00', 1.0, timestamp '2024-01-01 00:00', 0, null::double),"
-        "('a', timestamp '2024-01-01 00:01', 3.0, timestamp '2024-01-01 00:00', 0, 2.0),"
-        "('a', timestamp '2024-01-01 00:02', 2.0, timestamp '2024-01-01 00:00', 0, -1.0),"
-        "('a', timestamp '2024-01-01 01:00', 5.0, timestamp '2024-01-01 01:00', 1, null)) "
-        "as t(sensor_id, ts, value, hour, local_hour, step)"
+        "('a', timestamp '2024-01-01 00:00', 1.0, timestamp '2024-01-01 00:00', 0, null::double,"
+        " null::double),"
+        "('a', timestamp '2024-01-01 00:01', 3.0, timestamp '2024-01-01 00:00', 0, 2.0, 1.5),"
+        "('a', timestamp '2024-01-01 00:02', 2.0, timestamp '2024-01-01 00:00', 0, -1.0, 0.0),"
+        "('a', timestamp '2024-01-01 01:00', 5.0, timestamp '2024-01-01 01:00', 1, null, null)) "
+        "as t(sensor_id, ts, value, hour, local_hour, step, spike_residual)"
     )
     con.execute(
         "create table score_scope as select 'a' as sensor_id, "
@@ -340,18 +341,20 @@ def test_hourly_stats_fixed_answer(warehouse: Warehouse) -> None:
     rows = con.execute(query + " order by hour", bind(query, {})).fetchall()
     assert rows[0][:5] == ("a", datetime(2024, 1, 1), 0, 3, 2.0)
     assert rows[0][5] == pytest.approx(1.0) and rows[0][6] == pytest.approx(math.sqrt(5 / 4))
+    assert rows[0][7] == pytest.approx(math.sqrt(2.25 / 2))
     assert rows[1][:6] == ("a", datetime(2024, 1, 1, 1), 1, 1, 5.0, 0.0) and rows[1][6] is None
 
 
 def test_hourly_baselines_fixed_answer(warehouse: Warehouse) -> None:
     con = _con(warehouse)
-    # the same local hour on 5 days: medians 8, 9, 10, 11, 30 -> baseline of day 5 = 9.5
+    # the same local hour on 9 days: medians 8, 9, 10, 11, 30, 10, 10, 10, 12
+    # -> baseline of day 8 = median(8, 9, 10, 11, 30, 10, 10) = 10
     con.execute(
         "create table hourly_history as select 'a' as sensor_id, "
         "timestamp '2024-01-01 12:00' + to_days(d) as hour, 12 as local_hour, 60 as n, "
-        "[8.0, 9.0, 10.0, 11.0, 30.0][d + 1] as median, 0.1::double as std, "
-        "0.05::double as noise "
-        "from range(5) t(d)"
+        "[8.0, 9.0, 10.0, 11.0, 30.0, 10.0, 10.0, 10.0, 12.0][d + 1] as median, 0.1::double as std, "
+        "0.05::double as noise, 0.04::double as spike_rms "
+        "from range(9) t(d)"
     )
     con.execute(
         "create table score_scope as select 'a' as sensor_id, "
@@ -359,14 +362,15 @@ def test_hourly_baselines_fixed_answer(warehouse: Warehouse) -> None:
     )
     run_sql(con, "intermediate/int_hourly_baselines", detector_params(warehouse.config), into="b")
     rows = con.execute(
-        "select baseline_median, baseline_days, typical_std, drift_level from b order by hour"
+        "select baseline_median, baseline_days, typical_std, drift_level, typical_spike "
+        "from b order by hour"
     ).fetchall()
-    assert [r[1] for r in rows] == [0, 1, 2, 3, 4]
-    assert rows[4][0] == 9.5 and rows[3][0] == 9.0
-    assert rows[0][0] is None and rows[2][3] is None  # < baseline_min_days: no residual
-    assert rows[4][2] == pytest.approx(0.1)
-    # day 4: residual 11 - 9 = 2 (only hour in the 24 h window)
-    assert rows[3][3] == pytest.approx(2.0)
+    assert [r[1] for r in rows] == list(range(9))
+    assert rows[4][0] == 9.5 and rows[7][0] == 10.0
+    assert rows[0][0] is None and rows[6][3] is None  # < baseline_min_days: no residual
+    assert rows[4][2] == pytest.approx(0.1) and rows[8][4] == pytest.approx(0.04)
+    # day 7: residual 10 - 10 = 0; day 8: 12 - 10 = 2; the 24 h window holds one hour each
+    assert rows[7][3] == pytest.approx(0.0) and rows[8][3] == pytest.approx(2.0)
 
 
 def test_events_fixed_answer(warehouse: Warehouse, tmp_path) -> None:

@@ -9,7 +9,7 @@ readings as (
 baselines as (
     select
         sensor_id, hour, baseline_median, baseline_spread, baseline_days,
-        typical_std, typical_noise, drift_z
+        typical_std, typical_noise, typical_spike, drift_z
     from hourly_baselines
 ),
 scope as (
@@ -23,6 +23,7 @@ with_baselines as (
         b.baseline_days,
         greatest(coalesce(b.typical_std, 0), $min_std) as sigma,
         greatest(coalesce(b.typical_noise, 0), $min_std) as typical_noise,
+        greatest(coalesce(b.typical_spike, 0), $min_std) as typical_spike,
         b.drift_z
     from readings as r
     left join baselines as b using (sensor_id, hour)
@@ -69,10 +70,7 @@ z_scores as (
         case when baseline_days >= $baseline_min_days
             then abs(value - baseline_median) / greatest(baseline_spread, sigma)
         end as contextual_z,
-        case when step * next_step < 0  -- a local extreme: above (below) both neighbours
-            then least(abs(step - next_step) / 2, 2 * least(abs(step), abs(next_step)))
-                / typical_noise
-        end as spike_z,
+        abs(spike_residual) / typical_spike as spike_z,
         case when noise_n >= $noise_min_readings
             then sqrt(noise_ms / 2) / typical_noise
         end as noise_ratio

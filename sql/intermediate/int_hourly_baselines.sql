@@ -1,11 +1,13 @@
 -- Baselines per sensor and hour, from the hourly statistics of the previous days:
 -- hour-of-day median and spread (site-local hour), typical std and noise, and the drift level
--- (mean residual of the last $drift_window against the hour-of-day baseline).
+-- (mean residual of the last $drift_window against the hour-of-day baseline; drift_z: the
+-- mean of each hour's residual / spread, capped by the mean of the last $drift_recent so that
+-- a cleaned probe stops drifting at once).
 -- Inputs: `hourly_history` (stored hourly rows before the change + fresh `int_hourly_stats`),
 -- `score_scope` (sensor_id, changed_from): only hours from changed_from on are returned.
 with
 hourly as (
-    select sensor_id, hour, local_hour, n, median, std, noise from hourly_history
+    select sensor_id, hour, local_hour, n, median, std, noise, spike_rms from hourly_history
 ),
 scope as (
     select sensor_id, changed_from from score_scope
@@ -18,7 +20,9 @@ hour_of_day as (
             - quantile_cont(median, 0.25) over same_hour) / 1.349 as baseline_spread,
         count(median) over same_hour as baseline_days,
         median(std) over recent as typical_std,
-        median(noise) over recent as typical_noise
+        median(noise) over recent as typical_noise,
+        greatest(median(spike_rms) over recent, coalesce(median(spike_rms) over same_hour, 0))
+            as typical_spike  -- an hour with daily switching (aerators, feeders) needs more
     from hourly
     window
         same_hour as (
@@ -34,27 +38,47 @@ residuals as (
     select
         *,
         case when baseline_days >= $baseline_min_days then median - baseline_median end
-            as residual
+            as residual,
+        case when baseline_days >= $baseline_min_days
+            then (median - baseline_median) / greatest(baseline_spread, typical_noise, $min_std)
+        end as residual_z
     from hour_of_day
 ),
 drift as (
     select
         *,
-        avg(residual) over last_day as drift_level,
-        median(baseline_spread) over last_day as drift_spread
+        avg(residual) over last_day as day_residual,
+        avg(residual_z) over last_day as day_z,
+        avg(residual_z) over last_hours as recent_z
     from residuals
-    window last_day as (
-        partition by sensor_id order by hour
-        range between $drift_window::interval - interval 1 hour preceding and current row
-    )
+    window
+        last_day as (
+            partition by sensor_id order by hour
+            range between $drift_window::interval - interval 1 hour preceding and current row
+        ),
+        last_hours as (
+            partition by sensor_id order by hour
+            range between $drift_recent::interval - interval 1 hour preceding and current row
+        )
+),
+drift_level as (  -- both the day and the last hours off in the same direction: the smaller
+    select
+        *,
+        day_residual as drift_level,
+        case when sign(day_z) = sign(recent_z)
+            then sign(day_z) * least(abs(day_z), abs(recent_z))
+            else 0
+        end as drift_z
+    from drift
 ),
 scored as (
     select
-        d.sensor_id, d.hour, d.local_hour, d.n, d.median, d.std, d.noise,
+        d.sensor_id, d.hour, d.local_hour, d.n, d.median, d.std, d.noise, d.spike_rms,
         d.baseline_median, d.baseline_spread, d.baseline_days, d.typical_std, d.typical_noise,
+        d.typical_spike,
         d.drift_level,
-        d.drift_level / greatest(d.drift_spread, d.typical_std, $min_std) as drift_z
-    from drift as d
+        d.drift_z
+    from drift_level as d
     join scope as s using (sensor_id)
     where d.hour >= s.changed_from
 )

@@ -21,7 +21,8 @@ hourly as (
         count(*) as n,
         median(value) as median,
         coalesce(stddev_samp(value), 0) as std,
-        sqrt(avg(step * step) / 2) as noise
+        sqrt(avg(step * step) / 2) as noise,
+        sqrt(avg(spike_residual * spike_residual)) as spike_rms
     from changed
     group by sensor_id, hour
 )

@@ -1,5 +1,6 @@
 -- Readings in the scoring scope: one row per (sensor_id, ts), the site's local hour, and the
--- neighbouring readings (previous/next within $spike_gap) that the detectors compare with.
+-- neighbouring readings (previous/next within $spike_gap) that the detectors compare with,
+-- and the spike residual (the reading minus the level around it).
 -- Inputs: lake files $files, `extra_readings` (readings not in the lake yet, e.g. inference;
 -- the lake rows win at the same ts: first ingested wins, as in ingest),
 -- `score_scope` (sensor_id, read_from), `sensors`.
@@ -48,12 +49,52 @@ neighbours as (
     from localised
     window w as (partition by sensor_id order by ts)
 ),
+levels as (  -- mean level just before and just after each reading (skipping a spike's tail)
+    select
+        *,
+        avg(value) over before_w as before_level,
+        avg(value) over after_w as after_level
+    from neighbours
+    window
+        before_w as (
+            partition by sensor_id order by ts
+            range between $spike_ref_window::interval preceding
+                and interval 1 microsecond preceding
+        ),
+        after_w as (
+            partition by sensor_id order by ts
+            range between $spike_ref_gap::interval following
+                and $spike_ref_gap::interval + $spike_ref_window::interval
+                    - interval 1 microsecond following
+        )
+),
 steps as (
     select
         sensor_id, ts, value, unit, hour, local_hour,
         case when prev_ts >= ts - $prev_horizon::interval then prev_ts end as prev_ts,
         case when prev_ts >= ts - $spike_gap::interval then value - prev_value end as step,
-        case when next_ts <= ts + $spike_gap::interval then next_value - value end as next_step
-    from neighbours
+        case when next_ts <= ts + $spike_gap::interval then next_value - value end as next_step,
+        before_level,
+        after_level
+    from levels
+),
+spikes as (  -- deviation from the levels before and after, when it has the same sign against
+             -- both (the smaller one: a trend or a nearby spike gives opposite signs);
+             -- at sparse cadence, from the neighbours when the reading is a local extreme
+    select
+        * exclude (before_level, after_level),
+        coalesce(
+            case when sign(value - before_level) = sign(value - after_level)
+                then sign(value - before_level)
+                    * least(abs(value - before_level), abs(value - after_level))
+                when before_level is not null and after_level is not null then 0
+            end,
+            value - before_level,
+            case when step * next_step < 0
+                then sign(step) * least(abs(step - next_step) / 2,
+                    2 * least(abs(step), abs(next_step)))
+            end
+        ) as spike_residual
+    from steps
 )
-select * from steps
+select * from spikes

@@ -352,8 +352,8 @@ def test_hourly_baselines_fixed_answer(warehouse: Warehouse) -> None:
     con.execute(
         "create table hourly_history as select 'a' as sensor_id, "
         "timestamp '2024-01-01 12:00' + to_days(d) as hour, 12 as local_hour, 60 as n, "
-        "[8.0, 9.0, 10.0, 11.0, 30.0, 10.0, 10.0, 10.0, 12.0][d + 1] as median, 0.1::double as std, "
-        "0.05::double as noise, 0.04::double as spike_rms "
+        "[8.0, 9.0, 10.0, 11.0, 30.0, 10.0, 10.0, 10.0, 12.0][d + 1] as median, "
+        "0.1::double as std, 0.05::double as noise, 0.04::double as spike_rms "
         "from range(9) t(d)"
     )
     con.execute(

@@ -536,7 +536,9 @@ def warehouse_status(warehouse: Warehouse, *, last_ingests: int | None = None) -
             "(or `make demo`), or pass --warehouse DIR"
         )
         return status
-    with warehouse.reader() as con, _duck_errors():
+    # The sandbox, not the catalog's own views: it holds the catalog only for the copy and
+    # reads the lake by paths under the current root (a moved warehouse still works).
+    with sandbox(warehouse) as con, _duck_errors():
         relations = {
             r[0]: set(r[1])
             for r in con.execute(

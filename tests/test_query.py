@@ -676,3 +676,12 @@ def test_cli_status_json_is_the_same_summary(farm: Warehouse) -> None:
     human = CliRunner().invoke(oxy, ["--warehouse", str(farm.root), "status", "--ingests", "1"])
     assert human.exit_code == 0
     assert "last 1 ingests" in human.output and "sensor_means" in human.output
+
+
+def test_a_moved_warehouse_is_still_queryable(farm: Warehouse, tmp_path: Path, config) -> None:
+    moved = tmp_path / "moved"
+    farm.root.rename(moved)  # the catalog's own views still name the old absolute paths
+    wh = Warehouse(moved, config)
+    assert status_of(wh)["rows"] == 9
+    assert run_sql(wh, "select count(*) as n from readings").table.to_pylist() == [{"n": 9}]
+    assert run_sql(wh, "select count(*) as n from sensor_means").table.to_pylist() == [{"n": 3}]

@@ -237,15 +237,19 @@ def sql_command(ctx: Context, query: str, fmt: str, output: Path | None, limit: 
 
     The query runs in a sandbox: it sees `readings`, `sensors`, the marts and the other
     catalog tables, and cannot change the warehouse nor read or write any other file.
+    QUERY `-` reads the query from stdin.
 
     \b
     Example:
       oxy sql "select customer, count(*) as sensors from sensors group by all"
       oxy sql "select * from readings where sensor_id = 'ras1/tank-02/o2'" \\
           --format parquet --output tank02.parquet
+      oxy sql - --format csv < weekly_report.sql
     """
     from engine.query import render_table, run_sql, table_payload
 
+    if query == "-":
+        query = sys.stdin.read()
     result = run_sql(ctx.warehouse, query, fmt=fmt, output=output, limit=limit)
     if result.output is not None:
         ctx.result(

@@ -26,6 +26,7 @@ import contextlib
 import os
 import re
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -327,6 +328,34 @@ def _duck_errors() -> Iterator[None]:
         raise OxyError(f"query failed: {message}") from None
 
 
+@contextlib.contextmanager
+def _time_limit(con: duckdb.DuckDBPyConnection, seconds: float) -> Iterator[None]:
+    """Interrupt the sandbox's query after ``seconds`` (``query.timeout_s``; 0 = no limit)."""
+    if seconds <= 0:
+        yield
+        return
+    fired = threading.Event()
+
+    def stop() -> None:
+        fired.set()
+        con.interrupt()
+
+    timer = threading.Timer(seconds, stop)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except (duckdb.Error, pa.ArrowException):
+        if fired.is_set():
+            raise OxyError(
+                f"query stopped after {seconds:g} s (query.timeout_s): narrow it with a "
+                "where clause or --limit, or raise the limit in --config"
+            ) from None
+        raise
+    finally:
+        timer.cancel()
+
+
 def _check_output(warehouse: Warehouse, fmt: str, output: Path | None) -> Path | None:
     if fmt not in FORMATS:
         raise OxyError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -384,7 +413,8 @@ def run_sql(
     with contextlib.closing(_new_sandbox(warehouse)) as con:
         statement = read_only_statement(con, sql)  # refuse before touching the warehouse
         _fill_and_lock(warehouse, con)
-        with _duck_errors():
+        timeout = float(warehouse.config["query"]["timeout_s"])
+        with _duck_errors(), _time_limit(con, timeout):
             relation = _execute(con, statement)
             reader = relation.to_arrow_reader(_BATCH_ROWS)
             if fmt == "table":

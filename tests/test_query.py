@@ -685,3 +685,28 @@ def test_a_moved_warehouse_is_still_queryable(farm: Warehouse, tmp_path: Path, c
     assert status_of(wh)["rows"] == 9
     assert run_sql(wh, "select count(*) as n from readings").table.to_pylist() == [{"n": 9}]
     assert run_sql(wh, "select count(*) as n from sensor_means").table.to_pylist() == [{"n": 3}]
+
+
+@pytest.mark.parametrize("fmt", ["table", "parquet"])
+def test_a_runaway_query_is_stopped_after_timeout(
+    farm: Warehouse, tmp_path: Path, fmt: str
+) -> None:
+    from engine.config import Config
+
+    cfg = tmp_path / "oxy.toml"
+    cfg.write_text("[query]\ntimeout_s = 0.3\n", encoding="utf-8")
+    wh = Warehouse(farm.root, Config.load(cfg))
+    target = tmp_path / "out.parquet" if fmt == "parquet" else None
+    with pytest.raises(OxyError, match=r"query stopped after 0.3 s \(query.timeout_s\)"):
+        run_sql(wh, "select count(*) from range(100000000000)", fmt=fmt, output=target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["oxy.toml", "warehouse"]
+
+
+def test_cli_sql_reads_the_query_from_stdin(farm: Warehouse) -> None:
+    result = CliRunner().invoke(
+        oxy,
+        ["--warehouse", str(farm.root), "sql", "-", "--format", "csv"],
+        input="-- from a file\nselect count(*) as n from readings\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output == "n\n9\n"

@@ -710,3 +710,37 @@ def test_cli_sql_reads_the_query_from_stdin(farm: Warehouse) -> None:
     )
     assert result.exit_code == 0, result.output
     assert result.output == "n\n9\n"
+
+
+def test_status_and_sql_after_a_real_ingest_with_bad_rows(tmp_path: Path) -> None:
+    from engine.config import Config
+    from engine.ingest import ingest_files
+
+    cfg = tmp_path / "sources.toml"
+    cfg.write_text(
+        '[sources.fjord]\ncustomer = "fjordras"\ntimezone = "Europe/Oslo"\nunit = "mg/L"\n'
+        'sensor_columns = ["Tag"]\ntime_column = "Timestamp"\nvalue_column = "Value"\n',
+        encoding="utf-8",
+    )
+    export = tmp_path / "fjord.csv"
+    export.write_text(
+        "Tag,Timestamp,Value\n"
+        "cage-1,2024-05-01T00:00:00Z,8.1\n"
+        "cage-1,2024-05-01T00:01:00Z,8.2\n"
+        "cage-2,2024-05-01T00:00:00Z,-9999\n"
+        "cage-2,not a time,7.0\n"
+        "cage-2,2024-05-01T00:02:00Z,7.4\n",
+        encoding="utf-8",
+    )
+    wh = Warehouse(tmp_path / "warehouse", Config.load(cfg))
+    (result,) = ingest_files(wh, [export])
+    assert (result.rows_read, result.accepted, result.quarantined) == (5, 3, 2)
+
+    status = status_of(wh)
+    assert (status["rows"], status["sensors"], status["quarantined"]) == (3, 2, 2)
+    assert [c["customer"] for c in status["customers"]] == ["fjordras"]
+    assert sum(r["rows"] for r in status["quarantine_reasons"]) == 2
+    assert [(i["path"], i["accepted"]) for i in status["ingests"]] == [(str(export), 3)]
+    assert "fjord.csv" in render_status(status)
+    lines = run_sql(wh, "select line from quarantine order by line").table.column("line")
+    assert lines.to_pylist() == [4, 5]  # 1-based CSV lines, header = 1

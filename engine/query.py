@@ -253,8 +253,11 @@ def _recreate_views(con: duckdb.DuckDBPyConnection, views: list[tuple[str, str]]
         failed = []
         for name, sql in pending:
             try:
-                con.execute(sql)
-            except duckdb.Error:
+                (statement,) = con.extract_statements(sql)
+                if statement.type.name != "CREATE":  # only ever `create view`
+                    continue
+                con.execute(statement)
+            except (duckdb.Error, ValueError):
                 failed.append((name, sql))
         if len(failed) == len(pending):
             return  # views over things the sandbox does not hold stay absent

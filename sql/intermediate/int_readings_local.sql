@@ -49,21 +49,28 @@ neighbours as (
     from localised
     window w as (partition by sensor_id order by ts)
 ),
-levels as (  -- mean level just before and just after each reading (skipping a spike's tail)
+levels as (  -- mean level just before and just after each reading (skipping a spike's tail);
+             -- frames that end at the current row are fast, so windows are differences of them
     select
         *,
-        avg(value) over before_w as before_level,
-        avg(value) over after_w as after_level
+        (sum(value) over before_w - value) / nullif(count(value) over before_w - 1, 0)
+            as before_level,
+        (sum(value) over reach_w - sum(value) over near_w)
+            / nullif(count(value) over reach_w - count(value) over near_w, 0) as after_level
     from neighbours
     window
         before_w as (
             partition by sensor_id order by ts
-            range between $spike_ref_window::interval preceding
-                and interval 1 microsecond preceding
+            range between $spike_ref_window::interval preceding and current row
         ),
-        after_w as (
+        near_w as (
             partition by sensor_id order by ts
-            range between $spike_ref_gap::interval following
+            range between current row
+                and $spike_ref_gap::interval - interval 1 microsecond following
+        ),
+        reach_w as (
+            partition by sensor_id order by ts
+            range between current row
                 and $spike_ref_gap::interval + $spike_ref_window::interval
                     - interval 1 microsecond following
         )

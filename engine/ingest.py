@@ -287,6 +287,11 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _trimmed(expr: str) -> str:
+    padded = f"starts_with({expr}, ' ') or ends_with({expr}, ' ')"
+    return f"(case when {padded} then trim({expr}) else {expr} end)"
+
+
 class _Scan:
     """Stream one file: parse, validate, convert times, spill good rows per bucket."""
 
@@ -311,7 +316,10 @@ class _Scan:
         self.progress = progress
         self.buckets = int(self.config["warehouse"]["buckets"])
         self.bucket_of: dict[str, int] = {}
+        self.code_of: dict[str, int] = {}
         self.parts: dict[int, list[Path]] = {}
+        self.held: dict[int, list[pl.DataFrame]] = {}
+        self.held_rows = 0
         self.quarantine_parts: list[Path] = []
         self.ambiguous: list[pl.DataFrame] = []
         self.rows_read = 0  # records delivered by the reader (rejected lines come on top)
@@ -331,17 +339,18 @@ class _Scan:
                 f"{self.path}: column(s) {missing} of source {m.name!r} not found "
                 f"(file has {columns})"
             )
-        parts = [f"cast({_ident(c)} as varchar)" for c in m.sensor_columns]
-        sensor_id = (
-            f"trim({parts[0]})"
-            if len(parts) == 1
-            else "concat_ws('|', " + ", ".join(f"trim({p})" for p in parts) + ")"
+        # identity parts trimmed (only when padded: trim() copies every string), then joined
+        parts = [f"id_{i}" for i in range(len(m.sensor_columns))]
+        trimmed = ", ".join(
+            f"{_trimmed(f'cast({_ident(c)} as varchar)')} as {p}"
+            for c, p in zip(m.sensor_columns, parts, strict=True)
         )
-        id_empty = " or ".join(f"coalesce(trim({p}), '') = ''" for p in parts)
+        sensor_id = parts[0] if len(parts) == 1 else f"concat_ws('|', {', '.join(parts)})"
+        id_empty = " or ".join(f"coalesce({p}, '') = ''" for p in parts)
         select = (
-            f"select {sensor_id} as sensor_id, ({id_empty}) as id_empty, "
-            f"cast({_ident(m.time_column)} as varchar) as raw_time, "
-            f"cast({_ident(m.value_column)} as varchar) as raw_value from {self._source()}"
+            f"select {sensor_id} as sensor_id, ({id_empty}) as id_empty, raw_time, raw_value "
+            f"from (select {trimmed}, cast({_ident(m.time_column)} as varchar) as raw_time, "
+            f"cast({_ident(m.value_column)} as varchar) as raw_value from {self._source()})"
         )
         query = (
             f"with raw_rows as ({select})\nselect * from (\n{sql_text('staging/readings_parsed')})"
@@ -523,22 +532,40 @@ class _Scan:
         return out / f"part-{self._part_no:06d}.parquet"
 
     def _spill_good(self, good: pl.DataFrame) -> None:
+        """Hold good rows per bucket as (sensor code, ts, value, ordinal); past
+        ``ingest.spill_rows`` held rows, write them to ``.staging/`` (memory stays flat)."""
         if not good.height:
             return
         for sid in good["sensor_id"].unique().to_list():
-            if sid not in self.bucket_of:
+            if sid not in self.code_of:
+                self.code_of[sid] = len(self.code_of)
                 self.bucket_of[sid] = zlib.crc32(sid.encode("utf-8")) % self.buckets
         good = good.select(
-            "sensor_id",
-            pl.col("ts").cast(pl.Datetime("us")),
-            "value",
-            "ordinal",
+            sensor_code=pl.col("sensor_id").replace_strict(self.code_of, return_dtype=pl.Int32),
+            ts=pl.col("ts").cast(pl.Datetime("us")),
+            value="value",
+            ordinal="ordinal",
             bucket=pl.col("sensor_id").replace_strict(self.bucket_of, return_dtype=pl.Int32),
         )
         for (bucket,), part in good.partition_by("bucket", as_dict=True, include_key=False).items():
+            self.held.setdefault(int(bucket), []).append(part)
+        self.held_rows += good.height
+        if self.held_rows > int(self.config["ingest"]["spill_rows"]):
+            self.spill()
+
+    def spill(self) -> None:
+        for bucket, frames in self.held.items():
             path = self._next_part(f"bucket={bucket:02d}")
-            part.write_parquet(path, compression="lz4", statistics=False)
-            self.parts.setdefault(int(bucket), []).append(path)
+            pl.concat(frames).write_parquet(path, compression="lz4", statistics=False)
+            self.parts.setdefault(bucket, []).append(path)
+        self.held, self.held_rows = {}, 0
+
+    def bucket_rows(self) -> Iterable[tuple[int, pl.DataFrame]]:
+        """Each bucket's good rows of the whole file (spilled parts, then held rows)."""
+        for bucket in sorted(set(self.parts) | set(self.held)):
+            frames = [pl.read_parquet(p) for p in self.parts.get(bucket, [])]
+            frames += self.held.pop(bucket, [])
+            yield bucket, pl.concat(frames)
 
     def _spill_quarantine(self, bad: pl.DataFrame) -> None:
         frame = bad.select(
@@ -680,10 +707,26 @@ def _commit(
     try:
         sensors = scan.sensors()
         new_sensors = warehouse.register_sensors(con, sensors) if sensors else 0
-        for bucket in sorted(scan.parts):
-            candidates = pl.read_parquet(scan.parts[bucket])
-            rows = classify_duplicates(
-                candidates, _lake_overlap(warehouse, con, bucket, candidates)
+        # sensor codes -> ranks in sensor_id order, so an integer sort gives the lake's order
+        ids = sorted(scan.code_of)
+        rank_of = {sid: rank for rank, sid in enumerate(ids)}
+        codes = list(scan.code_of.values())
+        ranks = [rank_of[sid] for sid in scan.code_of]
+        for bucket, candidates in scan.bucket_rows():
+            candidates = candidates.select(
+                sensor_id=pl.col("sensor_code").replace_strict(codes, ranks, return_dtype=pl.Int64),
+                ts="ts",
+                value="value",
+                ordinal="ordinal",
+            )
+            existing = _lake_overlap(warehouse, con, bucket, candidates["ts"])
+            existing = existing.filter(pl.col("sensor_id").is_in(ids)).with_columns(
+                pl.col("sensor_id").replace_strict(rank_of, return_dtype=pl.Int64)
+            )
+            rows = classify_duplicates(candidates, existing).with_columns(
+                pl.col("sensor_id").replace_strict(
+                    list(range(len(ids))), ids, return_dtype=pl.String
+                )
             )
             for outcome, n in rows.group_by("outcome").len().iter_rows():
                 counts["conflict" if outcome.startswith("conflict") else outcome] += n
@@ -740,7 +783,7 @@ def _stage_bucket(
     (that method re-sorts through DuckDB; polars writes the presorted frame ~4x faster)."""
     path = warehouse.staging_path()
     accepted.select(READINGS_SCHEMA.names).write_parquet(
-        path, compression="zstd", row_group_size=122_880
+        path, compression="zstd", compression_level=1, row_group_size=122_880
     )
     return StagedFile(
         staged=path,
@@ -754,11 +797,11 @@ def _stage_bucket(
 
 
 def _lake_overlap(
-    warehouse: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, candidates: pl.DataFrame
+    warehouse: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, ts: pl.Series
 ) -> pl.DataFrame:
-    """Committed readings of ``bucket`` in the candidates' time range (files and row groups
+    """Committed readings of ``bucket`` in the time range of ``ts`` (files and row groups
     outside it are never read)."""
-    lo, hi = candidates["ts"].min(), candidates["ts"].max()
+    lo, hi = ts.min(), ts.max()
     lake = [
         str(warehouse.root / r[0])
         for r in con.execute(
@@ -802,15 +845,10 @@ def classify_duplicates(candidates: pl.DataFrame, existing: pl.DataFrame) -> pl.
     key_start = (pl.col("sensor_id") != pl.col("sensor_id").shift()) | (
         pl.col("ts") != pl.col("ts").shift()
     )
-    # sort on an integer rank of sensor_id (same order as the strings, several times faster);
     # a stable sort keeps file order (ordinal) within a key
-    sensors = candidates["sensor_id"].unique().sort()
-    rank = pl.col("sensor_id").replace_strict(
-        sensors, pl.int_range(sensors.len(), eager=True), return_dtype=pl.Int64
-    )
     ranked = (
         candidates.sort("ordinal")
-        .sort(rank, "ts", maintain_order=True)
+        .sort("sensor_id", "ts", maintain_order=True)
         .with_columns(first=key_start.fill_null(True))
     )
     ranked = ranked.with_columns(

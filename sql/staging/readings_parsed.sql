@@ -12,8 +12,21 @@ trimmed as (
     select
         sensor_id,
         id_empty,
-        nullif(trim(raw_time), '') as raw_time,
-        nullif(trim(raw_value), '') as raw_value
+        -- trim() copies every string: only call it on padded text
+        nullif(
+            case
+                when starts_with(raw_time, ' ') or ends_with(raw_time, ' ') then trim(raw_time)
+                else raw_time
+            end,
+            ''
+        ) as raw_time,
+        nullif(
+            case
+                when starts_with(raw_value, ' ') or ends_with(raw_value, ' ') then trim(raw_value)
+                else raw_value
+            end,
+            ''
+        ) as raw_value
     from raw
 ),
 time_kind as (

@@ -106,6 +106,7 @@ def detector_params(config: Config) -> dict[str, Any]:
             "baseline_window",
             "baseline_min_days",
             "stuck_min_readings",
+            "stuck_sparse_window",
             "spike_gap",
             "spike_ref_window",
             "spike_ref_gap",

@@ -36,9 +36,16 @@ rolling as (
         sum(value * value) over point_w as point_sumsq,
         avg(least(step * step, ($noise_step_clip * typical_noise) ^ 2)) over noise_w
             as noise_ms,  -- steps clipped: one spike must not read as an hour of noise
-        count(step) over noise_w as noise_n
+        count(step) over noise_w as noise_n,
+        count(value) over sparse_w as sparse_n,
+        stddev_samp(value) over sparse_w as sparse_std
     from with_baselines
     window
+        sparse_w as (  -- the stuck window for sparse cadence (15-min data)
+            partition by sensor_id order by ts
+            range between $stuck_sparse_window::interval - interval 1 microsecond preceding
+                and current row
+        ),
         point_w as (
             partition by sensor_id order by ts
             range between $point_window::interval - interval 1 microsecond preceding
@@ -112,8 +119,13 @@ scored as (
         coalesce(least(greatest(
             (c.contextual_z - $oxy_contextual_z_lo) / ($oxy_contextual_z_hi - $oxy_contextual_z_lo), 0), 1), 0)
             as score_contextual,
-        case when c.point_n >= $stuck_min_readings and c.window_std < $stuck_std_ratio * c.sigma
-            then 1.0::double else 0.0::double end as score_stuck,
+        case
+            when c.point_n >= $stuck_min_readings
+                and c.window_std < $stuck_std_ratio * c.sigma then 1.0::double
+            when c.point_n < $stuck_min_readings and c.sparse_n >= $stuck_min_readings
+                and c.sparse_std < $stuck_std_ratio * c.sigma then 1.0::double
+            else 0.0::double
+        end as score_stuck,
         coalesce(least(greatest(
             (c.spike_z - $oxy_spike_z_lo) / ($oxy_spike_z_hi - $oxy_spike_z_lo), 0), 1), 0)
             as score_spike,

@@ -84,12 +84,17 @@ def parse_export(
         warehouse, path, ingest._file_kind(path), mapping, work, digest, progress=False
     )
     scan.run()
-    parts = [p for paths in scan.parts.values() for p in paths]
     schema = {"sensor_id": pl.String, "ts": pl.Datetime("us"), "value": pl.Float64}
+    id_of = {code: sid for sid, code in getattr(scan, "code_of", {}).items()}
+    frames = []
+    for _bucket, rows in scan.bucket_rows():
+        if "sensor_code" in rows.columns:  # the scan holds sensors as integer codes
+            rows = rows.with_columns(
+                sensor_id=pl.col("sensor_code").replace_strict(id_of, return_dtype=pl.String)
+            )
+        frames.append(rows.select(*schema, "ordinal"))
     candidates = (
-        pl.concat([pl.read_parquet(p) for p in parts]).select(*schema, "ordinal")
-        if parts
-        else pl.DataFrame(schema={**schema, "ordinal": pl.Int64})
+        pl.concat(frames) if frames else pl.DataFrame(schema={**schema, "ordinal": pl.Int64})
     )
     outcome = ingest.classify_duplicates(candidates, pl.DataFrame(schema=schema))
     readings = outcome.filter(pl.col("outcome") == "accepted").select(*schema)

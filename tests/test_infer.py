@@ -86,6 +86,7 @@ def test_known_sensors_match_score_readings_and_warehouse_is_untouched(
         new,
         [
             f"A,{after:%Y-%m-%dT%H:%M:%SZ},{new['value'][0]:.4f}",  # identical duplicate
+            f"A,{after + timedelta(minutes=1):%Y-%m-%dT%H:%M:%SZ},1.2345",  # conflict
             "A,not-a-time,8.0",  # quarantined
             f"B,{after + timedelta(hours=5):%Y-%m-%dT%H:%M:%SZ},-9999",  # sentinel
         ],
@@ -94,11 +95,12 @@ def test_known_sensors_match_score_readings_and_warehouse_is_untouched(
     result = infer_file(wh, export, "farm", tmp_path / "out.parquet")
     assert warehouse_fingerprint(wh) == before
 
-    assert (result.rows_read, result.rows_written) == (363, 360)
-    assert (result.duplicates, result.quarantined) == (1, 2)
+    assert (result.rows_read, result.rows_written) == (364, 360)
+    assert (result.duplicates, result.quarantined) == (1, 3)
     assert (result.known_sensors, result.new_sensors) == (2, 0)
     quarantine = pl.read_csv(result.quarantine_file)
-    assert quarantine.height == 2 and quarantine["line"].to_list() == [363, 364]
+    assert quarantine["line"].to_list() == [363, 364, 365]
+    assert quarantine["reason"][0] == "conflicting duplicate"
 
     out = pl.read_parquet(result.output)
     expected = anomaly.score_readings(wh, new.with_columns(pl.col("value").round(4)))

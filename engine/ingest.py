@@ -367,7 +367,6 @@ class _Scan:
             "sentinels": [float(s) for s in self.config["ingest"]["sentinels"]],
             "min_value": float(limits["min"]),
             "max_value": float(limits["max"]),
-            "unit": m.unit,
         }
         return query, params
 
@@ -441,6 +440,14 @@ class _Scan:
         )
         bad = frame.filter(pl.col("reason").is_not_null())
         good = frame.filter(pl.col("reason").is_null())
+        if bad.height:
+            limits = self.config["ingest"][self.mapping.unit]
+            bad = bad.with_columns(
+                detail=pl.when(pl.col("reason") == "below plausible minimum")
+                .then(pl.lit(f"minimum {float(limits['min'])} {self.mapping.unit}"))
+                .when(pl.col("reason") == "above plausible maximum")
+                .then(pl.lit(f"maximum {float(limits['max'])} {self.mapping.unit}"))
+            )
         if self.mapping.naive_time_zone != "UTC":
             good, unresolved = self._localize(good)
             bad = pl.concat([bad, unresolved], how="diagonal_relaxed")
@@ -536,16 +543,25 @@ class _Scan:
         ``ingest.spill_rows`` held rows, write them to ``.staging/`` (memory stays flat)."""
         if not good.height:
             return
-        for sid in good["sensor_id"].unique().to_list():
-            if sid not in self.code_of:
+
+        def lookup() -> pl.Series:
+            return good["sensor_id"].replace_strict(self.code_of, default=-1, return_dtype=pl.Int32)
+
+        codes = lookup()
+        if (codes == -1).any():  # sensors first seen in this batch
+            for sid in good.filter(codes == -1)["sensor_id"].unique().to_list():
                 self.code_of[sid] = len(self.code_of)
                 self.bucket_of[sid] = zlib.crc32(sid.encode("utf-8")) % self.buckets
+            codes = lookup()
+        bucket_by_code = [self.bucket_of[sid] for sid in self.code_of]  # codes are 0..n-1
         good = good.select(
-            sensor_code=pl.col("sensor_id").replace_strict(self.code_of, return_dtype=pl.Int32),
+            sensor_code=codes,
             ts=pl.col("ts").cast(pl.Datetime("us")),
             value="value",
             ordinal="ordinal",
-            bucket=pl.col("sensor_id").replace_strict(self.bucket_of, return_dtype=pl.Int32),
+            bucket=codes.replace_strict(
+                list(range(len(bucket_by_code))), bucket_by_code, return_dtype=pl.Int32
+            ),
         )
         for (bucket,), part in good.partition_by("bucket", as_dict=True, include_key=False).items():
             self.held.setdefault(int(bucket), []).append(part)
@@ -846,10 +862,10 @@ def classify_duplicates(candidates: pl.DataFrame, existing: pl.DataFrame) -> pl.
         pl.col("ts") != pl.col("ts").shift()
     )
     # a stable sort keeps file order (ordinal) within a key
-    ranked = (
-        candidates.sort("ordinal")
-        .sort("sensor_id", "ts", maintain_order=True)
-        .with_columns(first=key_start.fill_null(True))
+    if not candidates["ordinal"].is_sorted():
+        candidates = candidates.sort("ordinal")
+    ranked = candidates.sort("sensor_id", "ts", maintain_order=True).with_columns(
+        first=key_start.fill_null(True)
     )
     ranked = ranked.with_columns(
         first_value=pl.when("first").then("value").forward_fill(),

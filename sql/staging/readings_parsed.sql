@@ -3,7 +3,7 @@
 -- Input: relation `raw_rows` (sensor_id, id_empty, raw_time, raw_value: text as read).
 -- Parameters: $time_format ('iso' | 'epoch_s' | 'epoch_ms' | 'pattern'), $pattern,
 -- $pattern_has_zone, $local_zone (naive times need a zone conversion afterwards), $decimal,
--- $sentinels, $min_value, $max_value, $unit.
+-- $sentinels, $min_value, $max_value.
 -- `ts` is the UTC instant when the text carried an offset (or is epoch), else the naive
 -- wall-clock time (`is_wall`), converted afterwards with the source's zone in polars.
 with
@@ -87,10 +87,6 @@ described as (
         is_wall,
         value,
         reason,
-        case
-            when reason = 'below plausible minimum' then 'minimum ' || $min_value || ' ' || $unit
-            when reason = 'above plausible maximum' then 'maximum ' || $max_value || ' ' || $unit
-        end as detail,
         case when reason is not null or (is_wall and $local_zone) then raw_time end as raw_time,
         case when reason is not null then raw_value end as raw_value
     from classified

@@ -284,6 +284,54 @@ def test_oslo_autumn_fold_and_spring_gap(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("rule", "kept"),
+    [
+        ("earliest", [datetime(2024, 10, 27, 0, 30)]),
+        ("latest", [datetime(2024, 10, 27, 1, 30)]),
+        ("quarantine", []),
+    ],
+)
+def test_other_fold_rules(tmp_path: Path, rule: str, kept: list[datetime]) -> None:
+    source = {**BASE_SOURCE, "naive_time_zone": "Europe/Oslo"}
+    wh = make_warehouse(tmp_path, fjordras=source)
+    wh = Warehouse(wh.root, wh.config.with_overrides({"ingest": {"ambiguous_local_time": rule}}))
+    path = write(tmp_path / "fjordras.csv", "Timestamp,Tag,Value\n2024-10-27T02:30:00,a,1\n")
+    (result,) = ingest_files(wh, [path])
+    assert counts(result) == (1, len(kept), 0, 1 - len(kept))
+    assert query(wh, "select ts from readings") == [(t,) for t in kept]
+
+
+def test_spilling_to_staging_gives_the_same_result(tmp_path: Path) -> None:
+    """With tiny batches and spill threshold, rows go through .staging/ parts: same lake."""
+    rows = ["Timestamp,Tag,Value"]
+    for minute in range(30):
+        for tag in ("a", "b", "c"):
+            rows.append(f"2024-01-01T00:{minute:02d}:00Z,{tag},{minute % 7 + 1}")
+    rows.append("2024-01-01T00:05:00Z,b,9.5")  # conflicting duplicate, kept value 6.0
+    text = "\n".join(rows) + "\n"
+    results = []
+    for name, overrides in (("held", {}), ("spilled", {"spill_rows": 5, "batch_rows": 4})):
+        case = tmp_path / name
+        case.mkdir()
+        wh = make_warehouse(case)
+        if overrides:
+            wh = Warehouse(wh.root, wh.config.with_overrides({"ingest": overrides}))
+        (result,) = ingest_files(wh, [write(case / "fjordras.csv", text)])
+        results.append(
+            (
+                counts(result),
+                query(wh, "select sensor_id, ts, value from readings order by all"),
+                query(wh, "select line, reason, detail from quarantine"),
+            )
+        )
+    assert results[0] == results[1]
+    assert results[0][0] == (91, 90, 0, 1)
+    assert results[0][2] == [
+        (92, "conflicting duplicate", "kept value 6.0 (first in file, line 18)")
+    ]
+
+
 def test_multi_column_identity_and_separator_levels(tmp_path: Path) -> None:
     wh = make_warehouse(
         tmp_path,

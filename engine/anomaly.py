@@ -79,7 +79,7 @@ class Lookbacks:
 
     minutes: timedelta  # readings before rescore_from the minute windows need
     hours: timedelta  # stored hourly rows before changed_from the baselines need
-    spike_gap: timedelta  # a reading's score may depend on the next reading this far ahead
+    ahead: timedelta  # a reading's score may depend on readings this far ahead
 
 
 def detector_params(config: Config) -> dict[str, Any]:
@@ -105,6 +105,8 @@ def detector_params(config: Config) -> dict[str, Any]:
             "min_std",
             "baseline_window",
             "baseline_min_days",
+            "spread_floor_ratio",
+            "typical_min_hours",
             "stuck_min_readings",
             "stuck_sparse_window",
             "spike_gap",
@@ -115,6 +117,7 @@ def detector_params(config: Config) -> dict[str, Any]:
             "noise_step_clip",
             "drift_window",
             "drift_recent",
+            "drift_z_clip",
             "range_suspect_sat",
             "range_fail_sat",
             "qartod_fail_severity",
@@ -169,11 +172,12 @@ def lookbacks(con: duckdb.DuckDBPyConnection, config: Config) -> Lookbacks:
     gap = _interval(con, a["spike_gap"])
     if _interval(con, a["spike_ref_gap"]) + _interval(con, a["spike_ref_window"]) > gap:
         raise OxyError("[anomaly] spike_ref_gap + spike_ref_window must not exceed spike_gap")
-    minutes = max(point + collective, noise, prev) + gap + timedelta(minutes=1)
+    ahead = max(gap, point, noise / 2)  # forward windows: spike levels, stuck, centred noise
+    minutes = max(point + collective, noise, prev) + ahead + timedelta(minutes=1)
     hours = (
         _interval(con, a["baseline_window"]) + _interval(con, a["drift_window"]) + timedelta(days=1)
     )
-    return Lookbacks(minutes=minutes, hours=hours, spike_gap=gap)
+    return Lookbacks(minutes=minutes, hours=hours, ahead=ahead)
 
 
 def create_support_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -196,7 +200,7 @@ def scope_table(
     )
     con.executemany(
         "insert into score_scope values ($s, $c, $c - $gap, $c - $gap - $minutes)",
-        [{"s": s, "c": c, "gap": lb.spike_gap, "minutes": lb.minutes} for s, c in changes],
+        [{"s": s, "c": c, "gap": lb.ahead, "minutes": lb.minutes} for s, c in changes],
     )
 
 
@@ -238,8 +242,8 @@ def _changes(
 ) -> tuple[list[tuple[str, datetime]], list[str], list[str]]:
     """Per sensor of ``bucket`` the first hour to rescore; the new and the vanished files.
 
-    A reading's spike residual looks ``spike_gap`` ahead, so the first changed hour is the
-    hour of the earliest new reading minus that look-ahead.
+    Scores look ``Lookbacks.ahead`` forward, so the first changed hour is the hour of the
+    earliest new reading minus that look-ahead.
     """
     lake = dict(
         con.execute(
@@ -263,12 +267,12 @@ def _changes(
         for sensor_id, first in con.execute(
             "select sensor_id, date_trunc('hour', min(ts) - $gap) from read_parquet($files) "
             "group by sensor_id",
-            {"files": [str(wh.root / p) for p in new], "gap": lb.spike_gap},
+            {"files": [str(wh.root / p) for p in new], "gap": lb.ahead},
         ).fetchall():
             changed[sensor_id] = first
     gone_from = [scored[p] for p in gone if scored[p] is not None]
     if gone_from:
-        first = (min(gone_from) - lb.spike_gap).replace(minute=0, second=0, microsecond=0)
+        first = (min(gone_from) - lb.ahead).replace(minute=0, second=0, microsecond=0)
         for (sensor_id,) in con.execute(
             "select sensor_id from sensors where bucket = $b", {"b": bucket}
         ).fetchall():
@@ -389,6 +393,7 @@ def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
     with warehouse.writer() as con:
         lb = lookbacks(con, warehouse.config)
         create_support_tables(con)
+        full = _upgrade_state(con) or full
         buckets = [
             b
             for (b,) in con.execute(
@@ -445,6 +450,29 @@ def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
         events=events,
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def _upgrade_state(con: duckdb.DuckDBPyConnection) -> bool:
+    """Recreate ``score_hourly`` when its columns changed with a new oxy; True = rescore all."""
+    expected = sql_text("catalog/score_hourly")
+    stored = [
+        r[0]
+        for r in con.execute(
+            "select column_name from information_schema.columns "
+            "where table_name = 'score_hourly' and table_schema = 'main' order by ordinal_position"
+        ).fetchall()
+    ]
+    wanted = [
+        line.split()[0]
+        for line in expected.splitlines()
+        if line.startswith("    ") and not line.strip().startswith(("--", "primary"))
+    ]
+    if stored == wanted:
+        return False
+    con.execute("drop table if exists score_hourly")
+    con.execute(expected)
+    con.execute("delete from score_files")
+    return True
 
 
 def _drop_orphan_partitions(warehouse: Warehouse, buckets: set[int]) -> None:

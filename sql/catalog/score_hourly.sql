@@ -12,6 +12,7 @@ create table if not exists score_hourly (
     baseline_median double,              -- median of this local hour over the previous days
     baseline_spread double,              -- IQR / 1.349 of those daily medians
     baseline_days   bigint,              -- how many previous days the baseline holds
+    typical_hours   bigint,              -- hours of the baseline window holding readings
     typical_std     double,              -- median hourly std over the baseline window
     typical_noise   double,              -- median hourly noise over the baseline window
     typical_spike   double,              -- median hourly spike_rms over the baseline window

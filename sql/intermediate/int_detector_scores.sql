@@ -9,7 +9,7 @@ readings as (
 baselines as (
     select
         sensor_id, hour, baseline_median, baseline_spread, baseline_days,
-        typical_std, typical_noise, typical_spike, drift_z
+        typical_hours, typical_std, typical_noise, typical_spike, drift_z
     from hourly_baselines
 ),
 scope as (
@@ -21,9 +21,13 @@ with_baselines as (
         b.baseline_median,
         b.baseline_spread,
         b.baseline_days,
-        greatest(coalesce(b.typical_std, 0), $min_std) as sigma,
-        greatest(coalesce(b.typical_noise, 0), $min_std) as typical_noise,
-        greatest(coalesce(b.typical_spike, 0), $min_std) as typical_spike,
+        -- typical scales need $typical_min_hours of history; before that, no score uses them
+        case when b.typical_hours >= $typical_min_hours
+            then greatest(b.typical_std, $min_std) end as sigma,
+        case when b.typical_hours >= $typical_min_hours
+            then greatest(b.typical_noise, $min_std) end as typical_noise,
+        case when b.typical_hours >= $typical_min_hours
+            then greatest(b.typical_spike, $min_std) end as typical_spike,
         b.drift_z
     from readings as r
     left join baselines as b using (sensor_id, hour)
@@ -34,9 +38,16 @@ rolling as (
         count(value) over point_w as point_n,
         sum(value) over point_w as point_sum,
         sum(value * value) over point_w as point_sumsq,
-        avg(least(step * step, ($noise_step_clip * typical_noise) ^ 2)) over noise_w
-            as noise_ms,  -- steps clipped: one spike must not read as an hour of noise
-        count(step) over noise_w as noise_n,
+        sum(least(step * step, ($noise_step_clip * typical_noise) ^ 2)) over noise_w
+            as noise_before_ss,  -- steps clipped: one spike must not read as an hour of noise
+        count(step) over noise_w as noise_before_n,
+        sum(least(step * step, ($noise_step_clip * typical_noise) ^ 2)) over noise_ahead_w
+            as noise_after_ss,
+        count(step) over noise_ahead_w as noise_after_n,
+        least(step * step, ($noise_step_clip * typical_noise) ^ 2) as clipped_ss,
+        count(value) over stuck_ahead_w as ahead_n,
+        sum(value) over stuck_ahead_w as ahead_sum,
+        sum(value * value) over stuck_ahead_w as ahead_sumsq,
         count(value) over sparse_w as sparse_n,
         stddev_samp(value) over sparse_w as sparse_std
     from with_baselines
@@ -51,9 +62,17 @@ rolling as (
             range between $point_window::interval - interval 1 microsecond preceding
                 and current row
         ),
-        noise_w as (
+        noise_w as (  -- the noise window is centred on the reading: half before ...
             partition by sensor_id order by ts
-            range between $noise_step_window::interval - interval 1 microsecond preceding
+            range between $noise_step_window::interval / 2 preceding and current row
+        ),
+        noise_ahead_w as (  -- ... half after (descending time: "preceding" reaches forward)
+            partition by sensor_id order by ts desc
+            range between $noise_step_window::interval / 2 preceding and current row
+        ),
+        stuck_ahead_w as (  -- a reading that starts a flat point window is stuck too
+            partition by sensor_id order by ts desc
+            range between $point_window::interval - interval 1 microsecond preceding
                 and current row
         )
 ),
@@ -67,19 +86,27 @@ window_stats as (  -- the point window with and without the current reading
             / nullif(point_n - 2, 0), 0)) as before_std,
         sqrt(greatest(
             (point_sumsq - point_sum * point_sum / point_n) / nullif(point_n - 1, 0), 0))
-            as window_std
+            as window_std,
+        sqrt(greatest(
+            (ahead_sumsq - ahead_sum * ahead_sum / ahead_n) / nullif(ahead_n - 1, 0), 0))
+            as ahead_std,
+        coalesce(noise_before_ss, 0) + coalesce(noise_after_ss, 0) - coalesce(clipped_ss, 0)
+            as noise_ss,
+        noise_before_n + noise_after_n - (step is not null)::int as noise_n
     from rolling
 ),
 z_scores as (
     select
         *,
-        abs(value - before_mean) / greatest(before_std, sigma) as point_z,
+        case when sigma is not null
+            then abs(value - before_mean) / greatest(before_std, sigma)
+        end as point_z,
         case when baseline_days >= $baseline_min_days
             then abs(value - baseline_median) / greatest(baseline_spread, sigma)
         end as contextual_z,
         abs(spike_residual) / typical_spike as spike_z,
         case when noise_n >= $noise_min_readings
-            then sqrt(noise_ms / 2) / typical_noise
+            then sqrt(noise_ss / noise_n / 2) / typical_noise
         end as noise_ratio
     from window_stats
 ),
@@ -122,6 +149,8 @@ scored as (
         case
             when c.point_n >= $stuck_min_readings
                 and c.window_std < $stuck_std_ratio * c.sigma then 1.0::double
+            when c.ahead_n >= $stuck_min_readings
+                and c.ahead_std < $stuck_std_ratio * c.sigma then 1.0::double
             when c.point_n < $stuck_min_readings and c.sparse_n >= $stuck_min_readings
                 and c.sparse_std < $stuck_std_ratio * c.sigma then 1.0::double
             else 0.0::double

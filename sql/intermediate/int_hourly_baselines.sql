@@ -19,6 +19,7 @@ hour_of_day as (
         (quantile_cont(median, 0.75) over same_hour
             - quantile_cont(median, 0.25) over same_hour) / 1.349 as baseline_spread,
         count(median) over same_hour as baseline_days,
+        count(*) over recent as typical_hours,
         median(std) over recent as typical_std,
         median(noise) over recent as typical_noise,
         greatest(median(spike_rms) over recent, coalesce(median(spike_rms) over same_hour, 0))
@@ -34,15 +35,28 @@ hour_of_day as (
             range between $baseline_window::interval preceding and current row
         )
 ),
+spread_floor as (  -- an hour's spread from few days is unstable: at least half the sensor's
+                  -- median spread over all hours of the baseline window
+    select
+        * replace (greatest(baseline_spread,
+            $spread_floor_ratio * median(baseline_spread) over recent) as baseline_spread)
+    from hour_of_day
+    window recent as (
+        partition by sensor_id order by hour
+        range between $baseline_window::interval preceding and current row
+    )
+),
 residuals as (
     select
         *,
         case when baseline_days >= $baseline_min_days then median - baseline_median end
             as residual,
-        case when baseline_days >= $baseline_min_days
-            then (median - baseline_median) / greatest(baseline_spread, typical_noise, $min_std)
+        case when baseline_days >= $baseline_min_days  -- clipped: one odd hour is no drift
+            then least(greatest((median - baseline_median)
+                / greatest(baseline_spread, typical_noise, $min_std), -$drift_z_clip),
+                $drift_z_clip)
         end as residual_z
-    from hour_of_day
+    from spread_floor
 ),
 drift as (
     select
@@ -74,8 +88,8 @@ drift_level as (  -- both the day and the last hours off in the same direction: 
 scored as (
     select
         d.sensor_id, d.hour, d.local_hour, d.n, d.median, d.std, d.noise, d.spike_rms,
-        d.baseline_median, d.baseline_spread, d.baseline_days, d.typical_std, d.typical_noise,
-        d.typical_spike,
+        d.baseline_median, d.baseline_spread, d.baseline_days, d.typical_hours, d.typical_std,
+        d.typical_noise, d.typical_spike,
         d.drift_level,
         d.drift_z
     from drift_level as d

@@ -51,6 +51,7 @@ neighbours as (
 ),
 levels as (  -- mean level just before and just after each reading (skipping a spike's tail);
              -- frames that end at the current row are fast, so windows are differences of them
+             -- (forward ones in descending time)
     select
         *,
         (sum(value) over before_w - value) / nullif(count(value) over before_w - 1, 0)
@@ -63,16 +64,16 @@ levels as (  -- mean level just before and just after each reading (skipping a s
             partition by sensor_id order by ts
             range between $spike_ref_window::interval preceding and current row
         ),
-        near_w as (
-            partition by sensor_id order by ts
-            range between current row
-                and $spike_ref_gap::interval - interval 1 microsecond following
+        near_w as (  -- descending time: "preceding" reaches forward
+            partition by sensor_id order by ts desc
+            range between $spike_ref_gap::interval - interval 1 microsecond preceding
+                and current row
         ),
         reach_w as (
-            partition by sensor_id order by ts
-            range between current row
-                and $spike_ref_gap::interval + $spike_ref_window::interval
-                    - interval 1 microsecond following
+            partition by sensor_id order by ts desc
+            range between $spike_ref_gap::interval + $spike_ref_window::interval
+                    - interval 1 microsecond preceding
+                and current row
         )
 ),
 steps as (

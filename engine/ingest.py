@@ -260,26 +260,32 @@ def _file_kind(path: Path) -> str:
 class _Digest:
     sha256: str
     size: int
-    lines: int  # physical lines, not counting blank lines at the very end
 
 
 def _digest(path: Path) -> _Digest:
-    """sha256, size and physical line count in one streaming pass."""
+    """sha256 and size in one streaming pass."""
     sha = hashlib.sha256()
-    size = newlines = 0
-    tail = b""
+    size = 0
     with path.open("rb") as fh:
         while chunk := fh.read(_READ_CHUNK):
             sha.update(chunk)
             size += len(chunk)
-            newlines += chunk.count(b"\n")
-            tail = (tail + chunk)[-4096:]
     if size == 0:
         raise OxyError(f"{path}: empty file")
+    return _Digest(sha.hexdigest(), size)
+
+
+def _line_count(path: Path) -> int:
+    """Physical lines, not counting blank lines at the very end (one streaming pass)."""
+    newlines = 0
+    tail = b""
+    with path.open("rb") as fh:
+        while chunk := fh.read(_READ_CHUNK):
+            newlines += chunk.count(b"\n")
+            tail = (tail + chunk[-4096:])[-4096:]
     stripped = tail.rstrip(b"\r\n")
     trailing = tail[len(stripped) :].count(b"\n")
-    lines = newlines - trailing + (1 if stripped else 0)
-    return _Digest(sha.hexdigest(), size, lines)
+    return newlines - trailing + (1 if stripped else 0)
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -327,6 +333,7 @@ class _Scan:
         self.reject_lines = np.empty(0, dtype=np.int64)
         self._part_no = 0
         self._walked: tuple[np.ndarray, dict[int, int]] | None = None
+        self._lines: int | None = None  # physical line count, counted only when needed
 
     # reading ------------------------------------------------------------------------
     def _reader_sql(self, columns: list[str]) -> tuple[str, dict[str, Any]]:
@@ -643,7 +650,9 @@ class _Scan:
 
     def _simple(self) -> bool:
         """Every record is one physical line and no blank line hides in the file."""
-        return self.digest.result().lines == 1 + self.rows_read + len(self.reject_lines)
+        if self._lines is None:
+            self._lines = _line_count(self.path)
+        return self._lines == 1 + self.rows_read + len(self.reject_lines)
 
     def _walk(self) -> tuple[np.ndarray, dict[int, int]]:
         """Physical start lines of the good records, and of DuckDB's rejected records

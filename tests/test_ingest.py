@@ -397,6 +397,30 @@ def test_parquet_input_with_typed_columns_and_row_index(tmp_path: Path) -> None:
     ]
 
 
+def test_parquet_timestamp_columns_naive_local_and_zoned(tmp_path: Path) -> None:
+    wh = make_warehouse(
+        tmp_path,
+        local={**BASE_SOURCE, "naive_time_zone": "Europe/Oslo"},
+        zoned={**BASE_SOURCE, "naive_time_zone": "Europe/Oslo"},
+    )
+    naive = pa.array([datetime(2024, 6, 1, 14), datetime(2024, 3, 31, 2, 30)], pa.timestamp("us"))
+    pq.write_table(
+        pa.table({"Timestamp": naive, "Tag": ["t", "t"], "Value": [8.0, 8.1]}),
+        tmp_path / "local.parquet",
+    )
+    zoned = pa.array([datetime(2024, 6, 1, 14)], pa.timestamp("us", tz="UTC"))
+    pq.write_table(
+        pa.table({"Timestamp": zoned, "Tag": ["z"], "Value": [9.0]}), tmp_path / "zoned.parquet"
+    )
+    local, utc = ingest_files(wh, [tmp_path / "local.parquet", tmp_path / "zoned.parquet"])
+    assert counts(local) == (2, 1, 0, 1) and counts(utc) == (1, 1, 0, 0)
+    assert query(wh, "select sensor_id, ts from readings order by 1") == [
+        ("t", datetime(2024, 6, 1, 12)),
+        ("z", datetime(2024, 6, 1, 14)),
+    ]
+    assert query(wh, "select line, reason from quarantine") == [(1, "nonexistent local time")]
+
+
 def test_line_numbers_survive_blank_lines_and_quoted_newlines(tmp_path: Path) -> None:
     wh = make_warehouse(tmp_path)
     path = write(

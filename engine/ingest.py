@@ -445,8 +445,11 @@ class _Scan:
         frame = frame.with_columns(
             ordinal=pl.int_range(start, start + frame.height, dtype=pl.Int64)
         )
-        bad = frame.filter(pl.col("reason").is_not_null())
-        good = frame.filter(pl.col("reason").is_null())
+        if frame["reason"].null_count() == frame.height:  # the usual case: no copy
+            good, bad = frame, frame.clear()
+        else:
+            bad = frame.filter(pl.col("reason").is_not_null())
+            good = frame.filter(pl.col("reason").is_null())
         if bad.height:
             limits = self.config["ingest"][self.mapping.unit]
             bad = bad.with_columns(

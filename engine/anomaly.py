@@ -105,6 +105,8 @@ def detector_params(config: Config) -> dict[str, Any]:
             "min_std",
             "baseline_window",
             "baseline_min_days",
+            "contextual_min_days",
+            "contextual_few_days",
             "spread_floor_ratio",
             "typical_min_hours",
             "stuck_min_readings",

@@ -101,8 +101,9 @@ z_scores as (
         case when sigma is not null
             then abs(value - before_mean) / greatest(before_std, sigma)
         end as point_z,
-        case when baseline_days >= $baseline_min_days
+        case when baseline_days >= $contextual_min_days
             then abs(value - baseline_median) / greatest(baseline_spread, sigma)
+                / (1 + $contextual_few_days / baseline_days)  -- few days: a less certain spread
         end as contextual_z,
         abs(spike_residual) / typical_spike as spike_z,
         case when noise_n >= $noise_min_readings

@@ -1,7 +1,7 @@
 -- Baselines per sensor and hour, from the hourly statistics of the previous days:
 -- hour-of-day median and spread (site-local hour), typical std and noise, and the drift level
 -- (mean residual of the last $drift_window against the hour-of-day baseline; drift_z: the
--- mean of each hour's residual / spread, capped by the mean of the last $drift_recent so that
+-- mean of each hour's residual / spread weighted by 1 / spread, capped by the mean of the last $drift_recent so that
 -- a cleaned probe stops drifting at once).
 -- Inputs: `hourly_history` (stored hourly rows before the change + fresh `int_hourly_stats`),
 -- `score_scope` (sensor_id, changed_from): only hours from changed_from on are returned.
@@ -55,15 +55,20 @@ residuals as (
             then least(greatest((median - baseline_median)
                 / greatest(baseline_spread, typical_noise, $min_std), -$drift_z_clip),
                 $drift_z_clip)
-        end as residual_z
+        end as residual_z,
+        -- hours with a tight baseline (a controlled night) weigh more than weather-driven ones
+        1 / greatest(baseline_spread, typical_noise, $min_std) as residual_weight
     from spread_floor
 ),
 drift as (
     select
         *,
         avg(residual) over last_day as day_residual,
-        avg(residual_z) over last_day as day_z,
-        avg(residual_z) over last_hours as recent_z
+        sum(residual_z * residual_weight) over last_day
+            / sum(residual_weight) filter (where residual_z is not null) over last_day as day_z,
+        sum(residual_z * residual_weight) over last_hours
+            / sum(residual_weight) filter (where residual_z is not null) over last_hours
+            as recent_z
     from residuals
     window
         last_day as (

@@ -8,11 +8,14 @@ One file is one transaction. For each file:
 3. stream it in record batches (DuckDB ``read_csv``/``read_parquet``, all text), parse and
    validate each batch vectorised (``sql/staging/readings_parsed.sql``), convert naive local
    times with the source's IANA zone in polars (DST gap -> quarantine, DST fold -> the
-   ``ingest.ambiguous_local_time`` rule), and spill good rows per lake bucket and bad rows to
-   ``.staging/`` so memory does not grow with the file;
+   ``ingest.ambiguous_local_time`` rule), and hold good rows per lake bucket as integer
+   sensor codes, spilling them (and bad rows) to ``.staging/`` past ``ingest.spill_rows``,
+   so memory does not grow with the file;
 4. per bucket, drop identical duplicates and quarantine conflicting ones (first ingested wins:
-   the lake beats the file, the first line beats later lines), comparing only with the lake
-   files of that bucket whose time range overlaps (``sql/staging/readings_deduplicated.sql``);
+   the lake beats the file, the first line beats later lines; :func:`classify_duplicates`),
+   comparing only with the lake rows of that bucket in the file's time range
+   (``sql/staging/readings_lake_overlap.sql``), and write the bucket's file sorted by
+   ``(sensor_id, ts)`` under ``.staging/``;
 5. in one transaction: register new sensors, publish the bucket files, insert the quarantine
    rows and the ``ingest_log`` row (read = accepted + duplicates + quarantined), commit.
 

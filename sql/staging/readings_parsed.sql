@@ -52,13 +52,13 @@ parsed as (
         not has_offset as is_wall,
         case
             when $time_format = 'iso' and has_offset
-                then try(cast(try_cast(raw_time as timestamptz) as timestamp))
+                then cast(try_cast(raw_time as timestamptz) as timestamp)
             when $time_format = 'iso' then try_cast(raw_time as timestamp)
             when $time_format = 'epoch_s'
                 then try(cast(to_timestamp(try_cast(raw_time as double)) as timestamp))
             when $time_format = 'epoch_ms'
                 then try(make_timestamp(cast(round(try_cast(raw_time as double) * 1000) as bigint)))
-            else try(cast(try_strptime(raw_time, $pattern) as timestamp))
+            else cast(try_strptime(raw_time, $pattern) as timestamp)
         end as ts,
         try_cast(replace(raw_value, $decimal, '.') as double) as value
     from time_kind

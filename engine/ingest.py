@@ -416,19 +416,27 @@ class _Scan:
                 disable=not self.progress,
                 leave=False,
             )
+            # DuckDB produces batch k+1 while a worker thread processes batch k (both release
+            # the GIL); one batch in flight at a time keeps file order and memory bounded
             try:
-                reader = mcon.sql(query, params=params).to_arrow_reader(batch_rows)
-                pending: list[pa.RecordBatch] = []
-                rows = 0
-                for batch in reader:
-                    pending.append(batch)
-                    rows += batch.num_rows
-                    bar.update(batch.num_rows)
-                    if rows >= batch_rows:
+                with ThreadPoolExecutor(max_workers=1) as worker:
+                    taking: Future[None] | None = None
+                    reader = mcon.sql(query, params=params).to_arrow_reader(batch_rows)
+                    pending: list[pa.RecordBatch] = []
+                    rows = 0
+                    for batch in reader:
+                        pending.append(batch)
+                        rows += batch.num_rows
+                        bar.update(batch.num_rows)
+                        if rows >= batch_rows:
+                            if taking is not None:
+                                taking.result()
+                            taking = worker.submit(self._take, _frame(pending))
+                            pending, rows = [], 0
+                    if taking is not None:
+                        taking.result()
+                    if pending:
                         self._take(_frame(pending))
-                        pending, rows = [], 0
-                if pending:
-                    self._take(_frame(pending))
             except duckdb.Error as exc:
                 raise OxyError(
                     f"{self.path}: cannot read as {self.kind}: {_first_line(exc)}"

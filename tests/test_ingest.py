@@ -513,25 +513,39 @@ def test_a_second_writer_is_refused(tmp_path: Path) -> None:
     assert counts(result) == (1, 1, 0, 0)
 
 
-KILL_AFTER_PUBLISH = """
+KILL_MID_INGEST = """
 import os, signal, sys
+from engine import ingest
 from engine.config import Config
-from engine.ingest import ingest_files
 from engine.warehouse import Warehouse
 
-original = Warehouse.publish
-
-def publish_then_die(self, con, staged):
-    original(self, con, staged)   # files renamed into the lake, catalog not yet committed
+def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
-Warehouse.publish = publish_then_die
-wh = Warehouse(sys.argv[1], Config.load(sys.argv[2]))
-ingest_files(wh, [sys.argv[3]])
+if sys.argv[4] == "publish":   # files renamed into the lake, catalog not yet committed
+    original = Warehouse.publish
+    def publish(self, con, staged):
+        original(self, con, staged)
+        die()
+    Warehouse.publish = publish
+else:                          # reading: rows spilled to .staging/, nothing published
+    original_take = ingest._Scan._take
+    def take(self, frame):
+        original_take(self, frame)
+        if self.parts:
+            die()
+    ingest._Scan._take = take
+config = Config.load(sys.argv[2]).with_overrides(
+    {"ingest": {"batch_rows": 1000, "spill_rows": 2000}}
+)
+ingest.ingest_files(Warehouse(sys.argv[1], config), [sys.argv[3]])
 """
 
 
-def test_kill_9_mid_ingest_leaves_nothing_visible_and_a_rerun_completes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("moment", ["scan", "publish"])
+def test_kill_9_mid_ingest_leaves_nothing_visible_and_a_rerun_completes(
+    tmp_path: Path, moment: str
+) -> None:
     config = make_config(tmp_path, {"fjordras": BASE_SOURCE})
     wh = Warehouse(tmp_path / "warehouse", Config.load(config))
     sensors = [f"s{i}" for i in range(40)]
@@ -546,15 +560,18 @@ def test_kill_9_mid_ingest_leaves_nothing_visible_and_a_rerun_completes(tmp_path
     path = tmp_path / "fjordras.csv"
     frame.write_csv(path)
     script = tmp_path / "die.py"
-    script.write_text(KILL_AFTER_PUBLISH)
+    script.write_text(KILL_MID_INGEST)
     proc = subprocess.run(
-        [sys.executable, str(script), str(wh.root), str(config), str(path)],
+        [sys.executable, str(script), str(wh.root), str(config), str(path), moment],
         cwd=ROOT,
         capture_output=True,
         timeout=120,
     )
-    assert proc.returncode == -signal.SIGKILL
-    assert any(wh.lake_dir.rglob("*.parquet"))  # renamed but uncommitted files exist ...
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    if moment == "publish":  # renamed but uncommitted files exist ...
+        assert any(wh.lake_dir.rglob("*.parquet"))
+    else:  # spilled parts exist
+        assert any(wh.staging_dir.rglob("*.parquet"))
     assert query(wh, "select count(*) from readings") == [(0,)]  # ... and are invisible
     assert query(wh, "select count(*) from ingest_log") == [(0,)]
 

@@ -65,4 +65,4 @@ merged as (
     union all by name
     select * from labelled
 )
-select * from merged order by sensor_id, ts
+select * from merged

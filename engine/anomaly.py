@@ -200,6 +200,8 @@ def scope_table(
         "create or replace temp table score_scope (sensor_id varchar primary key, "
         "changed_from timestamp, rescore_from timestamp, read_from timestamp)"
     )
+    if not changes:
+        return
     con.executemany(
         "insert into score_scope values ($s, $c, $c - $gap, $c - $gap - $minutes)",
         [{"s": s, "c": c, "gap": lb.ahead, "minutes": lb.minutes} for s, c in changes],

@@ -10,6 +10,8 @@ import duckdb
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine import anomaly
 from engine.anomaly import bind, detector_params, run_sql, score, score_readings
@@ -458,3 +460,86 @@ def test_detector_scores_respect_the_configured_ranges(warehouse: Warehouse) -> 
     query = sql_text("intermediate/int_detector_scores")
     assert set(bind(query, params)) <= set(params)
     assert params["kelvin"] == pytest.approx(273.15)
+
+
+def test_detector_scores_and_mart_fixed_answer(warehouse: Warehouse) -> None:
+    con = _con(warehouse)
+    # ten 1-min readings at 8.0 with one 9.0 at minute 5; a quiet, well-known sensor
+    con.execute(
+        "create table int_readings_local as select 'a' as sensor_id, "
+        "timestamp '2024-06-01 12:00' + to_minutes(m) as ts, "
+        "case when m = 5 then 9.0 else 8.0 end::double as value, 'mg/L' as unit, "
+        "timestamp '2024-06-01 12:00' as hour, 14 as local_hour, "
+        "case when m > 0 then timestamp '2024-06-01 12:00' + to_minutes(m - 1) end as prev_ts, "
+        "case when m = 0 then null when m = 5 then 1.0 when m = 6 then -1.0 else 0.0 end::double "
+        "as step, "
+        "case when m = 9 then null when m = 4 then 1.0 when m = 5 then -1.0 else 0.0 end::double "
+        "as next_step, "
+        "case when m = 5 then 1.0 else 0.0 end::double as spike_residual from range(10) t(m)"
+    )
+    con.execute(
+        "create table hourly_baselines as select 'a' as sensor_id, "
+        "timestamp '2024-06-01 12:00' as hour, 8.0::double as baseline_median, "
+        "0.1::double as baseline_spread, 10 as baseline_days, 48 as typical_hours, "
+        "0.1::double as typical_std, 0.1::double as typical_noise, 0.1::double as typical_spike, "
+        "0.0::double as drift_z"
+    )
+    con.execute(
+        "create table score_scope as select 'a' as sensor_id, "
+        "timestamp '2024-06-01 12:00' as rescore_from"
+    )
+    params = detector_params(warehouse.config)
+    run_sql(con, "intermediate/int_detector_scores", params, into="int_detector_scores")
+    con.execute("create table previous_scores as select * from int_detector_scores where false")
+    query = sql_text("marts/anomaly_scores")
+    table = con.sql(query, params=bind(query, {**params, "month": "2024-06"})).to_arrow_table()
+    scores = pl.from_arrow(table).sort("ts")
+    assert scores.height == 10 and not scores.select("ts").is_duplicated().any()
+    spike = scores.row(5, named=True)
+    assert (spike["score_spike"], spike["score_point"], spike["severity"]) == (1.0, 1.0, 1.0)
+    # contextual z = |9 - 8| / 0.1 / (1 + 3 / 10 days) = 7.692 -> (7.692 - 5) / (8 - 5)
+    assert spike["score_contextual"] == pytest.approx((10 / 1.3 - 5) / 3)
+    assert (spike["anomaly_type"], spike["is_anomaly"], spike["qartod_flag"]) == ("spike", True, 4)
+    assert spike["score_collective"] == 0.0 and spike["score_stuck"] == 0.0
+    assert spike["score_noise"] == 0.0  # 9 steps < noise_min_readings
+    rest = scores.filter(pl.col("ts") != spike["ts"])
+    assert rest["severity"].max() == 0.0
+    assert set(rest["anomaly_type"]) == {"none"} and set(rest["qartod_flag"]) == {1}
+
+
+@settings(
+    max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    cuts=st.lists(st.integers(min_value=60, max_value=4 * 1440 - 60), min_size=1, max_size=3),
+    late_start=st.integers(min_value=0, max_value=3 * 1440),
+)
+def test_incremental_equals_full_for_any_batching(
+    tmp_path_factory: pytest.TempPathFactory, cuts: list[int], late_start: int
+) -> None:
+    from engine.config import Config
+    from tests.conftest import load_readings
+
+    warehouse = Warehouse(tmp_path_factory.mktemp("wh") / "warehouse", Config.load())
+    data = diel(4, seed=5)
+    late = pl.col("ts").is_between(
+        T0 + timedelta(minutes=late_start), T0 + timedelta(minutes=late_start + 90)
+    )
+    bounds = [0, *sorted(set(cuts)), 4 * 1440]
+    for i, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        window = pl.col("ts").is_between(
+            T0 + timedelta(minutes=lo), T0 + timedelta(minutes=hi), closed="left"
+        )
+        batch = data.filter(window & ~late)
+        if batch.height:
+            load_readings(warehouse, batch, batch_id=f"b{i}")
+            score(warehouse)
+    load_readings(warehouse, data.filter(late), batch_id="late")
+    score(warehouse)
+    incremental = scores_of(warehouse)
+    score(warehouse, full=True)
+    full = scores_of(warehouse)
+    assert incremental.height == full.height == data.height
+    diff = (incremental["severity"] - full["severity"]).abs().max()
+    assert diff is not None and diff <= 1e-9
+    assert incremental["is_anomaly"].equals(full["is_anomaly"])

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {root!r})
 from engine.warehouse import Warehouse
 wh = Warehouse({wh!r})
@@ -44,7 +44,8 @@ else:
             "from readings, w where ts > latest - interval 8 days group by all"
         ).fetchall())
 wall = time.perf_counter() - t0
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the (large) parent
+rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
 print(json.dumps({{"checks": checks, "wall": wall, "rss_mb": rss}}))
 """
 

@@ -11,7 +11,8 @@ the ``monitoring`` table (then refreshes the ``monitoring`` mart):
   latest forecast against the readings that arrived since its origin, compared with the
   run's test metrics;
 * ``drift_psi`` — per sensor and fleet: population stability index of the value
-  distribution, recent window vs reference window (reference deciles per sensor).
+  distribution, recent window vs reference window (reference deciles per sensor; reference
+  minutes flagged anomalous are left out, so the baseline is normal behaviour).
 
 Windows: recent = ``(latest - recent_window, latest]`` where ``latest`` is the fleet's
 latest reading; reference = the ``reference_window`` before the recent window, ending no
@@ -283,12 +284,25 @@ def drift_checks(
     checks: list[Check] = []
     pooled = np.zeros((2, bins))
     query = sql_text("intermediate/int_monitor_drift_values")
+    scored = _has_relation(con, "anomaly_scores")
     for bucket in sorted(buckets):  # one bucket at a time: memory stays flat
         paths = [str(p) for p in warehouse.files(con, "readings", bucket)]
         if not paths:
             continue
         params = {**windows, "paths": paths}
         frame = pl.from_arrow(con.sql(query, params=params).to_arrow_table())
+        if scored:  # the baseline is normal behaviour: anomalous reference minutes left out
+            anomalous = pl.from_arrow(
+                con.sql(
+                    sql_text("intermediate/int_monitor_reference_anomalies"),
+                    params={
+                        "reference_start": windows["reference_start"],
+                        "reference_end": windows["reference_end"],
+                        "bucket": bucket,
+                    },
+                ).to_arrow_table()
+            )
+            frame = frame.join(anomalous, on=["sensor_id", "ts"], how="anti")
         for (sensor_id,), part in frame.group_by(["sensor_id"], maintain_order=True):
             recent = part.filter(pl.col("is_recent"))["value"].to_numpy()
             reference = part.filter(~pl.col("is_recent"))["value"].to_numpy()

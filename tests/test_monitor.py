@@ -192,3 +192,19 @@ def test_real_scores_on_clean_data_stay_quiet(wh: Warehouse, readings_loader) ->
     assert {found[(s, "anomaly_rate")] for s in ("A", "B", "C", "fleet")} == {"ok"}
     assert {found[(s, "severity_median")] for s in ("A", "B", "C", "fleet")} == {"ok"}
     assert result.status == "ok"
+
+
+def test_anomalous_reference_minutes_are_left_out_of_the_drift_baseline(
+    wh: Warehouse, readings_loader
+) -> None:
+    shifted = (pl.col("sensor_id") == "A") & pl.col("ts").is_between(
+        START + timedelta(days=1), START + timedelta(days=2), closed="left"
+    )
+    readings = clean_readings().with_columns(
+        value=pl.when(shifted).then(pl.col("value") + 3).otherwise(pl.col("value"))
+    )
+    readings_loader(wh, readings)
+    write_scores(wh, readings)  # the shifted day is not flagged: the baseline is polluted
+    assert statuses(run_monitor(wh))[("A", "drift_psi")] == "alert"
+    write_scores(wh, readings, shifted)  # flagged: left out of the reference
+    assert statuses(run_monitor(wh))[("A", "drift_psi")] == "ok"

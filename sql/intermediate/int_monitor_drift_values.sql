@@ -7,6 +7,7 @@ with bucket_readings as (
 windowed as (
     select
         sensor_id,
+        ts,
         value,
         ts > $recent_start as is_recent
     from bucket_readings

@@ -1,0 +1,17 @@
+-- Reference-window minutes of one bucket's sensors that anomaly scoring flagged: the drift
+-- baseline leaves them out.
+with bucket_sensors as (
+    select sensor_id from sensors where bucket = $bucket
+),
+
+flagged as (
+    select scores.sensor_id, scores.ts
+    from anomaly_scores as scores
+    inner join bucket_sensors using (sensor_id)
+    where
+        scores.is_anomaly
+        and scores.ts > $reference_start
+        and scores.ts <= $reference_end
+)
+
+select * from flagged

@@ -512,7 +512,7 @@ def report_command(ctx: Context, output: Path | None) -> None:
     """
     from engine.report import build_report
 
-    result = build_report(ctx.warehouse, output)
+    result = build_report(ctx.warehouse, output, progress=not (ctx.quiet or ctx.as_json))
 
     def human() -> None:
         click.echo(

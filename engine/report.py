@@ -33,6 +33,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from engine import OxyError  # noqa: E402
 from engine.monitor import parse_interval  # noqa: E402
@@ -491,7 +492,9 @@ def _sensor_page(
     return write_text(out / f"sensor-{name}.html", _page(f"Sensor {sid}", "".join(parts)))
 
 
-def build_report(warehouse: Warehouse, output: str | Path | None = None) -> ReportResult:
+def build_report(
+    warehouse: Warehouse, output: str | Path | None = None, *, progress: bool = False
+) -> ReportResult:
     """Write the HTML report (fleet overview + one page per top sensor) into ``output``.
 
     Parameters
@@ -501,6 +504,8 @@ def build_report(warehouse: Warehouse, output: str | Path | None = None) -> Repo
         under ``output`` when that is the default ``<warehouse>/report``).
     output
         Folder for ``index.html``, ``sensor-*.html`` and ``img/*.png``.
+    progress
+        Show a progress bar (stderr) over the sensor pages.
     """
     if not warehouse.exists():
         raise OxyError(f"no warehouse at {warehouse.root} (run `oxy ingest` first)")
@@ -516,7 +521,15 @@ def build_report(warehouse: Warehouse, output: str | Path | None = None) -> Repo
             raise OxyError("the warehouse has no sensors yet (run `oxy ingest`)")
         ranked = rank_sensors(facts)
         chosen = ranked.head(int(cfg["max_sensors"]))
-        for sensor in chosen.iter_rows(named=True):
+        bar = tqdm(
+            chosen.iter_rows(named=True),
+            total=chosen.height,
+            desc="sensor pages",
+            unit=" page",
+            disable=not progress,
+            leave=False,
+        )
+        for sensor in bar:
             result.sensor_pages[sensor["sensor_id"]] = _sensor_page(
                 warehouse, con, sensor, facts, out, result, cfg
             )

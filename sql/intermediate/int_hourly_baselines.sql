@@ -66,8 +66,8 @@ drift as (
         avg(residual) over last_day as day_residual,
         sum(residual_z * residual_weight) over last_day
             / sum(residual_weight) filter (where residual_z is not null) over last_day as day_z,
-        sum(residual_z * residual_weight) over last_hours
-            / sum(residual_weight) filter (where residual_z is not null) over last_hours
+        sum(residual_z * residual_weight ^ 2) over last_hours
+            / sum(residual_weight ^ 2) filter (where residual_z is not null) over last_hours
             as recent_z
     from residuals
     window

@@ -22,15 +22,7 @@ import duckdb
 import polars as pl
 
 from engine import OxyError
-from engine.anomaly import (
-    bind,
-    create_support_tables,
-    detector_params,
-    lookbacks,
-    readings_in_scope,
-    run_sql,
-    scope_table,
-)
+from engine.anomaly import bind, detector_params
 from engine.warehouse import Warehouse, sql_text
 
 LEAD = "2 minutes"
@@ -134,8 +126,6 @@ def evaluate_flags(
 def _seed_flags(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> None:
     """``eval_flags`` from the seed's rules, computed bucket by bucket on all readings."""
     params = detector_params(warehouse.config)
-    lb = lookbacks(con, warehouse.config)
-    create_support_tables(con)
     con.execute(
         "create or replace temp table eval_flags "
         "(sensor_id varchar, ts timestamp, is_anomaly boolean)"
@@ -146,16 +136,13 @@ def _seed_flags(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> None:
             "select distinct bucket from lake_files where kind = 'readings' order by 1"
         ).fetchall()
     ]
+    query = sql_text("intermediate/int_seed_scores")
     for bucket in buckets:
-        changes = con.execute(
-            "select sensor_id, min(ts) from readings join sensors using (sensor_id) "
-            "where bucket = $b group by sensor_id order by 1",
-            {"b": bucket},
-        ).fetchall()
-        scope_table(con, changes, lb)
-        readings_in_scope(warehouse, con, [bucket], params)
-        run_sql(con, "intermediate/int_seed_scores", params, into="int_seed_scores")
-        con.execute("insert into eval_flags select sensor_id, ts, is_anomaly from int_seed_scores")
+        files = [str(p) for p in warehouse.files(con, "readings", bucket)]
+        con.execute(
+            f"insert into eval_flags select sensor_id, ts, is_anomaly from ({query})",
+            bind(query, {**params, "files": files}),
+        )
 
 
 def evaluate(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -416,7 +417,9 @@ def _reference_seed_point(ts: list[datetime], values: list[float]) -> list[float
     return out
 
 
-def test_seed_point_score_matches_a_slow_reference_across_gaps(warehouse: Warehouse) -> None:
+def test_seed_point_score_matches_a_slow_reference_across_gaps(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
     rng = np.random.default_rng(3)
     minutes = sorted(rng.choice(np.arange(400), size=150, replace=False).tolist())
     minutes += [600, 601, 602, 700]  # a gap longer than every window
@@ -424,22 +427,12 @@ def test_seed_point_score_matches_a_slow_reference_across_gaps(warehouse: Wareho
     values = (8 + rng.normal(0, 0.3, len(ts))).round(3).tolist()
     values[40] += 3
     con = _con(warehouse)
-    con.execute(
-        "create table sensors as select 'a' as sensor_id, 'UTC' as timezone, 'mg/L' as unit"
-    )
-    con.execute(
-        "create table score_scope as select 'a' as sensor_id, timestamp '2000-01-01' as read_from"
-    )
-    con.register("frame", pl.DataFrame({"ts": ts, "value": values}).to_arrow())
-    con.execute(
-        "create table extra_readings as select 'a' as sensor_id, ts, value, "
-        "timestamp '2024-01-01' as ingested_at from frame"
-    )
-    params = detector_params(warehouse.config)
-    query = sql_text("intermediate/int_readings_local").replace(
-        "read_parquet($files)", "(from extra_readings where false)"
-    )
-    con.execute(f"create table int_readings_local as {query}", bind(query, params))
+    con.execute("create table sensors as select 'a' as sensor_id, 'UTC' as timezone")
+    lake = tmp_path / "lake.parquet"
+    pl.DataFrame(
+        {"sensor_id": "a", "ts": ts, "value": values, "ingested_at": datetime(2024, 1, 1)}
+    ).write_parquet(lake)
+    params = {**detector_params(warehouse.config), "files": [str(lake)]}
     seed = (
         sql_text("intermediate/int_seed_scores")
         .replace("select sensor_id, ts, severity,", "select sensor_id, ts, score_point, severity,")

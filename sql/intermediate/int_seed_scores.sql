@@ -1,12 +1,34 @@
 -- The seed's detectors, unchanged (DESIGN.md "Detection defaults"), for comparison only:
 -- 60-min rolling z, 120-min mean |z|, hour-of-day mean/std of the whole series, stuck / spike /
 -- noise against the sensor's typical (median 60-min) std; severity = max; flag at threshold.
--- Input: `int_readings_local` (every reading of the sensors in scope).
+-- Self-contained (one pass per bucket): inputs the bucket's lake files $files and `sensors`.
 with
-readings as (
-    select sensor_id, ts, value, local_hour, step, next_step
-    from int_readings_local
+lake as (
+    select sensor_id, ts, value, ingested_at from read_parquet($files)
+),
+sites as (
+    select sensor_id, timezone from sensors
+),
+deduplicated as (  -- first ingested wins (the ingest rule)
+    select sensor_id, ts, arg_min(value, ingested_at) as value
+    from lake
     where value is not null
+    group by sensor_id, ts
+),
+localised as (
+    select d.*, hour(timezone(s.timezone, timezone('UTC', d.ts))) as local_hour
+    from deduplicated as d
+    join sites as s using (sensor_id)
+),
+readings as (  -- jumps to the neighbouring readings (within $spike_gap)
+    select
+        sensor_id, ts, value, local_hour,
+        case when lag(ts) over w >= ts - $spike_gap::interval
+            then value - lag(value) over w end as step,
+        case when lead(ts) over w <= ts + $spike_gap::interval
+            then lead(value) over w - value end as next_step
+    from localised
+    window w as (partition by sensor_id order by ts)
 ),
 rolling as (
     select
@@ -46,13 +68,19 @@ collective as (
             and current row
     )
 ),
-hour_of_day as (
-    select
-        *,
-        avg(value) over (partition by sensor_id, local_hour) as hour_mean,
-        stddev_samp(value) over (partition by sensor_id, local_hour) as hour_std,
-        median(point_std) over (partition by sensor_id) as typical_std
+hour_stats as (  -- the whole series' hour-of-day mean and std (the seed looks ahead)
+    select sensor_id, local_hour, avg(value) as hour_mean, stddev_samp(value) as hour_std
     from collective
+    group by sensor_id, local_hour
+),
+typical as (
+    select sensor_id, median(point_std) as typical_std from collective group by sensor_id
+),
+hour_of_day as (
+    select c.*, h.hour_mean, h.hour_std, t.typical_std
+    from collective as c
+    join hour_stats as h using (sensor_id, local_hour)
+    join typical as t using (sensor_id)
 ),
 scored as (
     select

@@ -23,7 +23,6 @@ import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -176,8 +175,11 @@ def lookbacks(con: duckdb.DuckDBPyConnection, config: Config) -> Lookbacks:
         raise OxyError("[anomaly] spike_ref_gap + spike_ref_window must not exceed spike_gap")
     ahead = max(gap, point, noise / 2)  # forward windows: spike levels, stuck, centred noise
     minutes = max(point + collective, noise, prev) + ahead + timedelta(minutes=1)
+    # baselines look back one baseline window, the spread floor one more, drift one drift window
     hours = (
-        _interval(con, a["baseline_window"]) + _interval(con, a["drift_window"]) + timedelta(days=1)
+        2 * _interval(con, a["baseline_window"])
+        + _interval(con, a["drift_window"])
+        + timedelta(days=1)
     )
     return Lookbacks(minutes=minutes, hours=hours, ahead=ahead)
 
@@ -586,8 +588,3 @@ def _polars_schema() -> dict[str, Any]:
         "integer": pl.Int32,
     }
     return {name: kinds[kind] for name, kind in SCORE_COLUMNS.items()}
-
-
-def scores_path(warehouse: Warehouse, bucket: int) -> Path:
-    """Folder of one bucket's ``anomaly_scores`` month files."""
-    return warehouse.marts_dir / "anomaly_scores" / f"bucket={bucket:02d}"

@@ -44,6 +44,13 @@ def scores_of(warehouse: Warehouse) -> pl.DataFrame:
     return pl.from_arrow(table)
 
 
+def hourly_of(warehouse: Warehouse) -> pl.DataFrame:
+    """The stored hourly statistics and baselines (``score_hourly``)."""
+    with warehouse.reader() as con:
+        table = con.sql("select * from score_hourly order by sensor_id, hour").to_arrow_table()
+    return pl.from_arrow(table)
+
+
 def events_of(warehouse: Warehouse) -> pl.DataFrame:
     with warehouse.reader() as con:
         table = con.sql(
@@ -536,3 +543,37 @@ def test_incremental_equals_full_for_any_batching(
     diff = (incremental["severity"] - full["severity"]).abs().max()
     assert diff is not None and diff <= 1e-9
     assert incremental["is_anomaly"].equals(full["is_anomaly"])
+
+
+def test_incremental_equals_full_beyond_the_baseline_window(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    # 70 days at 15-min cadence: baselines, spread floors and drift all reach their full
+    # look-back (2 x 28 days + 1 day) before the second batch arrives
+    data = diel(70, step_min=15, seed=9)
+    # weather: day-to-day offsets by day only, so the spread floor binds at night
+    offsets = np.random.default_rng(4).normal(0, 0.6, 70)
+    afternoon = pl.col("ts").dt.hour().is_between(5, 19)  # most hours: the median spread
+    day = (pl.col("ts") - T0).dt.total_days()
+    data = data.with_columns(
+        pl.when(afternoon)
+        .then(pl.col("value") + day.map_elements(lambda d: offsets[d], return_dtype=pl.Float64))
+        .otherwise("value")
+    )
+    dip = pl.col("ts").is_between(T0 + timedelta(days=60), T0 + timedelta(days=63))
+    data = data.with_columns(pl.when(dip).then(pl.col("value") * 0.7).otherwise("value"))
+    readings_loader(warehouse, data.filter(pl.col("ts") < T0 + timedelta(days=61)), batch_id="a")
+    score(warehouse)
+    readings_loader(warehouse, data.filter(pl.col("ts") >= T0 + timedelta(days=61)), batch_id="b")
+    score(warehouse)
+    incremental, inc_hourly = scores_of(warehouse), hourly_of(warehouse)
+    score(warehouse, full=True)
+    full, full_hourly = scores_of(warehouse), hourly_of(warehouse)
+    for column in ("severity", "score_contextual", "score_drift"):
+        diff = (incremental[column] - full[column]).abs().max()
+        assert diff is not None and diff <= 1e-9, column
+    assert inc_hourly.height == full_hourly.height == 70 * 24
+    for column in ("baseline_median", "baseline_spread", "typical_std", "drift_z"):
+        diff = (inc_hourly[column] - full_hourly[column]).abs().max()
+        assert diff is not None and diff <= 1e-9, column
+    assert full.filter(dip)["score_drift"].max() > 0.5

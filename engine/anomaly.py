@@ -314,14 +314,19 @@ def _stored_baselines(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _write_bucket_marts(
+def _write_scores(
     wh: Warehouse,
     con: duckdb.DuckDBPyConnection,
     bucket: int,
     params: dict[str, Any],
     full: bool,
-) -> tuple[int, int]:
-    """Merge the rescored rows into the bucket's month files; rebuild its events file."""
+    fresh: set[str],
+) -> None:
+    """Merge the rescored rows of the sensors in scope into the bucket's month files.
+
+    ``fresh`` collects the months written in this run: under ``full`` an older file is
+    replaced, not merged, unless an earlier sensor chunk of this run wrote it.
+    """
     folder = wh.marts_dir / "anomaly_scores" / f"bucket={bucket:02d}"
     existing = {
         p.parent.name.removeprefix("month="): p for p in sorted(folder.glob("month=*/data.parquet"))
@@ -334,11 +339,10 @@ def _write_bucket_marts(
             "select distinct strftime(ts, '%Y-%m') from int_detector_scores"
         ).fetchall()
     }
-    months |= {m for m in existing if m >= first_month or full}
+    months |= {m for m in existing if m >= first_month or (full and m not in fresh)}
     query = sql_text("marts/anomaly_scores")
-    rows = 0
     for month in sorted(months):
-        if month in existing and not full:
+        if month in existing and (not full or month in fresh):
             con.execute(
                 "create or replace temp table previous_scores as "
                 "select * from read_parquet($path, hive_partitioning = false)",
@@ -355,22 +359,43 @@ def _write_bucket_marts(
         )
         if written == 0:
             shutil.rmtree(folder / f"month={month}", ignore_errors=True)
-        rows += written
+            fresh.discard(month)
+        else:
+            fresh.add(month)
     con.execute("drop table if exists previous_scores")
+
+
+def _write_events(
+    wh: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, params: dict[str, Any]
+) -> None:
+    """Rebuild the bucket's ``anomaly_events`` file from its ``anomaly_scores`` files."""
+    folder = wh.marts_dir / "anomaly_scores" / f"bucket={bucket:02d}"
     files = [str(p) for p in sorted(folder.glob("month=*/data.parquet"))]
-    events = 0
     if files:
-        events_query = sql_text("marts/anomaly_events")
-        events = wh.write_mart(
+        query = sql_text("marts/anomaly_events")
+        wh.write_mart(
             con,
             "anomaly_events",
-            events_query,
-            bind(events_query, {**params, "files": files}),
+            query,
+            bind(query, {**params, "files": files}),
             partition=f"bucket={bucket:02d}",
         )
     else:
         shutil.rmtree(wh.marts_dir / "anomaly_events" / f"bucket={bucket:02d}", ignore_errors=True)
-    return rows, events
+
+
+def _chunks(
+    con: duckdb.DuckDBPyConnection, bucket: int, changes: list[tuple[str, datetime]], limit: int
+) -> list[list[tuple[str, datetime]]]:
+    """Sensors of a bucket in groups of about ``limit`` readings (memory stays flat)."""
+    rows, sensors = con.execute(
+        "select sum(rows), (select count(*) from sensors where bucket = $b) "
+        "from lake_files where kind = 'readings' and bucket = $b",
+        {"b": bucket},
+    ).fetchall()[0]
+    per_sensor = (rows or 0) / max(sensors or 1, 1)
+    size = max(1, int(limit // max(per_sensor, 1)))
+    return [changes[i : i + size] for i in range(0, len(changes), size)]
 
 
 def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
@@ -395,6 +420,7 @@ def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
     """
     started = time.perf_counter()
     params = detector_params(warehouse.config)
+    chunk_rows = int(warehouse.config["anomaly"]["chunk_rows"])
     buckets_scored = sensors = rows = 0
     with warehouse.writer() as con:
         lb = lookbacks(con, warehouse.config)
@@ -423,13 +449,20 @@ def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
                         {"b": bucket},
                     )
                     con.execute("delete from score_files where bucket = $b", {"b": bucket})
-                scope_table(con, changes, lb)
-                readings_in_scope(warehouse, con, [bucket], params)
-                _update_baselines(con, params, lb)
-                _stored_baselines(con)
-                run_sql(con, "intermediate/int_detector_scores", params, into="int_detector_scores")
-                rows += con.execute("select count(*) from int_detector_scores").fetchall()[0][0]
-                _write_bucket_marts(warehouse, con, bucket, params, full)
+                fresh: set[str] = set()
+                for chunk in _chunks(con, bucket, changes, chunk_rows):
+                    scope_table(con, chunk, lb)
+                    readings_in_scope(warehouse, con, [bucket], params)
+                    _update_baselines(con, params, lb)
+                    _stored_baselines(con)
+                    run_sql(
+                        con, "intermediate/int_detector_scores", params, into="int_detector_scores"
+                    )
+                    rows += con.execute("select count(*) from int_detector_scores").fetchall()[0][0]
+                    _write_scores(warehouse, con, bucket, params, full, fresh)
+                    for table in ("int_readings_local", "int_detector_scores", "hourly_baselines"):
+                        con.execute(f"drop table if exists {table}")
+                _write_events(warehouse, con, bucket, params)
                 con.execute(
                     "delete from score_files where bucket = $b and list_contains($gone, path)",
                     {"b": bucket, "gone": gone},

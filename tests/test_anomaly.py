@@ -577,3 +577,31 @@ def test_incremental_equals_full_beyond_the_baseline_window(
         diff = (inc_hourly[column] - full_hourly[column]).abs().max()
         assert diff is not None and diff <= 1e-9, column
     assert full.filter(dip)["score_drift"].max() > 0.5
+
+
+def test_scoring_in_sensor_chunks_equals_one_pass(
+    warehouse: Warehouse, readings_loader: Callable[..., None], tmp_path: Path
+) -> None:
+    from engine.config import Config
+    from engine.warehouse import bucket_of
+
+    buckets = int(warehouse.config["warehouse"]["buckets"])
+    same = [f"s{i}" for i in range(500) if bucket_of(f"s{i}", buckets) == bucket_of("s0", buckets)]
+    data = pl.concat([diel(3, sensor=name, seed=i) for i, name in enumerate(same[:4])])
+    readings_loader(warehouse, data.filter(pl.col("ts") < T0 + timedelta(days=2)), batch_id="a")
+    small = tmp_path / "small.toml"
+    small.write_text("[anomaly]\nchunk_rows = 5000\n")  # about one sensor-day per chunk
+    chunked = Warehouse(warehouse.root, Config.load(small))
+    score(chunked)
+    readings_loader(warehouse, data.filter(pl.col("ts") >= T0 + timedelta(days=2)), batch_id="b")
+    score(chunked)
+    incremental = scores_of(warehouse)
+    score(chunked, full=True)
+    chunked_full = scores_of(warehouse)
+    score(warehouse, full=True)
+    one_pass = scores_of(warehouse)
+    assert one_pass.height == data.height
+    for other in (incremental, chunked_full):
+        diff = (other["severity"] - one_pass["severity"]).abs().max()
+        assert diff is not None and diff <= 1e-9
+        assert other.select("sensor_id", "ts").equals(one_pass.select("sensor_id", "ts"))

@@ -11,6 +11,7 @@ Usage::
 
     .venv/bin/python bench/bench_score.py                 # 100 sensors x 90 days
     .venv/bin/python bench/bench_score.py --big           # + 200 sensors x 365 days (RSS)
+    .venv/bin/python bench/bench_score.py --only-big      # just the 200 x 365 RSS run
 """
 
 from __future__ import annotations
@@ -253,11 +254,52 @@ def run_phase(name: str, root: Path, *extra: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def run_main(root: Path, args: argparse.Namespace) -> None:
+    """100 sensors x 90 days: full, copy, pandas, seed rules in SQL, incremental."""
+    t = time.perf_counter()
+    rows = generate(root, args.sensors, args.days)
+    print(
+        f"data: {args.sensors} sensors x {args.days} days = {rows:,} readings "
+        f"(generated in {time.perf_counter() - t:.1f} s)"
+    )
+    full = run_phase("score", root, "--full")
+    print(
+        f"full scoring:        {full['seconds']:6.2f} s  peak RSS {full['rss_mb']:6.0f} MB"
+        f"  ({full['rows']:,} rows, {full['anomalies']:,} anomalous)  target <= 4 s, "
+        "<= 1500 MB"
+    )
+    copy = run_phase("copy", root)
+    print(
+        f"bare Parquet copy:   {copy['seconds']:6.2f} s  peak RSS {copy['rss_mb']:6.0f} MB"
+        f"  -> scoring = {full['seconds'] / copy['seconds']:.1f}x a copy"
+    )
+    pandas = run_phase("pandas", root)
+    print(
+        f"pandas seed rules:   {pandas['seconds']:6.2f} s  peak RSS "
+        f"{pandas['rss_mb']:6.0f} MB  -> full oxy scoring is "
+        f"{pandas['seconds'] / full['seconds']:.1f}x faster"
+    )
+    seed_sql = run_phase("seed_sql", root)
+    print(
+        f"seed rules in SQL:   {seed_sql['seconds']:6.2f} s  peak RSS "
+        f"{seed_sql['rss_mb']:6.0f} MB  -> same rules, SQL is "
+        f"{pandas['seconds'] / seed_sql['seconds']:.1f}x faster than pandas (target >= 3.5x; "
+        f"flagged {seed_sql['flagged']:,} vs pandas {pandas['flagged']:,})"
+    )
+    added = add_day(root, args.sensors, args.days)
+    inc = run_phase("score", root)
+    print(
+        f"incremental 1 day:   {inc['seconds']:6.2f} s  peak RSS {inc['rss_mb']:6.0f} MB"
+        f"  ({added:,} new readings, {inc['rows']:,} rows rescored)  target <= 1 s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sensors", type=int, default=100)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--big", action="store_true", help="also 200 sensors x 365 days (RSS)")
+    parser.add_argument("--only-big", action="store_true", help="only 200 sensors x 365 days")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
@@ -275,44 +317,10 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="oxy-bench-"))
     try:
         root = base / "wh"
-        t = time.perf_counter()
-        rows = generate(root, args.sensors, args.days)
-        print(
-            f"data: {args.sensors} sensors x {args.days} days = {rows:,} readings "
-            f"(generated in {time.perf_counter() - t:.1f} s)"
-        )
-        full = run_phase("score", root, "--full")
-        print(
-            f"full scoring:        {full['seconds']:6.2f} s  peak RSS {full['rss_mb']:6.0f} MB"
-            f"  ({full['rows']:,} rows, {full['anomalies']:,} anomalous)  target <= 4 s, "
-            "<= 1500 MB"
-        )
-        copy = run_phase("copy", root)
-        print(
-            f"bare Parquet copy:   {copy['seconds']:6.2f} s  peak RSS {copy['rss_mb']:6.0f} MB"
-            f"  -> scoring = {full['seconds'] / copy['seconds']:.1f}x a copy"
-        )
-        pandas = run_phase("pandas", root)
-        print(
-            f"pandas seed rules:   {pandas['seconds']:6.2f} s  peak RSS "
-            f"{pandas['rss_mb']:6.0f} MB  -> full oxy scoring is "
-            f"{pandas['seconds'] / full['seconds']:.1f}x faster"
-        )
-        seed_sql = run_phase("seed_sql", root)
-        print(
-            f"seed rules in SQL:   {seed_sql['seconds']:6.2f} s  peak RSS "
-            f"{seed_sql['rss_mb']:6.0f} MB  -> same rules, SQL is "
-            f"{pandas['seconds'] / seed_sql['seconds']:.1f}x faster than pandas (target >= 3.5x; "
-            f"flagged {seed_sql['flagged']:,} vs pandas {pandas['flagged']:,})"
-        )
-        added = add_day(root, args.sensors, args.days)
-        inc = run_phase("score", root)
-        print(
-            f"incremental 1 day:   {inc['seconds']:6.2f} s  peak RSS {inc['rss_mb']:6.0f} MB"
-            f"  ({added:,} new readings, {inc['rows']:,} rows rescored)  target <= 1 s"
-        )
-        if args.big:
-            shutil.rmtree(root)
+        if not args.only_big:
+            run_main(root, args)
+        if args.big or args.only_big:
+            shutil.rmtree(root, ignore_errors=True)
             t = time.perf_counter()
             rows = generate(root, 200, 365)
             print(

@@ -31,7 +31,7 @@ from typing import Any
 import polars as pl
 
 from engine import OxyError
-from engine.registry import production_run
+from engine.registry import production_predictions
 from engine.warehouse import READINGS_SCHEMA, Warehouse
 
 NOTE_NEW = "new sensor: scored from this file alone (no warehouse history)"
@@ -172,20 +172,6 @@ def score_new_sensors(
     return scored.select(list(anomaly.SCORE_COLUMNS))
 
 
-def one_step_predictions(
-    warehouse: Warehouse, readings: pl.DataFrame
-) -> tuple[pl.DataFrame | None, str | None, str]:
-    """``(sensor_id, ts, yhat_1step)`` from the production model, its run id and a note."""
-    run_id = production_run(warehouse) if warehouse.exists() else None
-    if run_id is None:
-        return None, None, "no production model yet (run `oxy train`): yhat_1step is empty"
-    from engine import artifacts, forecast
-
-    run = artifacts.load_run(warehouse, run_id)
-    predicted = forecast.one_step_predictions(warehouse, run, readings)
-    return predicted.select("sensor_id", "ts", pl.col("yhat").alias("yhat_1step")), run_id, ""
-
-
 # -- output ---------------------------------------------------------------------------------
 
 
@@ -267,8 +253,9 @@ def infer_file(
         scored = pl.DataFrame(schema={**anomaly._polars_schema(), "note": pl.String}).select(
             *columns, "note"
         )
-    predicted, run_id, prediction_note = one_step_predictions(warehouse, readings)
+    predicted, run_id, prediction_note = production_predictions(warehouse, readings)
     if predicted is not None:
+        predicted = predicted.rename({"yhat": "yhat_1step"})
         scored = scored.join(predicted, on=["sensor_id", "ts"], how="left")
     else:
         scored = scored.with_columns(yhat_1step=pl.lit(None, dtype=pl.Float64))

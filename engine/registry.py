@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import polars as pl
 
 from engine import OxyError
 from engine.warehouse import Warehouse
@@ -462,3 +463,26 @@ def list_runs(warehouse: Warehouse) -> list[dict[str, Any]]:
             return []
     keys = ("run_id", "created_at", "test_mae", "test_rmse", "test_mase", "promoted", "reason")
     return [{**dict(zip(keys, r, strict=True)), "is_production": r[0] == production} for r in rows]
+
+
+def production_predictions(
+    warehouse: Warehouse, readings: pl.DataFrame
+) -> tuple[pl.DataFrame | None, str | None, str]:
+    """1-step-ahead predictions of the production model for ``readings``.
+
+    Returns ``(predictions, run_id, note)``: predictions are ``sensor_id, ts, yhat`` (None
+    when there is no production model or the forecasting engine cannot give them; the note
+    says why). Uses ``engine.artifacts.load_run`` (manifest verified) and
+    ``engine.forecast.one_step_predictions(warehouse, run, readings)``.
+    """
+    run_id = production_run(warehouse) if warehouse.exists() else None
+    if run_id is None:
+        return None, None, "no production model yet (run `oxy train`)"
+    try:
+        from engine import artifacts, forecast
+
+        load, predict = artifacts.load_run, forecast.one_step_predictions
+    except (ImportError, AttributeError):
+        return None, run_id, "this installation's forecasting engine gives no 1-step predictions"
+    predicted = predict(warehouse, load(warehouse, run_id), readings)
+    return predicted.select("sensor_id", "ts", "yhat"), run_id, ""

@@ -37,7 +37,12 @@ from tqdm import tqdm  # noqa: E402
 
 from engine import OxyError  # noqa: E402
 from engine.monitor import parse_interval  # noqa: E402
-from engine.registry import production_run, read_meta, split_metrics  # noqa: E402
+from engine.registry import (  # noqa: E402
+    production_predictions,
+    production_run,
+    read_meta,
+    split_metrics,
+)
 from engine.warehouse import Warehouse, sql_text  # noqa: E402
 
 TYPE_COLOURS = {
@@ -140,23 +145,6 @@ def _split_bounds(meta: dict[str, Any]) -> dict[str, datetime]:
             ts = datetime.fromisoformat(str(value))
             out[key] = ts.replace(tzinfo=None) if ts.tzinfo is None else ts.replace(tzinfo=None)
     return out
-
-
-def one_step(warehouse: Warehouse, run_id: str, readings: pl.DataFrame) -> pl.DataFrame | None:
-    """Production's 1-step-ahead predictions for ``readings`` (``sensor_id, ts, yhat``).
-
-    None when the forecasting engine does not provide them.
-    """
-    try:
-        from engine import artifacts, forecast
-    except ImportError:
-        return None
-    predict = getattr(forecast, "one_step_predictions", None)
-    if predict is None:
-        return None
-    run = artifacts.load_run(warehouse, run_id)
-    predicted = predict(warehouse, run, readings)
-    return predicted.select("sensor_id", "ts", "yhat")
 
 
 @dataclass
@@ -432,11 +420,11 @@ def _sensor_page(
 
     # actual vs predicted + residuals
     parts.append("<h2>Actual vs predicted</h2>")
-    predicted = one_step(warehouse, facts.run_id, readings) if facts.run_id else None
-    if facts.run_id is None:
-        parts.append(_note("no production model yet (run `oxy train`)"))
-    elif predicted is None or predicted.is_empty():
-        parts.append(_note("the forecasting engine gave no one-step predictions for this sensor"))
+    predicted, _run_id, why = production_predictions(warehouse, readings)
+    if predicted is None:
+        parts.append(_note(why))
+    elif predicted.is_empty():
+        parts.append(_note("the production model gave no 1-step predictions for this sensor"))
     else:
         bounds = _split_bounds(facts.meta)
         fig = plot_actual_vs_predicted(readings, predicted, bounds, unit)

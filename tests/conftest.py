@@ -79,3 +79,35 @@ def readings_loader() -> Callable[..., None]:
 _ROOT = str(Path(__file__).resolve().parent.parent)
 if sys.path[0] != _ROOT:
     sys.path.insert(0, _ROOT)
+
+
+@pytest.fixture
+def fake_forecasting_engine(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Stand-ins for ``engine.artifacts.load_run`` and ``engine.forecast.one_step_predictions``
+    (prediction = the sensor's previous value), for tests of the stages that consume them.
+    Returns the list of run ids loaded."""
+    import types
+
+    import engine
+
+    loaded: list[str] = []
+    artifacts = types.ModuleType("engine.artifacts")
+    forecast = types.ModuleType("engine.forecast")
+
+    def load_run(warehouse: Warehouse, run_id: str) -> dict[str, str]:
+        loaded.append(run_id)
+        return {"run_id": run_id}
+
+    def one_step_predictions(
+        warehouse: Warehouse, run: object, readings: pl.DataFrame
+    ) -> pl.DataFrame:
+        return readings.sort("sensor_id", "ts").with_columns(
+            yhat=pl.col("value").shift(1).over("sensor_id")
+        )
+
+    artifacts.load_run = load_run  # type: ignore[attr-defined]
+    forecast.one_step_predictions = one_step_predictions  # type: ignore[attr-defined]
+    for name, module in (("artifacts", artifacts), ("forecast", forecast)):
+        monkeypatch.setitem(sys.modules, f"engine.{name}", module)
+        monkeypatch.setattr(engine, name, module, raising=False)
+    return loaded

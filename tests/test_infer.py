@@ -170,3 +170,23 @@ def test_bad_requests_are_one_line(scored_warehouse: Warehouse, tmp_path: Path) 
         oxy, [*base, "infer", str(tmp_path / "missing.csv"), "--source", "farm", "-o", "x.csv"]
     )
     assert missing.exit_code == 1 and "no such file" in missing.output
+
+
+def test_production_model_adds_one_step_predictions(
+    scored_warehouse: Warehouse, tmp_path: Path, fake_forecasting_engine: list[str]
+) -> None:
+    loaded = fake_forecasting_engine
+    wh = scored_warehouse
+    (wh.registry_dir / "runs" / "r1").mkdir(parents=True)
+    (wh.registry_dir / "runs" / "r1" / "meta.json").write_text('{"metrics": {}}')
+    from engine.registry import record_run
+
+    assert record_run(wh, "r1").promoted
+    after = START + timedelta(days=2)
+    export = export_csv(tmp_path / "e.csv", series("A", after, 30, 5), [])
+    result = infer_file(wh, export, "farm", tmp_path / "p.parquet")
+    assert loaded == ["r1"] and result.production_run == "r1"
+    out = pl.read_parquet(result.output)
+    # the stand-in predicts the previous value: exact check of the join
+    assert out["yhat_1step"].to_list()[1:] == out["value"].to_list()[:-1]
+    assert result.predictions == 29 and result.prediction_note == ""

@@ -153,3 +153,18 @@ def test_degrades_when_stages_have_not_run(wh: Warehouse, readings_loader) -> No
 def test_report_on_missing_warehouse_is_one_line(tmp_path: Path) -> None:
     out = CliRunner().invoke(oxy, ["--warehouse", str(tmp_path / "none"), "report"])
     assert out.exit_code == 1 and out.output.startswith("Error: no warehouse at ")
+
+
+def test_actual_vs_predicted_and_residuals_from_the_production_model(
+    wh: Warehouse, readings_loader, fake_forecasting_engine: list[str]
+) -> None:
+    loaded = fake_forecasting_engine
+    readings_loader(wh, readings())
+    add_events_and_forecast(wh)
+    result = build_report(wh, wh.root.parent / "report")
+    assert set(loaded) == {"r1"}
+    page = result.sensor_pages["pond/3"].read_text()
+    for plot in ("actual-vs-predicted", "residuals", "forecast", "anomalies"):
+        png = result.output / "img" / f"{slug('pond/3')}-{plot}.png"
+        assert f"img/{png.name}" in page
+        assert png.read_bytes().startswith(PNG_MAGIC)

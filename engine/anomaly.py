@@ -449,19 +449,28 @@ def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
                         {"b": bucket},
                     )
                     con.execute("delete from score_files where bucket = $b", {"b": bucket})
-                fresh: set[str] = set()
-                for chunk in _chunks(con, bucket, changes, chunk_rows):
-                    scope_table(con, chunk, lb)
-                    readings_in_scope(warehouse, con, [bucket], params)
-                    _update_baselines(con, params, lb)
-                    _stored_baselines(con)
-                    run_sql(
-                        con, "intermediate/int_detector_scores", params, into="int_detector_scores"
-                    )
+                if changes:
+                    for number, chunk in enumerate(_chunks(con, bucket, changes, chunk_rows)):
+                        scope_table(con, chunk, lb)
+                        readings_in_scope(warehouse, con, [bucket], params)
+                        _update_baselines(con, params, lb)
+                        _stored_baselines(con)
+                        run_sql(
+                            con, "intermediate/int_detector_scores", params, into="chunk_scores"
+                        )
+                        if number == 0:
+                            con.execute(
+                                "create or replace temp table int_detector_scores "
+                                "as from chunk_scores"
+                            )
+                        else:
+                            con.execute("insert into int_detector_scores from chunk_scores")
+                        for table in ("int_readings_local", "chunk_scores", "hourly_baselines"):
+                            con.execute(f"drop table if exists {table}")
                     rows += con.execute("select count(*) from int_detector_scores").fetchall()[0][0]
-                    _write_scores(warehouse, con, bucket, params, full, fresh)
-                    for table in ("int_readings_local", "int_detector_scores", "hourly_baselines"):
-                        con.execute(f"drop table if exists {table}")
+                    scope_table(con, changes, lb)  # the whole bucket: each month file written once
+                    _write_scores(warehouse, con, bucket, params, full, set())
+                    con.execute("drop table int_detector_scores")
                 _write_events(warehouse, con, bucket, params)
                 con.execute(
                     "delete from score_files where bucket = $b and list_contains($gone, path)",

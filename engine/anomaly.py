@@ -320,13 +320,13 @@ def _write_scores(
     bucket: int,
     params: dict[str, Any],
     full: bool,
-    fresh: set[str],
 ) -> None:
     """Merge the rescored rows of the sensors in scope into the bucket's month files.
 
-    ``fresh`` collects the months written in this run: under ``full`` an older file is
-    replaced, not merged, unless an earlier sensor chunk of this run wrote it.
+    Under ``full`` an older month file is replaced, not merged; a month that no longer
+    holds any reading loses its file.
     """
+    fresh: set[str] = set()
     folder = wh.marts_dir / "anomaly_scores" / f"bucket={bucket:02d}"
     existing = {
         p.parent.name.removeprefix("month="): p for p in sorted(folder.glob("month=*/data.parquet"))
@@ -469,7 +469,7 @@ def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
                             con.execute(f"drop table if exists {table}")
                     rows += con.execute("select count(*) from int_detector_scores").fetchall()[0][0]
                     scope_table(con, changes, lb)  # the whole bucket: each month file written once
-                    _write_scores(warehouse, con, bucket, params, full, set())
+                    _write_scores(warehouse, con, bucket, params, full)
                     con.execute("drop table int_detector_scores")
                 _write_events(warehouse, con, bucket, params)
                 con.execute(

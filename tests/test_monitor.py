@@ -11,6 +11,8 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cli import oxy
 from engine.config import Config
@@ -208,3 +210,16 @@ def test_anomalous_reference_minutes_are_left_out_of_the_drift_baseline(
     assert statuses(run_monitor(wh))[("A", "drift_psi")] == "alert"
     write_scores(wh, readings, shifted)  # flagged: left out of the reference
     assert statuses(run_monitor(wh))[("A", "drift_psi")] == "ok"
+
+
+@given(
+    st.lists(st.floats(-50, 50, allow_nan=False), min_size=20, max_size=300),
+    st.lists(st.floats(-50, 50, allow_nan=False), min_size=20, max_size=300),
+    st.integers(2, 20),
+)
+def test_psi_is_non_negative_and_zero_on_itself(reference, recent, bins) -> None:
+    reference, recent = np.array(reference), np.array(recent)
+    assert psi(reference, recent, bins)[0] >= 0
+    assert psi(reference, reference, bins)[0] == pytest.approx(0, abs=1e-12)
+    counts = psi(reference, recent, bins)[1]
+    assert counts[0].sum() == len(recent) and counts[1].sum() == len(reference)

@@ -13,6 +13,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cli import oxy
 from engine import OxyError
@@ -217,3 +219,14 @@ def test_crash_during_promotion_leaves_valid_production(warehouse: Warehouse) ->
     assert production_run(warehouse) == "r3"
     # the next writer's pointer write replaces the leftover temp file's role cleanly
     assert json.loads((warehouse.registry_dir / "production.json").read_text())["run_id"] == "r3"
+
+
+metric = st.floats(min_value=0.01, max_value=10, allow_nan=False)
+
+
+@given(metric, metric, metric, metric)
+def test_promotion_rule_never_promotes_both_ways(r1: float, m1: float, r2: float, m2: float):
+    forward = decide("b", {"rmse": r2, "mase": m2}, "a", {"rmse": r1, "mase": m1}).promoted
+    backward = decide("a", {"rmse": r1, "mase": m1}, "b", {"rmse": r2, "mase": m2}).promoted
+    assert not (forward and backward)
+    assert forward == (r2 < r1 and m2 <= m1)

@@ -352,6 +352,65 @@ def evaluate(ctx: Context, labels: Path, seed_rules: bool, output: Path | None) 
 
 # --- forecast commands (train, forecast) -------------------------------------------
 
+
+@oxy.command()
+@pass_ctx
+@handle_errors
+def train(ctx: Context) -> None:
+    """Train the global forecasting model, backtest it and record the run.
+
+    Prints MAE/RMSE/MASE per split and, for the final test_days, the model beside both
+    seasonal naives per horizon bucket, with the interval coverage.
+
+    \b
+    Example:
+      oxy train
+    """
+    from engine.forecast import render_train
+    from engine.forecast import train as train_model
+
+    result = train_model(ctx.warehouse, echo=ctx.echo)
+    ctx.result(result.as_dict(), lambda: click.echo(render_train(result)))
+
+
+@oxy.command("forecast")
+@click.option(
+    "--sensor",
+    "sensors",
+    multiple=True,
+    help="Forecast only this sensor (repeatable; default: every sensor).",
+)
+@click.option("--horizon", default=None, help="How far ahead, e.g. 7d, 12h (default: config).")
+@pass_ctx
+@handle_errors
+def forecast_command(ctx: Context, sensors: tuple[str, ...], horizon: str | None) -> None:
+    """Forecast each sensor from its last reading into the forecasts mart.
+
+    Sensors with too little history or a recent sensor fault get a status (forecast_status
+    mart) instead of a forecast.
+
+    \b
+    Example:
+      oxy forecast
+      oxy forecast --sensor 'fjordras|cage3|do' --horizon 2d
+    """
+    from engine.forecast import forecast as forecast_sensors
+
+    summary = forecast_sensors(
+        ctx.warehouse, sensor_ids=list(sensors) or None, horizon=horizon, echo=ctx.echo
+    )
+    other = ", ".join(f"{n} {k}" for k, n in sorted(summary.statuses.items()) if k != "ok")
+    ctx.result(
+        summary.as_dict(),
+        lambda: click.echo(
+            f"run {summary.run_id}: {summary.rows:,} forecast rows for "
+            f"{summary.forecast_sensors} of {summary.sensors} sensor(s)"
+            + (f"; no forecast: {other} (see forecast_status)" if other else "")
+            + f" in {summary.seconds:.1f} s"
+        ),
+    )
+
+
 # --- operations commands (promote, rollback, infer, monitor, report) ---------------
 
 

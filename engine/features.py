@@ -1,0 +1,399 @@
+"""Forecast features: definitions, then their computation, kept apart from the model.
+
+A forecast *pair* is ``(origin, horizon)``: the model sees only what is known at the origin
+(the sensor's readings at or before it) and predicts the reading ``horizon`` minutes later.
+Everything is in minutes, so one-minute and 15-minute sensors share one global model.
+
+Computation has three steps:
+
+1. :func:`sensor_series` (polars lazy): per reading, time-based rolling statistics
+   (``rolling_*_by``, never row counts) of one lake bucket.
+2. :class:`SeriesGrid`: each sensor's series on its own regular time grid (its cadence), so
+   "the value at t" is an index lookup and a gap is NaN — never a neighbouring reading.
+3. :func:`pair_frame` looks up the raw quantities of each pair and :func:`feature_frame`
+   turns them into model features with the small ``pl.Expr`` functions below. Levels are
+   expressed relative to a seasonal baseline and divided by the sensor's recent daily
+   spread, so mg/L and %sat sensors look alike to the model.
+
+The seed's features (lags 1/5/60 min, 60-min rolling mean, minute-of-day, day-of-week and
+sin/cos) are all here, at the origin; a week-ahead horizon adds the target's calendar, the
+same minute on the latest known day and week, and the 7-day mean daily profile.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+MINUTES_PER_DAY = 1440
+MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
+PROFILE_DAYS = 7  # days averaged into the daily profile
+PROFILE_SHIFT_MIN = 15  # the profile reads the 30-min trailing mean 15 min after a minute
+
+# -- definitions ------------------------------------------------------------------------
+
+#: Lags of the seed (minutes), read at the origin; rounded up to the sensor's cadence.
+LAGS_MIN: tuple[int, ...] = (1, 5, 60)
+
+#: Model inputs, in this order (stored in each run's meta.json and checked on load).
+FEATURES: tuple[str, ...] = (
+    "horizon_min",
+    "cadence_min",
+    "target_minute_sin",
+    "target_minute_cos",
+    "target_day_of_week",
+    "origin_minute_of_day",
+    "origin_minute_sin",
+    "origin_minute_cos",
+    "origin_day_of_week",
+    "lag_1m_z",
+    "lag_5m_z",
+    "lag_60m_z",
+    "rolling_mean_60m_z",
+    "rolling_std_60m_z",
+    "last_day_z",
+    "last_day_smooth_z",
+    "last_week_z",
+    "level_shift_z",
+    "profile_shift_z",
+    "profile_days",
+)
+
+#: Raw per-reading statistics computed by :func:`sensor_series`.
+SERIES_COLUMNS: tuple[str, ...] = (
+    "value",
+    "smooth_30m",
+    "rolling_mean_60m",
+    "rolling_std_60m",
+    "rolling_mean_1d",
+    "rolling_std_1d",
+    "rolling_mean_7d",
+)
+
+
+# -- per-reading statistics (polars expressions) ----------------------------------------
+
+
+def rolling_mean_60m() -> pl.Expr:
+    """Mean of the readings in ``(ts - 60 min, ts]``."""
+    return pl.col("value").rolling_mean_by("ts", "60m", closed="right").alias("rolling_mean_60m")
+
+
+def rolling_std_60m() -> pl.Expr:
+    """Standard deviation of the readings in ``(ts - 60 min, ts]`` (null from one reading)."""
+    return pl.col("value").rolling_std_by("ts", "60m", closed="right").alias("rolling_std_60m")
+
+
+def smooth_30m() -> pl.Expr:
+    """Mean of the readings in ``(ts - 30 min, ts]``: the level the daily profile averages."""
+    return pl.col("value").rolling_mean_by("ts", "30m", closed="right").alias("smooth_30m")
+
+
+def rolling_mean_1d() -> pl.Expr:
+    """Mean of the readings in the day before ``ts``."""
+    return pl.col("value").rolling_mean_by("ts", "1d", closed="right").alias("rolling_mean_1d")
+
+
+def rolling_std_1d() -> pl.Expr:
+    """Standard deviation of the readings in the day before ``ts``: the sensor's scale."""
+    return pl.col("value").rolling_std_by("ts", "1d", closed="right").alias("rolling_std_1d")
+
+
+def rolling_mean_7d() -> pl.Expr:
+    """Mean of the readings in the week before ``ts``."""
+    return pl.col("value").rolling_mean_by("ts", "7d", closed="right").alias("rolling_mean_7d")
+
+
+SERIES_EXPRS = (
+    smooth_30m,
+    rolling_mean_60m,
+    rolling_std_60m,
+    rolling_mean_1d,
+    rolling_std_1d,
+    rolling_mean_7d,
+)
+
+
+def sensor_series(readings: pl.LazyFrame) -> pl.DataFrame:
+    """Per-reading rolling statistics of ``readings`` (``sensor_id, ts, value``).
+
+    Rows with a null value (excluded readings) are dropped first: they are gaps.
+    """
+    return (
+        readings.select("sensor_id", "ts", "value")
+        .drop_nulls("value")
+        .sort("sensor_id", "ts")
+        .with_columns(expr().over("sensor_id") for expr in SERIES_EXPRS)
+        .collect()
+    )
+
+
+# -- the regular grid -------------------------------------------------------------------
+
+
+def to_minutes(ts: pl.Expr) -> pl.Expr:
+    """Naive-UTC timestamps as integer minutes since 1970."""
+    return ts.dt.epoch("s").floordiv(60)
+
+
+def from_minutes(minutes: pl.Expr) -> pl.Expr:
+    """Inverse of :func:`to_minutes` (naive UTC, microseconds)."""
+    return (minutes * 60_000_000).cast(pl.Datetime("us"))
+
+
+@dataclass
+class SeriesGrid:
+    """Each sensor's statistics on its own regular grid (flat arrays with offsets).
+
+    ``cadence[i]`` minutes apart from ``start[i]`` (minutes since 1970); ``n[i]`` slots at
+    ``offset[i]`` in every column array; a missing reading is NaN.
+    """
+
+    sensor_ids: list[str]
+    start: np.ndarray
+    cadence: np.ndarray
+    n: np.ndarray
+    offset: np.ndarray
+    columns: dict[str, np.ndarray]
+
+    @classmethod
+    def from_series(cls, series: pl.DataFrame) -> SeriesGrid:
+        """Build the grid from :func:`sensor_series` output (sorted by sensor, ts)."""
+        frame = series.with_columns(to_minutes(pl.col("ts")).alias("t"))
+        stats = (
+            frame.group_by("sensor_id", maintain_order=True)
+            .agg(
+                pl.col("t").min().alias("start"),
+                pl.col("t").max().alias("end"),
+                pl.col("t").diff().drop_nulls().median().alias("cadence"),
+            )
+            .with_columns(pl.col("cadence").fill_null(1).round().clip(1).cast(pl.Int64))
+            .with_columns(((pl.col("end") - pl.col("start")) // pl.col("cadence") + 1).alias("n"))
+            .with_columns((pl.col("n").cum_sum() - pl.col("n")).alias("offset"))
+        )
+        index = frame.join(
+            stats.select("sensor_id", "start", "cadence", "offset"), on="sensor_id"
+        ).select(pl.col("offset") + (pl.col("t") - pl.col("start")) // pl.col("cadence"))
+        size = int(stats["n"].sum()) if stats.height else 0
+        idx = index.to_series().to_numpy()
+        columns: dict[str, np.ndarray] = {}
+        for name in SERIES_COLUMNS:
+            arr = np.full(size, np.nan)
+            arr[idx] = frame[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            columns[name] = arr
+        return cls(
+            sensor_ids=stats["sensor_id"].to_list(),
+            start=stats["start"].to_numpy(),
+            cadence=stats["cadence"].to_numpy(),
+            n=stats["n"].to_numpy(),
+            offset=stats["offset"].to_numpy(),
+            columns=columns,
+        )
+
+    def position(self, sensor_ids: Sequence[str]) -> np.ndarray:
+        """Grid position of each sensor id (-1 when the grid does not hold it)."""
+        where = {sid: i for i, sid in enumerate(self.sensor_ids)}
+        return np.array([where.get(s, -1) for s in sensor_ids], dtype=np.int64)
+
+    def at(self, column: str, pos: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """``column`` of sensor ``pos`` at minute ``t`` (NaN off-grid, in a gap or unknown)."""
+        out = np.full(len(t), np.nan)
+        ok = pos >= 0
+        p = np.where(ok, pos, 0)
+        rel = t - self.start[p]
+        cad = self.cadence[p]
+        k = rel // cad
+        ok &= (rel % cad == 0) & (k >= 0) & (k < self.n[p])
+        out[ok] = self.columns[column][self.offset[p][ok] + k[ok]]
+        return out
+
+    def last_minute(self) -> np.ndarray:
+        """Each sensor's last reading (minutes since 1970)."""
+        return self.start + (self.n - 1) * self.cadence
+
+
+def steps_up(minutes: np.ndarray | int, cadence: np.ndarray | int) -> np.ndarray:
+    """``minutes`` rounded up to a multiple of ``cadence`` (at least one step)."""
+    return np.maximum(-(-np.asarray(minutes) // cadence), 1) * cadence
+
+
+# -- raw lookups of each (origin, horizon) pair -----------------------------------------
+
+
+def _profile(grid: SeriesGrid, pos: np.ndarray, t: np.ndarray, first_day: np.ndarray) -> tuple:
+    """Mean over PROFILE_DAYS days (from ``first_day`` back) of the smoothed level at ``t``."""
+    total = np.zeros(len(t))
+    count = np.zeros(len(t))
+    for k in range(PROFILE_DAYS):
+        v = grid.at("smooth_30m", pos, t - (first_day + k) * MINUTES_PER_DAY + PROFILE_SHIFT_MIN)
+        ok = np.isfinite(v)
+        total[ok] += v[ok]
+        count += ok
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan), count
+
+
+def pair_frame(
+    grid: SeriesGrid, pos: np.ndarray, origin: np.ndarray, horizon: np.ndarray
+) -> pl.DataFrame:
+    """Raw quantities of each pair, all known at ``origin`` (minutes since 1970).
+
+    Columns: ``pos, origin_t, target_t, horizon_min, cadence_min, baseline, scale``, the
+    origin's lags and rolling statistics, ``last_day``, ``last_week``, ``profile_origin``,
+    ``profile_days`` and ``actual`` (the reading at the target, NaN if none: only for
+    training and scoring; never a feature).
+    """
+    cadence = grid.cadence[np.where(pos >= 0, pos, 0)]
+    target = origin + horizon
+    # Days back to the same minute: the latest such day whose smoothed level is known.
+    profile_first = -(-(horizon + PROFILE_SHIFT_MIN) // MINUTES_PER_DAY)
+    profile_target, days = _profile(grid, pos, target, profile_first)
+    profile_origin, _ = _profile(grid, pos, origin, np.ones_like(origin))
+    mean_1d = grid.at("rolling_mean_1d", pos, origin)
+    baseline = np.where(np.isfinite(profile_target), profile_target, mean_1d)
+    profile_origin = np.where(np.isfinite(profile_origin), profile_origin, mean_1d)
+    mean_60m = grid.at("rolling_mean_60m", pos, origin)
+    floor = 1e-3 + 0.01 * np.abs(np.nan_to_num(mean_60m))
+    scale = np.fmax(grid.at("rolling_std_1d", pos, origin), floor)
+    raw = {
+        "pos": pos,
+        "origin_t": origin,
+        "target_t": target,
+        "horizon_min": horizon,
+        "cadence_min": cadence,
+        "baseline": baseline,
+        "scale": scale,
+        "profile_origin": profile_origin,
+        "profile_days": days,
+        "rolling_mean_60m": mean_60m,
+        "rolling_std_60m": grid.at("rolling_std_60m", pos, origin),
+        "last_day": grid.at("value", pos, target - steps_up(horizon, MINUTES_PER_DAY)),
+        "last_week": grid.at("value", pos, target - MINUTES_PER_WEEK),
+        "last_day_smooth": grid.at(
+            "smooth_30m", pos, target - profile_first * MINUTES_PER_DAY + PROFILE_SHIFT_MIN
+        ),
+        "rolling_mean_1d": mean_1d,
+        "rolling_mean_7d": grid.at("rolling_mean_7d", pos, origin),
+        "actual": grid.at("value", pos, target),
+    }
+    for lag in LAGS_MIN:
+        raw[f"lag_{lag}m"] = grid.at("value", pos, origin - steps_up(lag, cadence))
+    return pl.DataFrame(raw)
+
+
+# -- model features (polars expressions over pair_frame) --------------------------------
+
+
+def _z(column: str, reference: str) -> pl.Expr:
+    return (pl.col(column) - pl.col(reference)) / pl.col("scale")
+
+
+def lag_z(lag: int) -> pl.Expr:
+    """The reading ``lag`` minutes before the origin, relative to the origin's profile."""
+    return _z(f"lag_{lag}m", "profile_origin").alias(f"lag_{lag}m_z")
+
+
+def rolling_mean_60m_z() -> pl.Expr:
+    """The origin's 60-min level relative to its profile (anomaly persistence)."""
+    return _z("rolling_mean_60m", "profile_origin").alias("rolling_mean_60m_z")
+
+
+def rolling_std_60m_z() -> pl.Expr:
+    """Recent volatility in units of the daily spread."""
+    return (pl.col("rolling_std_60m") / pl.col("scale")).alias("rolling_std_60m_z")
+
+
+def last_day_z() -> pl.Expr:
+    """The same minute on the latest day known at the origin, relative to the baseline."""
+    return _z("last_day", "baseline").alias("last_day_z")
+
+
+def last_day_smooth_z() -> pl.Expr:
+    """The 30-min level around the same minute on the latest known day, vs the baseline."""
+    return _z("last_day_smooth", "baseline").alias("last_day_smooth_z")
+
+
+def level_shift_z() -> pl.Expr:
+    """The last day's mean level relative to the last week's: slow weather-like shifts."""
+    return _z("rolling_mean_1d", "rolling_mean_7d").alias("level_shift_z")
+
+
+def last_week_z() -> pl.Expr:
+    """The same minute one week before the target, relative to the baseline."""
+    return _z("last_week", "baseline").alias("last_week_z")
+
+
+def profile_shift_z() -> pl.Expr:
+    """How far the profile moves from the origin's minute to the target's."""
+    return _z("baseline", "profile_origin").alias("profile_shift_z")
+
+
+def minute_sin(column: str) -> pl.Expr:
+    return (2 * math.pi * pl.col(column) / MINUTES_PER_DAY).sin()
+
+
+def minute_cos(column: str) -> pl.Expr:
+    return (2 * math.pi * pl.col(column) / MINUTES_PER_DAY).cos()
+
+
+def target_z() -> pl.Expr:
+    """What the model learns: the target reading relative to the baseline, in scale units."""
+    return _z("actual", "baseline").alias("target_z")
+
+
+def _local_calendar(frame: pl.DataFrame, timezones: Sequence[str], column: str) -> pl.DataFrame:
+    """Local minute-of-day and day-of-week (Monday = 1) of ``column`` (minutes since 1970)."""
+    prefix = column.removesuffix("_t")
+    parts = []
+    tz_of = pl.Series("tz", list(timezones), dtype=pl.String)
+    tagged = frame.with_row_index("_row").with_columns(tz_of.gather(frame["pos"]).alias("_tz"))
+    for (tz,), part in tagged.group_by("_tz"):
+        local = from_minutes(pl.col(column)).dt.replace_time_zone("UTC").dt.convert_time_zone(tz)
+        parts.append(
+            part.select(
+                "_row",
+                (local.dt.hour().cast(pl.Int32) * 60 + local.dt.minute().cast(pl.Int32)).alias(
+                    f"{prefix}_minute_of_day"
+                ),
+                local.dt.weekday().cast(pl.Int32).alias(f"{prefix}_day_of_week"),
+            )
+        )
+    calendar = pl.concat(parts).sort("_row").drop("_row")
+    return pl.concat([frame, calendar], how="horizontal")
+
+
+def feature_frame(pairs: pl.DataFrame, timezones: Sequence[str]) -> pl.DataFrame:
+    """``pairs`` (from :func:`pair_frame`) with every column of :data:`FEATURES`.
+
+    ``timezones[pos]`` is the IANA zone of the sensor at grid position ``pos``.
+    """
+    if pairs.is_empty():
+        missing = [f for f in (*FEATURES, "target_z") if f not in pairs.columns]
+        pairs = pairs.with_columns(pl.lit(None, pl.Float64).alias(f) for f in missing)
+        return pairs.with_columns(pl.col(f).cast(pl.Float64) for f in (*FEATURES, "target_z"))
+    pairs = _local_calendar(pairs, timezones, "origin_t")
+    pairs = _local_calendar(pairs, timezones, "target_t")
+    return pairs.with_columns(
+        *(lag_z(lag) for lag in LAGS_MIN),
+        rolling_mean_60m_z(),
+        rolling_std_60m_z(),
+        last_day_z(),
+        last_day_smooth_z(),
+        last_week_z(),
+        level_shift_z(),
+        profile_shift_z(),
+        target_z(),
+        minute_sin("origin_minute_of_day").alias("origin_minute_sin"),
+        minute_cos("origin_minute_of_day").alias("origin_minute_cos"),
+        minute_sin("target_minute_of_day").alias("target_minute_sin"),
+        minute_cos("target_minute_of_day").alias("target_minute_cos"),
+    ).with_columns(pl.col(f).cast(pl.Float64).fill_nan(None) for f in (*FEATURES, "target_z"))
+
+
+def feature_matrix(features: pl.DataFrame) -> np.ndarray:
+    """The model's input matrix (float64, NaN for unknown) in :data:`FEATURES` order."""
+    return features.select(pl.col(f).cast(pl.Float64) for f in FEATURES).to_numpy()

@@ -1,0 +1,245 @@
+"""Training, split boundaries, artefacts, forecast shape and status on a tiny warehouse."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from engine import OxyError, artifacts, forecast
+from engine.config import Config
+from engine.warehouse import Warehouse
+from tests.conftest import load_readings
+
+START = datetime(2024, 3, 1)
+FAST = {
+    "forecast": {
+        "learning_rates": [0.1],
+        "num_leaves": [7],
+        "num_boost_round": 30,
+        "early_stopping_rounds": 5,
+        "min_data_in_leaf": 20,
+        "origin_every": "3h",
+        "backtest_every": "3d",
+        "backtest_step": "30m",
+    }
+}
+
+
+def diurnal(sensor_id: str, cadence: int, days: int, *, level: float, seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    t = np.arange(0, days * 1440, cadence)
+    t = t[~((t >= 3000) & (t < 3300))]  # a 5-hour gap
+    noise = np.cumsum(rng.normal(0, 0.02, len(t)))
+    value = level + 1.5 * np.sin(2 * np.pi * (t - 360) / 1440) + noise - noise.mean()
+    return pl.DataFrame(
+        {
+            "sensor_id": sensor_id,
+            "ts": [START + timedelta(minutes=int(m)) for m in t],
+            "value": value,
+        }
+    ).with_columns(pl.col("ts").cast(pl.Datetime("us")))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Warehouse, forecast.TrainResult]:
+    root = tmp_path_factory.mktemp("fc") / "warehouse"
+    wh = Warehouse(root, Config.load().with_overrides(FAST))
+    minute = pl.concat(
+        [
+            diurnal("farm|a", 1, 22, level=8.0, seed=1),
+            diurnal("farm|b", 1, 22, level=9.0, seed=2),
+        ]
+    )
+    load_readings(wh, minute, timezone="Europe/Oslo", batch_id="minute")
+    quarter = diurnal("river|c", 15, 22, level=10.0, seed=3)
+    load_readings(wh, quarter, timezone="America/Denver", batch_id="quarter")
+    # A sensor that started 12 hours before the end: too little history.
+    late = diurnal("farm|new", 1, 22, level=8.0, seed=4).filter(
+        pl.col("ts") >= START + timedelta(days=21, hours=12)
+    )
+    load_readings(wh, late, timezone="Europe/Oslo", batch_id="late")
+    result = forecast.train(wh, echo=lambda _: None)
+    return wh, result
+
+
+def test_split_boundaries_and_meta(trained: tuple[Warehouse, forecast.TrainResult]) -> None:
+    wh, result = trained
+    meta = json.loads((Path(result.path) / "meta.json").read_text())
+    end = START + timedelta(days=22)  # one minute after the last reading (21d 23:59)
+    assert meta["split"] == {
+        "train_end": (end - timedelta(days=14)).isoformat(),
+        "valid_start": (end - timedelta(days=14)).isoformat(),
+        "valid_end": (end - timedelta(days=7)).isoformat(),
+        "test_start": (end - timedelta(days=7)).isoformat(),
+        "test_end": end.isoformat(),
+    }
+    assert meta["features"] == list(forecast.FEATURES)
+    assert set(meta["metrics"]) >= {"train", "valid", "test", "backtest"}
+    assert meta["notes"] == ["no anomaly_scores (run `oxy score`): training on all readings"]
+    assert meta["versions"]["lightgbm"]
+
+
+def test_training_pairs_respect_the_split(trained: tuple[Warehouse, forecast.TrainResult]) -> None:
+    wh, _ = trained
+    settings = forecast._settings(wh)
+    train, valid, test, span, _ = forecast.training_frames(wh, settings, lambda _: None)
+    to_min = int((span["split"]["valid_start"] - datetime(1970, 1, 1)).total_seconds() // 60)
+    test_min = to_min + 7 * 1440
+    assert train["target_t"].max() < to_min
+    assert valid["target_t"].min() >= to_min and valid["target_t"].max() < test_min
+    assert test["target_t"].min() > test_min and test["origin_t"].min() >= test_min - 15
+    assert (train["origin_t"] < train["target_t"]).all()
+    # Horizons stay on each sensor's cadence and within a week.
+    assert (test.filter(pl.col("sensor_id") == "river|c")["horizon_min"] % 15 == 0).all()
+    assert train["horizon_min"].max() <= 7 * 1440
+
+
+def test_forecast_shape_and_status(trained: tuple[Warehouse, forecast.TrainResult]) -> None:
+    wh, result = trained
+    summary = forecast.forecast(wh, echo=lambda _: None)
+    assert summary.run_id == result.run_id
+    assert summary.statuses == {"ok": 3, "insufficient_history": 1}
+    with wh.reader() as con:
+        rows = pl.from_arrow(
+            con.sql(
+                "select sensor_id, count(*) as n, min(horizon_min) as h0, max(horizon_min) as h1,"
+                " bool_and(yhat_lo <= yhat and yhat <= yhat_hi) as ordered,"
+                " count(yhat) as known from forecasts group by sensor_id order by sensor_id"
+            ).to_arrow_table()
+        )
+        status = pl.from_arrow(
+            con.sql("select * from forecast_status order by sensor_id").to_arrow_table()
+        )
+    assert rows.to_dicts() == [
+        {"sensor_id": "farm|a", "n": 10080, "h0": 1, "h1": 10080, "ordered": True, "known": 10080},
+        {"sensor_id": "farm|b", "n": 10080, "h0": 1, "h1": 10080, "ordered": True, "known": 10080},
+        {"sensor_id": "river|c", "n": 672, "h0": 15, "h1": 10080, "ordered": True, "known": 672},
+    ]
+    new = status.filter(pl.col("sensor_id") == "farm|new").row(0, named=True)
+    assert new["status"] == "insufficient_history" and new["steps"] == 0
+    assert "need 48.0 h" in new["reason"]
+    assert status.filter(pl.col("status") == "ok")["steps"].to_list() == [10080, 10080, 672]
+
+
+def test_forecast_one_sensor_keeps_the_others(
+    trained: tuple[Warehouse, forecast.TrainResult],
+) -> None:
+    wh, _ = trained
+    forecast.forecast(wh, echo=lambda _: None)
+    forecast.forecast(wh, sensor_ids=["farm|a"], horizon="1d", echo=lambda _: None)
+    with wh.reader() as con:
+        counts = dict(
+            con.execute("select sensor_id, count(*) from forecasts group by sensor_id").fetchall()
+        )
+    assert counts == {"farm|a": 1440, "farm|b": 10080, "river|c": 672}
+    with pytest.raises(OxyError, match="unknown sensor"):
+        forecast.forecast(wh, sensor_ids=["nope"], echo=lambda _: None)
+
+
+def test_artefact_round_trip_and_refusals(
+    trained: tuple[Warehouse, forecast.TrainResult], tmp_path: Path
+) -> None:
+    wh, result = trained
+    run = artifacts.load_run(wh, result.run_id)
+    booster, meta = run
+    assert meta["run_id"] == result.run_id
+    x = np.random.default_rng(0).normal(size=(5, len(forecast.FEATURES)))
+    again = artifacts.load_run(Path(result.path))
+    np.testing.assert_array_equal(booster.predict(x), again.booster.predict(x))
+
+    import shutil
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(result.path, tampered)
+    text = (tampered / "model.txt").read_text()
+    (tampered / "model.txt").write_text(text.replace("learning_rate", "learning_rate ", 1))
+    with pytest.raises(OxyError, match="model.txt does not match its sha256"):
+        artifacts.load_run(tampered)
+
+    renamed = tmp_path / "renamed"
+    shutil.copytree(result.path, renamed)
+    meta_changed = dict(meta, features=[*meta["features"][:-1], "sensor_id"])
+    (renamed / "meta.json").write_text(json.dumps(meta_changed))
+    manifest = json.loads((renamed / "manifest.json").read_text())
+    manifest["meta.json"] = artifacts._sha256(renamed / "meta.json")
+    (renamed / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(OxyError, match="meta.json features .* differ"):
+        artifacts.load_run(renamed)
+    assert artifacts.latest_run(wh) == result.run_id
+
+
+def test_one_step_predictions_follow_readings(
+    trained: tuple[Warehouse, forecast.TrainResult],
+) -> None:
+    wh, result = trained
+    run = artifacts.load_run(wh, result.run_id)
+    last = START + timedelta(days=21, hours=23, minutes=59)
+    new = pl.DataFrame(
+        {
+            "sensor_id": ["farm|a", "farm|a", "river|c"],
+            "ts": [
+                last + timedelta(minutes=1),
+                last + timedelta(minutes=2),
+                last + timedelta(minutes=1),
+            ],
+            "value": [8.0, 8.1, 10.0],
+        }
+    )
+    got = forecast.one_step_predictions(wh, run, new)
+    assert got.columns == ["sensor_id", "ts", "yhat"]
+    assert got.select("sensor_id", "ts").equals(
+        new.select("sensor_id", "ts").cast({"ts": pl.Datetime("us")})
+    )
+    assert got["yhat"].is_not_null().all()
+    # The one-step forecast of the next minute is the forecast mart's first step.
+    with wh.reader() as con:
+        first = con.execute(
+            "select yhat from forecasts where sensor_id = 'farm|a' and horizon_min = 1"
+        ).fetchall()
+    if first:
+        assert got["yhat"][0] == pytest.approx(first[0][0], rel=1e-9)
+
+
+def test_sensor_fault_status(tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path / "wh", Config.load().with_overrides(FAST))
+    grid = forecast.SeriesGrid.from_series(
+        forecast.sensor_series(diurnal("x", 1, 3, level=8.0, seed=5).lazy())
+    )
+    faults = pl.DataFrame(
+        {"sensor_id": ["x"], "readings": [60], "fault_readings": [45], "fault_type": ["stuck"]}
+    )
+    status = forecast.sensor_status(grid, faults, 2 * 1440, 0.5).row(0, named=True)
+    assert status == {
+        "sensor_id": "x",
+        "status": "sensor_fault",
+        "reason": "45 of 60 latest scored readings flagged 'stuck'",
+    }
+    assert wh.config["forecast"]["fault_types"]
+
+
+def test_cli_train_and_forecast(tmp_path: Path) -> None:
+    from cli import oxy
+
+    config = tmp_path / "oxy.toml"
+    config.write_text(
+        "[forecast]\nlearning_rates = [0.1]\nnum_leaves = [7]\nnum_boost_round = 10\n"
+        'min_data_in_leaf = 20\nbacktest_every = "3d"\nbacktest_step = "60m"\n'
+    )
+    wh = Warehouse(tmp_path / "wh", Config.load(config))
+    load_readings(wh, diurnal("farm|a", 15, 22, level=8.0, seed=1))
+    runner = CliRunner()
+    base = ["--warehouse", str(tmp_path / "wh"), "--config", str(config)]
+    trained = runner.invoke(oxy, [*base, "train"])
+    assert trained.exit_code == 0, trained.output
+    assert "naive (last day)" in trained.output and "MASE" in trained.output
+    done = runner.invoke(oxy, [*base, "--json", "forecast", "--horizon", "1d"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["rows"] == 96
+    bad = runner.invoke(oxy, [*base, "forecast", "--horizon", "soon"])
+    assert bad.exit_code == 1 and "not a duration" in bad.output

@@ -60,6 +60,7 @@ FEATURES: tuple[str, ...] = (
     "last_week_z",
     "level_shift_z",
     "profile_shift_z",
+    "profile_3d_z",
     "profile_days",
 )
 
@@ -224,11 +225,17 @@ def steps_up(minutes: np.ndarray | int, cadence: np.ndarray | int) -> np.ndarray
 # -- raw lookups of each (origin, horizon) pair -----------------------------------------
 
 
-def _profile(grid: SeriesGrid, pos: np.ndarray, t: np.ndarray, first_day: np.ndarray) -> tuple:
-    """Mean over PROFILE_DAYS days (from ``first_day`` back) of the smoothed level at ``t``."""
+def _profile(
+    grid: SeriesGrid,
+    pos: np.ndarray,
+    t: np.ndarray,
+    first_day: np.ndarray,
+    days: int = PROFILE_DAYS,
+) -> tuple:
+    """Mean over ``days`` days (from ``first_day`` back) of the smoothed level at ``t``."""
     total = np.zeros(len(t))
     count = np.zeros(len(t))
-    for k in range(PROFILE_DAYS):
+    for k in range(days):
         v = grid.at("smooth_30m", pos, t - (first_day + k) * MINUTES_PER_DAY + PROFILE_SHIFT_MIN)
         ok = np.isfinite(v)
         total[ok] += v[ok]
@@ -253,6 +260,7 @@ def pair_frame(
     profile_first = -(-(horizon + PROFILE_SHIFT_MIN) // MINUTES_PER_DAY)
     profile_target, days = _profile(grid, pos, target, profile_first)
     profile_origin, _ = _profile(grid, pos, origin, np.ones_like(origin))
+    profile_3d, _ = _profile(grid, pos, target, profile_first, 3)
     mean_1d = grid.at("rolling_mean_1d", pos, origin)
     baseline = np.where(np.isfinite(profile_target), profile_target, mean_1d)
     profile_origin = np.where(np.isfinite(profile_origin), profile_origin, mean_1d)
@@ -269,6 +277,7 @@ def pair_frame(
         "scale": scale,
         "profile_origin": profile_origin,
         "profile_days": days,
+        "profile_3d": profile_3d,
         "rolling_mean_60m": mean_60m,
         "rolling_std_60m": grid.at("rolling_std_60m", pos, origin),
         "last_day": grid.at("value", pos, target - steps_up(horizon, MINUTES_PER_DAY)),
@@ -332,6 +341,11 @@ def profile_shift_z() -> pl.Expr:
     return _z("baseline", "profile_origin").alias("profile_shift_z")
 
 
+def profile_3d_z() -> pl.Expr:
+    """The 3-day profile at the target's minute vs the 7-day one: recent days weigh more."""
+    return _z("profile_3d", "baseline").alias("profile_3d_z")
+
+
 def minute_sin(column: str) -> pl.Expr:
     return (2 * math.pi * pl.col(column) / MINUTES_PER_DAY).sin()
 
@@ -386,6 +400,7 @@ def feature_frame(pairs: pl.DataFrame, timezones: Sequence[str]) -> pl.DataFrame
         last_week_z(),
         level_shift_z(),
         profile_shift_z(),
+        profile_3d_z(),
         target_z(),
         minute_sin("origin_minute_of_day").alias("origin_minute_sin"),
         minute_cos("origin_minute_of_day").alias("origin_minute_cos"),

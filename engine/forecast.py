@@ -111,18 +111,28 @@ def _timezones(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
 
 
 def excluded_minutes(
-    con: duckdb.DuckDBPyConnection, quantile: float
+    con: duckdb.DuckDBPyConnection, quantile: float, fault_types: Sequence[str]
 ) -> tuple[pl.DataFrame, float | None, str]:
-    """Minutes above the severity quantile: ``(frame(sensor_id, ts), cutoff, note)``."""
+    """Minutes left out of training: ``(frame(sensor_id, ts), cutoff, note)``.
+
+    Those above the severity quantile, and anomalies of a sensor-fault type.
+    """
     empty = pl.DataFrame(schema={"sensor_id": pl.String, "ts": pl.Datetime("us")})
     if not _has_relation(con, "anomaly_scores"):
         return empty, None, "no anomaly_scores (run `oxy score`): training on all readings"
-    frame = _query(con, "intermediate/int_forecast_excluded", {"quantile": quantile})
+    frame = _query(
+        con,
+        "intermediate/int_forecast_excluded",
+        {"quantile": quantile, "fault_types": list(fault_types)},
+    )
     cutoff_row = con.execute(
         "select quantile_cont(severity, $q) from anomaly_scores", {"q": quantile}
     ).fetchall()
     cutoff = cutoff_row[0][0]
-    note = f"left out {frame.height:,} readings with severity > {cutoff} (quantile {quantile})"
+    note = (
+        f"left out {frame.height:,} readings: severity > {cutoff} (quantile {quantile}) "
+        f"or a sensor fault ({', '.join(fault_types)})"
+    )
     return frame.select("sensor_id", pl.col("ts").cast(pl.Datetime("us"))), cutoff, note
 
 
@@ -419,6 +429,7 @@ def _settings(warehouse: Warehouse) -> dict[str, Any]:
         "rounds": int(cfg["num_boost_round"]),
         "early": int(cfg["early_stopping_rounds"]),
         "min_data_in_leaf": int(cfg["min_data_in_leaf"]),
+        "exclude_types": [str(x) for x in cfg["exclude_types"]],
     }
 
 
@@ -451,7 +462,7 @@ def training_frames(
         ).fetchall()[0]
         if not span_row[2]:
             raise OxyError("no readings in the warehouse (run `oxy ingest` first)")
-        excluded, cutoff, note = excluded_minutes(con, s["quantile"])
+        excluded, cutoff, note = excluded_minutes(con, s["quantile"], s["exclude_types"])
         notes.append(note)
         timezones = _timezones(con)
         end = int((span_row[1] - datetime(1970, 1, 1)).total_seconds() // 60) + 1
@@ -538,6 +549,7 @@ def train(warehouse: Warehouse, *, echo: Callable[[str], None] = print) -> Train
     train_pairs, valid_pairs, test_pairs, span, notes = training_frames(warehouse, s, echo)
     for note in notes:
         echo(note)
+    echo(f"features in {time.perf_counter() - started:.1f} s")
     echo(
         f"{train_pairs.height:,} training, {valid_pairs.height:,} validation, "
         f"{test_pairs.height:,} backtest pairs"

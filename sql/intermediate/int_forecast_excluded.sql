@@ -1,6 +1,8 @@
--- Minutes left out of training: anomaly severity above the $quantile of all severities.
+-- Minutes left out of training: anomaly severity above the $quantile of all severities,
+-- and every anomaly of a sensor-fault type in $fault_types (stuck, spike, ... readings are
+-- not oxygen, whatever their rank).
 with scores as (
-    select sensor_id, ts, severity
+    select sensor_id, ts, severity, is_anomaly, anomaly_type
     from anomaly_scores
 ),
 
@@ -13,7 +15,9 @@ excluded as (
     select scores.sensor_id, scores.ts, cutoff.severity_cutoff
     from scores
     cross join cutoff
-    where scores.severity > cutoff.severity_cutoff
+    where
+        scores.severity > cutoff.severity_cutoff
+        or (scores.is_anomaly and list_contains($fault_types, scores.anomaly_type))
 )
 
 select * from excluded

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -12,10 +11,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
+from conftest import load_readings
 
-from engine import anomaly
+from engine import anomaly, forecast
+from engine.config import Config
 from engine.monitor import run_monitor
-from engine.registry import record_run
+from engine.registry import production_run
 from engine.warehouse import Warehouse
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
@@ -42,42 +43,61 @@ def documented_marts() -> dict[str, list[tuple[str, str]]]:
 
 def test_readme_documents_every_operations_mart() -> None:
     marts = documented_marts()
-    assert {"model_runs", "monitoring", "anomaly_scores", "anomaly_events"} <= set(marts)
+    assert {"model_runs", "monitoring", "anomaly_scores", "anomaly_events", "forecasts"} <= set(
+        marts
+    )
     for name, columns in marts.items():
         assert columns, f"{name}: no column table"
         assert {t for _, t in columns} <= set(ARROW_TYPES), name
 
 
-@pytest.fixture
-def looped_warehouse(warehouse: Warehouse, readings_loader) -> Warehouse:
-    """A warehouse where every operations command has written its mart."""
-    rng = np.random.default_rng(0)
-    minutes = np.arange(2 * 1440)
-    start = datetime(2024, 3, 1)
-    readings = pl.DataFrame(
-        {
-            "sensor_id": "s1",
-            "ts": [start + timedelta(minutes=int(m)) for m in minutes],
-            "value": 8 + rng.normal(0, 0.1, minutes.size),
-        }
-    ).with_columns(
-        value=pl.when(pl.col("ts") == start + timedelta(hours=30))
-        .then(20.0)
-        .otherwise(pl.col("value"))
-    )  # one spike: anomaly_events has a row
-    readings_loader(warehouse, readings)
-    anomaly.score(warehouse)
-    folder = warehouse.registry_dir / "runs" / "r1"
-    folder.mkdir(parents=True)
-    meta = {
-        "run_id": "r1",
-        "created_at": "2024-03-03T00:00:00",
-        "params": {"learning_rate": 0.1},
-        "metrics": {"test": {"mae": 0.1, "rmse": 0.12, "mase": 0.9}},
-        "split": {"test_start": "2024-03-02T00:00:00", "test_end": "2024-03-03T00:00:00"},
+FAST_FORECAST = {
+    "forecast": {
+        "learning_rates": [0.1],
+        "num_leaves": [7],
+        "num_boost_round": 30,
+        "early_stopping_rounds": 5,
+        "min_data_in_leaf": 20,
+        "origin_every": "3h",
+        "backtest_every": "3d",
+        "backtest_step": "30m",
     }
-    (folder / "meta.json").write_text(json.dumps(meta))
-    record_run(warehouse, "r1", meta)
+}
+
+
+@pytest.fixture(scope="module")
+def looped_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
+    """The whole loop on 2 sensors x 22 days: score, train twice, forecast, monitor."""
+    root = tmp_path_factory.mktemp("loop") / "warehouse"
+    warehouse = Warehouse(root, Config.load().with_overrides(FAST_FORECAST))
+    rng = np.random.default_rng(0)
+    minutes = np.arange(22 * 1440)
+    start = datetime(2024, 3, 1)
+    ts = [start + timedelta(minutes=int(m)) for m in minutes]
+    readings = pl.concat(
+        pl.DataFrame(
+            {
+                "sensor_id": sensor,
+                "ts": ts,
+                "value": level
+                + np.sin(2 * np.pi * minutes / 1440)
+                + rng.normal(0, 0.1, minutes.size),
+            }
+        )
+        for sensor, level in (("s1", 8.0), ("s2", 9.0))
+    ).with_columns(  # one spike: anomaly_events has a row
+        value=pl.when(pl.col("ts") == start + timedelta(hours=30)).then(20.0).otherwise("value")
+    )
+    load_readings(warehouse, readings)
+    anomaly.score(warehouse)
+    quiet = {"echo": lambda _: None}
+    first = forecast.train(warehouse, **quiet)
+    second = forecast.train(warehouse, **quiet)  # same data, same seed: same metrics
+    assert first.decision["promoted"] and first.decision["reason"] == "first run: promoted"
+    assert not second.decision["promoted"]
+    assert second.decision["reason"].startswith("not promoted, RMSE not lower")
+    assert production_run(warehouse) == first.run_id
+    forecast.forecast(warehouse, **quiet)
     run_monitor(warehouse)
     return warehouse
 
@@ -85,7 +105,9 @@ def looped_warehouse(warehouse: Warehouse, readings_loader) -> Warehouse:
 def test_marts_match_documented_schema(looped_warehouse: Warehouse) -> None:
     marts = documented_marts()
     written = looped_warehouse.mart_names()
-    assert {"model_runs", "monitoring", "anomaly_scores", "anomaly_events"} <= set(written)
+    assert {"model_runs", "monitoring", "anomaly_scores", "anomaly_events", "forecasts"} <= set(
+        written
+    )
     for name in written:
         if name not in marts:
             continue  # a mart of another stage not documented here is checked by its owner

@@ -223,3 +223,33 @@ def test_psi_is_non_negative_and_zero_on_itself(reference, recent, bins) -> None
     assert psi(reference, reference, bins)[0] == pytest.approx(0, abs=1e-12)
     counts = psi(reference, recent, bins)[1]
     assert counts[0].sum() == len(recent) and counts[1].sum() == len(reference)
+
+
+def test_forecast_error_on_minutes_arrived_after_a_real_forecast(tmp_path, readings_loader):
+    from test_marts import FAST_FORECAST
+
+    from engine import anomaly, forecast
+
+    wh = Warehouse(tmp_path / "loop", Config.load().with_overrides(FAST_FORECAST))
+    start = datetime(2024, 3, 1)
+    rng = np.random.default_rng(2)
+    minutes = np.arange(23 * 1440)
+    readings = pl.DataFrame(
+        {
+            "sensor_id": "s1",
+            "ts": [start + timedelta(minutes=int(m)) for m in minutes],
+            "value": 8 + np.sin(2 * np.pi * minutes / 1440) + rng.normal(0, 0.05, minutes.size),
+        }
+    )
+    cut = start + timedelta(days=22)
+    readings_loader(wh, readings.filter(pl.col("ts") < cut), batch_id="history")
+    anomaly.score(wh)
+    run_id = forecast.train(wh, echo=lambda _: None).run_id
+    forecast.forecast(wh, echo=lambda _: None)
+    skipped = next(c for c in run_monitor(wh).checks if c.check == "forecast_rmse")
+    assert skipped.status == "skipped" and "no readings have arrived" in skipped.reason
+    readings_loader(wh, readings.filter(pl.col("ts") >= cut), batch_id="new-day")
+    checks = {(c.scope, c.check): c for c in run_monitor(wh).checks}
+    rmse = checks[("s1", "forecast_rmse")]
+    assert rmse.status in ("ok", "warn") and "over 1440 arrived minutes" in rmse.reason
+    assert f"(run {run_id})" in rmse.reason and rmse.value < 1.0

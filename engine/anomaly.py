@@ -423,6 +423,8 @@ def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
     chunk_rows = int(warehouse.config["anomaly"]["chunk_rows"])
     buckets_scored = sensors = rows = 0
     with warehouse.writer() as con:
+        # below warehouse.memory_limit: DuckDB's own buffers plus Python stay under the budget
+        con.execute("set memory_limit = $m", {"m": warehouse.config["anomaly"]["memory_limit"]})
         lb = lookbacks(con, warehouse.config)
         create_support_tables(con)
         full = _upgrade_state(con) or full

@@ -420,7 +420,10 @@ def _sensor_page(
 
     # actual vs predicted + residuals
     parts.append("<h2>Actual vs predicted</h2>")
-    predicted, _run_id, why = production_predictions(warehouse, readings)
+    try:
+        predicted, _run_id, why = production_predictions(warehouse, readings)
+    except OxyError as exc:  # e.g. a model file that fails its sha256 check
+        predicted, why = None, f"the production model cannot be used: {exc}"
     if predicted is None:
         parts.append(_note(why))
     elif predicted.is_empty():

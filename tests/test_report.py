@@ -126,6 +126,8 @@ def test_full_report_references_real_pngs_and_right_pages(wh: Warehouse, reading
     cage2 = result.sensor_pages["farm|cage 2"].read_text()
     assert "-forecast.png" in cage2 and "-anomalies.png" in cage2
     assert "stuck" in cage2  # the events table lists types
+    # the synthetic run has no verifiable model files: said on the page, not a crash
+    assert "the production model cannot be used: run r1: no manifest.json" in cage2
     assert not list(result.output.rglob("*.tmp"))
 
 
@@ -168,3 +170,22 @@ def test_actual_vs_predicted_and_residuals_from_the_production_model(
         png = result.output / "img" / f"{slug('pond/3')}-{plot}.png"
         assert f"img/{png.name}" in page
         assert png.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_report_on_the_real_loop(tmp_path: Path, readings_loader) -> None:
+    from test_marts import FAST_FORECAST
+
+    from engine import anomaly, forecast
+
+    wh = Warehouse(tmp_path / "loop", Config.load().with_overrides(FAST_FORECAST))
+    readings_loader(wh, readings(days=22).filter(pl.col("sensor_id") != "pond/3"))
+    anomaly.score(wh)
+    run_id = forecast.train(wh, echo=lambda _: None).run_id
+    forecast.forecast(wh, echo=lambda _: None)
+    result = build_report(wh, tmp_path / "out")
+    assert set(result.sensor_pages) == {"farm|cage 1", "farm|cage 2"}
+    assert f"run {run_id}: test" in result.index.read_text()
+    page = result.sensor_pages["farm|cage 1"].read_text()
+    for plot in ("actual-vs-predicted", "residuals", "forecast", "anomalies"):
+        png = result.output / "img" / f"{slug('farm|cage 1')}-{plot}.png"
+        assert f"img/{png.name}" in page and png.read_bytes().startswith(PNG_MAGIC)

@@ -942,7 +942,13 @@ def one_step_predictions(warehouse: Warehouse, run: Run, readings: pl.DataFrame)
 def evaluate_run(
     warehouse: Warehouse, run_id: str, window: tuple[datetime, datetime]
 ) -> dict[str, float]:
-    """A saved run's rolling-origin backtest metrics (MAE, RMSE, MASE) on ``window``."""
+    """A saved run's backtest metrics (MAE, RMSE, MASE) with ``window`` as the test days.
+
+    The same procedure as training's backtest (rolling origins from the window's start,
+    compared where both naives exist; MASE scale from before the ``valid_days`` preceding
+    the window), so a run re-evaluated on its own test window reproduces its test metrics
+    (up to the minutes training left out as anomalous).
+    """
     s = _settings(warehouse)
     run = load_run(warehouse, run_id)
     start = int((window[0] - datetime(1970, 1, 1)).total_seconds() // 60)
@@ -957,7 +963,10 @@ def evaluate_run(
             if not grid.sensor_ids:
                 continue
             scale = pl.DataFrame(
-                {"sensor_id": grid.sensor_ids, "mase_scale": seasonal_scale(grid, start, 28)}
+                {
+                    "sensor_id": grid.sensor_ids,
+                    "mase_scale": seasonal_scale(grid, start - s["valid"]),
+                }
             )
             bt = backtest_pairs(
                 grid,
@@ -968,11 +977,11 @@ def evaluate_run(
                 horizon=int(run.meta.get("horizon_min", s["horizon"])),
             )
             pairs = _pairs_with_features(grid, *bt, timezones)
-            pairs = pairs.filter(pl.col("actual").is_not_nan()).join(scale, on="sensor_id")
-            parts.append(_predict(run, pairs))
+            pairs = pairs.filter(pl.col("actual").is_not_nan()).select(_KEEP)
+            parts.append(_predict(run, pairs.join(scale, on="sensor_id")))
     if not parts:
         raise OxyError("no readings to evaluate on")
-    found = error_metrics(pl.concat(parts), "yhat")
+    found = backtest_report(pl.concat(parts))["week"]["model"]
     return {k: float(v) for k, v in found.items() if k != "n"}
 
 

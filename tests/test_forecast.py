@@ -243,3 +243,17 @@ def test_cli_train_and_forecast(tmp_path: Path) -> None:
     assert json.loads(done.output)["rows"] == 96
     bad = runner.invoke(oxy, [*base, "forecast", "--horizon", "soon"])
     assert bad.exit_code == 1 and "not a duration" in bad.output
+
+
+def test_evaluate_run_reproduces_test_metrics(
+    trained: tuple[Warehouse, forecast.TrainResult],
+) -> None:
+    wh, result = trained
+    meta = artifacts.load_run(wh, result.run_id).meta
+    window = (
+        datetime.fromisoformat(meta["split"]["test_start"]),
+        datetime.fromisoformat(meta["split"]["test_end"]),
+    )
+    again = forecast.evaluate_run(wh, result.run_id, window)
+    for key in ("mae", "rmse", "mase"):
+        assert again[key] == pytest.approx(meta["metrics"]["test"][key], rel=1e-9)

@@ -26,7 +26,7 @@ demo-data: install  ## generate the demo exports into $(DEMO)/
 
 ingest: install  ## ingest every demo export into the warehouse
 	@test -f $(DEMO)/sources.toml || $(MAKE) demo-data
-	$(OXY) --config $(DEMO)/sources.toml ingest-dir $(DEMO)
+	$(OXY) --config $(DEMO)/sources.toml ingest $(DEMO)
 
 score: install  ## score every minute for anomalies (anomaly_scores, anomaly_events marts)
 	$(OXY) score

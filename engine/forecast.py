@@ -256,11 +256,46 @@ def _pairs_with_features(
     origin: np.ndarray,
     horizon: np.ndarray,
     timezones: Mapping[str, str],
+    knot_every: int | None = None,
 ) -> pl.DataFrame:
+    """Pair rows with their features; ``knot`` marks the rows the model is evaluated on.
+
+    With ``knot_every``, only the first hour, every ``knot_every`` minutes and each
+    forecast's first and last step are knots (features elsewhere are null): the model's
+    residual is interpolated in between (:func:`predict_z`), the baseline stays per step.
+    Pairs must come grouped by (sensor, origin) with ascending horizons.
+    """
     zones = [timezones.get(s, "UTC") or "UTC" for s in grid.sensor_ids]
-    pairs = feature_frame(pair_frame(grid, pos, origin, horizon), zones)
+    raw = pair_frame(grid, pos, origin, horizon)
     ids = pl.Series("sensor_id", grid.sensor_ids, dtype=pl.String)
-    return pairs.with_columns(ids.gather(pairs["pos"]).alias("sensor_id"))
+    raw = raw.with_columns(ids.gather(raw["pos"]).alias("sensor_id"))
+    if knot_every is None or raw.is_empty():
+        return feature_frame(raw, zones).with_columns(pl.lit(True).alias("knot"))
+    new_group = np.ones(len(pos), dtype=bool)
+    new_group[1:] = (pos[1:] != pos[:-1]) | (origin[1:] != origin[:-1])
+    last = np.ones(len(pos), dtype=bool)
+    last[:-1] = new_group[1:]
+    knot = new_group | last | (horizon <= 60) | (horizon % knot_every == 0)
+    raw = raw.with_columns(pl.Series("knot", knot))
+    with_features = feature_frame(raw.filter(pl.col("knot")), zones)
+    return pl.concat([with_features, raw.filter(~pl.col("knot"))], how="diagonal_relaxed")
+
+
+def predict_z(
+    predict: Callable[[np.ndarray], np.ndarray], pairs: pl.DataFrame
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """``(pairs sorted by sensor, origin, horizon; predicted z)``: the model on the knots,
+    linear interpolation of z in horizon between them (never across forecasts)."""
+    pairs = pairs.sort("sensor_id", "origin_t", "horizon_min")
+    knot = pairs["knot"].to_numpy() if "knot" in pairs.columns else np.ones(pairs.height, bool)
+    z = np.full(pairs.height, np.nan)
+    if knot.any():
+        z[knot] = predict(feature_matrix(pairs.filter(pl.Series(knot))))
+    if not knot.all():
+        group = pairs.select(pl.struct("sensor_id", "origin_t").rank("dense")).to_series()
+        x = group.to_numpy().astype(np.float64) * 100_000 + pairs["horizon_min"].to_numpy()
+        z = np.interp(x, x[knot], z[knot])
+    return pairs, z
 
 
 # -- the model --------------------------------------------------------------------------
@@ -430,6 +465,7 @@ def _settings(warehouse: Warehouse) -> dict[str, Any]:
         "early": int(cfg["early_stopping_rounds"]),
         "min_data_in_leaf": int(cfg["min_data_in_leaf"]),
         "exclude_types": [str(x) for x in cfg["exclude_types"]],
+        "predict_every": minutes_of(cfg["predict_every"]),
     }
 
 
@@ -498,9 +534,9 @@ def training_frames(
                 step=s["backtest_step"],
                 horizon=s["horizon"],
             )
-            pairs = _pairs_with_features(grid, *bt, timezones)
-            pairs = pairs.filter(pl.col("actual").is_not_nan()).select(_KEEP)
-            test.append(pairs.join(scale, on="sensor_id"))
+            pairs = _pairs_with_features(grid, *bt, timezones, s["predict_every"])
+            pairs = pairs.filter(pl.col("actual").is_not_nan() | pl.col("knot"))
+            test.append(pairs.select(*_KEEP, "knot").join(scale, on="sensor_id"))
             echo(f"  bucket {bucket:02d}: {len(grid.sensor_ids)} sensor(s)")
     span = {
         "first_ts": span_row[0],
@@ -593,7 +629,13 @@ def train(warehouse: Warehouse, *, echo: Callable[[str], None] = print) -> Train
     valid_z = model.predict_z(valid_pairs)
     residual = valid_pairs["target_z"].to_numpy() - valid_z
     table = conformal_intervals(residual, valid_pairs["horizon_min"].to_numpy(), s["level"])
-    scored = apply_intervals(test_pairs, model.predict_z(test_pairs), table)
+    assert model.booster_ is not None
+    best_trees = model.booster_.best_iteration or None
+    booster_ = model.booster_
+    test_pairs, test_z = predict_z(
+        lambda x: booster_.predict(x, num_iteration=best_trees), test_pairs
+    )
+    scored = apply_intervals(test_pairs, test_z, table)
     metrics: dict[str, Any] = {
         "train": error_metrics(
             train_pairs.with_columns(pl.Series("yhat", model.predict(train_pairs))), "yhat"
@@ -622,6 +664,7 @@ def train(warehouse: Warehouse, *, echo: Callable[[str], None] = print) -> Train
         },
         "severity_cutoff": span["severity_cutoff"],
         "horizon_min": s["horizon"],
+        "predict_every_min": s["predict_every"],
         "intervals": {"level": s["level"], "buckets": table},
         "metrics": metrics,
         "notes": notes,
@@ -672,8 +715,8 @@ def model_run(warehouse: Warehouse) -> str:
 
 
 def _predict(run: Run, frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` with ``yhat, yhat_lo, yhat_hi`` from the run's model and intervals."""
-    z = run.booster.predict(feature_matrix(frame)) if frame.height else np.zeros(0)
+    """``frame`` (sorted by sensor, origin, horizon) with ``yhat, yhat_lo, yhat_hi``."""
+    frame, z = predict_z(run.booster.predict, frame)
     return apply_intervals(frame, z, run.meta["intervals"]["buckets"])
 
 
@@ -866,7 +909,8 @@ def forecast_grid(
     if pos_parts:
         pos = np.concatenate(pos_parts)
         h = np.concatenate(h_parts)
-        pairs = _pairs_with_features(grid, pos, last[pos], h, timezones)
+        every = int(run.meta.get("predict_every_min", 1))
+        pairs = _pairs_with_features(grid, pos, last[pos], h, timezones, every)
         frame = _predict(run, pairs).select(
             pl.lit(run.run_id).alias("run_id"),
             "sensor_id",
@@ -935,8 +979,15 @@ def one_step_predictions(warehouse: Warehouse, run: Run, readings: pl.DataFrame)
     t = new.select((pl.col("ts").dt.epoch("s") // 60).alias("t"))["t"].to_numpy()
     cad = grid.cadence[np.where(pos >= 0, pos, 0)]
     pairs = _pairs_with_features(grid, pos, t - cad, cad, timezones)
-    predicted = _predict(run, pairs)
-    return pl.DataFrame({"sensor_id": new["sensor_id"], "ts": new["ts"], "yhat": predicted["yhat"]})
+    predicted = _predict(run, pairs).select(
+        "sensor_id", from_minutes(pl.col("target_t")).alias("ts"), "yhat"
+    )
+    return new.select("sensor_id", "ts").join(
+        predicted.unique(["sensor_id", "ts"]),
+        on=["sensor_id", "ts"],
+        how="left",
+        maintain_order="left",
+    )
 
 
 def evaluate_run(
@@ -976,9 +1027,10 @@ def evaluate_run(
                 step=s["backtest_step"],
                 horizon=int(run.meta.get("horizon_min", s["horizon"])),
             )
-            pairs = _pairs_with_features(grid, *bt, timezones)
-            pairs = pairs.filter(pl.col("actual").is_not_nan()).select(_KEEP)
-            parts.append(_predict(run, pairs.join(scale, on="sensor_id")))
+            every = int(run.meta.get("predict_every_min", 1))
+            pairs = _pairs_with_features(grid, *bt, timezones, every)
+            pairs = pairs.filter(pl.col("actual").is_not_nan() | pl.col("knot"))
+            parts.append(_predict(run, pairs.select(*_KEEP, "knot").join(scale, on="sensor_id")))
     if not parts:
         raise OxyError("no readings to evaluate on")
     found = backtest_report(pl.concat(parts))["week"]["model"]

@@ -600,6 +600,7 @@ def train(warehouse: Warehouse, *, echo: Callable[[str], None] = print) -> Train
         "seed": s["seed"],
         "num_threads": int(warehouse.config["warehouse"]["threads"]),
         "deterministic": True,
+        "max_bin": 63,
     }
     grid_results, best = [], None
     for lr in s["learning_rates"]:

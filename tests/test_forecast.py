@@ -257,3 +257,22 @@ def test_evaluate_run_reproduces_test_metrics(
     again = forecast.evaluate_run(wh, result.run_id, window)
     for key in ("mae", "rmse", "mase"):
         assert again[key] == pytest.approx(meta["metrics"]["test"][key], rel=1e-9)
+
+
+def test_model_runs_on_knots_and_interpolates_between() -> None:
+    readings = diurnal("s", 1, 9, level=8.0, seed=6)
+    grid = forecast.SeriesGrid.from_series(forecast.sensor_series(readings.lazy()))
+    origin = int(grid.last_minute()[0])
+    h = np.arange(1, 1441, dtype=np.int64)
+    pairs = forecast._pairs_with_features(
+        grid, np.zeros(len(h), np.int64), np.full(len(h), origin), h, {}, 15
+    )
+    seen: list[int] = []
+
+    def linear(x: np.ndarray) -> np.ndarray:
+        seen.append(len(x))
+        return 2.0 * x[:, forecast.FEATURES.index("horizon_min")]
+
+    ordered, z = forecast.predict_z(linear, pairs)
+    assert seen == [60 + (1440 - 60) // 15]  # the first hour, then every 15 minutes
+    np.testing.assert_allclose(z, 2.0 * ordered["horizon_min"].to_numpy())

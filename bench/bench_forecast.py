@@ -101,7 +101,7 @@ def train_child(root: str) -> None:
 
     wh = Warehouse(root, Config.load())
     started = time.perf_counter()
-    result = forecast.train(wh, echo=lambda _: None)
+    result = forecast.train(wh, echo=lambda line: print(line, file=sys.stderr))
     seconds = time.perf_counter() - started
     hwm = next(
         int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")
@@ -222,6 +222,8 @@ def main() -> None:
             text=True,
             check=True,
         )
+        steps = [line for line in child.stderr.splitlines() if "bucket" not in line]
+        print("\n".join(f"  {line.strip()}" for line in steps))
         first, _, summary = child.stdout.partition("\n")
         stats = json.loads(first)
         print(

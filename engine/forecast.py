@@ -606,7 +606,9 @@ def train(warehouse: Warehouse, *, echo: Callable[[str], None] = print) -> Train
     for lr in s["learning_rates"]:
         for leaves in s["num_leaves"]:
             params = {**base, "learning_rate": lr, "num_leaves": leaves}
+            fit_started = time.perf_counter()
             model = DirectForecaster(params, s["rounds"], s["early"]).fit(train_pairs, valid_pairs)
+            fit_seconds = time.perf_counter() - fit_started
             mae = float(
                 np.mean(np.abs(model.predict(valid_pairs) - valid_pairs["actual"].to_numpy()))
             )
@@ -621,7 +623,7 @@ def train(warehouse: Warehouse, *, echo: Callable[[str], None] = print) -> Train
             )
             echo(
                 f"  lr {lr:<5} leaves {leaves:<4} trees {model.booster_.best_iteration:<4} "
-                f"valid MAE {mae:.4f}"
+                f"valid MAE {mae:.4f} ({fit_seconds:.1f} s)"
             )
             if best is None or mae < best[0]:
                 best = (mae, model, params)

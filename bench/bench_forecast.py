@@ -86,8 +86,13 @@ def lro_readings() -> tuple[pl.DataFrame, pl.DataFrame]:
                 pl.col("do_cor").cast(pl.Float64).alias("value"),
             ).drop_nulls()
         )
-    readings = pl.concat(frames).with_columns(
-        pl.lit("mg/L").alias("unit"), pl.lit("lro").alias("customer")
+    # Same span for all three (TonyGrove runs on to November: a global split would leave the
+    # others out of valid/test); zeros and values above 25 mg/L are sensor faults (NOTES.md).
+    common_end = min(f["ts"].max() for f in frames)
+    readings = (
+        pl.concat(frames)
+        .filter((pl.col("ts") <= common_end) & (pl.col("value") > 0) & (pl.col("value") < 25))
+        .with_columns(pl.lit("mg/L").alias("unit"), pl.lit("lro").alias("customer"))
     )
     sensors = (
         readings.select("sensor_id").unique().with_columns(pl.lit("Etc/GMT+7").alias("timezone"))

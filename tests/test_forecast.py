@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from conftest import load_readings
 from engine import OxyError, artifacts, forecast
 from engine.config import Config
 from engine.warehouse import Warehouse
-from tests.conftest import load_readings
 
 START = datetime(2024, 3, 1)
 FAST = {

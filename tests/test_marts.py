@@ -11,8 +11,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
-from conftest import load_readings
 
+from conftest import load_readings
 from engine import anomaly, forecast
 from engine.config import Config
 from engine.monitor import run_monitor

@@ -119,6 +119,8 @@ def detector_params(config: Config) -> dict[str, Any]:
             "drift_window",
             "drift_recent",
             "drift_z_clip",
+            "drift_min_hours",
+            "drift_direction",
             "range_suspect_sat",
             "range_fail_sat",
             "qartod_fail_severity",
@@ -126,11 +128,21 @@ def detector_params(config: Config) -> dict[str, Any]:
             "prev_horizon",
         )
     }
-    for name in ("point_z", "collective", "contextual_z", "spike_z", "noise_ratio", "drift_z"):
+    for name in (
+        "point_z",
+        "collective",
+        "contextual_z",
+        "spike_z",
+        "noise_ratio",
+        "drift_z",
+        "drift_relative",
+    ):
         lo, hi = (float(x) for x in a[f"{name}_range"])
         if not hi > lo:
             raise OxyError(f"[anomaly] {name}_range must be [lo, hi] with hi > lo")
         params[f"oxy_{name}_lo"], params[f"oxy_{name}_hi"] = lo, hi
+    if a["drift_direction"] not in ("down", "up", "both"):
+        raise OxyError("[anomaly] drift_direction must be 'down', 'up' or 'both'")
     params["kelvin"] = float(a["range_temperature_c"]) + 273.15
     params["salinity"] = float(a["range_salinity"])
     params["dropout_mgl"] = float(a["dropout_level"]["mg/L"])

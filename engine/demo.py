@@ -50,7 +50,8 @@ Anomalies (labelled, exact inclusive UTC minutes; never in the final ``clean_day
     setpoint), stuck (1-3 h of one exactly repeated value), noise (45 min-2 h of 3-6x the
     local variability), dropout (5-45 min of exact zeros), drift (biofouling: a
     multiplicative decline of 8-20 % over 1.5-3.5 days, ending with a step back at
-    cleaning; a fifth of the sensors plus the first sensor of each export's first site).
+    cleaning; a fifth of the sensors plus the first sensor of each export's first site;
+    never in a sensor's first 10 days: the probe starts clean).
     Labelled windows never overlap and keep >= 3 h apart; about 1.3 % of the minutes are
     in short-lived anomalies (drift adds ~4 %).
 Gaps (not labelled)
@@ -498,6 +499,7 @@ _ANOMALY_PLAN: dict[str, tuple[float, int, int]] = {
     "dropout": (2.5, 5, 45),
 }
 _SEPARATION = 180  # minutes kept free around every labelled window
+DRIFT_CLEAN_DAYS = 10  # a drift (biofouling) starts no earlier than this many days in
 
 
 def _local_variability(values: np.ndarray, start: int, end: int) -> float:
@@ -530,11 +532,13 @@ def _inject(
     if eligible_days < 1.0:
         return values, windows
 
-    def place(length: int, ok: Callable[[int, int], bool] | None = None) -> int | None:
-        if hi - lo <= length:
+    def place(
+        length: int, ok: Callable[[int, int], bool] | None = None, first: int = lo
+    ) -> int | None:
+        if hi - first <= length:
             return None
         for _ in range(300):
-            s = int(rng.integers(lo, hi - length))
+            s = int(rng.integers(first, hi - length))
             if occupied[max(0, s - _SEPARATION) : s + length + _SEPARATION].any():
                 continue
             if ok is not None and not ok(s, s + length):
@@ -543,10 +547,14 @@ def _inject(
             return s
         return None
 
-    # drift first: it is long and needs room; at least one sensor per site drifts
-    if (forced_drift or rng.random() < 0.2) and eligible_days >= 3.0:
-        length = int(rng.uniform(1.5, min(3.5, eligible_days - 0.5)) * MINUTES_PER_DAY)
-        s = place(length)
+    # drift first: it is long and needs room; at least one sensor per site drifts. A probe
+    # starts clean (deployed or cleaned at the start of the series): biofouling begins only
+    # after DRIFT_CLEAN_DAYS, once a sensor's history holds more than a week of clean days
+    drift_first = max(lo, DRIFT_CLEAN_DAYS * MINUTES_PER_DAY)
+    drift_days = (hi - drift_first) / MINUTES_PER_DAY
+    if (forced_drift or rng.random() < 0.2) and drift_days >= 3.0:
+        length = int(rng.uniform(1.5, min(3.5, drift_days - 0.5)) * MINUTES_PER_DAY)
+        s = place(length, first=drift_first)
         if s is not None:
             depth = rng.uniform(0.08, 0.2)
             frac = (np.arange(length) + 1.0) / length

@@ -482,7 +482,7 @@ def test_detector_scores_and_mart_fixed_answer(warehouse: Warehouse) -> None:
         "timestamp '2024-06-01 12:00' as hour, 8.0::double as baseline_median, "
         "0.1::double as baseline_spread, 10 as baseline_days, 48 as typical_hours, "
         "0.1::double as typical_std, 0.1::double as typical_noise, 0.1::double as typical_spike, "
-        "0.0::double as drift_z"
+        "0.0::double as drift_z, 0.0::double as drift_relative"
     )
     con.execute(
         "create table score_scope as select 'a' as sensor_id, "

@@ -18,5 +18,6 @@ create table if not exists score_hourly (
     typical_spike   double,              -- median hourly spike_rms over the baseline window
     drift_level     double,              -- mean hourly residual over the drift window
     drift_z         double,              -- drift_level / typical day-to-day spread
+    drift_relative  double,              -- weighted drift window residual / weighted baseline
     primary key (sensor_id, hour)
 )

@@ -9,7 +9,7 @@ readings as (
 baselines as (
     select
         sensor_id, hour, baseline_median, baseline_spread, baseline_days,
-        typical_hours, typical_std, typical_noise, typical_spike, drift_z
+        typical_hours, typical_std, typical_noise, typical_spike, drift_z, drift_relative
     from hourly_baselines
 ),
 scope as (
@@ -28,7 +28,8 @@ with_baselines as (
             then greatest(b.typical_noise, $min_std) end as typical_noise,
         case when b.typical_hours >= $typical_min_hours
             then greatest(b.typical_spike, $min_std) end as typical_spike,
-        b.drift_z
+        b.drift_z,
+        b.drift_relative
     from readings as r
     left join baselines as b using (sensor_id, hour)
 ),
@@ -162,9 +163,15 @@ scored as (
         coalesce(least(greatest(
             (c.noise_ratio - $oxy_noise_ratio_lo) / ($oxy_noise_ratio_hi - $oxy_noise_ratio_lo), 0), 1), 0)
             as score_noise,
-        coalesce(least(greatest(
-            (abs(c.drift_z) - $oxy_drift_z_lo) / ($oxy_drift_z_hi - $oxy_drift_z_lo), 0), 1), 0)
-            as score_drift,
+        least(  -- drift: unusual for the sensor (z) and a sizeable share of its level (relative)
+            coalesce(least(greatest((case $drift_direction when 'down' then -c.drift_z
+                when 'up' then c.drift_z else abs(c.drift_z) end - $oxy_drift_z_lo)
+                / ($oxy_drift_z_hi - $oxy_drift_z_lo), 0), 1), 0),
+            coalesce(least(greatest((case $drift_direction when 'down' then -c.drift_relative
+                when 'up' then c.drift_relative else abs(c.drift_relative) end
+                - $oxy_drift_relative_lo) / ($oxy_drift_relative_hi - $oxy_drift_relative_lo),
+                0), 1), 0)
+        ) as score_drift,
         case when c.value <= c.dropout_level then 1.0::double else 0.0::double end
             as score_dropout,
         case when c.value < 0 then 1.0::double

@@ -66,6 +66,12 @@ drift as (
         avg(residual) over last_day as day_residual,
         sum(residual_z * residual_weight) over last_day
             / sum(residual_weight) filter (where residual_z is not null) over last_day as day_z,
+        count(residual_z) over last_day as day_hours,
+        -- the same hours' residual relative to their baseline level (same 1 / spread weights):
+        -- biofouling takes a share of the reading; a few % of a tight RAS level is no drift
+        sum(residual * residual_weight) over last_day
+            / sum(baseline_median * residual_weight) filter (where residual is not null)
+                over last_day as day_relative,
         sum(residual_z * residual_weight ^ 2) over last_hours
             / sum(residual_weight ^ 2) filter (where residual_z is not null) over last_hours
             as recent_z
@@ -80,14 +86,17 @@ drift as (
             range between $drift_recent::interval - interval 1 hour preceding and current row
         )
 ),
-drift_level as (  -- both the day and the last hours off in the same direction: the smaller
+drift_level as (  -- both the day and the last hours off in the same direction: the smaller;
+                  -- only from a day window holding $drift_min_hours hours of residuals (the
+                  -- first hours of a baseline, or a sensor back from a gap, are no drift)
     select
         *,
         day_residual as drift_level,
-        case when sign(day_z) = sign(recent_z)
+        case when day_hours >= $drift_min_hours and sign(day_z) = sign(recent_z)
             then sign(day_z) * least(abs(day_z), abs(recent_z))
             else 0
-        end as drift_z
+        end as drift_z,
+        case when day_hours >= $drift_min_hours then day_relative end as drift_relative
     from drift
 ),
 scored as (
@@ -96,7 +105,8 @@ scored as (
         d.baseline_median, d.baseline_spread, d.baseline_days, d.typical_hours, d.typical_std,
         d.typical_noise, d.typical_spike,
         d.drift_level,
-        d.drift_z
+        d.drift_z,
+        d.drift_relative
     from drift_level as d
     join scope as s using (sensor_id)
     where d.hour >= s.changed_from

@@ -130,7 +130,7 @@ def excluded_minutes(
     ).fetchall()
     cutoff = cutoff_row[0][0]
     note = (
-        f"left out {frame.height:,} readings: severity > {cutoff} (quantile {quantile}) "
+        f"left out {frame.height:,} readings: severity > {cutoff or 0:.3g} (quantile {quantile}) "
         f"or a sensor fault ({', '.join(fault_types)})"
     )
     return frame.select("sensor_id", pl.col("ts").cast(pl.Datetime("us"))), cutoff, note

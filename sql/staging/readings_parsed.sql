@@ -12,20 +12,12 @@ trimmed as (
     select
         sensor_id,
         id_empty,
-        -- trim() copies every string: only call it on padded text
+        -- trim() copies every string: only call it on text with a space (contains() is cheap)
         nullif(
-            case
-                when starts_with(raw_time, ' ') or ends_with(raw_time, ' ') then trim(raw_time)
-                else raw_time
-            end,
-            ''
+            case when contains(raw_time, ' ') then trim(raw_time) else raw_time end, ''
         ) as raw_time,
         nullif(
-            case
-                when starts_with(raw_value, ' ') or ends_with(raw_value, ' ') then trim(raw_value)
-                else raw_value
-            end,
-            ''
+            case when contains(raw_value, ' ') then trim(raw_value) else raw_value end, ''
         ) as raw_value
     from raw
 ),
@@ -34,10 +26,15 @@ time_kind as (
         *,
         case
             when $time_format = 'iso' then
-                raw_time[-1] in ('Z', 'z')
-                or contains(substr(raw_time, 17), '+')
-                or contains(substr(raw_time, 17), '-')
-                or (length(raw_time) > 19 and ascii(raw_time[-1]) >= 65)
+                -- a 'Z', a sign after the minutes, or a zone name; cheapest test first (a
+                -- case stops at the first true branch, `or` evaluates every operand)
+                case
+                    when contains(raw_time, 'Z') and ends_with(raw_time, 'Z') then true
+                    when contains(raw_time, 'z') and ends_with(raw_time, 'z') then true
+                    when contains(substr(raw_time, 17), '+') then true
+                    when contains(substr(raw_time, 17), '-') then true
+                    else length(raw_time) > 19 and ascii(raw_time[-1]) >= 65
+                end
             when $time_format = 'pattern' then $pattern_has_zone
             else true
         end as has_offset
@@ -50,17 +47,21 @@ parsed as (
         raw_time,
         raw_value,
         not has_offset as is_wall,
+        -- timestamptz -> UTC timestamp through epoch_us: the cast would go through ICU
         case
             when $time_format = 'iso' and has_offset
-                then cast(try_cast(raw_time as timestamptz) as timestamp)
+                then try(make_timestamp(epoch_us(try_cast(raw_time as timestamptz))))
             when $time_format = 'iso' then try_cast(raw_time as timestamp)
             when $time_format = 'epoch_s'
-                then try(cast(to_timestamp(try_cast(raw_time as double)) as timestamp))
+                then try(make_timestamp(epoch_us(to_timestamp(try_cast(raw_time as double)))))
             when $time_format = 'epoch_ms'
                 then try(make_timestamp(cast(round(try_cast(raw_time as double) * 1000) as bigint)))
             else cast(try_strptime(raw_time, $pattern) as timestamp)
         end as ts,
-        try_cast(replace(raw_value, $decimal, '.') as double) as value
+        try_cast(
+            case when $decimal = '.' then raw_value else replace(raw_value, $decimal, '.') end
+            as double
+        ) as value
     from time_kind
 ),
 classified as (

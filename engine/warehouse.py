@@ -355,12 +355,23 @@ class Warehouse:
         """
         buckets = int(self.config["warehouse"]["buckets"])
         before = con.execute("select count(*) from sensors").fetchall()[0][0]
-        con.executemany(
-            "insert into sensors by name select $sensor_id as sensor_id, $customer as customer, "
-            "$source as source, $timezone as timezone, $unit as unit, $bucket as bucket, "
-            "$levels as levels, now() as first_seen on conflict do nothing",
-            [{**s, "bucket": bucket_of(s["sensor_id"], buckets)} for s in sensors],
-        )
+        first: dict[str, dict[str, Any]] = {}
+        for sensor in sensors:
+            first.setdefault(sensor["sensor_id"], sensor)
+        columns = ("sensor_id", "customer", "source", "timezone", "unit", "levels")
+        if first:  # one statement for all (one insert per sensor costs ~2 ms each)
+            con.execute(
+                "insert into sensors by name select unnest($sensor_id) as sensor_id, "
+                "unnest($customer) as customer, unnest($source) as source, "
+                "unnest($timezone) as timezone, unnest($unit) as unit, "
+                "unnest($bucket) as bucket, unnest(cast($levels as varchar[][])) as levels, "
+                "now() as first_seen "
+                "on conflict do nothing",
+                {
+                    **{c: [s[c] for s in first.values()] for c in columns},
+                    "bucket": [bucket_of(sid, buckets) for sid in first],
+                },
+            )
         return con.execute("select count(*) from sensors").fetchall()[0][0] - before
 
     def stage_readings(self, con: duckdb.DuckDBPyConnection, batch_id: str) -> list[StagedFile]:

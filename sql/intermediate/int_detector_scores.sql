@@ -29,7 +29,8 @@ with_baselines as (
         case when b.typical_hours >= $typical_min_hours
             then greatest(b.typical_spike, $min_std) end as typical_spike,
         b.drift_z,
-        b.drift_relative
+        b.drift_relative,
+        (r.value - b.baseline_median) / nullif(abs(b.baseline_median), 0) as reading_relative
     from readings as r
     left join baselines as b using (sensor_id, hour)
 ),
@@ -163,12 +164,18 @@ scored as (
         coalesce(least(greatest(
             (c.noise_ratio - $oxy_noise_ratio_lo) / ($oxy_noise_ratio_hi - $oxy_noise_ratio_lo), 0), 1), 0)
             as score_noise,
-        least(  -- drift: unusual for the sensor (z) and a sizeable share of its level (relative)
+        least(  -- drift: unusual for the sensor (z), a sizeable share of its level (relative),
+                -- and this reading itself that far off its hour's baseline (a cleaned probe, or
+                -- one back from a short episode, stops drifting at its next reading)
             coalesce(least(greatest((case $drift_direction when 'down' then -c.drift_z
                 when 'up' then c.drift_z else abs(c.drift_z) end - $oxy_drift_z_lo)
                 / ($oxy_drift_z_hi - $oxy_drift_z_lo), 0), 1), 0),
             coalesce(least(greatest((case $drift_direction when 'down' then -c.drift_relative
                 when 'up' then c.drift_relative else abs(c.drift_relative) end
+                - $oxy_drift_relative_lo) / ($oxy_drift_relative_hi - $oxy_drift_relative_lo),
+                0), 1), 0),
+            coalesce(least(greatest((case $drift_direction when 'down' then -c.reading_relative
+                when 'up' then c.reading_relative else abs(c.reading_relative) end
                 - $oxy_drift_relative_lo) / ($oxy_drift_relative_hi - $oxy_drift_relative_lo),
                 0), 1), 0)
         ) as score_drift,

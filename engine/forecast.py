@@ -47,7 +47,7 @@ from engine.features import (
     sensor_series,
     steps_up,
 )
-from engine.warehouse import Warehouse, sql_text
+from engine.warehouse import Warehouse, has_relation, sql_text
 
 HORIZON_BUCKETS: tuple[tuple[str, int], ...] = (
     ("first_hour", 60),
@@ -81,17 +81,6 @@ def minutes_of(text: str | int) -> int:
 # -- reading the warehouse --------------------------------------------------------------
 
 
-def _has_relation(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    rows = con.execute(
-        "select count(*) from duckdb_views() where view_name = $n and not internal",
-        {"n": name},
-    ).fetchall()
-    rows2 = con.execute(
-        "select count(*) from duckdb_tables() where table_name = $n", {"n": name}
-    ).fetchall()
-    return bool(rows[0][0] or rows2[0][0])
-
-
 def _query(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any]) -> pl.DataFrame:
     """Run ``sql/<name>.sql`` with bound parameters into a polars frame."""
     frame = pl.from_arrow(con.sql(sql_text(name), params=params).to_arrow_table())
@@ -118,7 +107,7 @@ def excluded_minutes(
     Those above the severity quantile, and anomalies of a sensor-fault type.
     """
     empty = pl.DataFrame(schema={"sensor_id": pl.String, "ts": pl.Datetime("us")})
-    if not _has_relation(con, "anomaly_scores"):
+    if not has_relation(con, "anomaly_scores"):
         return empty, None, "no anomaly_scores (run `oxy score`): training on all readings"
     frame = _query(
         con,
@@ -847,7 +836,7 @@ def forecast(
                 "fault_type": pl.String,
             }
         )
-        if _has_relation(con, "anomaly_scores"):
+        if has_relation(con, "anomaly_scores"):
             found = _query(
                 con,
                 "intermediate/int_forecast_recent_faults",

@@ -34,7 +34,7 @@ import polars as pl
 
 from engine import OxyError
 from engine.registry import production_run, read_meta, split_metrics, test_window
-from engine.warehouse import Warehouse, sql_text
+from engine.warehouse import Warehouse, has_relation, sql_text
 
 STATUSES = ("ok", "warn", "alert", "skipped")
 _RANK = {"skipped": 0, "ok": 1, "warn": 2, "alert": 3}
@@ -103,15 +103,6 @@ def _grade(value: float, warn: float, alert: float) -> str:
     return "ok"
 
 
-def _has_relation(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    rows = con.execute(
-        "select count(*) from duckdb_views() where view_name = $n and not internal "
-        "union all select count(*) from duckdb_tables() where table_name = $n",
-        {"n": name},
-    ).fetchall()
-    return any(r[0] for r in rows)
-
-
 # -- checks ---------------------------------------------------------------------------------
 
 
@@ -139,7 +130,7 @@ def anomaly_checks(
     con: duckdb.DuckDBPyConnection, windows: dict[str, datetime], cfg: dict[str, Any]
 ) -> list[Check]:
     """``anomaly_rate`` and ``severity_median`` per sensor and fleet, recent vs reference."""
-    if not _has_relation(con, "anomaly_scores"):
+    if not has_relation(con, "anomaly_scores"):
         reason = "anomaly_scores not built yet (run `oxy score`)"
         return [
             Check("fleet", name, None, None, "skipped", reason)
@@ -202,7 +193,7 @@ def forecast_checks(
     if run_id is None:
         reason = "no production model yet (run `oxy train`)"
         return [Check("fleet", n, None, None, "skipped", reason) for n in names]
-    if not _has_relation(con, "forecasts"):
+    if not has_relation(con, "forecasts"):
         reason = "no forecasts yet (run `oxy forecast`)"
         return [Check("fleet", n, None, None, "skipped", reason) for n in names]
     rows = con.execute(
@@ -284,7 +275,7 @@ def drift_checks(
     checks: list[Check] = []
     pooled = np.zeros((2, bins))
     query = sql_text("intermediate/int_monitor_drift_values")
-    scored = _has_relation(con, "anomaly_scores")
+    scored = has_relation(con, "anomaly_scores")
     for bucket in sorted(buckets):  # one bucket at a time: memory stays flat
         paths = [str(p) for p in warehouse.files(con, "readings", bucket)]
         if not paths:

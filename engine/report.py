@@ -43,7 +43,7 @@ from engine.registry import (  # noqa: E402
     read_meta,
     split_metrics,
 )
-from engine.warehouse import Warehouse, sql_text  # noqa: E402
+from engine.warehouse import Warehouse, has_relation, sql_text  # noqa: E402
 
 TYPE_COLOURS = {
     "point": "#d62728",
@@ -123,15 +123,6 @@ def write_text(path: Path, text: str) -> Path:
 # -- data -----------------------------------------------------------------------------------
 
 
-def _has(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    rows = con.execute(
-        "select count(*) from duckdb_views() where view_name = $n and not internal "
-        "union all select count(*) from duckdb_tables() where table_name = $n",
-        {"n": name},
-    ).fetchall()
-    return any(r[0] for r in rows)
-
-
 def _frame(con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any]) -> pl.DataFrame:
     return pl.from_arrow(con.sql(query, params=params).to_arrow_table())
 
@@ -166,7 +157,7 @@ def fleet_facts(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> FleetFa
     sensors = _frame(con, "select sensor_id, customer, timezone, unit from sensors", {})
     run_id = production_run(warehouse)
     meta = read_meta(warehouse, run_id) if run_id else {}
-    if _has(con, "anomaly_events"):
+    if has_relation(con, "anomaly_events"):
         anomaly_minutes = _frame(
             con,
             "select sensor_id, sum(minutes) as anomaly_minutes, count(*) as events "
@@ -179,7 +170,7 @@ def fleet_facts(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> FleetFa
     forecast_error, forecast_note = None, ""
     if run_id is None:
         forecast_note = "no production model yet (run `oxy train`)"
-    elif not _has(con, "forecasts"):
+    elif not has_relation(con, "forecasts"):
         forecast_note = "no forecasts yet (run `oxy forecast`)"
     else:
         errors = _frame(
@@ -200,7 +191,7 @@ def fleet_facts(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> FleetFa
     )
     monitoring, monitoring_time = None, None
     latest = None
-    if _has(con, "monitoring"):
+    if has_relation(con, "monitoring"):
         latest = con.execute("select max(time) from monitoring").fetchall()[0][0]
     if latest is not None:
         monitoring_time = latest
@@ -442,7 +433,7 @@ def _sensor_page(
 
     # week-ahead horizon
     parts.append("<h2>Week-ahead forecast</h2>")
-    if facts.run_id is None or not _has(con, "forecasts"):
+    if facts.run_id is None or not has_relation(con, "forecasts"):
         parts.append(_note(facts.forecast_note or "no forecasts yet (run `oxy forecast`)"))
     else:
         forecast = _frame(
@@ -463,7 +454,7 @@ def _sensor_page(
 
     # anomalies
     parts.append("<h2>Anomalies</h2>")
-    if not _has(con, "anomaly_events"):
+    if not has_relation(con, "anomaly_events"):
         parts.append(_note(facts.anomaly_note))
     else:
         events = _frame(

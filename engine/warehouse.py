@@ -69,6 +69,11 @@ def sql_text(name: str) -> str:
         raise OxyError(f"internal: SQL file {path} is missing from the installation") from None
 
 
+def has_relation(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the open database holds a table or view ``name`` (a mart view, a temp table)."""
+    return bool(con.execute(sql_text("meta/relation_exists"), {"name": name}).fetchall()[0][0])
+
+
 def bucket_of(sensor_id: str, buckets: int) -> int:
     """Stable partition bucket of a sensor (crc32, independent of process and version)."""
     return zlib.crc32(sensor_id.encode("utf-8")) % buckets

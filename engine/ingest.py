@@ -755,43 +755,55 @@ def _commit(
         for sid, code in scan.code_of.items():
             rank_by_code[code] = rank_of[sid]
         id_by_rank = pl.Series("sensor_id", ids, dtype=pl.String)
-        for bucket, candidates in scan.bucket_rows():
-            candidates = candidates.select(
-                sensor_id=pl.Series(rank_by_code[candidates["sensor_code"].to_numpy()]),
-                ts="ts",
-                value="value",
-                ordinal="ordinal",
-            )
-            in_lake = [sid for sid in known if scan.bucket_of[sid] == bucket]
-            existing = _lake_overlap(warehouse, con, bucket, candidates["ts"], in_lake)
-            existing = existing.with_columns(
-                pl.col("sensor_id").replace_strict(rank_of, return_dtype=pl.Int64)
-            )
-            rows = classify_duplicates(candidates, existing)
-            outcomes = dict(rows.group_by("outcome").len().iter_rows())
-            for outcome, n in outcomes.items():
-                counts["conflict" if outcome.startswith("conflict") else outcome] += n
-            if outcomes.get("accepted", 0) != rows.height:
-                accepted = rows.filter(pl.col("outcome") == "accepted")
-            else:  # the usual case: no copy
-                accepted = rows
-            if accepted.height:
-                accepted = accepted.select(
-                    sensor_id=id_by_rank.gather(accepted["sensor_id"]),
+        literals = {
+            "unit": m.unit,
+            "customer": m.customer,
+            "source_file": scan.path.name,
+            "ingested_at": started,
+        }
+
+        def collect(settled: Future[_Settled]) -> None:
+            outcome = settled.result()
+            for name, n in outcome.counts.items():
+                counts["conflict" if name.startswith("conflict") else name] += n
+            if outcome.staged is not None:
+                staged.append(outcome.staged)
+            _insert_quarantine(con, scan, ingest_id, _conflict_rows(scan, outcome.conflicts))
+
+        # Buckets are settled (classified, written) on `threads` workers while this thread
+        # reads the next bucket and its lake overlap; at most `threads` buckets are in flight.
+        threads = int(warehouse.config["warehouse"]["threads"])
+        in_flight: list[Future[_Settled]] = []
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            for bucket, candidates in scan.bucket_rows():
+                candidates = candidates.select(
+                    sensor_id=pl.Series(rank_by_code[candidates["sensor_code"].to_numpy()]),
                     ts="ts",
                     value="value",
-                    unit=pl.lit(m.unit),
-                    customer=pl.lit(m.customer),
-                    source_file=pl.lit(scan.path.name),
-                    ingested_at=pl.lit(started, dtype=pl.Datetime("us")),
+                    ordinal="ordinal",
                 )
-                staged.append(_stage_bucket(warehouse, accepted, bucket, ingest_id))
-            if len(outcomes) > ("accepted" in outcomes) + ("duplicate" in outcomes):
-                conflicts = rows.filter(pl.col("outcome").str.starts_with("conflict"))
-                conflicts = conflicts.with_columns(
-                    sensor_id=id_by_rank.gather(conflicts["sensor_id"])
+                in_lake = [sid for sid in known if scan.bucket_of[sid] == bucket]
+                existing = _lake_overlap(warehouse, con, bucket, candidates["ts"], in_lake)
+                existing = existing.with_columns(
+                    pl.col("sensor_id").replace_strict(rank_of, return_dtype=pl.Int64)
                 )
-                _insert_quarantine(con, scan, ingest_id, _conflict_rows(scan, conflicts))
+                while len(in_flight) >= max(1, threads):
+                    collect(in_flight.pop(0))
+                in_flight.append(
+                    pool.submit(
+                        _settle_bucket,
+                        warehouse,
+                        candidates,
+                        existing,
+                        bucket,
+                        ingest_id,
+                        id_by_rank,
+                        literals,
+                    )
+                )
+            while in_flight:
+                collect(in_flight.pop(0))
+        staged.sort(key=lambda f: f.relpath)
         warehouse.publish(con, staged)
         quarantined = counts["conflict"]
         for frame in scan.quarantine_frames():
@@ -822,6 +834,51 @@ def _commit(
         con.execute("rollback")
         raise
     return result
+
+
+@dataclass(frozen=True)
+class _Settled:
+    """One bucket's outcome: counts per outcome, its staged file, its conflicting rows."""
+
+    counts: dict[str, int]
+    staged: StagedFile | None
+    conflicts: pl.DataFrame
+
+
+def _settle_bucket(
+    warehouse: Warehouse,
+    candidates: pl.DataFrame,
+    existing: pl.DataFrame,
+    bucket: int,
+    ingest_id: str,
+    id_by_rank: pl.Series,
+    literals: dict[str, Any],
+) -> _Settled:
+    """Classify one bucket's candidates (sensor ids as ranks) against the lake's rows and
+    stage its accepted readings; runs on a worker thread (polars releases the GIL)."""
+    rows = classify_duplicates(candidates, existing)
+    counts = dict(rows.group_by("outcome").len().iter_rows())
+    if counts.get("accepted", 0) != rows.height:
+        accepted = rows.filter(pl.col("outcome") == "accepted")
+    else:  # the usual case: no copy
+        accepted = rows
+    staged = None
+    if accepted.height:
+        accepted = accepted.select(
+            sensor_id=id_by_rank.gather(accepted["sensor_id"]),
+            ts="ts",
+            value="value",
+            unit=pl.lit(literals["unit"]),
+            customer=pl.lit(literals["customer"]),
+            source_file=pl.lit(literals["source_file"]),
+            ingested_at=pl.lit(literals["ingested_at"], dtype=pl.Datetime("us")),
+        )
+        staged = _stage_bucket(warehouse, accepted, bucket, ingest_id)
+    conflicts = rows.clear()
+    if len(counts) > ("accepted" in counts) + ("duplicate" in counts):
+        conflicts = rows.filter(pl.col("outcome").str.starts_with("conflict"))
+    conflicts = conflicts.with_columns(sensor_id=id_by_rank.gather(conflicts["sensor_id"]))
+    return _Settled(counts, staged, conflicts)
 
 
 def _stage_bucket(

@@ -13,6 +13,20 @@ import pytest
 from engine.config import Config
 from engine.warehouse import READINGS_SCHEMA, Warehouse
 
+# A tiny, quick forecasting grid for tests that train (one grid point, 30 trees).
+FAST_FORECAST = {
+    "forecast": {
+        "learning_rates": [0.1],
+        "num_leaves": [7],
+        "num_boost_round": 30,
+        "early_stopping_rounds": 5,
+        "min_data_in_leaf": 20,
+        "origin_every": "3h",
+        "backtest_every": "3d",
+        "backtest_step": "30m",
+    }
+}
+
 
 @pytest.fixture
 def config() -> Config:

@@ -11,24 +11,12 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from conftest import load_readings
+from conftest import FAST_FORECAST, load_readings
 from engine import OxyError, artifacts, forecast
 from engine.config import Config
 from engine.warehouse import Warehouse
 
 START = datetime(2024, 3, 1)
-FAST = {
-    "forecast": {
-        "learning_rates": [0.1],
-        "num_leaves": [7],
-        "num_boost_round": 30,
-        "early_stopping_rounds": 5,
-        "min_data_in_leaf": 20,
-        "origin_every": "3h",
-        "backtest_every": "3d",
-        "backtest_step": "30m",
-    }
-}
 
 
 def diurnal(sensor_id: str, cadence: int, days: int, *, level: float, seed: int) -> pl.DataFrame:
@@ -49,7 +37,7 @@ def diurnal(sensor_id: str, cadence: int, days: int, *, level: float, seed: int)
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Warehouse, forecast.TrainResult]:
     root = tmp_path_factory.mktemp("fc") / "warehouse"
-    wh = Warehouse(root, Config.load().with_overrides(FAST))
+    wh = Warehouse(root, Config.load().with_overrides(FAST_FORECAST))
     minute = pl.concat(
         [
             diurnal("farm|a", 1, 22, level=8.0, seed=1),
@@ -207,7 +195,7 @@ def test_one_step_predictions_follow_readings(
 
 
 def test_sensor_fault_status(tmp_path: Path) -> None:
-    wh = Warehouse(tmp_path / "wh", Config.load().with_overrides(FAST))
+    wh = Warehouse(tmp_path / "wh", Config.load().with_overrides(FAST_FORECAST))
     grid = forecast.SeriesGrid.from_series(
         forecast.sensor_series(diurnal("x", 1, 3, level=8.0, seed=5).lazy())
     )

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from conftest import load_readings
+from conftest import FAST_FORECAST, load_readings
 from engine import anomaly, forecast
 from engine.config import Config
 from engine.monitor import run_monitor
@@ -49,20 +49,6 @@ def test_readme_documents_every_operations_mart() -> None:
     for name, columns in marts.items():
         assert columns, f"{name}: no column table"
         assert {t for _, t in columns} <= set(ARROW_TYPES), name
-
-
-FAST_FORECAST = {
-    "forecast": {
-        "learning_rates": [0.1],
-        "num_leaves": [7],
-        "num_boost_round": 30,
-        "early_stopping_rounds": 5,
-        "min_data_in_leaf": 20,
-        "origin_every": "3h",
-        "backtest_every": "3d",
-        "backtest_step": "30m",
-    }
-}
 
 
 @pytest.fixture(scope="module")

@@ -226,8 +226,7 @@ def test_psi_is_non_negative_and_zero_on_itself(reference, recent, bins) -> None
 
 
 def test_forecast_error_on_minutes_arrived_after_a_real_forecast(tmp_path, readings_loader):
-    from test_marts import FAST_FORECAST
-
+    from conftest import FAST_FORECAST
     from engine import anomaly, forecast
 
     wh = Warehouse(tmp_path / "loop", Config.load().with_overrides(FAST_FORECAST))

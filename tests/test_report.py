@@ -173,8 +173,7 @@ def test_actual_vs_predicted_and_residuals_from_the_production_model(
 
 
 def test_report_on_the_real_loop(tmp_path: Path, readings_loader) -> None:
-    from test_marts import FAST_FORECAST
-
+    from conftest import FAST_FORECAST
     from engine import anomaly, forecast
 
     wh = Warehouse(tmp_path / "loop", Config.load().with_overrides(FAST_FORECAST))

@@ -2,7 +2,10 @@
 
 The SQL lives in ``sql/intermediate`` (readings in scope -> hourly statistics -> hourly
 baselines -> detector scores) and ``sql/marts`` (``anomaly_scores``, ``anomaly_events``).
-This module only decides *what* to score and moves relations between those queries:
+The minute windows between them (neighbouring readings, spike levels, the point, noise and
+stuck windows) are polars ``rolling_*_by`` expressions over all sensors of a chunk at once
+(:func:`local_readings`, :func:`detector_windows`): DuckDB's RANGE frames cost about 10x more.
+This module decides *what* to score and moves relations between those steps:
 
 * **incremental by default** — the catalog table ``score_files`` lists the lake files already
   scored. A bucket with new (or vanished) files is rescored per sensor from the first hour the
@@ -23,7 +26,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import polars as pl
@@ -54,6 +57,7 @@ SCORE_COLUMNS: dict[str, str] = {
 }
 
 _PARAM = re.compile(r"\$([a-z_][a-z0-9_]*)")
+Closed = Literal["right", "both"]
 
 
 @dataclass(frozen=True)
@@ -222,9 +226,264 @@ def scope_table(
     )
 
 
+@dataclass(frozen=True)
+class MinuteWindows:
+    """The detectors' minute windows in microseconds (``rolling_*_by`` over an integer key)."""
+
+    spike_ref_window: int
+    spike_ref_gap: int
+    spike_gap: int
+    prev_horizon: int
+    point_window: int
+    noise_half: int  # the noise window is centred: half before, half after
+    stuck_sparse_window: int
+    noise_step_clip: float
+    min_std: float
+    typical_min_hours: int
+
+    @property
+    def longest(self) -> int:
+        return max(
+            self.spike_ref_gap + self.spike_ref_window,
+            self.spike_gap,
+            self.prev_horizon,
+            self.point_window,
+            self.noise_half,
+            self.stuck_sparse_window,
+        )
+
+
+def minute_windows(con: duckdb.DuckDBPyConnection, config: Config) -> MinuteWindows:
+    a = config["anomaly"]
+
+    def us(key: str) -> int:
+        return _interval(con, a[key]) // timedelta(microseconds=1)
+
+    return MinuteWindows(
+        spike_ref_window=us("spike_ref_window"),
+        spike_ref_gap=us("spike_ref_gap"),
+        spike_gap=us("spike_gap"),
+        prev_horizon=us("prev_horizon"),
+        point_window=us("point_window"),
+        noise_half=us("noise_step_window") // 2,
+        stuck_sparse_window=us("stuck_sparse_window"),
+        noise_step_clip=float(a["noise_step_clip"]),
+        min_std=float(a["min_std"]),
+        typical_min_hours=int(a["typical_min_hours"]),
+    )
+
+
+# -- minute windows (polars) ------------------------------------------------------------------
+# Every window is a time window over one sensor's readings. The readings of all sensors in
+# scope are sorted by (sensor, ts) and get one integer key: microseconds since the first reading
+# plus the sensor's rank times a stride longer than the span and every window, so that one
+# ``rolling_*_by`` over the whole frame never reaches into a neighbouring sensor. SQL's
+# ``range between W - 1 microsecond preceding and current row`` is ``closed="right"`` with W;
+# ``W preceding`` is ``closed="both"``. Windows that reach forward run on the reversed frame.
+# Sums and counts follow SQL: count(x) counts non-null x, sum(x) is null when it counts none.
+
+
+def _frame(
+    con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any] | None = None
+) -> pl.DataFrame:
+    frame = pl.from_arrow(con.sql(query, params=params or {}).to_arrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _same_sensor(shift: int, column: str = "sensor_id") -> pl.Expr:
+    return pl.col(column) == pl.col(column).shift(shift)
+
+
+def _count(x: pl.Expr, size: int, closed: Closed) -> pl.Expr:
+    return x.is_not_null().cast(pl.Int64).rolling_sum_by("key", f"{size}i", closed=closed)
+
+
+def _sum(x: pl.Expr, size: int, closed: Closed, *, squares: bool = False) -> pl.Expr:
+    """SQL ``sum(x)`` over the window; ``squares``: x >= 0, so the sum is too (a sliding sum
+    that adds and drops values may end a hair below zero after a flat stretch)."""
+    total = x.fill_null(0.0).rolling_sum_by("key", f"{size}i", closed=closed)
+    if squares:
+        total = total.clip(lower_bound=0.0)
+    return pl.when(_count(x, size, closed) > 0).then(total)
+
+
+def _divide(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
+    """SQL ``numerator / nullif(denominator, 0)``."""
+    return pl.when(denominator != 0).then(numerator / denominator)
+
+
+def _with_key(frame: pl.DataFrame, mw: MinuteWindows) -> pl.DataFrame:
+    """``key``: one integer time axis for the readings sorted by (sensor_id, ts)."""
+    us = pl.col("ts").dt.epoch("us")
+    first, last = frame.select(us.min().alias("first"), us.max().alias("last")).row(0)
+    first, last = first or 0, last or 0
+    stride = (last - first) + 2 * mw.longest + 1
+    rank = (pl.col("sensor_id") != pl.col("sensor_id").shift(1)).fill_null(True).cum_sum()
+    return frame.with_columns(key=((us - first) + rank.cast(pl.Int64) * stride).set_sorted())
+
+
+def _ahead(frame: pl.DataFrame, columns: dict[str, pl.Expr]) -> pl.DataFrame:
+    """``columns`` computed on the reversed frame (windows reaching forward in time)."""
+    reversed_frame = frame.reverse().with_columns(key=(-pl.col("key")).set_sorted())
+    return reversed_frame.select(**columns).reverse()
+
+
+def local_readings(
+    con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any], mw: MinuteWindows
+) -> pl.DataFrame:
+    """``int_readings_local``: the readings in scope, one per (sensor_id, ts), with the site's
+    local hour, the steps to the neighbouring readings and the spike residual.
+
+    ``query`` is ``int_readings_scope`` (rows as stored, duplicates included).
+    """
+    raw = _frame(con, query, bind(query, params))
+    # first ingested wins (the ingest rule; a null value only when every copy is null)
+    raw = raw.sort("sensor_rank", "ts", pl.col("value").is_null(), "ingested_at")
+    first = ~(_same_sensor(1, "sensor_rank") & (pl.col("ts") == pl.col("ts").shift(1)))
+    frame = raw.filter(first.fill_null(True)).drop("ingested_at", "sensor_rank")
+    frame = frame.with_columns(hour=pl.col("ts").dt.truncate("1h"))
+    new_hour = ~(_same_sensor(1) & (pl.col("hour") == pl.col("hour").shift(1)))
+    frame = frame.with_columns(hour_index=new_hour.fill_null(True).cast(pl.Int64).cum_sum() - 1)
+    hours = frame.filter(new_hour.fill_null(True)).select("hour_index", "sensor_id", "hour")
+    con.register("reading_hours", hours)
+    try:
+        local = _frame(con, sql_text("intermediate/int_local_hours"))
+    finally:
+        con.unregister("reading_hours")
+    index = frame["hour_index"]
+    frame = frame.with_columns(
+        unit=local["unit"].gather(index), local_hour=local["local_hour"].gather(index)
+    )
+    frame = _with_key(frame, mw)
+    value, ts = pl.col("value"), pl.col("ts")
+    frame = frame.with_columns(
+        prev_ts=pl.when(_same_sensor(1)).then(ts.shift(1)),
+        prev_value=pl.when(_same_sensor(1)).then(value.shift(1)),
+        next_ts=pl.when(_same_sensor(-1)).then(ts.shift(-1)),
+        next_value=pl.when(_same_sensor(-1)).then(value.shift(-1)),
+        before_level=_divide(
+            _sum(value, mw.spike_ref_window, "both") - value,
+            _count(value, mw.spike_ref_window, "both") - 1,
+        ),
+    )
+    # the mean level just after the reading, skipping the spike's tail: [ts + gap, ts + gap + w)
+    reach = mw.spike_ref_gap + mw.spike_ref_window
+    after = _ahead(
+        frame,
+        {
+            "after_level": _divide(
+                _sum(value, reach, "right") - _sum(value, mw.spike_ref_gap, "right"),
+                _count(value, reach, "right") - _count(value, mw.spike_ref_gap, "right"),
+            )
+        },
+    )
+    frame = frame.with_columns(after["after_level"])
+    return (
+        frame.with_columns(
+            prev_ts=pl.when(pl.col("prev_ts") >= ts - timedelta(microseconds=mw.prev_horizon)).then(
+                pl.col("prev_ts")
+            ),
+            step=pl.when(pl.col("prev_ts") >= ts - timedelta(microseconds=mw.spike_gap)).then(
+                value - pl.col("prev_value")
+            ),
+            next_step=pl.when(pl.col("next_ts") <= ts + timedelta(microseconds=mw.spike_gap)).then(
+                pl.col("next_value") - value
+            ),
+        )
+        .with_columns(spike_residual=spike_residual())
+        .select(
+            "sensor_id",
+            "ts",
+            "value",
+            "unit",
+            "hour",
+            "local_hour",
+            "prev_ts",
+            "step",
+            "next_step",
+            "spike_residual",
+        )
+    )
+
+
+def spike_residual() -> pl.Expr:
+    """Deviation from the levels before and after when it has the same sign against both (the
+    smaller one: a trend or a nearby spike gives opposite signs); at sparse cadence, from the
+    neighbours when the reading is a local extreme."""
+    value, before, after = pl.col("value"), pl.col("before_level"), pl.col("after_level")
+    step, next_step = pl.col("step"), pl.col("next_step")
+    both = (
+        pl.when((value - before).sign() == (value - after).sign())
+        .then(
+            (value - before).sign()
+            * pl.min_horizontal((value - before).abs(), (value - after).abs())
+        )
+        .when(before.is_not_null() & after.is_not_null())
+        .then(0.0)
+    )
+    extreme = pl.when(step * next_step < 0).then(
+        step.sign()
+        * pl.min_horizontal(
+            (step - next_step).abs() / 2, 2 * pl.min_horizontal(step.abs(), next_step.abs())
+        )
+    )
+    return pl.coalesce(both, value - before, extreme)
+
+
+def detector_windows(
+    con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, mw: MinuteWindows
+) -> pl.DataFrame:
+    """The window sums ``int_detector_scores`` reads: point window, centred noise window (steps
+    clipped at ``noise_step_clip`` typical noise levels of their hour, as ``with_baselines``
+    defines typical noise), the point window ahead (stuck) and the sparse stuck window."""
+    baselines = _frame(
+        con, "select sensor_id, hour, typical_hours, typical_noise from hourly_baselines"
+    )
+    new_hour = (~(_same_sensor(1) & (pl.col("hour") == pl.col("hour").shift(1)))).fill_null(True)
+    frame = _with_key(frame, mw).with_columns(hour_index=new_hour.cast(pl.Int64).cum_sum() - 1)
+    hours = frame.filter(new_hour).select("sensor_id", "hour")
+    typical = hours.join(baselines, on=["sensor_id", "hour"], how="left", maintain_order="left")
+    clip = (
+        pl.when(pl.col("typical_hours") >= mw.typical_min_hours)
+        .then(mw.noise_step_clip * pl.max_horizontal(pl.col("typical_noise"), mw.min_std))
+        .pow(2)
+    )
+    clip_sq = typical.select(clip.alias("clip_sq"))["clip_sq"].gather(frame["hour_index"])
+    step, value = pl.col("step"), pl.col("value")
+    frame = frame.with_columns(clip_sq=clip_sq).with_columns(
+        clipped_ss=pl.min_horizontal(step * step, pl.col("clip_sq"))
+    )
+    clipped = pl.col("clipped_ss")
+    frame = frame.with_columns(
+        point_n=_count(value, mw.point_window, "right"),
+        point_sum=_sum(value, mw.point_window, "right"),
+        point_sumsq=_sum(value * value, mw.point_window, "right", squares=True),
+        noise_before_ss=_sum(clipped, mw.noise_half, "both", squares=True),
+        noise_before_n=_count(step, mw.noise_half, "both"),
+        sparse_n=_count(value, mw.stuck_sparse_window, "right"),
+        sparse_std=value.rolling_std_by("key", f"{mw.stuck_sparse_window}i", closed="right"),
+    )
+    ahead = _ahead(
+        frame,
+        {
+            "noise_after_ss": _sum(clipped, mw.noise_half, "both", squares=True),
+            "noise_after_n": _count(step, mw.noise_half, "both"),
+            "ahead_n": _count(value, mw.point_window, "right"),
+            "ahead_sum": _sum(value, mw.point_window, "right"),
+            "ahead_sumsq": _sum(value * value, mw.point_window, "right", squares=True),
+        },
+    )
+    return pl.concat([frame.drop("hour_index", "key", "clip_sq"), ahead], how="horizontal")
+
+
 def readings_in_scope(
-    wh: Warehouse, con: duckdb.DuckDBPyConnection, buckets: list[int], params: dict[str, Any]
-) -> None:
+    wh: Warehouse,
+    con: duckdb.DuckDBPyConnection,
+    buckets: list[int],
+    params: dict[str, Any],
+    mw: MinuteWindows,
+) -> pl.DataFrame:
     """``int_readings_local`` from the lake files of ``buckets`` that reach the scope."""
     earliest = con.execute("select min(read_from) from score_scope").fetchall()[0][0]
     paths = [
@@ -235,24 +494,10 @@ def readings_in_scope(
             {"b": buckets, "t": earliest},
         ).fetchall()
     ]
-    if paths:
-        run_sql(
-            con,
-            "intermediate/int_readings_local",
-            {**params, "files": paths},
-            into="int_readings_local",
-        )
-    else:  # no lake rows: only extra readings (or nothing) are in scope
-        con.execute(
-            "create or replace temp table lake_stub as select sensor_id, ts, value, ingested_at "
-            "from extra_readings where false"
-        )
-        query = sql_text("intermediate/int_readings_local").replace(
-            "read_parquet($files)", "lake_stub"
-        )
-        con.execute(
-            f"create or replace temp table int_readings_local as {query}", bind(query, params)
-        )
+    query = sql_text("intermediate/int_readings_scope")
+    if not paths:  # no lake rows: only extra readings (or nothing) are in scope
+        query = query.replace("read_parquet($files)", "(from extra_readings where false)")
+    return local_readings(con, query, {**params, "files": paths}, mw)
 
 
 def _changes(
@@ -438,6 +683,7 @@ def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
         # below warehouse.memory_limit: DuckDB's own buffers plus Python stay under the budget
         con.execute("set memory_limit = $m", {"m": warehouse.config["anomaly"]["memory_limit"]})
         lb = lookbacks(con, warehouse.config)
+        mw = minute_windows(con, warehouse.config)
         create_support_tables(con)
         full = _upgrade_state(con) or full
         buckets = [
@@ -466,12 +712,16 @@ def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
                 if changes:
                     for number, chunk in enumerate(_chunks(con, bucket, changes, chunk_rows)):
                         scope_table(con, chunk, lb)
-                        readings_in_scope(warehouse, con, [bucket], params)
+                        local = readings_in_scope(warehouse, con, [bucket], params, mw)
+                        con.register("int_readings_local", local)
                         _update_baselines(con, params, lb)
                         _stored_baselines(con)
+                        con.register("int_readings_local", detector_windows(con, local, mw))
+                        del local
                         run_sql(
                             con, "intermediate/int_detector_scores", params, into="chunk_scores"
                         )
+                        con.unregister("int_readings_local")
                         if number == 0:
                             con.execute(
                                 "create or replace temp table int_detector_scores "
@@ -479,7 +729,7 @@ def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
                             )
                         else:
                             con.execute("insert into int_detector_scores from chunk_scores")
-                        for table in ("int_readings_local", "chunk_scores", "hourly_baselines"):
+                        for table in ("chunk_scores", "hourly_baselines"):
                             con.execute(f"drop table if exists {table}")
                     rows += con.execute("select count(*) from int_detector_scores").fetchall()[0][0]
                     scope_table(con, changes, lb)  # the whole bucket: each month file written once
@@ -622,9 +872,17 @@ def score_readings(warehouse: Warehouse, readings: pl.DataFrame) -> pl.DataFrame
         ]
         scope_table(con, changes, lb)
         con.execute("update score_scope set rescore_from = changed_from")
-        readings_in_scope(warehouse, con, buckets, params)
+        local = readings_in_scope(
+            warehouse, con, buckets, params, minute_windows(con, warehouse.config)
+        )
+        con.register("int_readings_local", local)
         run_sql(con, "intermediate/int_inference_baselines", params, into="hourly_baselines")
+        con.register(
+            "int_readings_local",
+            detector_windows(con, local, minute_windows(con, warehouse.config)),
+        )
         run_sql(con, "intermediate/int_detector_scores", params, into="int_detector_scores")
+        con.unregister("int_readings_local")
         con.execute("create or replace temp table previous_scores as from empty_scores")
         query = sql_text("marts/anomaly_scores")
         scored = pl.from_arrow(

@@ -247,15 +247,14 @@ def test_local_hour_of_day_across_dst(warehouse: Warehouse) -> None:
         "(timestamp '2024-03-31 00:30'), (timestamp '2024-03-31 01:30'), "
         "(timestamp '2024-10-27 00:30'), (timestamp '2024-10-27 01:30')) as t(ts)"
     )
-    query = sql_text("intermediate/int_readings_local").replace(
+    query = sql_text("intermediate/int_readings_scope").replace(
         "read_parquet($files)", "(from extra_readings where false)"
     )
-    rows = con.execute(
-        query + " order by ts", bind(query, detector_params(warehouse.config))
-    ).fetchall()
+    mw = anomaly.minute_windows(con, warehouse.config)
+    rows = anomaly.local_readings(con, query, detector_params(warehouse.config), mw)
     # 23:30Z = 00:30 CET; 00:30Z = 01:30 CET; 01:30Z = 03:30 CEST (02:xx does not exist);
     # autumn: 00:30Z = 02:30 CEST, 01:30Z = 02:30 CET (the repeated hour)
-    assert [r[5] for r in rows] == [0, 1, 3, 2, 2]
+    assert rows["local_hour"].to_list() == [0, 1, 3, 2, 2]
 
 
 # -- incremental == full, inference ---------------------------------------------------------
@@ -489,6 +488,10 @@ def test_detector_scores_and_mart_fixed_answer(warehouse: Warehouse) -> None:
         "timestamp '2024-06-01 12:00' as rescore_from"
     )
     params = detector_params(warehouse.config)
+    readings = pl.from_arrow(con.sql("from int_readings_local order by ts").to_arrow_table())
+    mw = anomaly.minute_windows(con, warehouse.config)
+    con.execute("drop table int_readings_local")
+    con.register("int_readings_local", anomaly.detector_windows(con, readings, mw))
     run_sql(con, "intermediate/int_detector_scores", params, into="int_detector_scores")
     con.execute("create table previous_scores as select * from int_detector_scores where false")
     query = sql_text("marts/anomaly_scores")

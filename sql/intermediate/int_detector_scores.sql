@@ -1,6 +1,7 @@
 -- One row per reading from the sensor's rescore_from on: every detector's score in [0, 1].
--- Inputs: `int_readings_local` (with steps to the neighbouring readings), `hourly_baselines`
--- (stored baselines per sensor and hour), `score_scope` (sensor_id, rescore_from).
+-- Inputs: `int_readings_local` (with steps to the neighbouring readings and the window sums of
+-- `anomaly.detector_windows`), `hourly_baselines` (stored baselines per sensor and hour),
+-- `score_scope` (sensor_id, rescore_from).
 -- Time-based windows only (RANGE over ts): gaps never pull old readings into a window.
 with
 readings as (
@@ -34,49 +35,18 @@ with_baselines as (
     from readings as r
     left join baselines as b using (sensor_id, hour)
 ),
-rolling as (
-    select
-        *,
-        count(value) over point_w as point_n,
-        sum(value) over point_w as point_sum,
-        sum(value * value) over point_w as point_sumsq,
-        sum(least(step * step, ($noise_step_clip * typical_noise) ^ 2)) over noise_w
-            as noise_before_ss,  -- steps clipped: one spike must not read as an hour of noise
-        count(step) over noise_w as noise_before_n,
-        sum(least(step * step, ($noise_step_clip * typical_noise) ^ 2)) over noise_ahead_w
-            as noise_after_ss,
-        count(step) over noise_ahead_w as noise_after_n,
-        least(step * step, ($noise_step_clip * typical_noise) ^ 2) as clipped_ss,
-        count(value) over stuck_ahead_w as ahead_n,
-        sum(value) over stuck_ahead_w as ahead_sum,
-        sum(value * value) over stuck_ahead_w as ahead_sumsq,
-        count(value) over sparse_w as sparse_n,
-        stddev_samp(value) over sparse_w as sparse_std
-    from with_baselines
-    window
-        sparse_w as (  -- the stuck window for sparse cadence (15-min data)
-            partition by sensor_id order by ts
-            range between $stuck_sparse_window::interval - interval 1 microsecond preceding
-                and current row
-        ),
-        point_w as (
-            partition by sensor_id order by ts
-            range between $point_window::interval - interval 1 microsecond preceding
-                and current row
-        ),
-        noise_w as (  -- the noise window is centred on the reading: half before ...
-            partition by sensor_id order by ts
-            range between $noise_step_window::interval / 2 preceding and current row
-        ),
-        noise_ahead_w as (  -- ... half after (descending time: "preceding" reaches forward)
-            partition by sensor_id order by ts desc
-            range between $noise_step_window::interval / 2 preceding and current row
-        ),
-        stuck_ahead_w as (  -- a reading that starts a flat point window is stuck too
-            partition by sensor_id order by ts desc
-            range between $point_window::interval - interval 1 microsecond preceding
-                and current row
-        )
+rolling as (  -- the window sums come with the readings (anomaly.detector_windows: polars
+              -- rolling_*_by over the sensor's time windows; [a, b] = ts - a .. ts + b):
+              -- point_n / point_sum / point_sumsq: count, sum, sum of squares of value over
+              --   ($point_window - 1 us, 0]; ahead_n / ahead_sum / ahead_sumsq: the same over
+              --   [0, $point_window - 1 us] (a reading that starts a flat window is stuck too);
+              -- clipped_ss: least(step * step, ($noise_step_clip * typical_noise) ^ 2) (one
+              --   spike must not read as an hour of noise); noise_before_ss / noise_before_n:
+              --   sum(clipped_ss), count(step) over [$noise_step_window / 2, 0], noise_after_ss /
+              --   noise_after_n over [0, $noise_step_window / 2] (the window is centred);
+              -- sparse_n / sparse_std: count, stddev_samp of value over
+              --   [$stuck_sparse_window - 1 us, 0] (the stuck window for sparse cadence)
+    select * from with_baselines
 ),
 window_stats as (  -- the point window with and without the current reading
     select

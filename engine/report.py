@@ -154,16 +154,11 @@ class FleetFacts:
 
 def fleet_facts(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> FleetFacts:
     """Everything the overview page shows, each part None (with a note) when not built yet."""
-    sensors = _frame(con, "select sensor_id, customer, timezone, unit from sensors", {})
+    sensors = _frame(con, sql_text("intermediate/int_report_sensors"), {})
     run_id = production_run(warehouse)
     meta = read_meta(warehouse, run_id) if run_id else {}
     if has_relation(con, "anomaly_events"):
-        anomaly_minutes = _frame(
-            con,
-            "select sensor_id, sum(minutes) as anomaly_minutes, count(*) as events "
-            "from anomaly_events group by sensor_id",
-            {},
-        )
+        anomaly_minutes = _frame(con, sql_text("intermediate/int_report_anomaly_minutes"), {})
         anomaly_note = ""
     else:
         anomaly_minutes, anomaly_note = None, "no anomaly scores yet (run `oxy score`)"
@@ -190,18 +185,11 @@ def fleet_facts(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> FleetFa
         | (pl.col("fleet_latest_ts") - pl.col("last_ts") > pl.lit(stale_after))
     )
     monitoring, monitoring_time = None, None
-    latest = None
     if has_relation(con, "monitoring"):
-        latest = con.execute("select max(time) from monitoring").fetchall()[0][0]
-    if latest is not None:
-        monitoring_time = latest
-        monitoring = _frame(
-            con,
-            'select scope, "check", value, threshold, status, reason from monitoring '
-            "where time = $time order by case status when 'alert' then 0 when 'warn' then 1 "
-            "when 'ok' then 2 else 3 end, scope, \"check\"",
-            {"time": latest},
-        )
+        latest = _frame(con, sql_text("intermediate/int_report_latest_monitoring"), {})
+        if latest.height:
+            monitoring_time = latest["time"][0]
+            monitoring = latest.drop("time")
     return FleetFacts(
         sensors,
         anomaly_minutes,
@@ -387,10 +375,7 @@ def _sensor_page(
 ) -> Path:
     sid, unit, name = sensor["sensor_id"], sensor["unit"], slug(sensor["sensor_id"])
     dpi = int(cfg["dpi"])
-    bucket = con.execute("select bucket from sensors where sensor_id = $s", {"s": sid}).fetchall()[
-        0
-    ][0]
-    paths = [str(p) for p in warehouse.files(con, "readings", bucket)]
+    paths = [str(p) for p in warehouse.files(con, "readings", sensor["bucket"])]
     parts = [
         f"<p><a href='index.html'>&larr; fleet overview</a> · customer "
         f"{html.escape(str(sensor['customer']))} · unit {html.escape(unit)}</p>"
@@ -399,10 +384,8 @@ def _sensor_page(
     if paths:
         readings = _frame(
             con,
-            "select sensor_id, ts, value from read_parquet($paths) where sensor_id = $s "
-            "and ts > (select max(ts) from read_parquet($paths) where sensor_id = $s) "
-            "- cast($history as interval) order by ts",
-            {"paths": paths, "s": sid, "history": cfg["history"]},
+            sql_text("intermediate/int_report_sensor_readings"),
+            {"paths": paths, "sensor_id": sid, "history": cfg["history"]},
         )
     if readings.is_empty():
         parts.append(_note("no readings for this sensor"))
@@ -438,10 +421,8 @@ def _sensor_page(
     else:
         forecast = _frame(
             con,
-            "select origin_ts, ts, yhat, yhat_lo, yhat_hi from forecasts where run_id = $run "
-            "and sensor_id = $s and origin_ts = (select max(origin_ts) from forecasts "
-            "where run_id = $run and sensor_id = $s) order by ts",
-            {"run": facts.run_id, "s": sid},
+            sql_text("intermediate/int_report_sensor_forecast"),
+            {"run_id": facts.run_id, "sensor_id": sid},
         )
         if forecast.is_empty():
             parts.append(_note(f"no forecast of run {facts.run_id} for this sensor"))
@@ -459,9 +440,8 @@ def _sensor_page(
     else:
         events = _frame(
             con,
-            "select start_ts, end_ts, minutes, anomaly_type, peak_severity, mean_severity "
-            "from anomaly_events where sensor_id = $s and end_ts >= $since order by start_ts",
-            {"s": sid, "since": readings["ts"][0]},
+            sql_text("intermediate/int_report_sensor_events"),
+            {"sensor_id": sid, "since": readings["ts"][0]},
         )
         result.images.append(
             save_png(plot_anomalies(readings, events, unit), img / f"{name}-anomalies.png", dpi)

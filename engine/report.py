@@ -206,7 +206,7 @@ def fleet_facts(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> FleetFa
 
 def rank_sensors(facts: FleetFacts) -> pl.DataFrame:
     """Every sensor with its anomaly minutes and forecast error, worst first."""
-    ranked = facts.sensors.select("sensor_id", "customer", "unit")
+    ranked = facts.sensors.select("sensor_id", "customer", "unit", "bucket")
     if facts.anomaly_minutes is not None:
         ranked = ranked.join(facts.anomaly_minutes, on="sensor_id", how="left")
     else:

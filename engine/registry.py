@@ -34,7 +34,7 @@ import duckdb
 import polars as pl
 
 from engine import OxyError
-from engine.warehouse import Warehouse
+from engine.warehouse import Warehouse, sql_text
 
 POINTER_NAME = "production.json"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -303,11 +303,7 @@ def _upsert_run(
     test = split_metrics(meta, "test")
     created = _parse_ts(meta.get("created_at")) or datetime.now(UTC).replace(tzinfo=None)
     con.execute(
-        "insert or replace into model_runs by name select $run_id as run_id, "
-        "$created_at as created_at, $params as params, $metrics as metrics, "
-        "$test_start as test_start, $test_end as test_end, $test_mae as test_mae, "
-        "$test_rmse as test_rmse, $test_mase as test_mase, $promoted as promoted, "
-        "$reason as reason, now() as recorded_at",
+        sql_text("registry/upsert_model_run"),
         {
             "run_id": run_id,
             "created_at": created,
@@ -326,7 +322,6 @@ def _upsert_run(
 
 def write_model_runs_mart(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> int:
     """Refresh the ``model_runs`` Parquet mart (adds ``is_production`` from the pointer)."""
-    from engine.warehouse import sql_text
 
     rows = warehouse.write_mart(
         con,
@@ -416,9 +411,9 @@ def promote(warehouse: Warehouse, run_id: str, *, reason: str = "promoted by han
     if current == run_id:
         raise OxyError(f"run {run_id} is already production")
     with warehouse.writer() as con:
-        known = con.execute(
-            "select count(*) from model_runs where run_id = $run_id", {"run_id": run_id}
-        ).fetchall()[0][0]
+        known = con.execute(sql_text("registry/model_run_recorded"), {"run_id": run_id}).fetchall()[
+            0
+        ][0]
         con.execute("begin")
         try:
             if not known:
@@ -455,10 +450,7 @@ def list_runs(warehouse: Warehouse) -> list[dict[str, Any]]:
     production = read_pointer(warehouse).get("run_id")
     with warehouse.reader() as con:
         try:
-            rows = con.execute(
-                "select run_id, created_at, test_mae, test_rmse, test_mase, promoted, reason "
-                "from model_runs order by created_at desc, run_id desc"
-            ).fetchall()
+            rows = con.execute(sql_text("registry/model_runs_newest_first")).fetchall()
         except duckdb.CatalogException:
             return []
     keys = ("run_id", "created_at", "test_mae", "test_rmse", "test_mase", "promoted", "reason")

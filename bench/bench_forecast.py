@@ -37,7 +37,12 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from engine.config import Config  # noqa: E402
-from engine.warehouse import READINGS_SCHEMA, Warehouse  # noqa: E402
+from engine.warehouse import (  # noqa: E402
+    READINGS_SCHEMA,
+    Warehouse,
+    readings_buckets,
+    sensor_timezones,
+)
 
 LRO = Path("/work/shared/data/lro")
 
@@ -247,10 +252,9 @@ def main() -> None:
         # The in-memory part alone: features + predict for every sensor's week.
         run = forecast.load_run(wh, result.run_id)
         with wh.reader() as con:
-            zones = forecast._timezones(con)
+            zones = sensor_timezones(con)
             frames = [
-                forecast.bucket_readings(wh, con, b, history_days=15)
-                for b in forecast._buckets(con)
+                forecast.bucket_readings(wh, con, b, history_days=15) for b in readings_buckets(con)
             ]
         grids = [forecast.SeriesGrid.from_series(forecast.sensor_series(f.lazy())) for f in frames]
         started = time.perf_counter()

@@ -47,7 +47,13 @@ from engine.features import (
     sensor_series,
     steps_up,
 )
-from engine.warehouse import Warehouse, has_relation, sql_text
+from engine.warehouse import (
+    Warehouse,
+    has_relation,
+    readings_buckets,
+    sensor_timezones,
+    sql_text,
+)
 
 HORIZON_BUCKETS: tuple[tuple[str, int], ...] = (
     ("first_hour", 60),
@@ -86,17 +92,6 @@ def _query(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any]) ->
     frame = pl.from_arrow(con.sql(sql_text(name), params=params).to_arrow_table())
     assert isinstance(frame, pl.DataFrame)
     return frame
-
-
-def _buckets(con: duckdb.DuckDBPyConnection) -> list[int]:
-    rows = con.execute(
-        "select distinct bucket from lake_files where kind = 'readings' order by bucket"
-    ).fetchall()
-    return [int(r[0]) for r in rows]
-
-
-def _timezones(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    return dict(con.execute("select sensor_id, timezone from sensors").fetchall())
 
 
 def excluded_minutes(
@@ -482,18 +477,16 @@ def training_frames(
     if not warehouse.exists():
         raise OxyError(f"no warehouse at {warehouse.root} (run `oxy ingest` first)")
     with warehouse.reader() as con:
-        span_row = con.execute(
-            "select min(ts), max(ts), count(*), count(distinct sensor_id) from readings"
-        ).fetchall()[0]
+        span_row = con.execute(sql_text("meta/readings_span")).fetchall()[0]
         if not span_row[2]:
             raise OxyError("no readings in the warehouse (run `oxy ingest` first)")
         excluded, cutoff, note = excluded_minutes(con, s["quantile"], s["exclude_types"])
         notes.append(note)
-        timezones = _timezones(con)
+        timezones = sensor_timezones(con)
         end = int((span_row[1] - datetime(1970, 1, 1)).total_seconds() // 60) + 1
         test_start = end - s["test"]
         valid_start = test_start - s["valid"]
-        for bucket in _buckets(con):
+        for bucket in readings_buckets(con):
             readings = bucket_readings(warehouse, con, bucket, excluded=excluded)
             grid = SeriesGrid.from_series(sensor_series(readings.lazy()))
             if not grid.sensor_ids:
@@ -823,7 +816,7 @@ def forecast(
     statuses: dict[str, int] = {}
     rows = forecast_sensors = sensors = 0
     with warehouse.writer() as con:
-        timezones = _timezones(con)
+        timezones = sensor_timezones(con)
         if sensor_ids is not None:
             unknown = sorted(set(sensor_ids) - set(timezones))
             if unknown:
@@ -846,7 +839,7 @@ def forecast(
                 },
             )
             faults = found.select(pl.col(name).cast(dtype) for name, dtype in faults.schema.items())
-        for bucket in _buckets(con):
+        for bucket in readings_buckets(con):
             readings = bucket_readings(
                 warehouse, con, bucket, sensor_ids=sensor_ids, history_days=15
             )
@@ -959,7 +952,7 @@ def one_step_predictions(warehouse: Warehouse, run: Run, readings: pl.DataFrame)
     history = new.clear()
     if warehouse.exists():
         with warehouse.reader() as con:
-            timezones = _timezones(con)
+            timezones = sensor_timezones(con)
             history = _query(
                 con,
                 "staging/forecast_history",
@@ -998,8 +991,8 @@ def evaluate_run(
     end = int((window[1] - datetime(1970, 1, 1)).total_seconds() // 60)
     parts = []
     with warehouse.reader() as con:
-        timezones = _timezones(con)
-        for bucket in _buckets(con):
+        timezones = sensor_timezones(con)
+        for bucket in readings_buckets(con):
             grid = SeriesGrid.from_series(
                 sensor_series(bucket_readings(warehouse, con, bucket).lazy())
             )

@@ -74,6 +74,16 @@ def has_relation(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(con.execute(sql_text("meta/relation_exists"), {"name": name}).fetchall()[0][0])
 
 
+def readings_buckets(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """The lake buckets that hold readings, in order."""
+    return [int(r[0]) for r in con.execute(sql_text("meta/readings_buckets")).fetchall()]
+
+
+def sensor_timezones(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """``sensor_id -> IANA time zone`` of every registered sensor."""
+    return dict(con.execute(sql_text("meta/sensor_timezones")).fetchall())
+
+
 def bucket_of(sensor_id: str, buckets: int) -> int:
     """Stable partition bucket of a sensor (crc32, independent of process and version)."""
     return zlib.crc32(sensor_id.encode("utf-8")) % buckets

@@ -1,0 +1,3 @@
+-- Each registered sensor's IANA time zone.
+select sensor_id, timezone
+from sensors

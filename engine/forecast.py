@@ -110,7 +110,7 @@ def excluded_minutes(
         {"quantile": quantile, "fault_types": list(fault_types)},
     )
     cutoff_row = con.execute(
-        "select quantile_cont(severity, $q) from anomaly_scores", {"q": quantile}
+        sql_text("intermediate/int_forecast_severity_cutoff"), {"quantile": quantile}
     ).fetchall()
     cutoff = cutoff_row[0][0]
     note = (

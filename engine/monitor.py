@@ -34,7 +34,7 @@ import polars as pl
 
 from engine import OxyError
 from engine.registry import production_run, read_meta, split_metrics, test_window
-from engine.warehouse import Warehouse, has_relation, sql_text
+from engine.warehouse import Warehouse, has_relation, readings_buckets, sql_text
 
 STATUSES = ("ok", "warn", "alert", "skipped")
 _RANK = {"skipped": 0, "ok": 1, "warn": 2, "alert": 3}
@@ -271,7 +271,7 @@ def drift_checks(
     """``drift_psi`` per sensor and for the fleet (pooled per-sensor decile counts)."""
     bins, min_points = int(cfg["psi_bins"]), int(cfg["psi_min_points"])
     warn, alert = float(cfg["psi_warn"]), float(cfg["psi_alert"])
-    buckets = [r[0] for r in con.execute("select distinct bucket from sensors").fetchall()]
+    buckets = readings_buckets(con)
     checks: list[Check] = []
     pooled = np.zeros((2, bins))
     query = sql_text("intermediate/int_monitor_drift_values")
@@ -406,7 +406,7 @@ def run_monitor(warehouse: Warehouse, *, now: datetime | None = None) -> Monitor
     meta = read_meta(warehouse, run_id) if run_id else {}
     window = test_window(meta) if meta else None
     with warehouse.writer() as con:
-        latest = con.execute("select max(ts) from readings").fetchall()[0][0]
+        latest = con.execute(sql_text("meta/readings_span")).fetchall()[0][1]
         checks: list[Check] = []
         if latest is None:
             reason = "no readings in the warehouse (run `oxy ingest`)"

@@ -40,6 +40,7 @@ import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from engine import OxyError
@@ -864,16 +865,7 @@ def _settle_bucket(
         accepted = rows
     staged = None
     if accepted.height:
-        accepted = accepted.select(
-            sensor_id=id_by_rank.gather(accepted["sensor_id"]),
-            ts="ts",
-            value="value",
-            unit=pl.lit(literals["unit"]),
-            customer=pl.lit(literals["customer"]),
-            source_file=pl.lit(literals["source_file"]),
-            ingested_at=pl.lit(literals["ingested_at"], dtype=pl.Datetime("us")),
-        )
-        staged = _stage_bucket(warehouse, accepted, bucket, ingest_id)
+        staged = _stage_bucket(warehouse, accepted, bucket, ingest_id, id_by_rank, literals)
     conflicts = rows.clear()
     if len(counts) > ("accepted" in counts) + ("duplicate" in counts):
         conflicts = rows.filter(pl.col("outcome").str.starts_with("conflict"))
@@ -882,21 +874,61 @@ def _settle_bucket(
 
 
 def _stage_bucket(
-    warehouse: Warehouse, accepted: pl.DataFrame, bucket: int, ingest_id: str
+    warehouse: Warehouse,
+    accepted: pl.DataFrame,
+    bucket: int,
+    ingest_id: str,
+    id_by_rank: pl.Series,
+    literals: dict[str, Any],
 ) -> StagedFile:
-    """Write one bucket's accepted readings (already sorted by sensor_id, ts) under
-    ``.staging/``, laid out exactly as :meth:`Warehouse.stage_readings` lays out its files
-    (that method re-sorts through DuckDB; polars writes the presorted frame ~4x faster)."""
+    """Write one bucket's accepted readings (sorted by sensor_id, ts; sensor_id as ranks into
+    ``id_by_rank``) under ``.staging/`` with the lake's schema (:data:`READINGS_SCHEMA`).
+
+    Written by pyarrow from dictionary arrays (the sensor ids and the per-file constants are
+    never expanded into strings), ``ts`` delta-encoded (sorted minutes: ~4x smaller files),
+    zstd level 1, row groups of 122,880 rows with min/max statistics; no Arrow schema is
+    stored, so every reader sees plain strings and timestamps.
+    """
+    rows = accepted.height
+
+    def constant(value: Any, kind: pa.DataType) -> pa.DictionaryArray:
+        return pa.DictionaryArray.from_arrays(
+            pa.array(np.zeros(rows, dtype=np.int32)), pa.array([value], kind)
+        )
+
+    table = pa.Table.from_arrays(
+        [
+            pa.DictionaryArray.from_arrays(
+                pa.array(accepted["sensor_id"].cast(pl.Int32).to_numpy()),
+                id_by_rank.to_arrow().cast(pa.string()),
+            ),
+            accepted["ts"].to_arrow(),
+            accepted["value"].to_arrow(),
+            constant(literals["unit"], pa.string()),
+            constant(literals["customer"], pa.string()),
+            constant(literals["source_file"], pa.string()),
+            constant(literals["ingested_at"], pa.timestamp("us")),
+        ],
+        names=READINGS_SCHEMA.names,
+    )
     path = warehouse.staging_path()
-    accepted.select(READINGS_SCHEMA.names).write_parquet(
-        path, compression="zstd", compression_level=1, row_group_size=122_880
+    pq.write_table(
+        table,
+        path,
+        row_group_size=122_880,
+        compression="zstd",
+        compression_level=1,
+        use_dictionary=["sensor_id", "unit", "customer", "source_file", "ingested_at"],
+        column_encoding={"ts": "DELTA_BINARY_PACKED"},
+        store_schema=False,
+        sorting_columns=[pq.SortingColumn(0), pq.SortingColumn(1)],
     )
     return StagedFile(
         staged=path,
         relpath=f"lake/readings/bucket={bucket:02d}/{ingest_id}.parquet",
         kind="readings",
         bucket=bucket,
-        rows=accepted.height,
+        rows=rows,
         min_ts=accepted["ts"].min(),  # type: ignore[arg-type]
         max_ts=accepted["ts"].max(),  # type: ignore[arg-type]
     )

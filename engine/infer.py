@@ -32,7 +32,7 @@ import polars as pl
 
 from engine import OxyError
 from engine.registry import production_predictions
-from engine.warehouse import READINGS_SCHEMA, Warehouse
+from engine.warehouse import READINGS_SCHEMA, Warehouse, sensor_timezones
 
 NOTE_NEW = "new sensor: scored from this file alone (no warehouse history)"
 OUTPUT_SUFFIXES = (".parquet", ".csv")
@@ -118,11 +118,8 @@ def _known_sensors(warehouse: Warehouse, sensor_ids: list[str]) -> set[str]:
     if not warehouse.exists() or not sensor_ids:
         return set()
     with warehouse.reader() as con:
-        rows = con.execute(
-            "select sensor_id from sensors where list_contains($ids, sensor_id)",
-            {"ids": sensor_ids},
-        ).fetchall()
-    return {r[0] for r in rows}
+        known = sensor_timezones(con)
+    return {sid for sid in sensor_ids if sid in known}
 
 
 def score_new_sensors(
@@ -166,9 +163,7 @@ def score_new_sensors(
         con.unregister("batch_readings")
     anomaly.score(scratch)
     with scratch.reader() as con:
-        scored = pl.from_arrow(
-            con.sql("select * from anomaly_scores order by sensor_id, ts").to_arrow_table()
-        )
+        scored = pl.from_arrow(con.table("anomaly_scores").order("sensor_id, ts").to_arrow_table())
     return scored.select(list(anomaly.SCORE_COLUMNS))
 
 

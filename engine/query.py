@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine import OxyError
-from engine.warehouse import KIND_SCHEMAS, Warehouse, _duck_type
+from engine.warehouse import KIND_SCHEMAS, Warehouse, _duck_type, sql_text
 
 FORMATS = ("table", "csv", "json", "parquet")
 SELECT_LIKE = "SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, PIVOT, EXPLAIN"
@@ -573,12 +573,7 @@ def warehouse_status(warehouse: Warehouse, *, last_ingests: int | None = None) -
     # reads the lake by paths under the current root (a moved warehouse still works).
     with sandbox(warehouse) as con, _duck_errors():
         relations = {
-            r[0]: set(r[1])
-            for r in con.execute(
-                "select table_name, list(column_name) from duckdb_columns() "
-                "where database_name = current_database() and schema_name = 'main' "
-                "group by table_name"
-            ).fetchall()
+            r[0]: set(r[1]) for r in con.execute(sql_text("status/relation_columns")).fetchall()
         }
         status["customers"] = _customers(con, relations)
         status["sensors"] = sum(c["sensors"] for c in status["customers"])
@@ -588,13 +583,12 @@ def warehouse_status(warehouse: Warehouse, *, last_ingests: int | None = None) -
             status["first_ts"] = min(c["first_ts"] for c in spans)
             status["last_ts"] = max(c["last_ts"] for c in spans)
         if "quarantine" in relations:
-            status["quarantined"] = con.execute("select count(*) from quarantine").fetchall()[0][0]
+            status["quarantined"] = con.execute(sql_text("status/quarantine_rows")).fetchall()[0][0]
             if "reason" in relations["quarantine"]:
                 status["quarantine_reasons"] = [
                     {"reason": reason, "rows": rows}
                     for reason, rows in con.execute(
-                        "select reason, count(*) as rows from quarantine "
-                        "group by reason order by rows desc, reason"
+                        sql_text("status/quarantine_reasons")
                     ).fetchall()
                 ]
         if "ingest_log" in relations and last_ingests > 0:
@@ -618,13 +612,11 @@ def _customers(
         )
 
     if {"customer", "sensor_id"} <= relations.get("sensors", set()):
-        for customer, sensors in con.execute(
-            "select customer, count(*) from sensors group by customer"
-        ).fetchall():
+        for customer, sensors in con.execute(sql_text("status/sensors_per_customer")).fetchall():
             entry(customer)["sensors"] = sensors
     if {"customer", "ts"} <= relations.get("readings", set()):
         for customer, rows, first_ts, last_ts in con.execute(
-            "select customer, count(*), min(ts), max(ts) from readings group by customer"
+            sql_text("status/readings_per_customer")
         ).fetchall():
             entry(customer).update(rows=rows, first_ts=first_ts, last_ts=last_ts)
     return [customers[k] for k in sorted(customers, key=str)]

@@ -1,0 +1,3 @@
+-- Quarantined rows in all.
+select count(*) as n_rows
+from quarantine

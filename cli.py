@@ -37,6 +37,11 @@ class Context:
     def warehouse(self) -> Warehouse:
         return Warehouse(self.warehouse_path, self.config)
 
+    @property
+    def progress(self) -> bool:
+        """Progress bars on stderr: for a person at a terminal, never under --quiet/--json."""
+        return not (self.quiet or self.as_json) and sys.stderr.isatty()
+
     def echo(self, message: str = "", **kwargs: Any) -> None:
         """Human output (suppressed by --quiet and --json)."""
         if not (self.quiet or self.as_json):
@@ -195,12 +200,11 @@ def ingest_command(ctx: Context, files: tuple[Path, ...], source: str | None) ->
     """
     from engine.ingest import ingest_files
 
-    progress = not (ctx.quiet or ctx.as_json) and sys.stderr.isatty()
     results = ingest_files(
         ctx.warehouse,
         files,
         source=source,
-        progress=progress,
+        progress=ctx.progress,
         on_result=lambda r: ctx.echo(r.summary()),
     )
     ctx.result([r.to_dict() for r in results])
@@ -397,7 +401,11 @@ def forecast_command(ctx: Context, sensors: tuple[str, ...], horizon: str | None
     from engine.forecast import forecast as forecast_sensors
 
     summary = forecast_sensors(
-        ctx.warehouse, sensor_ids=list(sensors) or None, horizon=horizon, echo=ctx.echo
+        ctx.warehouse,
+        sensor_ids=list(sensors) or None,
+        horizon=horizon,
+        echo=ctx.echo,
+        progress=ctx.progress,
     )
     other = ", ".join(f"{n} {k}" for k, n in sorted(summary.statuses.items()) if k != "ok")
     ctx.result(
@@ -571,7 +579,7 @@ def report_command(ctx: Context, output: Path | None) -> None:
     """
     from engine.report import build_report
 
-    result = build_report(ctx.warehouse, output, progress=not (ctx.quiet or ctx.as_json))
+    result = build_report(ctx.warehouse, output, progress=ctx.progress)
 
     def human() -> None:
         click.echo(

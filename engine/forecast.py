@@ -33,6 +33,7 @@ import duckdb
 import lightgbm as lgb
 import numpy as np
 import polars as pl
+from tqdm import tqdm
 
 from engine import OxyError
 from engine.artifacts import Run, latest_run, load_run, save_run
@@ -791,6 +792,7 @@ def forecast(
     sensor_ids: Sequence[str] | None = None,
     horizon: str | int | None = None,
     echo: Callable[[str], None] = print,
+    progress: bool = False,
 ) -> ForecastSummary:
     """Forecast every sensor (or ``sensor_ids``) from its last reading, ``horizon`` ahead.
 
@@ -839,7 +841,9 @@ def forecast(
                 },
             )
             faults = found.select(pl.col(name).cast(dtype) for name, dtype in faults.schema.items())
-        for bucket in readings_buckets(con):
+        buckets = readings_buckets(con)
+        bar = tqdm(buckets, desc="forecast", unit=" bucket", disable=not progress, leave=False)
+        for bucket in bar:
             readings = bucket_readings(
                 warehouse, con, bucket, sensor_ids=sensor_ids, history_days=15
             )

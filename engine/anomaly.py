@@ -299,13 +299,14 @@ def _count(x: pl.Expr, size: int, closed: Closed) -> pl.Expr:
     return x.is_not_null().cast(pl.Int64).rolling_sum_by("key", f"{size}i", closed=closed)
 
 
-def _sum(x: pl.Expr, size: int, closed: Closed, *, squares: bool = False) -> pl.Expr:
-    """SQL ``sum(x)`` over the window; ``squares``: x >= 0, so the sum is too (a sliding sum
-    that adds and drops values may end a hair below zero after a flat stretch)."""
+def _sum(x: pl.Expr, size: int, closed: Closed, count: str, *, squares: bool = False) -> pl.Expr:
+    """SQL ``sum(x)`` over the window, null where the column ``count`` (the window's count of
+    non-null x) is 0; ``squares``: x >= 0, so the sum is too (a sliding sum that adds and
+    drops values may end a hair below zero after a flat stretch)."""
     total = x.fill_null(0.0).rolling_sum_by("key", f"{size}i", closed=closed)
     if squares:
         total = total.clip(lower_bound=0.0)
-    return pl.when(_count(x, size, closed) > 0).then(total)
+    return pl.when(pl.col(count) > 0).then(total)
 
 
 def _divide(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
@@ -323,10 +324,13 @@ def _with_key(frame: pl.DataFrame, mw: MinuteWindows) -> pl.DataFrame:
     return frame.with_columns(key=((us - first) + rank.cast(pl.Int64) * stride).set_sorted())
 
 
-def _ahead(frame: pl.DataFrame, columns: dict[str, pl.Expr]) -> pl.DataFrame:
-    """``columns`` computed on the reversed frame (windows reaching forward in time)."""
+def _ahead(
+    frame: pl.DataFrame, counts: dict[str, pl.Expr], columns: dict[str, pl.Expr]
+) -> pl.DataFrame:
+    """``columns`` (after the helper columns ``counts``) on the reversed frame: windows that
+    reach forward in time. ``frame`` holds ``key`` and the columns they read."""
     reversed_frame = frame.reverse().with_columns(key=(-pl.col("key")).set_sorted())
-    return reversed_frame.select(**columns).reverse()
+    return reversed_frame.with_columns(**counts).select(**columns).reverse()
 
 
 def local_readings(
@@ -362,19 +366,25 @@ def local_readings(
         prev_value=pl.when(_same_sensor(1)).then(value.shift(1)),
         next_ts=pl.when(_same_sensor(-1)).then(ts.shift(-1)),
         next_value=pl.when(_same_sensor(-1)).then(value.shift(-1)),
+        before_n=_count(value, mw.spike_ref_window, "both"),
+    ).with_columns(
         before_level=_divide(
-            _sum(value, mw.spike_ref_window, "both") - value,
-            _count(value, mw.spike_ref_window, "both") - 1,
+            _sum(value, mw.spike_ref_window, "both", "before_n") - value, pl.col("before_n") - 1
         ),
     )
     # the mean level just after the reading, skipping the spike's tail: [ts + gap, ts + gap + w)
     reach = mw.spike_ref_gap + mw.spike_ref_window
     after = _ahead(
-        frame,
+        frame.select("key", "value"),
+        {
+            "near_n": _count(value, mw.spike_ref_gap, "right"),
+            "reach_n": _count(value, reach, "right"),
+        },
         {
             "after_level": _divide(
-                _sum(value, reach, "right") - _sum(value, mw.spike_ref_gap, "right"),
-                _count(value, reach, "right") - _count(value, mw.spike_ref_gap, "right"),
+                _sum(value, reach, "right", "reach_n")
+                - _sum(value, mw.spike_ref_gap, "right", "near_n"),
+                pl.col("reach_n") - pl.col("near_n"),
             )
         },
     )
@@ -455,26 +465,33 @@ def detector_windows(
         clipped_ss=pl.min_horizontal(step * step, pl.col("clip_sq"))
     )
     clipped = pl.col("clipped_ss")
+    counts = {
+        "point_n": _count(value, mw.point_window, "right"),
+        "noise_clipped_n": _count(clipped, mw.noise_half, "both"),
+        "noise_n": _count(step, mw.noise_half, "both"),
+    }
     frame = frame.with_columns(
-        point_n=_count(value, mw.point_window, "right"),
-        point_sum=_sum(value, mw.point_window, "right"),
-        point_sumsq=_sum(value * value, mw.point_window, "right", squares=True),
-        noise_before_ss=_sum(clipped, mw.noise_half, "both", squares=True),
-        noise_before_n=_count(step, mw.noise_half, "both"),
-        sparse_n=_count(value, mw.stuck_sparse_window, "right"),
+        **counts, sparse_n=_count(value, mw.stuck_sparse_window, "right")
+    ).with_columns(
+        point_sum=_sum(value, mw.point_window, "right", "point_n"),
+        point_sumsq=_sum(value * value, mw.point_window, "right", "point_n", squares=True),
+        noise_before_ss=_sum(clipped, mw.noise_half, "both", "noise_clipped_n", squares=True),
+        noise_before_n=pl.col("noise_n"),
         sparse_std=value.rolling_std_by("key", f"{mw.stuck_sparse_window}i", closed="right"),
     )
     ahead = _ahead(
-        frame,
+        frame.select("key", "value", "step", "clipped_ss"),
+        counts,
         {
-            "noise_after_ss": _sum(clipped, mw.noise_half, "both", squares=True),
-            "noise_after_n": _count(step, mw.noise_half, "both"),
-            "ahead_n": _count(value, mw.point_window, "right"),
-            "ahead_sum": _sum(value, mw.point_window, "right"),
-            "ahead_sumsq": _sum(value * value, mw.point_window, "right", squares=True),
+            "noise_after_ss": _sum(clipped, mw.noise_half, "both", "noise_clipped_n", squares=True),
+            "noise_after_n": pl.col("noise_n"),
+            "ahead_n": pl.col("point_n"),
+            "ahead_sum": _sum(value, mw.point_window, "right", "point_n"),
+            "ahead_sumsq": _sum(value * value, mw.point_window, "right", "point_n", squares=True),
         },
     )
-    return pl.concat([frame.drop("hour_index", "key", "clip_sq"), ahead], how="horizontal")
+    helpers = ["hour_index", "key", "clip_sq", "noise_clipped_n", "noise_n"]
+    return pl.concat([frame.drop(helpers), ahead], how="horizontal")
 
 
 def readings_in_scope(
@@ -593,7 +610,8 @@ def _write_scores(
     months = {
         m
         for (m,) in con.execute(
-            "select distinct strftime(ts, '%Y-%m') from int_detector_scores"
+            "select strftime(month, '%Y-%m') from "
+            "(select distinct date_trunc('month', ts) as month from int_detector_scores)"
         ).fetchall()
     }
     months |= {m for m in existing if m >= first_month or (full and m not in fresh)}

@@ -7,7 +7,9 @@
 with
 detector_scores as (
     select * from int_detector_scores
-    where $month::varchar is null or strftime(ts, '%Y-%m') = $month::varchar
+    where $month::varchar is null  -- a range on ts, not a per-row strftime
+        or (ts >= strptime($month::varchar, '%Y-%m')
+            and ts < strptime($month::varchar, '%Y-%m') + interval 1 month)
 ),
 previous as (
     select * from previous_scores

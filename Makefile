@@ -46,7 +46,13 @@ report: install  ## write the static HTML report into $(WAREHOUSE)/report/
 retrain: install  ## nightly loop: ingest what is new, score, train (promote if better), forecast
 	$(MAKE) ingest score train forecast
 
-bench: install  ## run every benchmark in bench/ (prints figures and ratios to a reference)
+$(VENV)/.bench: $(BIN)/activate
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	@# mlforecast's wheel ships a top-level `tests` package; it must not shadow anything of ours
+	rm -rf $(VENV)/lib/python*/site-packages/tests
+	@touch $@
+
+bench: $(VENV)/.bench  ## run every benchmark in bench/ (installs pandas, psutil, mlforecast for the references)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 demo: install  ## the whole loop on fresh demo data: generate, ingest, score, train, forecast, monitor, report

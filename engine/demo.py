@@ -472,7 +472,10 @@ def _sensor_series(sig: _SiteSignal, k: int, rng: np.random.Generator) -> _Senso
         pulse = rise * decay * sun[np.clip(today, 0, sun.size - 1)]
         # the previous day's tail at the small hours
         tail = np.exp(-(tau + 24.0 - 9.0) / 3.5) * sun[np.clip(today - 1, 0, sun.size - 1)]
-        natural = dawn + amplitude * (pulse * (1.0 + p["flicker"] * (tau < 9.0)) + tail)
+        # passing clouds flicker the photosynthesis while the sun is up, fading out towards
+        # dusk (no step in the signal when the afternoon decay begins)
+        daylight = np.sin(np.pi * np.clip(tau, 0.0, 12.0) / 12.0)
+        natural = dawn + amplitude * (pulse * (1.0 + p["flicker"] * daylight) + tail)
         natural += _hourly_ar1(rng, n, 0.8, 1.5)
         night_hours = np.where(hour >= 21.0, hour - 21.0, hour + 3.0)  # since 21:00
         aerating = (hour >= 21.0) | (hour < 6.5)

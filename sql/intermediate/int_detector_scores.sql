@@ -31,9 +31,29 @@ with_baselines as (
             then greatest(b.typical_spike, $min_std) end as typical_spike,
         b.drift_z,
         b.drift_relative,
-        (r.value - b.baseline_median) / nullif(abs(b.baseline_median), 0) as reading_relative
+        (r.value - b.baseline_median) / nullif(abs(b.baseline_median), 0) as reading_relative,
+        -- the hour's median stands for its middle: towards either end the contextual baseline
+        -- moves linearly to the neighbouring hour's (a steep diel ramp is no step at :00)
+        abs(epoch(r.ts - r.hour) / 3600 - 0.5) as towards,
+        case when epoch(r.ts - r.hour) / 3600 < 0.5 then p.baseline_median else n.baseline_median
+            end as neighbour_median,
+        case when epoch(r.ts - r.hour) / 3600 < 0.5 then p.baseline_spread else n.baseline_spread
+            end as neighbour_spread
     from readings as r
     left join baselines as b using (sensor_id, hour)
+    left join baselines as p on p.sensor_id = r.sensor_id and p.hour = r.hour - interval 1 hour
+    left join baselines as n on n.sensor_id = r.sensor_id and n.hour = r.hour + interval 1 hour
+),
+interpolated as (
+    select
+        *,
+        case when neighbour_median is null then baseline_median
+            else (1 - towards) * baseline_median + towards * neighbour_median
+        end as context_median,
+        case when neighbour_spread is null then baseline_spread
+            else (1 - towards) * baseline_spread + towards * neighbour_spread
+        end as context_spread
+    from with_baselines
 ),
 rolling as (  -- the window sums come with the readings (anomaly.detector_windows: polars
               -- rolling_*_by over the sensor's time windows; [a, b] = ts - a .. ts + b):
@@ -46,7 +66,7 @@ rolling as (  -- the window sums come with the readings (anomaly.detector_window
               --   noise_after_n over [0, $noise_step_window / 2] (the window is centred);
               -- sparse_n / sparse_std: count, stddev_samp of value over
               --   [$stuck_sparse_window - 1 us, 0] (the stuck window for sparse cadence)
-    select * from with_baselines
+    select * from interpolated
 ),
 window_stats as (  -- the point window with and without the current reading
     select
@@ -74,7 +94,7 @@ z_scores as (
             then abs(value - before_mean) / greatest(before_std, sigma)
         end as point_z,
         case when baseline_days >= $contextual_min_days
-            then abs(value - baseline_median) / greatest(baseline_spread, sigma)
+            then abs(value - context_median) / greatest(context_spread, sigma)
                 / (1 + $contextual_few_days / baseline_days)  -- few days: a less certain spread
         end as contextual_z,
         abs(spike_residual) / typical_spike as spike_z,

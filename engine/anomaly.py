@@ -736,16 +736,10 @@ def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
                         _stored_baselines(con)
                         con.register("int_readings_local", detector_windows(con, local, mw))
                         del local
-                        run_sql(
-                            con, "intermediate/int_detector_scores", params, into="chunk_scores"
-                        )
+                        into = "int_detector_scores" if number == 0 else "chunk_scores"
+                        run_sql(con, "intermediate/int_detector_scores", params, into=into)
                         con.unregister("int_readings_local")
-                        if number == 0:
-                            con.execute(
-                                "create or replace temp table int_detector_scores "
-                                "as from chunk_scores"
-                            )
-                        else:
+                        if number > 0:
                             con.execute("insert into int_detector_scores from chunk_scores")
                         for table in ("chunk_scores", "hourly_baselines"):
                             con.execute(f"drop table if exists {table}")

@@ -314,12 +314,13 @@ def _divide(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
     return pl.when(denominator != 0).then(numerator / denominator)
 
 
-def _with_key(frame: pl.DataFrame, mw: MinuteWindows) -> pl.DataFrame:
-    """``key``: one integer time axis for the readings sorted by (sensor_id, ts)."""
+def _with_key(frame: pl.DataFrame, longest: int) -> pl.DataFrame:
+    """``key``: one integer time axis for the readings sorted by (sensor_id, ts); sensors lie
+    more than ``longest`` (the longest window, microseconds) apart on it."""
     us = pl.col("ts").dt.epoch("us")
     first, last = frame.select(us.min().alias("first"), us.max().alias("last")).row(0)
     first, last = first or 0, last or 0
-    stride = (last - first) + 2 * mw.longest + 1
+    stride = (last - first) + 2 * longest + 1
     rank = (pl.col("sensor_id") != pl.col("sensor_id").shift(1)).fill_null(True).cum_sum()
     return frame.with_columns(key=((us - first) + rank.cast(pl.Int64) * stride).set_sorted())
 
@@ -359,7 +360,7 @@ def local_readings(
     frame = frame.with_columns(
         unit=local["unit"].gather(index), local_hour=local["local_hour"].gather(index)
     )
-    frame = _with_key(frame, mw)
+    frame = _with_key(frame, mw.longest)
     value, ts = pl.col("value"), pl.col("ts")
     frame = frame.with_columns(
         prev_ts=pl.when(_same_sensor(1)).then(ts.shift(1)),
@@ -441,6 +442,84 @@ def spike_residual() -> pl.Expr:
     return pl.coalesce(both, value - before, extreme)
 
 
+def seed_windows(con: duckdb.DuckDBPyConnection, files: list[str], config: Config) -> pl.DataFrame:
+    """``seed_windows``: one bucket's readings with the windows of the seed's rules (the input
+    of ``int_seed_scores``): local hour, steps to the neighbours, the point, stuck and noise
+    window stds, point z and the collective window's mean point z."""
+    a = config["anomaly"]
+
+    windows = {
+        key: _interval(con, a[key]) // timedelta(microseconds=1)
+        for key in ("point_window", "stuck_window", "noise_window", "collective_window")
+    }
+
+    def size(key: str) -> str:
+        return f"{windows[key]}i"
+
+    query = sql_text("intermediate/int_seed_readings")
+    raw = _frame(con, query, {"files": files})
+    raw = raw.sort("sensor_rank", "ts", "ingested_at")
+    first = ~(_same_sensor(1, "sensor_rank") & (pl.col("ts") == pl.col("ts").shift(1)))
+    frame = raw.filter(first.fill_null(True)).drop("ingested_at", "sensor_rank")
+    # the local hour of each quarter hour (every zone's offset is whole quarter hours)
+    quarter = pl.col("ts").dt.truncate("15m")
+    new_quarter = (~(_same_sensor(1) & (quarter == quarter.shift(1)))).fill_null(True)
+    frame = frame.with_columns(hour_index=new_quarter.cast(pl.Int64).cum_sum() - 1)
+    quarters = frame.filter(new_quarter).select("hour_index", "sensor_id", hour=quarter)
+    con.register("reading_hours", quarters)
+    try:
+        local = _frame(con, sql_text("intermediate/int_local_hours"))
+    finally:
+        con.unregister("reading_hours")
+    frame = frame.with_columns(local_hour=local["local_hour"].gather(frame["hour_index"]))
+    frame = _with_key(frame.drop("hour_index"), max(windows.values()))
+    value, ts = pl.col("value"), pl.col("ts")
+    gap = timedelta(microseconds=_interval(con, a["spike_gap"]) // timedelta(microseconds=1))
+    point = size("point_window")
+    frame = frame.with_columns(
+        step=pl.when(_same_sensor(1) & (ts.shift(1) >= ts - gap)).then(value - value.shift(1)),
+        next_step=pl.when(_same_sensor(-1) & (ts.shift(-1) <= ts + gap)).then(
+            value.shift(-1) - value
+        ),
+        point_mean=value.rolling_mean_by("key", point),
+        point_std=value.rolling_std_by("key", point),
+        # a flat window has no spread at all (a sliding std may leave a hair above zero)
+        point_flat=value.rolling_max_by("key", point) == value.rolling_min_by("key", point),
+        stuck_std=value.rolling_std_by("key", size("stuck_window")),
+        noise_std=value.rolling_std_by("key", size("noise_window")),
+    ).with_columns(
+        point_std=pl.when(pl.col("point_std").is_not_null() & pl.col("point_flat"))
+        .then(0.0)
+        .otherwise(pl.col("point_std"))
+    )
+    frame = frame.with_columns(
+        point_z=_divide((value - pl.col("point_mean")).abs(), pl.col("point_std"))
+    )
+    collective = size("collective_window")
+    frame = frame.with_columns(
+        collective_n=pl.col("point_z")
+        .is_not_null()
+        .cast(pl.Int64)
+        .rolling_sum_by("key", collective),
+        collective_sum=pl.col("point_z").fill_null(0.0).rolling_sum_by("key", collective),
+    ).with_columns(
+        collective_z=_divide(pl.col("collective_sum"), pl.col("collective_n")),
+    )
+    return frame.select(
+        "sensor_id",
+        "ts",
+        "value",
+        "local_hour",
+        "step",
+        "next_step",
+        "point_std",
+        "stuck_std",
+        "noise_std",
+        "point_z",
+        "collective_z",
+    )
+
+
 def detector_windows(
     con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, mw: MinuteWindows
 ) -> pl.DataFrame:
@@ -451,7 +530,9 @@ def detector_windows(
         con, "select sensor_id, hour, typical_hours, typical_noise from hourly_baselines"
     )
     new_hour = (~(_same_sensor(1) & (pl.col("hour") == pl.col("hour").shift(1)))).fill_null(True)
-    frame = _with_key(frame, mw).with_columns(hour_index=new_hour.cast(pl.Int64).cum_sum() - 1)
+    frame = _with_key(frame, mw.longest).with_columns(
+        hour_index=new_hour.cast(pl.Int64).cum_sum() - 1
+    )
     hours = frame.filter(new_hour).select("sensor_id", "hour")
     typical = hours.join(baselines, on=["sensor_id", "hour"], how="left", maintain_order="left")
     clip = (

@@ -22,7 +22,7 @@ import duckdb
 import polars as pl
 
 from engine import OxyError
-from engine.anomaly import bind, detector_params
+from engine.anomaly import bind, detector_params, seed_windows
 from engine.warehouse import Warehouse, sql_text
 
 LEAD = "2 minutes"
@@ -139,10 +139,14 @@ def _seed_flags(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> None:
     query = sql_text("intermediate/int_seed_scores")
     for bucket in buckets:
         files = [str(p) for p in warehouse.files(con, "readings", bucket)]
-        con.execute(
-            f"insert into eval_flags select sensor_id, ts, is_anomaly from ({query})",
-            bind(query, {**params, "files": files}),
-        )
+        con.register("seed_windows", seed_windows(con, files, warehouse.config))
+        try:
+            con.execute(
+                f"insert into eval_flags select sensor_id, ts, is_anomaly from ({query})",
+                bind(query, params),
+            )
+        finally:
+            con.unregister("seed_windows")
 
 
 def evaluate(

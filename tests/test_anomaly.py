@@ -433,12 +433,15 @@ def test_seed_point_score_matches_a_slow_reference_across_gaps(
     values = (8 + rng.normal(0, 0.3, len(ts))).round(3).tolist()
     values[40] += 3
     con = _con(warehouse)
-    con.execute("create table sensors as select 'a' as sensor_id, 'UTC' as timezone")
+    con.execute(
+        "create table sensors as select 'a' as sensor_id, 'UTC' as timezone, 'mg/L' as unit"
+    )
     lake = tmp_path / "lake.parquet"
     pl.DataFrame(
         {"sensor_id": "a", "ts": ts, "value": values, "ingested_at": datetime(2024, 1, 1)}
     ).write_parquet(lake)
-    params = {**detector_params(warehouse.config), "files": [str(lake)]}
+    params = detector_params(warehouse.config)
+    con.register("seed_windows", anomaly.seed_windows(con, [str(lake)], warehouse.config))
     seed = (
         sql_text("intermediate/int_seed_scores")
         .replace("select sensor_id, ts, severity,", "select sensor_id, ts, score_point, severity,")

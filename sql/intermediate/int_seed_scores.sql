@@ -1,72 +1,15 @@
 -- The seed's detectors, unchanged (DESIGN.md "Detection defaults"), for comparison only:
 -- 60-min rolling z, 120-min mean |z|, hour-of-day mean/std of the whole series, stuck / spike /
 -- noise against the sensor's typical (median 60-min) std; severity = max; flag at threshold.
--- Self-contained (one pass per bucket): inputs the bucket's lake files $files and `sensors`.
+-- One pass per bucket: input `seed_windows` (the bucket's readings with their windows).
 with
-lake as (
-    select sensor_id, ts, value, ingested_at from read_parquet($files)
-),
-sites as (
-    select sensor_id, timezone from sensors
-),
-deduplicated as (  -- first ingested wins (the ingest rule)
-    select sensor_id, ts, arg_min(value, ingested_at) as value
-    from lake
-    where value is not null
-    group by sensor_id, ts
-),
-localised as (
-    select d.*, hour(timezone(s.timezone, timezone('UTC', d.ts))) as local_hour
-    from deduplicated as d
-    join sites as s using (sensor_id)
-),
-readings as (  -- jumps to the neighbouring readings (within $spike_gap)
-    select
-        sensor_id, ts, value, local_hour,
-        case when lag(ts) over w >= ts - $spike_gap::interval
-            then value - lag(value) over w end as step,
-        case when lead(ts) over w <= ts + $spike_gap::interval
-            then lead(value) over w - value end as next_step
-    from localised
-    window w as (partition by sensor_id order by ts)
-),
-rolling as (
-    select
-        *,
-        avg(value) over point_w as point_mean,
-        stddev_samp(value) over point_w as point_std,
-        stddev_samp(value) over stuck_w as stuck_std,
-        stddev_samp(value) over noise_w as noise_std
-    from readings
-    window
-        point_w as (
-            partition by sensor_id order by ts
-            range between $point_window::interval - interval 1 microsecond preceding
-                and current row
-        ),
-        stuck_w as (
-            partition by sensor_id order by ts
-            range between $stuck_window::interval - interval 1 microsecond preceding
-                and current row
-        ),
-        noise_w as (
-            partition by sensor_id order by ts
-            range between $noise_window::interval - interval 1 microsecond preceding
-                and current row
-        )
-),
-z_scores as (
-    select *, abs(value - point_mean) / nullif(point_std, 0) as point_z
-    from rolling
-),
-collective as (
-    select *, avg(point_z) over collective_w as collective_z
-    from z_scores
-    window collective_w as (
-        partition by sensor_id order by ts
-        range between $collective_window::interval - interval 1 microsecond preceding
-            and current row
-    )
+collective as (  -- one row per reading with its windows (anomaly.seed_windows, polars
+                 -- rolling_*_by; (a, b] = ts - a .. ts + b): local_hour, step / next_step to the
+                 -- neighbours within $spike_gap, point_std (stddev over ($point_window, 0]),
+                 -- stuck_std (($stuck_window, 0]), noise_std (($noise_window, 0]), point_z =
+                 -- |value - mean| / point_std of the point window, collective_z = mean point_z
+                 -- over ($collective_window, 0]
+    select * from seed_windows
 ),
 hour_stats as (  -- the whole series' hour-of-day mean and std (the seed looks ahead)
     select sensor_id, local_hour, avg(value) as hour_mean, stddev_samp(value) as hour_std

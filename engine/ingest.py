@@ -895,9 +895,10 @@ def _stage_bucket(
     ``id_by_rank``) under ``.staging/`` with the lake's schema (:data:`READINGS_SCHEMA`).
 
     Written by pyarrow from dictionary arrays (the sensor ids and the per-file constants are
-    never expanded into strings), ``ts`` delta-encoded (sorted minutes: ~4x smaller files),
-    zstd level 1, row groups of 122,880 rows with min/max statistics; no Arrow schema is
-    stored, so every reader sees plain strings and timestamps.
+    never expanded into strings), ``ts`` delta-encoded and values dictionary-encoded (sorted
+    minutes, few distinct readings: ~5x smaller files than plain, and cheaper to write), zstd
+    level 1, row groups of 122,880 rows with min/max statistics; no Arrow schema is stored,
+    so every reader sees plain strings and timestamps.
     """
     rows = accepted.height
 
@@ -928,7 +929,7 @@ def _stage_bucket(
         row_group_size=122_880,
         compression="zstd",
         compression_level=1,
-        use_dictionary=["sensor_id", "unit", "customer", "source_file", "ingested_at"],
+        use_dictionary=["sensor_id", "value", "unit", "customer", "source_file", "ingested_at"],
         column_encoding={"ts": "DELTA_BINARY_PACKED"},
         store_schema=False,
         sorting_columns=[pq.SortingColumn(0), pq.SortingColumn(1)],

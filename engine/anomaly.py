@@ -325,6 +325,24 @@ def _with_key(frame: pl.DataFrame, longest: int) -> pl.DataFrame:
     return frame.with_columns(key=((us - first) + rank.cast(pl.Int64) * stride).set_sorted())
 
 
+def _first_ingested(raw: pl.DataFrame, longest: int) -> pl.DataFrame:
+    """One row per (sensor, ts) of ``raw`` (sensor_rank, ts, value, ingested_at, ...), sorted
+    on ``key`` (see :func:`_with_key`): the first ingested non-null value wins, a null only when
+    every copy is null (the ingest rule). One integer sort; copies, when there are any, sort by
+    value presence and ingestion time within their key."""
+    us = pl.col("ts").dt.epoch("us")
+    first, last = raw.select(us.min().alias("first"), us.max().alias("last")).row(0)
+    first, last = first or 0, last or 0
+    stride = (last - first) + 2 * longest + 1
+    rank = pl.col("sensor_rank").cast(pl.Int64)
+    raw = raw.with_columns(key=(us - first) + rank * stride).sort("key")
+    repeated = pl.col("key") == pl.col("key").shift(1)
+    if raw.select(repeated.any()).item():
+        raw = raw.sort("key", pl.col("value").is_null(), "ingested_at")
+        raw = raw.filter(~repeated.fill_null(False))
+    return raw.drop("ingested_at", "sensor_rank").with_columns(pl.col("key").set_sorted())
+
+
 def _ahead(
     frame: pl.DataFrame, counts: dict[str, pl.Expr], columns: dict[str, pl.Expr]
 ) -> pl.DataFrame:
@@ -344,9 +362,7 @@ def local_readings(
     """
     raw = _frame(con, query, bind(query, params))
     # first ingested wins (the ingest rule; a null value only when every copy is null)
-    raw = raw.sort("sensor_rank", "ts", pl.col("value").is_null(), "ingested_at")
-    first = ~(_same_sensor(1, "sensor_rank") & (pl.col("ts") == pl.col("ts").shift(1)))
-    frame = raw.filter(first.fill_null(True)).drop("ingested_at", "sensor_rank")
+    frame = _first_ingested(raw, mw.longest)
     frame = frame.with_columns(hour=pl.col("ts").dt.truncate("1h"))
     new_hour = ~(_same_sensor(1) & (pl.col("hour") == pl.col("hour").shift(1)))
     frame = frame.with_columns(hour_index=new_hour.fill_null(True).cast(pl.Int64).cum_sum() - 1)
@@ -360,7 +376,6 @@ def local_readings(
     frame = frame.with_columns(
         unit=local["unit"].gather(index), local_hour=local["local_hour"].gather(index)
     )
-    frame = _with_key(frame, mw.longest)
     value, ts = pl.col("value"), pl.col("ts")
     frame = frame.with_columns(
         prev_ts=pl.when(_same_sensor(1)).then(ts.shift(1)),
@@ -458,9 +473,7 @@ def seed_windows(con: duckdb.DuckDBPyConnection, files: list[str], config: Confi
 
     query = sql_text("intermediate/int_seed_readings")
     raw = _frame(con, query, {"files": files})
-    raw = raw.sort("sensor_rank", "ts", "ingested_at")
-    first = ~(_same_sensor(1, "sensor_rank") & (pl.col("ts") == pl.col("ts").shift(1)))
-    frame = raw.filter(first.fill_null(True)).drop("ingested_at", "sensor_rank")
+    frame = _first_ingested(raw, max(windows.values()))
     # the local hour of each quarter hour (every zone's offset is whole quarter hours)
     quarter = pl.col("ts").dt.truncate("15m")
     new_quarter = (~(_same_sensor(1) & (quarter == quarter.shift(1)))).fill_null(True)
@@ -472,7 +485,7 @@ def seed_windows(con: duckdb.DuckDBPyConnection, files: list[str], config: Confi
     finally:
         con.unregister("reading_hours")
     frame = frame.with_columns(local_hour=local["local_hour"].gather(frame["hour_index"]))
-    frame = _with_key(frame.drop("hour_index"), max(windows.values()))
+    frame = frame.drop("hour_index")
     value, ts = pl.col("value"), pl.col("ts")
     gap = timedelta(microseconds=_interval(con, a["spike_gap"]) // timedelta(microseconds=1))
     point = size("point_window")

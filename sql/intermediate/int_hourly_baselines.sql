@@ -67,10 +67,11 @@ drift as (
         sum(residual_z * residual_weight) over last_day
             / sum(residual_weight) filter (where residual_z is not null) over last_day as day_z,
         count(residual_z) over last_day as day_hours,
-        -- the same hours' residual relative to their baseline level (inverse-variance weights:
-        -- the tight hours tell the level): biofouling takes a share of the reading; a few %
-        -- of a tight RAS level is no drift
-        sum(residual * residual_weight ^ 2) over last_day
+        -- the same hours' residual (clipped like residual_z: a short episode is no drift)
+        -- relative to their baseline level, inverse-variance weights (the tight hours tell
+        -- the level): biofouling takes a share of the reading; a few % of a tight RAS level
+        -- is no drift
+        sum(residual_z * residual_weight) over last_day
             / sum(baseline_median * residual_weight ^ 2) filter (where residual is not null)
                 over last_day as day_relative,
         sum(residual_z * residual_weight ^ 2) over last_hours

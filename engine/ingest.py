@@ -13,9 +13,10 @@ One file is one transaction. For each file:
    so memory does not grow with the file;
 4. per bucket, drop identical duplicates and quarantine conflicting ones (first ingested wins:
    the lake beats the file, the first line beats later lines; :func:`classify_duplicates`),
-   comparing only with the lake rows of that bucket in the file's time range
-   (``sql/staging/readings_lake_overlap.sql``), and write the bucket's file sorted by
-   ``(sensor_id, ts)`` under ``.staging/``;
+   comparing only with the lake rows of that bucket in the file's time range and of sensors
+   registered before the file (``sql/staging/readings_lake_overlap.sql``; a file of new
+   sensors reads nothing), and write the bucket's file sorted by ``(sensor_id, ts)`` under
+   ``.staging/`` -- buckets are settled on ``warehouse.threads`` worker threads;
 5. in one transaction: register new sensors, publish the bucket files, insert the quarantine
    rows and the ``ingest_log`` row (read = accepted + duplicates + quarantined), commit.
 

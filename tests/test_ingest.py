@@ -25,6 +25,7 @@ from cli import oxy
 from engine import OxyError
 from engine.config import Config
 from engine.ingest import IngestResult, classify_duplicates, ingest_files
+from engine.warehouse import READINGS_SCHEMA as READINGS
 from engine.warehouse import Warehouse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,6 +203,152 @@ def test_classify_duplicates_against_lake_and_within_file() -> None:
         ("a", 3, "conflict_in_file", 2.0),
         ("b", 0, "accepted", 5.0),
         ("b", 4, "duplicate", 5.0),
+    ]
+
+
+def classify_reference(
+    candidates: list[tuple[Any, int, float]], existing: dict[tuple[Any, int], float]
+) -> dict[int, tuple[str, float]]:
+    """Slow, obviously correct first-ingested-wins: ordinal -> (outcome, kept value)."""
+    kept: dict[tuple[Any, int], float] = {}
+    out = {}
+    for ordinal, (sensor, minute, value) in enumerate(candidates):
+        key = (sensor, minute)
+        if key in existing:
+            outcome = "duplicate" if value == existing[key] else "conflict_existing"
+            out[ordinal] = (outcome, existing[key])
+        elif key in kept:
+            outcome = "duplicate" if value == kept[key] else "conflict_in_file"
+            out[ordinal] = (outcome, kept[key])
+        else:
+            kept[key] = value
+            out[ordinal] = ("accepted", value)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 6), st.sampled_from([1.0, 2.0])),
+        max_size=30,
+    ),
+    lake=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 6), st.sampled_from([1.0, 2.0]))),
+    as_text=st.booleans(),
+    rising=st.booleans(),
+)
+def test_classify_duplicates_matches_a_slow_reference(
+    rows: list[tuple[int, int, float]],
+    lake: list[tuple[int, int, float]],
+    as_text: bool,
+    rising: bool,
+) -> None:
+    """Both paths (times rising per sensor: sort by sensor only; else the full sort), integer
+    ranks and string ids, with and without lake rows, give the reference's outcomes."""
+    if rising:  # strictly rising minutes per sensor, sensors interleaved as in an export
+        rows = sorted({(m, s): v for s, m, v in rows}.items())
+        rows = [(s, m, v) for (m, s), v in rows]
+    existing = {(s, m): v for s, m, v in lake}
+    sid = (lambda s: f"s{s}") if as_text else (lambda s: s)
+    t0 = datetime(2024, 1, 1)
+    candidates = pl.DataFrame(
+        {
+            "sensor_id": [sid(s) for s, _, _ in rows],
+            "ts": [t0.replace(minute=m) for _, m, _ in rows],
+            "value": [v for _, _, v in rows],
+            "ordinal": list(range(len(rows))),
+        },
+        schema={
+            "sensor_id": pl.String if as_text else pl.Int64,
+            "ts": pl.Datetime("us"),
+            "value": pl.Float64,
+            "ordinal": pl.Int64,
+        },
+    )
+    in_lake = pl.DataFrame(
+        {
+            "sensor_id": [sid(s) for s, _ in existing],
+            "ts": [t0.replace(minute=m) for _, m in existing],
+            "value": list(existing.values()),
+        },
+        schema={
+            "sensor_id": pl.String if as_text else pl.Int64,
+            "ts": pl.Datetime("us"),
+            "value": pl.Float64,
+        },
+    )
+    out = classify_duplicates(candidates, in_lake)
+    expected = classify_reference(rows, existing)
+    got = {
+        o: (outcome, kept)
+        for o, outcome, kept in out.select("ordinal", "outcome", "kept_value").rows()
+    }
+    assert got == expected
+    keys = out.select("sensor_id", "ts").rows()
+    assert keys == sorted(keys)  # sorted by key, file order within a key
+
+
+def test_lake_overlap_sql_fixed_answer(tmp_path: Path) -> None:
+    """sql/staging/readings_lake_overlap.sql: the given sensors' rows inside [lo, hi] only."""
+    import duckdb
+
+    from engine.warehouse import sql_text
+
+    t = [datetime(2024, 1, 1, 0, m) for m in range(4)]
+    lake = tmp_path / "lake.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "sensor_id": ["a", "a", "a", "b", "b", "c"],
+                "ts": [t[0], t[1], t[3], t[1], t[2], t[2]],
+                "value": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            }
+        ),
+        lake,
+    )
+    con = duckdb.connect()
+    rows = con.execute(
+        sql_text("staging/readings_lake_overlap") + " order by sensor_id, ts",
+        {"lake": [str(lake)], "lo": t[1], "hi": t[2], "sensors": ["a", "b"]},
+    ).fetchall()
+    assert rows == [("a", t[1], 2.0), ("b", t[1], 4.0), ("b", t[2], 5.0)]
+    none = con.execute(
+        sql_text("staging/readings_lake_overlap"),
+        {"lake": [str(lake)], "lo": t[0], "hi": t[3], "sensors": ["z"]},
+    ).fetchall()
+    assert none == []
+
+
+def test_lake_files_are_sorted_plain_parquet(tmp_path: Path) -> None:
+    """Bucket files: readings schema as plain columns (no dictionary types leak to readers),
+    sorted by (sensor_id, ts) and saying so, one file per bucket and ingest."""
+    wh = make_warehouse(tmp_path)
+    lines = ["Timestamp,Tag,Value"]
+    for minute in range(30):
+        for tag in ("cage2", "cage1", "cage3", "cage10"):
+            lines.append(f"2024-01-01T00:{minute:02d}:00Z,{tag},{7 + minute / 100}")
+    path = tmp_path / "fjordras.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (result,) = ingest_files(wh, [path])
+    assert counts(result) == (120, 120, 0, 0)
+    files = sorted((wh.root / "lake" / "readings").rglob("*.parquet"))
+    assert files and all(f.stem == result.ingest_id for f in files)
+    total = 0
+    for f in files:
+        meta = pq.read_metadata(f)
+        assert pq.read_schema(f) == pa.schema(
+            [(name, wh_type) for name, wh_type in zip(READINGS.names, READINGS.types, strict=True)]
+        )
+        sorting = meta.row_group(0).sorting_columns
+        assert [c.column_index for c in sorting] == [0, 1]
+        frame = pl.read_parquet(f)
+        assert frame.schema["sensor_id"] == pl.String
+        assert frame.select("sensor_id", "ts").rows() == sorted(
+            frame.select("sensor_id", "ts").rows()
+        )
+        total += frame.height
+    assert total == 120
+    assert query(wh, "select count(*), count(distinct sensor_id), min(value) from readings") == [
+        (120, 4, 7.0)
     ]
 
 

@@ -33,7 +33,7 @@ import polars as pl
 
 from engine import OxyError
 from engine.config import Config
-from engine.warehouse import Warehouse, sql_text
+from engine.warehouse import Warehouse, quote_literal, sql_text
 
 SCORE_COLUMNS: dict[str, str] = {
     "sensor_id": "varchar",
@@ -712,13 +712,14 @@ def _write_scores(
     query = sql_text("marts/anomaly_scores")
     for month in sorted(months):
         if month in existing and (not full or month in fresh):
+            # a view (read while the new file is written), not a copy; view DDL takes no
+            # parameters and the path is oxy's own
             con.execute(
-                "create or replace temp table previous_scores as "
-                "select * from read_parquet($path, hive_partitioning = false)",
-                {"path": str(existing[month])},
+                "create or replace temp view previous_scores as select * from read_parquet("
+                f"{quote_literal(str(existing[month]))}, hive_partitioning = false)"
             )
         else:
-            con.execute("create or replace temp table previous_scores as from empty_scores")
+            con.execute("create or replace temp view previous_scores as from empty_scores")
         written = wh.write_mart(
             con,
             "anomaly_scores",
@@ -731,7 +732,7 @@ def _write_scores(
             fresh.discard(month)
         else:
             fresh.add(month)
-    con.execute("drop table if exists previous_scores")
+    con.execute("drop view if exists previous_scores")
 
 
 def _write_events(

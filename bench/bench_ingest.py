@@ -40,9 +40,10 @@ t0 = time.perf_counter()
 results = ingest_files(wh, [{exports!r}])
 wall = time.perf_counter() - t0
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+lake = sum(p.stat().st_size for p in (wh.root / "lake").rglob("*.parquet"))
 print(json.dumps({{"rows": sum(r.rows_read for r in results),
                    "accepted": sum(r.accepted for r in results),
-                   "wall": wall, "rss_mb": rss}}))
+                   "wall": wall, "rss_mb": rss, "out_mb": lake / 1e6}}))
 """
 
 BARE = """
@@ -65,7 +66,8 @@ for i, path in enumerate(sorted(Path({exports!r}).glob("*.*"))):
     rows += con.execute(f"select count(*) from read_parquet('{{out}}')").fetchall()[0][0]
 wall = time.perf_counter() - t0
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({{"rows": rows, "wall": wall, "rss_mb": rss}}))
+out = sum(p.stat().st_size for p in Path({out!r}).glob("*.parquet"))
+print(json.dumps({{"rows": rows, "wall": wall, "rss_mb": rss, "out_mb": out / 1e6}}))
 """
 
 
@@ -126,7 +128,7 @@ def main() -> None:
     ):
         print(
             f"  {name:30s} {m['wall']:6.2f} s  {m['rows'] / m['wall'] / 1e6:5.2f} M rows/s  "
-            f"peak RSS {rss:6.0f} MB"
+            f"peak RSS {rss:6.0f} MB  Parquet written {m['out_mb']:5.0f} MB"
         )
     print(
         f"  ratio to reference: time {a['wall'] / b['wall']:.2f}x (target <= 2), "

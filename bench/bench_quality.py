@@ -108,7 +108,7 @@ def detail(result: dict[str, Any], labels: Path) -> str:
 def table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     """One line per seed: ours / seed rules."""
     types = ("spike", "collective", "contextual", "stuck", "noise", "dropout", "drift")
-    head = f"{'seed':<10}{'rules':<6}" + "".join(f"{t[:5]:>7}" for t in types)
+    head = f"{'seed':<8}{'rules':<6}" + "".join(f"{t[:5]:>9}" for t in types)
     head += f"{'events':>8}{'recall':>8}{'prec':>7}{'F1':>7}{'flag%':>7}"
     lines = [head, "-" * len(head)]
     for name, result in rows:
@@ -119,8 +119,8 @@ def table(rows: list[tuple[str, dict[str, Any]]]) -> str:
                 b = m["by_type"].get(t)
                 cells.append(f"{b['found']}/{b['events']}" if b else "-")
             lines.append(
-                f"{name if who == 'oxy' else '':<10}{who:<6}"
-                + "".join(f"{c:>7}" for c in cells)
+                f"{name if who == 'oxy' else '':<8}{who:<6}"
+                + "".join(f"{c:>9}" for c in cells)
                 + f"{m['events']:>8}{m['recall']:>8.3f}{m['precision']:>7.3f}{m['f1']:>7.3f}"
                 + f"{100 * m['flagged_fraction']:>6.2f}%"
             )

@@ -124,6 +124,7 @@ def detector_params(config: Config) -> dict[str, Any]:
             "drift_recent",
             "drift_z_clip",
             "drift_min_hours",
+            "drift_max_spread",
             "drift_direction",
             "range_suspect_sat",
             "range_fail_sat",

@@ -57,7 +57,9 @@ residuals as (
                 $drift_z_clip)
         end as residual_z,
         -- hours with a tight baseline (a controlled night) weigh more than weather-driven ones
-        1 / greatest(baseline_spread, typical_noise, $min_std) as residual_weight
+        1 / greatest(baseline_spread, typical_noise, $min_std) as residual_weight,
+        greatest($drift_z_clip * greatest(baseline_spread, typical_noise, $min_std),
+            2 * $oxy_drift_relative_hi * abs(baseline_median)) as relative_cap
     from spread_floor
 ),
 drift as (
@@ -67,11 +69,13 @@ drift as (
         sum(residual_z * residual_weight) over last_day
             / sum(residual_weight) filter (where residual_z is not null) over last_day as day_z,
         count(residual_z) over last_day as day_hours,
-        -- the same hours' residual (clipped like residual_z: a short episode is no drift)
-        -- relative to their baseline level, inverse-variance weights (the tight hours tell
-        -- the level): biofouling takes a share of the reading; a few % of a tight RAS level
+        -- the same hours' residual relative to their baseline level, inverse-variance weights
+        -- (the tight hours tell the level), each hour clipped to the larger of drift_z_clip
+        -- spreads and twice the top of drift_relative_range (a short episode in the window is
+        -- no drift): biofouling takes a share of the reading; a few % of a tight RAS level
         -- is no drift
-        sum(residual_z * residual_weight) over last_day
+        sum(greatest(least(residual, relative_cap), -relative_cap) * residual_weight ^ 2)
+            over last_day
             / sum(baseline_median * residual_weight ^ 2) filter (where residual is not null)
                 over last_day as day_relative,
         sum(residual_z * residual_weight ^ 2) over last_hours
@@ -95,6 +99,10 @@ drift_level as (  -- both the day and the last hours off in the same direction: 
         *,
         day_residual as drift_level,
         case when day_hours >= $drift_min_hours and sign(day_z) = sign(recent_z)
+                -- reported only in hours whose day-to-day spread is below $drift_max_spread
+                -- of their level: a drift of a few % cannot be read where the weather moves the
+                -- level more (a pond's cloudy afternoon reads low whatever the probe does)
+                and baseline_spread <= $drift_max_spread * abs(baseline_median)
             then sign(day_z) * least(abs(day_z), abs(recent_z))
             else 0
         end as drift_z,

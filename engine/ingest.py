@@ -461,7 +461,9 @@ class _Scan:
         frame = frame.with_columns(
             ordinal=pl.int_range(start, start + frame.height, dtype=pl.Int64)
         )
-        if frame["reason"].null_count() == frame.height:  # the usual case: no copy
+        if "reason" not in frame.columns:  # the usual case (see _frame): no bad row, no copy
+            good, bad = frame, frame.clear()
+        elif frame["reason"].null_count() == frame.height:
             good, bad = frame, frame.clear()
         else:
             bad = frame.filter(pl.col("reason").is_not_null())
@@ -526,7 +528,7 @@ class _Scan:
             return
         rule = self.config["ingest"]["ambiguous_local_time"]
         zone = self.mapping.naive_time_zone
-        fold = pl.concat(self.ambiguous).sort("ordinal")
+        fold = pl.concat(self.ambiguous, how="diagonal_relaxed").sort("ordinal")
         fold = fold.with_columns(
             occurrence=pl.int_range(1, pl.len() + 1).over("sensor_id", "wall"),
             occurrences=pl.len().over("sensor_id", "wall"),
@@ -1150,6 +1152,10 @@ def _frame(batches: list[pa.RecordBatch]) -> pl.DataFrame:
     at = table.schema.get_field_index("sensor_id")
     if at >= 0 and pa.types.is_string(table.schema.field(at).type):
         table = table.set_column(at, "sensor_id", pc.dictionary_encode(table.column(at)))
+    # the text kept for bad rows is null in good ones: a column of nulls is left out (polars
+    # would still allocate a view per row), and a missing `reason` means no bad row
+    empty = [c for c in ("reason", "raw_time", "raw_value") if c in table.column_names]
+    table = table.drop_columns([c for c in empty if table.column(c).null_count == len(table)])
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return frame

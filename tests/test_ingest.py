@@ -479,6 +479,40 @@ def test_spilling_to_staging_gives_the_same_result(tmp_path: Path) -> None:
     ]
 
 
+def test_small_batches_give_the_same_fold_gap_and_quarantine(tmp_path: Path) -> None:
+    """Naive Oslo times through the autumn fold and the spring gap, a bad row in one batch
+    only: batches of 4 rows (some with, some without bad rows or wall times) = one batch."""
+    rows = ["Timestamp,Tag,Value"]
+    walls = ["2024-10-27T01:50:00"] + [f"2024-10-27T02:{m:02d}:00" for m in range(0, 60, 10)]
+    walls += [f"2024-10-27T02:{m:02d}:00" for m in range(0, 60, 10)] + ["2024-10-27T03:00:00"]
+    for wall in walls:
+        for tag in ("a", "b"):
+            rows.append(f"{wall},{tag},7.5")
+    rows.insert(3, "2024-10-27T01:55:00,a,abc")
+    rows.append("2024-03-31T02:30:00,a,7.0")  # in the spring gap
+    rows.append("2024-10-27T02:00:00+02:00,b,7.5")  # explicit offset: a duplicate
+    text = "\n".join(rows) + "\n"
+    source = {**BASE_SOURCE, "naive_time_zone": "Europe/Oslo"}
+    results = []
+    for name, overrides in (("one", {}), ("small", {"spill_rows": 6, "batch_rows": 4})):
+        case = tmp_path / name
+        case.mkdir()
+        wh = make_warehouse(case, fjordras=source)
+        if overrides:
+            wh = Warehouse(wh.root, wh.config.with_overrides({"ingest": overrides}))
+        (result,) = ingest_files(wh, [write(case / "fjordras.csv", text)])
+        results.append(
+            (
+                counts(result),
+                query(wh, "select sensor_id, ts, value from readings order by all"),
+                query(wh, "select line, reason, sensor_id, raw_time from quarantine order by all"),
+            )
+        )
+    assert results[0] == results[1]
+    assert results[0][0] == (31, 28, 1, 2)
+    assert [r[1] for r in results[0][2]] == ["non-numeric value", "nonexistent local time"]
+
+
 def test_multi_column_identity_and_separator_levels(tmp_path: Path) -> None:
     wh = make_warehouse(
         tmp_path,

@@ -31,7 +31,8 @@ time_kind as (
                 case
                     when contains(raw_time, 'Z') and ends_with(raw_time, 'Z') then true
                     when contains(raw_time, 'z') and ends_with(raw_time, 'z') then true
-                    when contains(substr(raw_time, 17), '+') then true
+                    when strpos(raw_time, '+') >= 17 then true  -- no substring copied
+                    when contains(raw_time, '+') and contains(substr(raw_time, 17), '+') then true
                     when contains(substr(raw_time, 17), '-') then true
                     else length(raw_time) > 19 and ascii(raw_time[-1]) >= 65
                 end

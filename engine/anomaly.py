@@ -125,6 +125,7 @@ def detector_params(config: Config) -> dict[str, Any]:
             "drift_z_clip",
             "drift_min_hours",
             "drift_max_spread",
+            "drift_baseline_window",
             "drift_direction",
             "range_suspect_sat",
             "range_fail_sat",

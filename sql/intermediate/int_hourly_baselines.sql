@@ -19,6 +19,7 @@ hour_of_day as (
         (quantile_cont(median, 0.75) over same_hour
             - quantile_cont(median, 0.25) over same_hour) / 1.349 as baseline_spread,
         count(median) over same_hour as baseline_days,
+        median(median) over drift_hour as drift_baseline,  -- drift: against the recent days
         count(*) over recent as typical_hours,
         median(std) over recent as typical_std,
         median(noise) over recent as typical_noise,
@@ -26,6 +27,10 @@ hour_of_day as (
             as typical_spike  -- an hour with daily switching (aerators, feeders) needs more
     from hourly
     window
+        drift_hour as (
+            partition by sensor_id, local_hour order by hour
+            range between $drift_baseline_window::interval preceding and interval 1 hour preceding
+        ),
         same_hour as (
             partition by sensor_id, local_hour order by hour
             range between $baseline_window::interval preceding and interval 1 hour preceding
@@ -49,17 +54,17 @@ spread_floor as (  -- an hour's spread from few days is unstable: at least half 
 residuals as (
     select
         *,
-        case when baseline_days >= $baseline_min_days then median - baseline_median end
+        case when baseline_days >= $baseline_min_days then median - drift_baseline end
             as residual,
         case when baseline_days >= $baseline_min_days  -- clipped: one odd hour is no drift
-            then least(greatest((median - baseline_median)
+            then least(greatest((median - drift_baseline)
                 / greatest(baseline_spread, typical_noise, $min_std), -$drift_z_clip),
                 $drift_z_clip)
         end as residual_z,
         -- hours with a tight baseline (a controlled night) weigh more than weather-driven ones
         1 / greatest(baseline_spread, typical_noise, $min_std) as residual_weight,
         greatest($drift_z_clip * greatest(baseline_spread, typical_noise, $min_std),
-            2 * $oxy_drift_relative_hi * abs(baseline_median)) as relative_cap
+            2 * $oxy_drift_relative_hi * abs(drift_baseline)) as relative_cap
     from spread_floor
 ),
 drift as (
@@ -76,7 +81,7 @@ drift as (
         -- is no drift
         sum(greatest(least(residual, relative_cap), -relative_cap) * residual_weight ^ 2)
             over last_day
-            / sum(baseline_median * residual_weight ^ 2) filter (where residual is not null)
+            / sum(drift_baseline * residual_weight ^ 2) filter (where residual is not null)
                 over last_day as day_relative,
         sum(residual_z * residual_weight ^ 2) over last_hours
             / sum(residual_weight ^ 2) filter (where residual_z is not null) over last_hours

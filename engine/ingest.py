@@ -613,10 +613,16 @@ class _Scan:
 
     def bucket_rows(self) -> Iterable[tuple[int, pl.DataFrame]]:
         """Each bucket's good rows of the whole file (spilled parts, then held rows)."""
+        for bucket, frames in self.bucket_frames():
+            yield bucket, pl.concat(frames)
+
+    def bucket_frames(self) -> Iterable[tuple[int, list[pl.DataFrame]]]:
+        """Each bucket's good rows of the whole file as parts in file order (spilled parts
+        read back, then held rows), handed over (the scan lets go of them)."""
         for bucket in sorted(set(self.parts) | set(self.held)):
             frames = [pl.read_parquet(p) for p in self.parts.get(bucket, [])]
             frames += self.held.pop(bucket, [])
-            yield bucket, pl.concat(frames)
+            yield bucket, frames
 
     def _spill_quarantine(self, bad: pl.DataFrame) -> None:
         frame = bad.select(
@@ -789,15 +795,11 @@ def _commit(
         threads = int(warehouse.config["warehouse"]["threads"])
         in_flight: list[Future[_Settled]] = []
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            for bucket, candidates in scan.bucket_rows():
-                candidates = candidates.select(
-                    sensor_id=pl.Series(rank_by_code[candidates["sensor_code"].to_numpy()]),
-                    ts="ts",
-                    value="value",
-                    ordinal="ordinal",
-                )
+            for bucket, parts in scan.bucket_frames():
                 in_lake = [sid for sid in known if scan.bucket_of[sid] == bucket]
-                existing = _lake_overlap(warehouse, con, bucket, candidates["ts"], in_lake)
+                lo = min(part["ts"].min() for part in parts)  # type: ignore[type-var]
+                hi = max(part["ts"].max() for part in parts)  # type: ignore[type-var]
+                existing = _lake_overlap(warehouse, con, bucket, lo, hi, in_lake)
                 existing = existing.with_columns(
                     pl.col("sensor_id").replace_strict(rank_of, return_dtype=pl.Int64)
                 )
@@ -807,7 +809,8 @@ def _commit(
                     pool.submit(
                         _settle_bucket,
                         warehouse,
-                        candidates,
+                        parts,
+                        rank_by_code,
                         existing,
                         bucket,
                         ingest_id,
@@ -815,6 +818,7 @@ def _commit(
                         literals,
                     )
                 )
+                del parts
             while in_flight:
                 collect(in_flight.pop(0))
         staged.sort(key=lambda f: f.relpath)
@@ -861,15 +865,26 @@ class _Settled:
 
 def _settle_bucket(
     warehouse: Warehouse,
-    candidates: pl.DataFrame,
+    parts: list[pl.DataFrame],
+    rank_by_code: np.ndarray,
     existing: pl.DataFrame,
     bucket: int,
     ingest_id: str,
     id_by_rank: pl.Series,
     literals: dict[str, Any],
 ) -> _Settled:
-    """Classify one bucket's candidates (sensor ids as ranks) against the lake's rows and
-    stage its accepted readings; runs on a worker thread (polars releases the GIL)."""
+    """Classify one bucket's rows (``parts`` in file order, sensors as file codes; compared
+    as ranks) against the lake's rows and stage its accepted readings; runs on a worker
+    thread (polars, numpy and pyarrow release the GIL)."""
+    rows = pl.concat(parts)
+    parts.clear()
+    candidates = rows.select(
+        sensor_id=pl.Series(rank_by_code[rows["sensor_code"].to_numpy()]),
+        ts="ts",
+        value="value",
+        ordinal="ordinal",
+    )
+    del rows
     rows = classify_duplicates(candidates, existing)
     counts = dict(rows.group_by("outcome").len().iter_rows())
     if counts.get("accepted", 0) != rows.height:
@@ -962,17 +977,17 @@ def _lake_overlap(
     warehouse: Warehouse,
     con: duckdb.DuckDBPyConnection,
     bucket: int,
-    ts: pl.Series,
+    lo: Any,
+    hi: Any,
     sensor_ids: list[str],
 ) -> pl.DataFrame:
-    """Committed readings of ``sensor_ids`` in ``bucket`` in the time range of ``ts`` (files
-    and row groups outside it are never read; no sensors, nothing read)."""
+    """Committed readings of ``sensor_ids`` in ``bucket`` with ``lo <= ts <= hi`` (files and
+    row groups outside it are never read; no sensors, nothing read)."""
     empty = pl.DataFrame(
         schema={"sensor_id": pl.String, "ts": pl.Datetime("us"), "value": pl.Float64}
     )
     if not sensor_ids:
         return empty
-    lo, hi = ts.min(), ts.max()
     lake = [
         str(warehouse.root / r[0])
         for r in con.execute(

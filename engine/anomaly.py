@@ -26,6 +26,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
@@ -756,6 +757,58 @@ def _write_events(
         shutil.rmtree(wh.marts_dir / "anomaly_events" / f"bucket={bucket:02d}", ignore_errors=True)
 
 
+def _score_chunks(
+    wh: Warehouse,
+    con: duckdb.DuckDBPyConnection,
+    bucket: int,
+    chunks: list[list[tuple[str, datetime]]],
+    params: dict[str, Any],
+    lb: Lookbacks,
+    mw: MinuteWindows,
+) -> list[Path]:
+    """``int_detector_scores`` of one bucket, chunk by chunk: a temp table for a single chunk;
+    for more, each chunk's scores go to a staged Parquet file and the name is a view over
+    them (the bucket's scores held in memory would grow with the bucket). Returns the staged
+    files."""
+    staged: list[Path] = []
+    query = sql_text("intermediate/int_detector_scores")
+    for chunk in chunks:
+        scope_table(con, chunk, lb)
+        local = readings_in_scope(wh, con, [bucket], params, mw)
+        con.register("int_readings_local", local)
+        _update_baselines(con, params, lb)
+        _stored_baselines(con)
+        windows = detector_windows(con, local, mw)
+        del local
+        con.unregister("int_readings_local")
+        con.register("int_readings_local", windows)
+        del windows
+        if len(chunks) == 1:
+            run_sql(con, "intermediate/int_detector_scores", params, into="int_detector_scores")
+        else:
+            staged.append(wh.staging_path())
+            con.execute(
+                f"copy ({query}) to {quote_literal(str(staged[-1]))} "
+                "(format parquet, compression zstd)",
+                bind(query, params),
+            )
+        con.unregister("int_readings_local")
+        con.execute("drop table if exists hourly_baselines")
+        if len(chunks) > 1:
+            # a registered frame lives as long as the transaction that dropped it: commit each
+            # chunk (its stored baselines) so that memory stays flat. Safe: until the bucket's
+            # score_files row commits, the next run recomputes the same chunks from scratch.
+            con.execute("commit")
+            con.execute("begin")
+    if staged:
+        listing = ", ".join(quote_literal(str(p)) for p in staged)
+        con.execute(
+            "create or replace temp view int_detector_scores as "
+            f"select * from read_parquet([{listing}])"
+        )
+    return staged
+
+
 def _chunks(
     con: duckdb.DuckDBPyConnection, bucket: int, changes: list[tuple[str, datetime]], limit: int
 ) -> list[list[tuple[str, datetime]]]:
@@ -825,25 +878,20 @@ def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
                     )
                     con.execute("delete from score_files where bucket = $b", {"b": bucket})
                 if changes:
-                    for number, chunk in enumerate(_chunks(con, bucket, changes, chunk_rows)):
-                        scope_table(con, chunk, lb)
-                        local = readings_in_scope(warehouse, con, [bucket], params, mw)
-                        con.register("int_readings_local", local)
-                        _update_baselines(con, params, lb)
-                        _stored_baselines(con)
-                        con.register("int_readings_local", detector_windows(con, local, mw))
-                        del local
-                        into = "int_detector_scores" if number == 0 else "chunk_scores"
-                        run_sql(con, "intermediate/int_detector_scores", params, into=into)
-                        con.unregister("int_readings_local")
-                        if number > 0:
-                            con.execute("insert into int_detector_scores from chunk_scores")
-                        for table in ("chunk_scores", "hourly_baselines"):
-                            con.execute(f"drop table if exists {table}")
-                    rows += con.execute("select count(*) from int_detector_scores").fetchall()[0][0]
-                    scope_table(con, changes, lb)  # the whole bucket: each month file written once
-                    _write_scores(warehouse, con, bucket, params, full)
-                    con.execute("drop table int_detector_scores")
+                    chunks = _chunks(con, bucket, changes, chunk_rows)
+                    staged = _score_chunks(warehouse, con, bucket, chunks, params, lb, mw)
+                    try:
+                        (count,) = con.execute(
+                            "select count(*) from int_detector_scores"
+                        ).fetchall()
+                        rows += count[0]
+                        scope_table(con, changes, lb)  # the whole bucket: month files written once
+                        _write_scores(warehouse, con, bucket, params, full)
+                    finally:
+                        kind = "view" if staged else "table"
+                        con.execute(f"drop {kind} if exists int_detector_scores")
+                        for path in staged:
+                            path.unlink(missing_ok=True)
                 _write_events(warehouse, con, bucket, params)
                 con.execute(
                     "delete from score_files where bucket = $b and list_contains($gone, path)",

@@ -523,8 +523,8 @@ def test_detector_scores_and_mart_fixed_answer(warehouse: Warehouse) -> None:
 def test_incremental_equals_full_for_any_batching(
     tmp_path_factory: pytest.TempPathFactory, cuts: list[int], late_start: int
 ) -> None:
+    from conftest import load_readings
     from engine.config import Config
-    from tests.conftest import load_readings
 
     warehouse = Warehouse(tmp_path_factory.mktemp("wh") / "warehouse", Config.load())
     data = diel(4, seed=5)

@@ -23,7 +23,7 @@ import polars as pl
 
 from engine import OxyError
 from engine.anomaly import bind, detector_params, seed_windows
-from engine.warehouse import Warehouse, sql_text
+from engine.warehouse import Warehouse, readings_buckets, sql_text
 
 LEAD = "2 minutes"
 LAG = "5 minutes"
@@ -130,14 +130,8 @@ def _seed_flags(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> None:
         "create or replace temp table eval_flags "
         "(sensor_id varchar, ts timestamp, is_anomaly boolean)"
     )
-    buckets = [
-        b
-        for (b,) in con.execute(
-            "select distinct bucket from lake_files where kind = 'readings' order by 1"
-        ).fetchall()
-    ]
     query = sql_text("intermediate/int_seed_scores")
-    for bucket in buckets:
+    for bucket in readings_buckets(con):
         files = [str(p) for p in warehouse.files(con, "readings", bucket)]
         con.register("seed_windows", seed_windows(con, files, warehouse.config))
         try:
@@ -181,9 +175,9 @@ def evaluate(
             raise OxyError("no anomaly_scores yet: run `oxy score` first")
         con.execute(
             "create or replace temp table eval_flags as "
-            "select sensor_id, ts, is_anomaly from anomaly_scores"
+            + sql_text("intermediate/int_evaluation_flags")
         )
-        known = {r[0] for r in con.execute("select distinct sensor_id from eval_flags").fetchall()}
+        known = {r[0] for r in con.table("eval_flags").select("sensor_id").distinct().fetchall()}
         unknown = sorted(set(labels["sensor_id"].unique().to_list()) - known)
         ours = evaluate_flags(con, labels)
         seed = None

@@ -664,7 +664,8 @@ def _update_baselines(
     run_sql(con, "intermediate/int_hourly_stats", params, into="int_hourly_stats")
     con.execute(
         "create or replace temp table hourly_history as "
-        "select h.sensor_id, h.hour, h.local_hour, h.n, h.median, h.std, h.noise, h.spike_rms "
+        "select h.sensor_id, h.hour, h.local_hour, h.n, h.median, h.std, h.noise, h.spike_rms, "
+        "h.quantum "
         "from score_hourly as h join score_scope as s using (sensor_id) "
         "where h.hour >= s.changed_from - $lookback and h.hour < s.changed_from "
         "union all select * from int_hourly_stats",

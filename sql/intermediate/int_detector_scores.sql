@@ -10,7 +10,8 @@ readings as (
 baselines as (
     select
         sensor_id, hour, baseline_median, baseline_spread, baseline_days,
-        typical_hours, typical_std, typical_noise, typical_spike, drift_z, drift_relative
+        typical_hours, typical_std, typical_noise, typical_spike, typical_quantum, drift_z,
+        drift_relative
     from hourly_baselines
 ),
 scope as (
@@ -29,6 +30,9 @@ with_baselines as (
             then greatest(b.typical_noise, $min_std) end as typical_noise,
         case when b.typical_hours >= $typical_min_hours
             then greatest(b.typical_spike, $min_std) end as typical_spike,
+        -- a window of identical readings only shows that the spread is below the sensor's
+        -- resolution: the std of rounding to a step of `quantum` is quantum / sqrt(12)
+        coalesce(b.typical_quantum, 0) / sqrt(12) as resolution_std,
         b.drift_z,
         b.drift_relative,
         (r.value - b.baseline_median) / nullif(abs(b.baseline_median), 0) as reading_relative,
@@ -140,12 +144,13 @@ scored as (
             (c.contextual_z - $oxy_contextual_z_lo) / ($oxy_contextual_z_hi - $oxy_contextual_z_lo), 0), 1), 0)
             as score_contextual,
         case
-            when c.point_n >= $stuck_min_readings
-                and c.window_std < $stuck_std_ratio * c.sigma then 1.0::double
-            when c.ahead_n >= $stuck_min_readings
-                and c.ahead_std < $stuck_std_ratio * c.sigma then 1.0::double
+            when c.point_n >= $stuck_min_readings and greatest(c.window_std, c.resolution_std)
+                < $stuck_std_ratio * c.sigma then 1.0::double
+            when c.ahead_n >= $stuck_min_readings and greatest(c.ahead_std, c.resolution_std)
+                < $stuck_std_ratio * c.sigma then 1.0::double
             when c.point_n < $stuck_min_readings and c.sparse_n >= $stuck_min_readings
-                and c.sparse_std < $stuck_std_ratio * c.sigma then 1.0::double
+                and greatest(c.sparse_std, c.resolution_std) < $stuck_std_ratio * c.sigma
+                then 1.0::double
             else 0.0::double
         end as score_stuck,
         coalesce(least(greatest(

@@ -7,7 +7,8 @@
 -- `score_scope` (sensor_id, changed_from): only hours from changed_from on are returned.
 with
 hourly as (
-    select sensor_id, hour, local_hour, n, median, std, noise, spike_rms from hourly_history
+    select sensor_id, hour, local_hour, n, median, std, noise, spike_rms, quantum
+    from hourly_history
 ),
 scope as (
     select sensor_id, changed_from from score_scope
@@ -24,7 +25,8 @@ hour_of_day as (
         median(std) over recent as typical_std,
         median(noise) over recent as typical_noise,
         greatest(median(spike_rms) over recent, coalesce(median(spike_rms) over same_hour, 0))
-            as typical_spike  -- an hour with daily switching (aerators, feeders) needs more
+            as typical_spike,  -- an hour with daily switching (aerators, feeders) needs more
+        min(quantum) over recent as typical_quantum
     from hourly
     window
         drift_hour as (
@@ -117,8 +119,8 @@ drift_level as (  -- both the day and the last hours off in the same direction: 
 scored as (
     select
         d.sensor_id, d.hour, d.local_hour, d.n, d.median, d.std, d.noise, d.spike_rms,
-        d.baseline_median, d.baseline_spread, d.baseline_days, d.typical_hours, d.typical_std,
-        d.typical_noise, d.typical_spike,
+        d.quantum, d.baseline_median, d.baseline_spread, d.baseline_days, d.typical_hours,
+        d.typical_std, d.typical_noise, d.typical_spike, d.typical_quantum,
         d.drift_level,
         d.drift_z,
         d.drift_relative

@@ -22,7 +22,9 @@ hourly as (
         median(value) as median,
         coalesce(stddev_samp(value), 0) as std,
         sqrt(avg(step * step) / 2) as noise,
-        sqrt(avg(spike_residual * spike_residual)) as spike_rms
+        sqrt(avg(spike_residual * spike_residual)) as spike_rms,
+        -- the sensor's resolution shows as its smallest non-zero step
+        min(abs(step)) filter (where step <> 0) as quantum
     from changed
     group by sensor_id, hour
 )

@@ -20,8 +20,8 @@ same_local_hour as (
 latest as (
     select
         h.sensor_id, h.hour,
-        s.typical_hours, s.typical_std, s.typical_noise, s.typical_spike, s.drift_z,
-        s.drift_relative
+        s.typical_hours, s.typical_std, s.typical_noise, s.typical_spike, s.typical_quantum,
+        s.drift_z, s.drift_relative
     from hours as h
     asof left join stored as s
         on h.sensor_id = s.sensor_id and h.hour >= s.hour
@@ -30,8 +30,8 @@ baselines as (
     select
         l.sensor_id, l.hour, l.local_hour,
         l.baseline_median, l.baseline_spread, l.baseline_days,
-        t.typical_hours, t.typical_std, t.typical_noise, t.typical_spike, t.drift_z,
-        t.drift_relative
+        t.typical_hours, t.typical_std, t.typical_noise, t.typical_spike, t.typical_quantum,
+        t.drift_z, t.drift_relative
     from same_local_hour as l
     join latest as t using (sensor_id, hour)
 )

@@ -421,8 +421,8 @@ class _Scan:
                 disable=not self.progress,
                 leave=False,
             )
-            # DuckDB produces batch k+1 while a worker thread processes batch k (both release
-            # the GIL); one batch in flight at a time keeps file order and memory bounded
+            # DuckDB produces batch k+1 while a worker thread converts and processes batch k
+            # (both release the GIL); one batch in flight keeps file order and memory bounded
             try:
                 with ThreadPoolExecutor(max_workers=1) as worker:
                     taking: Future[None] | None = None
@@ -436,12 +436,12 @@ class _Scan:
                         if rows >= batch_rows:
                             if taking is not None:
                                 taking.result()
-                            taking = worker.submit(self._take, _frame(pending))
+                            taking = worker.submit(self._take_batches, pending)
                             pending, rows = [], 0
                     if taking is not None:
                         taking.result()
                     if pending:
-                        self._take(_frame(pending))
+                        self._take_batches(pending)
             except duckdb.Error as exc:
                 raise OxyError(
                     f"{self.path}: cannot read as {self.kind}: {_first_line(exc)}"
@@ -453,6 +453,9 @@ class _Scan:
         finally:
             mcon.close()
         self._resolve_ambiguous()
+
+    def _take_batches(self, batches: list[pa.RecordBatch]) -> None:
+        self._take(_frame(batches))
 
     def _take(self, frame: pl.DataFrame) -> None:
         """Split one parsed batch into good rows (spilled per bucket) and bad rows."""

@@ -10,7 +10,8 @@ RSS is its own, and alternating so both see the same machine load:
     ``COPY (SELECT * FROM read_csv(...)) TO '...parquet'`` (``read_parquet`` for Parquet)
     with the same DuckDB threads and memory limit.
 
-Prints rows, best wall time over ``--repeat`` runs, rows/s, peak RSS and the ratio (a)/(b).
+Prints rows, best wall time over ``--repeat`` runs (and that run's CPU seconds, user + sys),
+rows/s, peak RSS, Parquet bytes written and the ratios (a)/(b).
 Targets: ratio <= 2, peak RSS <= 2 GB.
 
     .venv/bin/python bench/bench_ingest.py                          # 100 sensors x 90 days
@@ -36,14 +37,15 @@ from engine.config import Config
 from engine.ingest import ingest_files
 from engine.warehouse import Warehouse
 wh = Warehouse({warehouse!r}, Config.load({config!r}))
-t0 = time.perf_counter()
+cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+c0, t0 = cpu(), time.perf_counter()
 results = ingest_files(wh, [{exports!r}])
-wall = time.perf_counter() - t0
+wall, cpu_s = time.perf_counter() - t0, cpu() - c0
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 lake = sum(p.stat().st_size for p in (wh.root / "lake").rglob("*.parquet"))
 print(json.dumps({{"rows": sum(r.rows_read for r in results),
                    "accepted": sum(r.accepted for r in results),
-                   "wall": wall, "rss_mb": rss, "out_mb": lake / 1e6}}))
+                   "wall": wall, "cpu": cpu_s, "rss_mb": rss, "out_mb": lake / 1e6}}))
 """
 
 BARE = """
@@ -56,7 +58,8 @@ settings = Config.load()["warehouse"]
 con = duckdb.connect(config={{"threads": int(settings["threads"]),
                               "memory_limit": str(settings["memory_limit"])}})
 rows = 0
-t0 = time.perf_counter()
+cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+c0, t0 = cpu(), time.perf_counter()
 for i, path in enumerate(sorted(Path({exports!r}).glob("*.*"))):
     reader = {{".csv": "read_csv", ".parquet": "read_parquet"}}.get(path.suffix)
     if reader is None or path.name == "labels.csv":
@@ -64,10 +67,11 @@ for i, path in enumerate(sorted(Path({exports!r}).glob("*.*"))):
     out = Path({out!r}) / f"{{i}}.parquet"
     con.execute(f"copy (select * from {{reader}}('{{path}}')) to '{{out}}' (format parquet)")
     rows += con.execute(f"select count(*) from read_parquet('{{out}}')").fetchall()[0][0]
-wall = time.perf_counter() - t0
+wall, cpu_s = time.perf_counter() - t0, cpu() - c0
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 out = sum(p.stat().st_size for p in Path({out!r}).glob("*.parquet"))
-print(json.dumps({{"rows": rows, "wall": wall, "rss_mb": rss, "out_mb": out / 1e6}}))
+print(json.dumps({{"rows": rows, "wall": wall, "cpu": cpu_s, "rss_mb": rss,
+                   "out_mb": out / 1e6}}))
 """
 
 
@@ -128,10 +132,11 @@ def main() -> None:
     ):
         print(
             f"  {name:30s} {m['wall']:6.2f} s  {m['rows'] / m['wall'] / 1e6:5.2f} M rows/s  "
-            f"peak RSS {rss:6.0f} MB  Parquet written {m['out_mb']:5.0f} MB"
+            f"CPU {m['cpu']:5.1f} s  peak RSS {rss:6.0f} MB  Parquet written {m['out_mb']:4.0f} MB"
         )
     print(
         f"  ratio to reference: time {a['wall'] / b['wall']:.2f}x (target <= 2), "
+        f"CPU {a['cpu'] / b['cpu']:.2f}x, "
         f"peak RSS {rss_a / rss_b:.2f}x ({rss_a / 1024:.2f} GB, target <= 2 GB)"
     )
 

@@ -922,11 +922,10 @@ def _stage_bucket(
     so every reader sees plain strings and timestamps.
     """
     rows = accepted.height
+    zeros = pa.array(np.zeros(rows, dtype=np.int32))  # the indices of every constant column
 
     def constant(value: Any, kind: pa.DataType) -> pa.DictionaryArray:
-        return pa.DictionaryArray.from_arrays(
-            pa.array(np.zeros(rows, dtype=np.int32)), pa.array([value], kind)
-        )
+        return pa.DictionaryArray.from_arrays(zeros, pa.array([value], kind))
 
     table = pa.Table.from_arrays(
         [

@@ -774,7 +774,7 @@ def _commit(
         new_sensors = warehouse.register_sensors(con, sensors) if sensors else 0
         # sensor codes -> ranks in sensor_id order, so an integer sort gives the lake's order
         rank_of = {sid: rank for rank, sid in enumerate(ids)}
-        rank_by_code = np.zeros(len(scan.code_of), dtype=np.int64)
+        rank_by_code = np.zeros(len(scan.code_of), dtype=np.int32)
         for sid, code in scan.code_of.items():
             rank_by_code[code] = rank_of[sid]
         id_by_rank = pl.Series("sensor_id", ids, dtype=pl.String)
@@ -804,7 +804,7 @@ def _commit(
                 hi = max(part["ts"].max() for part in parts)  # type: ignore[type-var]
                 existing = _lake_overlap(warehouse, con, bucket, lo, hi, in_lake)
                 existing = existing.with_columns(
-                    pl.col("sensor_id").replace_strict(rank_of, return_dtype=pl.Int64)
+                    pl.col("sensor_id").replace_strict(rank_of, return_dtype=pl.Int32)
                 )
                 while len(in_flight) >= max(1, threads):
                     collect(in_flight.pop(0))

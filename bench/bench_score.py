@@ -154,7 +154,7 @@ def phase_score(root: Path, full: bool) -> dict:
 
 
 def phase_seed_sql(root: Path) -> dict:
-    """The seed's rules in oxy's SQL (``int_seed_scores``), bucket by bucket, same rows."""
+    """The seed's rules in oxy (``seed_windows`` + ``int_seed_scores``), bucket by bucket."""
     from engine.config import Config
     from engine.evaluate import _seed_flags
     from engine.warehouse import Warehouse
@@ -281,8 +281,8 @@ def run_main(root: Path, args: argparse.Namespace) -> None:
     )
     seed_sql = run_phase("seed_sql", root)
     print(
-        f"seed rules in SQL:   {seed_sql['seconds']:6.2f} s  peak RSS "
-        f"{seed_sql['rss_mb']:6.0f} MB  -> same rules, SQL is "
+        f"seed rules in oxy:   {seed_sql['seconds']:6.2f} s  peak RSS "
+        f"{seed_sql['rss_mb']:6.0f} MB  -> same rules, oxy is "
         f"{pandas['seconds'] / seed_sql['seconds']:.1f}x faster than pandas (target >= 3.5x; "
         f"flagged {seed_sql['flagged']:,} vs pandas {pandas['flagged']:,})"
     )

@@ -338,6 +338,8 @@ def _first_ingested(raw: pl.DataFrame, longest: int) -> pl.DataFrame:
     first, last = first or 0, last or 0
     stride = (last - first) + 2 * longest + 1
     rank = pl.col("sensor_rank").cast(pl.Int64)
+    if (raw["sensor_rank"].max() or 0) * stride >= 2**62:  # ranks among many sensors: 0, 1, ...
+        rank = rank.rank("dense").cast(pl.Int64)
     raw = raw.with_columns(key=(us - first) + rank * stride).sort("key")
     repeated = pl.col("key") == pl.col("key").shift(1)
     if raw.select(repeated.any()).item():

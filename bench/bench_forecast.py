@@ -254,7 +254,8 @@ def main() -> None:
         with wh.reader() as con:
             zones = sensor_timezones(con)
             frames = [
-                forecast.bucket_readings(wh, con, b, history_days=15) for b in readings_buckets(con)
+                forecast.bucket_readings(wh, con, b, history_days=forecast.HISTORY_DAYS)
+                for b in readings_buckets(con)
             ]
         grids = [forecast.SeriesGrid.from_series(forecast.sensor_series(f.lazy())) for f in frames]
         started = time.perf_counter()

@@ -40,6 +40,7 @@ from engine.artifacts import Run, latest_run, load_run, save_run
 from engine.features import (
     FEATURES,
     MINUTES_PER_DAY,
+    PROFILE_DAYS,
     SeriesGrid,
     feature_frame,
     feature_matrix,
@@ -63,6 +64,9 @@ HORIZON_BUCKETS: tuple[tuple[str, int], ...] = (
 )
 INTERVAL_EDGES: tuple[int, ...] = (60, 360, 1440, 4320, 10080)  # conformal buckets (minutes)
 MIN_RESIDUALS = 30  # fewer validation residuals in a bucket: use all of them
+# Days of each sensor's latest readings `oxy forecast` reads: every feature of a week-ahead
+# pair looks back at most the profile's days (plus the target's day) from the origin.
+HISTORY_DAYS = PROFILE_DAYS + 1
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
 _UNITS = {"m": 1, "min": 1, "minute": 1, "minutes": 1, "h": 60, "hour": 60, "hours": 60}
 _UNITS |= {"d": 1440, "day": 1440, "days": 1440, "w": 10080, "week": 10080, "weeks": 10080}
@@ -719,10 +723,44 @@ class ForecastSummary:
         return self.__dict__.copy()
 
 
-def sensor_status(
-    grid: SeriesGrid, faults: pl.DataFrame, min_history: int, fault_fraction: float
+FAULT_SCHEMA = {
+    "sensor_id": pl.String,
+    "readings": pl.Int64,
+    "fault_readings": pl.Int64,
+    "fault_type": pl.String,
+}
+
+
+def recent_faults(
+    con: duckdb.DuckDBPyConnection, bucket: int, grid: SeriesGrid, cfg: Mapping[str, Any]
 ) -> pl.DataFrame:
-    """``sensor_id, status, reason`` per grid sensor: ok, insufficient_history or sensor_fault."""
+    """Per sensor of one bucket: scored readings in the last ``fault_window`` before its latest
+    scored one, and how many are sensor faults. Reads only the bucket's partition, from a day
+    before the earliest last reading of its sensors on (scoring may lag the lake a little)."""
+    window = minutes_of(cfg["fault_window"])
+    since = from_minutes_ts(int(grid.last_minute().min()) - window - MINUTES_PER_DAY)
+    found = _query(
+        con,
+        "intermediate/int_forecast_recent_faults",
+        {
+            "bucket": bucket,
+            "since": since,
+            "window_min": window,
+            "fault_types": list(cfg["fault_types"]),
+        },
+    )
+    return found.select(pl.col(name).cast(dtype) for name, dtype in FAULT_SCHEMA.items())
+
+
+def sensor_status(
+    grid: SeriesGrid, faults: pl.DataFrame | None, min_history: int, fault_fraction: float
+) -> pl.DataFrame:
+    """``sensor_id, status, reason`` per grid sensor: ok, insufficient_history or sensor_fault.
+
+    ``grid`` holds the last ``HISTORY_DAYS`` of readings; ``faults`` is :func:`recent_faults`
+    (None without anomaly scores)."""
+    if faults is None:
+        faults = pl.DataFrame(schema=FAULT_SCHEMA)
     counts = np.array(
         [
             np.isfinite(grid.columns["value"][o : o + n]).sum()
@@ -745,7 +783,7 @@ def sensor_status(
         pl.when(pl.col("covered_min") < min_history)
         .then(
             pl.format(
-                "{} h of readings in the last 14 days, need {} h",
+                f"{{}} h of readings in the last {HISTORY_DAYS} days, need {{}} h",
                 (pl.col("covered_min") / 60).round(1),
                 pl.lit(round(min_history / 60, 1)),
             )
@@ -823,33 +861,17 @@ def forecast(
             unknown = sorted(set(sensor_ids) - set(timezones))
             if unknown:
                 raise OxyError(f"unknown sensor(s): {', '.join(unknown)}")
-        faults = pl.DataFrame(
-            schema={
-                "sensor_id": pl.String,
-                "readings": pl.Int64,
-                "fault_readings": pl.Int64,
-                "fault_type": pl.String,
-            }
-        )
-        if has_relation(con, "anomaly_scores"):
-            found = _query(
-                con,
-                "intermediate/int_forecast_recent_faults",
-                {
-                    "window_min": minutes_of(cfg["fault_window"]),
-                    "fault_types": list(cfg["fault_types"]),
-                },
-            )
-            faults = found.select(pl.col(name).cast(dtype) for name, dtype in faults.schema.items())
+        scored = has_relation(con, "anomaly_scores")
         buckets = readings_buckets(con)
         bar = tqdm(buckets, desc="forecast", unit=" bucket", disable=not progress, leave=False)
         for bucket in bar:
             readings = bucket_readings(
-                warehouse, con, bucket, sensor_ids=sensor_ids, history_days=15
+                warehouse, con, bucket, sensor_ids=sensor_ids, history_days=HISTORY_DAYS
             )
             if readings.is_empty():
                 continue
             grid = SeriesGrid.from_series(sensor_series(readings.lazy()))
+            faults = recent_faults(con, bucket, grid, cfg) if scored else None
             status = sensor_status(grid, faults, min_history, fault_fraction)
             frame, status = forecast_grid(run, grid, status, h_total, timezones)
             _write_partition(warehouse, con, "forecasts", frame, bucket, sensor_ids)

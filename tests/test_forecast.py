@@ -264,3 +264,66 @@ def test_model_runs_on_knots_and_interpolates_between() -> None:
     ordered, z = forecast.predict_z(linear, pairs)
     assert seen == [60 + (1440 - 60) // 15]  # the first hour, then every 15 minutes
     np.testing.assert_allclose(z, 2.0 * ordered["horizon_min"].to_numpy())
+
+
+def test_recent_faults_read_the_bucket_partition_after_since(tmp_path: Path) -> None:
+    """The fault window ends at each sensor's last scored reading: a fault a month earlier
+    does not count, and another bucket's sensors are not reported."""
+    wh = Warehouse(tmp_path / "wh", Config.load())
+    end = START + timedelta(days=40)
+    minutes = [end - timedelta(minutes=m) for m in range(120)]
+
+    def scores(sid: str, ts: list[datetime], flagged: int, kind: str) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "sensor_id": sid,
+                "ts": ts,
+                "is_anomaly": [i < flagged for i in range(len(ts))],
+                "anomaly_type": [kind if i < flagged else "none" for i in range(len(ts))],
+            }
+        ).with_columns(pl.col("ts").cast(pl.Datetime("us")))
+
+    parts = {
+        # bucket 3: x stuck for its last 45 of 60 minutes; y fine lately, stuck a month ago
+        ("03", "2024-04"): pl.concat(
+            [scores("x", minutes, 45, "stuck"), scores("y", minutes, 0, "stuck")]
+        ),
+        ("03", "2024-03"): scores(
+            "y", [START + timedelta(minutes=m) for m in range(90)], 90, "stuck"
+        ),
+        # bucket 5: z stuck, but it is not the bucket asked for
+        ("05", "2024-04"): scores("z", minutes, 120, "stuck"),
+    }
+    with wh.writer() as con:
+        for (bucket, month), frame in parts.items():
+            con.register("rows", frame.to_arrow())
+            wh.write_mart(
+                con,
+                "anomaly_scores",
+                "select * from rows",
+                partition=f"bucket={bucket}/month={month}",
+            )
+            con.unregister("rows")
+        wh.refresh_mart_views(con)
+    grid = forecast.SeriesGrid.from_series(
+        forecast.sensor_series(
+            pl.DataFrame({"sensor_id": ["x", "y"], "ts": [end, end], "value": [8.0, 8.0]})
+            .with_columns(pl.col("ts").cast(pl.Datetime("us")))
+            .lazy()
+        )
+    )
+    with wh.reader() as con:
+        faults = forecast.recent_faults(con, 3, grid, wh.config["forecast"])
+    got = {r["sensor_id"]: r for r in faults.to_dicts()}
+    assert set(got) == {"x", "y"}
+    assert (got["x"]["readings"], got["x"]["fault_readings"], got["x"]["fault_type"]) == (
+        60,
+        45,
+        "stuck",
+    )
+    assert (got["y"]["readings"], got["y"]["fault_readings"]) == (60, 0)
+    status = forecast.sensor_status(grid, faults, 0, 0.5)
+    assert dict(status.select("sensor_id", "status").iter_rows()) == {
+        "x": "sensor_fault",
+        "y": "ok",
+    }

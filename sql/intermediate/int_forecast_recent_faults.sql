@@ -1,8 +1,10 @@
--- Per sensor: scored readings in the last $window_min minutes before its latest scored
--- reading, and how many of them are anomalies of a sensor-fault type ($fault_types).
+-- Per sensor of lake bucket $bucket: scored readings in the last $window_min minutes before
+-- its latest scored reading (looking only after $since), and how many of them are anomalies
+-- of a sensor-fault type ($fault_types). The bucket and $since prune partitions and row groups.
 with scores as (
     select sensor_id, ts, is_anomaly, anomaly_type
     from anomaly_scores
+    where try_cast(bucket as integer) = $bucket and ts > $since
 ),
 
 last_scored as (

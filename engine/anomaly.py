@@ -93,6 +93,7 @@ def detector_params(config: Config) -> dict[str, Any]:
         key: a[key]
         for key in (
             "point_window",
+            "point_jump_ratio",
             "point_z_lo",
             "point_z_hi",
             "collective_window",
@@ -667,7 +668,7 @@ def _update_baselines(
     con.execute(
         "create or replace temp table hourly_history as "
         "select h.sensor_id, h.hour, h.local_hour, h.n, h.median, h.std, h.noise, h.spike_rms, "
-        "h.quantum "
+        "h.quantum, h.max_step "
         "from score_hourly as h join score_scope as s using (sensor_id) "
         "where h.hour >= s.changed_from - $lookback and h.hour < s.changed_from "
         "union all select * from int_hourly_stats",

@@ -364,7 +364,7 @@ def test_hourly_baselines_fixed_answer(warehouse: Warehouse) -> None:
         "timestamp '2024-01-01 12:00' + to_days(d) as hour, 12 as local_hour, 60 as n, "
         "[8.0, 9.0, 10.0, 11.0, 30.0, 10.0, 10.0, 10.0, 12.0][d + 1] as median, "
         "0.1::double as std, 0.05::double as noise, 0.04::double as spike_rms, "
-        "0.01::double as quantum from range(9) t(d)"
+        "0.01::double as quantum, 0.2::double as max_step from range(9) t(d)"
     )
     con.execute(
         "create table score_scope as select 'a' as sensor_id, "
@@ -484,7 +484,8 @@ def test_detector_scores_and_mart_fixed_answer(warehouse: Warehouse) -> None:
         "timestamp '2024-06-01 12:00' as hour, 8.0::double as baseline_median, "
         "0.1::double as baseline_spread, 10 as baseline_days, 48 as typical_hours, "
         "0.1::double as typical_std, 0.1::double as typical_noise, 0.1::double as typical_spike, "
-        "0.01::double as typical_quantum, 0.0::double as drift_z, 0.0::double as drift_relative"
+        "0.01::double as typical_quantum, 0.0::double as typical_jump, 0.0::double as drift_z, "
+        "0.0::double as drift_relative"
     )
     con.execute(
         "create table score_scope as select 'a' as sensor_id, "

@@ -10,6 +10,7 @@ create table if not exists score_hourly (
     noise           double,              -- RMS of reading-to-reading steps / sqrt(2)
     spike_rms       double,              -- RMS of the spike residual (reading - level around it)
     quantum         double,              -- smallest non-zero reading-to-reading step (resolution)
+    max_step        double,              -- largest reading-to-reading step (absolute)
     baseline_median double,              -- median of this local hour over the previous days
     baseline_spread double,              -- IQR / 1.349 of those daily medians
     baseline_days   bigint,              -- how many previous days the baseline holds
@@ -18,6 +19,7 @@ create table if not exists score_hourly (
     typical_noise   double,              -- median hourly noise over the baseline window
     typical_spike   double,              -- median hourly spike_rms over the baseline window
     typical_quantum double,              -- smallest hourly quantum over the baseline window
+    typical_jump    double,              -- median max_step of this local hour over previous days
     drift_level     double,              -- mean hourly residual over the drift window
     drift_z         double,              -- drift_level / typical day-to-day spread
     drift_relative  double,              -- weighted drift window residual / weighted baseline

@@ -10,8 +10,8 @@ readings as (
 baselines as (
     select
         sensor_id, hour, baseline_median, baseline_spread, baseline_days,
-        typical_hours, typical_std, typical_noise, typical_spike, typical_quantum, drift_z,
-        drift_relative
+        typical_hours, typical_std, typical_noise, typical_spike, typical_quantum,
+        typical_jump, drift_z, drift_relative
     from hourly_baselines
 ),
 scope as (
@@ -33,6 +33,7 @@ with_baselines as (
         -- a window of identical readings only shows that the spread is below the sensor's
         -- resolution: the std of rounding to a step of `quantum` is quantum / sqrt(12)
         coalesce(b.typical_quantum, 0) / sqrt(12) as resolution_std,
+        coalesce(b.typical_jump, 0) as typical_jump,
         b.drift_z,
         b.drift_relative,
         (r.value - b.baseline_median) / nullif(abs(b.baseline_median), 0) as reading_relative,
@@ -95,7 +96,8 @@ z_scores as (
     select
         *,
         case when sigma is not null
-            then abs(value - before_mean) / greatest(before_std, sigma)
+            then abs(value - before_mean) / greatest(before_std, sigma,
+                typical_jump / $point_jump_ratio)
         end as point_z,
         case when baseline_days >= $contextual_min_days
             then abs(value - context_median) / greatest(context_spread, sigma)

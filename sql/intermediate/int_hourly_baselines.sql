@@ -7,7 +7,7 @@
 -- `score_scope` (sensor_id, changed_from): only hours from changed_from on are returned.
 with
 hourly as (
-    select sensor_id, hour, local_hour, n, median, std, noise, spike_rms, quantum
+    select sensor_id, hour, local_hour, n, median, std, noise, spike_rms, quantum, max_step
     from hourly_history
 ),
 scope as (
@@ -26,7 +26,9 @@ hour_of_day as (
         median(noise) over recent as typical_noise,
         greatest(median(spike_rms) over recent, coalesce(median(spike_rms) over same_hour, 0))
             as typical_spike,  -- an hour with daily switching (aerators, feeders) needs more
-        min(quantum) over recent as typical_quantum
+        min(quantum) over recent as typical_quantum,
+        -- a step at this local hour every day (aerators, feeders switching) is no anomaly
+        median(max_step) over same_hour as typical_jump
     from hourly
     window
         drift_hour as (
@@ -119,8 +121,9 @@ drift_level as (  -- both the day and the last hours off in the same direction: 
 scored as (
     select
         d.sensor_id, d.hour, d.local_hour, d.n, d.median, d.std, d.noise, d.spike_rms,
-        d.quantum, d.baseline_median, d.baseline_spread, d.baseline_days, d.typical_hours,
-        d.typical_std, d.typical_noise, d.typical_spike, d.typical_quantum,
+        d.quantum, d.max_step, d.baseline_median, d.baseline_spread, d.baseline_days,
+        d.typical_hours, d.typical_std, d.typical_noise, d.typical_spike, d.typical_quantum,
+        d.typical_jump,
         d.drift_level,
         d.drift_z,
         d.drift_relative

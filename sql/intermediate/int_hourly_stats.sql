@@ -24,7 +24,8 @@ hourly as (
         sqrt(avg(step * step) / 2) as noise,
         sqrt(avg(spike_residual * spike_residual)) as spike_rms,
         -- the sensor's resolution shows as its smallest non-zero step
-        min(abs(step)) filter (where step <> 0) as quantum
+        min(abs(step)) filter (where step <> 0) as quantum,
+        max(abs(step)) as max_step
     from changed
     group by sensor_id, hour
 )

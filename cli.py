@@ -313,7 +313,7 @@ def score(ctx: Context, full: bool) -> None:
     """
     from engine.anomaly import score as score_readings_in_warehouse
 
-    summary = score_readings_in_warehouse(ctx.warehouse, full=full)
+    summary = score_readings_in_warehouse(ctx.warehouse, full=full, progress=ctx.progress)
     ctx.result(
         summary.as_dict(),
         lambda: ctx.echo(

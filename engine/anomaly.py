@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import duckdb
 import polars as pl
+from tqdm import tqdm
 
 from engine import OxyError
 from engine.config import Config
@@ -562,7 +563,11 @@ def detector_windows(
     clip_sq = typical.select(clip.alias("clip_sq"))["clip_sq"].gather(frame["hour_index"])
     step, value = pl.col("step"), pl.col("value")
     frame = frame.with_columns(clip_sq=clip_sq).with_columns(
-        clipped_ss=pl.min_horizontal(step * step, pl.col("clip_sq"))
+        # a reading without a step (first of a series, after a gap) adds nothing: min_horizontal
+        # alone would take clip_sq for a null step
+        clipped_ss=pl.when(step.is_not_null()).then(
+            pl.min_horizontal(step * step, pl.col("clip_sq"))
+        )
     )
     clipped = pl.col("clipped_ss")
     counts = {
@@ -827,7 +832,7 @@ def _chunks(
     return [changes[i : i + size] for i in range(0, len(changes), size)]
 
 
-def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
+def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -> ScoreSummary:
     """Score new readings (or, with ``full``, all readings) into the anomaly marts.
 
     Parameters
@@ -836,6 +841,8 @@ def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
         The warehouse whose ``readings`` are scored.
     full
         Forget what was scored and recompute every bucket from its first reading.
+    progress
+        Show a progress bar over the buckets (stderr).
 
     Returns
     -------
@@ -848,6 +855,8 @@ def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
     >>> summary.rows_scored                               # doctest: +SKIP
     """
     started = time.perf_counter()
+    if not warehouse.exists():
+        raise OxyError(f"no warehouse at {warehouse.root} (run `oxy ingest` first)")
     params = detector_params(warehouse.config)
     chunk_rows = int(warehouse.config["anomaly"]["chunk_rows"])
     buckets_scored = sensors = rows = 0
@@ -867,7 +876,8 @@ def score(warehouse: Warehouse, *, full: bool = False) -> ScoreSummary:
         ]
         if full:
             _drop_orphan_partitions(warehouse, set(buckets))
-        for bucket in buckets:
+        bar = tqdm(buckets, desc="score", unit=" bucket", disable=not progress, leave=False)
+        for bucket in bar:
             con.execute("begin")
             try:
                 changes, new, gone = _changes(warehouse, con, bucket, full, lb)

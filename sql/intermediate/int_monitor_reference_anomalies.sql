@@ -1,5 +1,5 @@
 -- Reference-window minutes of one bucket's sensors that anomaly scoring flagged: the drift
--- baseline leaves them out.
+-- baseline leaves them out. The mart's own bucket partition (hive) prunes the other files.
 with bucket_sensors as (
     select sensor_id from sensors where bucket = $bucket
 ),
@@ -9,7 +9,8 @@ flagged as (
     from anomaly_scores as scores
     inner join bucket_sensors using (sensor_id)
     where
-        scores.is_anomaly
+        try_cast(scores.bucket as integer) = $bucket
+        and scores.is_anomaly
         and scores.ts > $reference_start
         and scores.ts <= $reference_end
 )

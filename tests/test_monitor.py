@@ -18,7 +18,7 @@ from cli import oxy
 from engine.config import Config
 from engine.monitor import parse_interval, psi, run_monitor
 from engine.registry import record_run
-from engine.warehouse import Warehouse
+from engine.warehouse import Warehouse, bucket_of
 
 START = datetime(2024, 3, 1)
 DAYS = 4
@@ -50,15 +50,25 @@ def clean_readings(sensors=("A", "B", "C"), seed: int = 1) -> pl.DataFrame:
 
 
 def write_scores(wh: Warehouse, readings: pl.DataFrame, anomalous: pl.Expr | None = None) -> None:
-    """A synthetic anomaly_scores mart (low severity; `anomalous` rows get severity 0.9)."""
+    """A synthetic anomaly_scores mart (low severity; `anomalous` rows get severity 0.9),
+    partitioned by the sensors' lake buckets like the real one."""
     flag = anomalous if anomalous is not None else pl.lit(False)
     scores = readings.with_columns(
         severity=pl.when(flag).then(0.9).otherwise(0.05),
         is_anomaly=flag,
     )
+    buckets = int(wh.config["warehouse"]["buckets"])
+    bucket = pl.col("sensor_id").map_elements(
+        lambda s: bucket_of(s, buckets), return_dtype=pl.Int64
+    )
     with wh.writer() as con:
-        con.register("synthetic_scores", scores.to_arrow())
-        wh.write_mart(con, "anomaly_scores", "select * from synthetic_scores")
+        for (b,), part in scores.with_columns(bucket.alias("bucket")).group_by("bucket"):
+            con.register("synthetic_scores", part.drop("bucket").to_arrow())
+            partition = f"bucket={b:02d}/month=all"
+            wh.write_mart(
+                con, "anomaly_scores", "select * from synthetic_scores", partition=partition
+            )
+            con.unregister("synthetic_scores")
         wh.refresh_mart_views(con)
 
 

@@ -449,6 +449,23 @@ def test_other_fold_rules(tmp_path: Path, rule: str, kept: list[datetime]) -> No
     assert query(wh, "select ts from readings") == [(t,) for t in kept]
 
 
+def ingest_case(
+    case: Path, text: str, overrides: dict[str, int], quarantine: str, **sources: dict[str, Any]
+) -> tuple:
+    """Ingest ``text`` as fjordras.csv into a fresh warehouse under ``case`` with the
+    ``[ingest]`` overrides; (counts, readings, quarantine rows from ``quarantine``)."""
+    case.mkdir()
+    wh = make_warehouse(case, **sources)
+    if overrides:
+        wh = Warehouse(wh.root, wh.config.with_overrides({"ingest": overrides}))
+    (result,) = ingest_files(wh, [write(case / "fjordras.csv", text)])
+    return (
+        counts(result),
+        query(wh, "select sensor_id, ts, value from readings order by all"),
+        query(wh, quarantine),
+    )
+
+
 def test_spilling_to_staging_gives_the_same_result(tmp_path: Path) -> None:
     """With tiny batches and spill threshold, rows go through .staging/ parts: same lake."""
     rows = ["Timestamp,Tag,Value"]
@@ -457,21 +474,10 @@ def test_spilling_to_staging_gives_the_same_result(tmp_path: Path) -> None:
             rows.append(f"2024-01-01T00:{minute:02d}:00Z,{tag},{minute % 7 + 1}")
     rows.append("2024-01-01T00:05:00Z,b,9.5")  # conflicting duplicate, kept value 6.0
     text = "\n".join(rows) + "\n"
-    results = []
-    for name, overrides in (("held", {}), ("spilled", {"spill_rows": 5, "batch_rows": 4})):
-        case = tmp_path / name
-        case.mkdir()
-        wh = make_warehouse(case)
-        if overrides:
-            wh = Warehouse(wh.root, wh.config.with_overrides({"ingest": overrides}))
-        (result,) = ingest_files(wh, [write(case / "fjordras.csv", text)])
-        results.append(
-            (
-                counts(result),
-                query(wh, "select sensor_id, ts, value from readings order by all"),
-                query(wh, "select line, reason, detail from quarantine"),
-            )
-        )
+    results = [
+        ingest_case(tmp_path / name, text, overrides, "select line, reason, detail from quarantine")
+        for name, overrides in (("held", {}), ("spilled", {"spill_rows": 5, "batch_rows": 4}))
+    ]
     assert results[0] == results[1]
     assert results[0][0] == (91, 90, 0, 1)
     assert results[0][2] == [
@@ -493,21 +499,11 @@ def test_small_batches_give_the_same_fold_gap_and_quarantine(tmp_path: Path) -> 
     rows.append("2024-10-27T02:00:00+02:00,b,7.5")  # explicit offset: a duplicate
     text = "\n".join(rows) + "\n"
     source = {**BASE_SOURCE, "naive_time_zone": "Europe/Oslo"}
-    results = []
-    for name, overrides in (("one", {}), ("small", {"spill_rows": 6, "batch_rows": 4})):
-        case = tmp_path / name
-        case.mkdir()
-        wh = make_warehouse(case, fjordras=source)
-        if overrides:
-            wh = Warehouse(wh.root, wh.config.with_overrides({"ingest": overrides}))
-        (result,) = ingest_files(wh, [write(case / "fjordras.csv", text)])
-        results.append(
-            (
-                counts(result),
-                query(wh, "select sensor_id, ts, value from readings order by all"),
-                query(wh, "select line, reason, sensor_id, raw_time from quarantine order by all"),
-            )
-        )
+    quarantine = "select line, reason, sensor_id, raw_time from quarantine order by all"
+    results = [
+        ingest_case(tmp_path / name, text, overrides, quarantine, fjordras=source)
+        for name, overrides in (("one", {}), ("small", {"spill_rows": 6, "batch_rows": 4}))
+    ]
     assert results[0] == results[1]
     assert results[0][0] == (31, 28, 1, 2)
     assert [r[1] for r in results[0][2]] == ["non-numeric value", "nonexistent local time"]

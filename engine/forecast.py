@@ -25,6 +25,7 @@ import platform
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -864,23 +865,45 @@ def forecast(
         scored = has_relation(con, "anomaly_scores")
         buckets = readings_buckets(con)
         bar = tqdm(buckets, desc="forecast", unit=" bucket", disable=not progress, leave=False)
-        for bucket in bar:
+        reader = con.cursor()  # the next bucket is read while this one is forecast
+
+        def read(bucket: int) -> tuple[SeriesGrid, pl.DataFrame | None] | None:
             readings = bucket_readings(
-                warehouse, con, bucket, sensor_ids=sensor_ids, history_days=HISTORY_DAYS
+                warehouse, reader, bucket, sensor_ids=sensor_ids, history_days=HISTORY_DAYS
             )
             if readings.is_empty():
-                continue
+                return None
             grid = SeriesGrid.from_series(sensor_series(readings.lazy()))
-            faults = recent_faults(con, bucket, grid, cfg) if scored else None
-            status = sensor_status(grid, faults, min_history, fault_fraction)
-            frame, status = forecast_grid(run, grid, status, h_total, timezones)
-            _write_partition(warehouse, con, "forecasts", frame, bucket, sensor_ids)
-            _write_partition(warehouse, con, "forecast_status", status, bucket, sensor_ids)
-            sensors += status.height
-            rows += frame.height
-            forecast_sensors += int((status["status"] == "ok").sum())
-            for name, n in status.group_by("status").len().iter_rows():
-                statuses[name] = statuses.get(name, 0) + n
+            return grid, (recent_faults(reader, bucket, grid, cfg) if scored else None)
+
+        writer = con.cursor()  # ... and the previous bucket's marts are written meanwhile
+
+        def _write_bucket(frame: pl.DataFrame, status: pl.DataFrame, bucket: int) -> None:
+            _write_partition(warehouse, writer, "forecasts", frame, bucket, sensor_ids)
+            _write_partition(warehouse, writer, "forecast_status", status, bucket, sensor_ids)
+
+        written: Future[None] | None = None
+        with ThreadPoolExecutor(max_workers=1) as pool, ThreadPoolExecutor(max_workers=1) as writes:
+            pending = pool.submit(read, buckets[0]) if buckets else None
+            for i, bucket in enumerate(bar):
+                assert pending is not None
+                loaded = pending.result()
+                pending = pool.submit(read, buckets[i + 1]) if i + 1 < len(buckets) else None
+                if loaded is None:
+                    continue
+                grid, faults = loaded
+                status = sensor_status(grid, faults, min_history, fault_fraction)
+                frame, status = forecast_grid(run, grid, status, h_total, timezones)
+                if written is not None:
+                    written.result()  # one bucket's marts in flight at a time
+                written = writes.submit(_write_bucket, frame, status, bucket)
+                sensors += status.height
+                rows += frame.height
+                forecast_sensors += int((status["status"] == "ok").sum())
+                for name, n in status.group_by("status").len().iter_rows():
+                    statuses[name] = statuses.get(name, 0) + n
+            if written is not None:
+                written.result()
         warehouse.refresh_mart_views(con)
     return ForecastSummary(
         run_id, sensors, forecast_sensors, rows, statuses, time.perf_counter() - started

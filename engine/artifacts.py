@@ -1,4 +1,4 @@
-"""Model artefacts: one folder per training run, plain files only (no pickle).
+"""Model artefacts: one folder per training run, plain files only (LightGBM text and JSON).
 
 ``registry/runs/<run_id>/`` holds
 

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from engine import OxyError
 from engine.config import Config
-from engine.warehouse import Warehouse, quote_literal, sql_text
+from engine.warehouse import Warehouse, query_frame, quote_literal, sql_text
 
 SCORE_COLUMNS: dict[str, str] = {
     "sensor_id": "varchar",
@@ -288,14 +288,6 @@ def minute_windows(con: duckdb.DuckDBPyConnection, config: Config) -> MinuteWind
 # Sums and counts follow SQL: count(x) counts non-null x, sum(x) is null when it counts none.
 
 
-def _frame(
-    con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any] | None = None
-) -> pl.DataFrame:
-    frame = pl.from_arrow(con.sql(query, params=params or {}).to_arrow_table())
-    assert isinstance(frame, pl.DataFrame)
-    return frame
-
-
 def _same_sensor(shift: int, column: str = "sensor_id") -> pl.Expr:
     return pl.col(column) == pl.col(column).shift(shift)
 
@@ -367,7 +359,7 @@ def local_readings(
 
     ``query`` is ``int_readings_scope`` (rows as stored, duplicates included).
     """
-    raw = _frame(con, query, bind(query, params))
+    raw = query_frame(con, query, bind(query, params))
     # first ingested wins (the ingest rule; a null value only when every copy is null)
     frame = _first_ingested(raw, mw.longest)
     frame = frame.with_columns(hour=pl.col("ts").dt.truncate("1h"))
@@ -376,7 +368,7 @@ def local_readings(
     hours = frame.filter(new_hour.fill_null(True)).select("hour_index", "sensor_id", "hour")
     con.register("reading_hours", hours)
     try:
-        local = _frame(con, sql_text("intermediate/int_local_hours"))
+        local = query_frame(con, sql_text("intermediate/int_local_hours"))
     finally:
         con.unregister("reading_hours")
     index = frame["hour_index"]
@@ -479,7 +471,7 @@ def seed_windows(con: duckdb.DuckDBPyConnection, files: list[str], config: Confi
         return f"{windows[key]}i"
 
     query = sql_text("intermediate/int_seed_readings")
-    raw = _frame(con, query, {"files": files})
+    raw = query_frame(con, query, {"files": files})
     frame = _first_ingested(raw, max(windows.values()))
     # the local hour of each quarter hour (every zone's offset is whole quarter hours)
     quarter = pl.col("ts").dt.truncate("15m")
@@ -488,7 +480,7 @@ def seed_windows(con: duckdb.DuckDBPyConnection, files: list[str], config: Confi
     quarters = frame.filter(new_quarter).select("hour_index", "sensor_id", hour=quarter)
     con.register("reading_hours", quarters)
     try:
-        local = _frame(con, sql_text("intermediate/int_local_hours"))
+        local = query_frame(con, sql_text("intermediate/int_local_hours"))
     finally:
         con.unregister("reading_hours")
     frame = frame.with_columns(local_hour=local["local_hour"].gather(frame["hour_index"]))
@@ -546,7 +538,7 @@ def detector_windows(
     """The window sums ``int_detector_scores`` reads: point window, centred noise window (steps
     clipped at ``noise_step_clip`` typical noise levels of their hour, as ``with_baselines``
     defines typical noise), the point window ahead (stuck) and the sparse stuck window."""
-    baselines = _frame(
+    baselines = query_frame(
         con, "select sensor_id, hour, typical_hours, typical_noise from hourly_baselines"
     )
     new_hour = (~(_same_sensor(1) & (pl.col("hour") == pl.col("hour").shift(1)))).fill_null(True)

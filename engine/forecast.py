@@ -53,6 +53,7 @@ from engine.features import (
 from engine.warehouse import (
     Warehouse,
     has_relation,
+    query_frame,
     readings_buckets,
     sensor_timezones,
     sql_text,
@@ -93,13 +94,6 @@ def minutes_of(text: str | int) -> int:
 # -- reading the warehouse --------------------------------------------------------------
 
 
-def _query(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any]) -> pl.DataFrame:
-    """Run ``sql/<name>.sql`` with bound parameters into a polars frame."""
-    frame = pl.from_arrow(con.sql(sql_text(name), params=params).to_arrow_table())
-    assert isinstance(frame, pl.DataFrame)
-    return frame
-
-
 def excluded_minutes(
     con: duckdb.DuckDBPyConnection, quantile: float, fault_types: Sequence[str]
 ) -> tuple[pl.DataFrame, float | None, str]:
@@ -110,9 +104,9 @@ def excluded_minutes(
     empty = pl.DataFrame(schema={"sensor_id": pl.String, "ts": pl.Datetime("us")})
     if not has_relation(con, "anomaly_scores"):
         return empty, None, "no anomaly_scores (run `oxy score`): training on all readings"
-    frame = _query(
+    frame = query_frame(
         con,
-        "intermediate/int_forecast_excluded",
+        sql_text("intermediate/int_forecast_excluded"),
         {"quantile": quantile, "fault_types": list(fault_types)},
     )
     cutoff_row = con.execute(
@@ -141,9 +135,9 @@ def bucket_readings(
         return pl.DataFrame(
             schema={"sensor_id": pl.String, "ts": pl.Datetime("us"), "value": pl.Float64}
         )
-    readings = _query(
+    readings = query_frame(
         con,
-        "staging/forecast_readings",
+        sql_text("staging/forecast_readings"),
         {
             "files": files,
             "sensor_ids": list(sensor_ids) if sensor_ids is not None else None,
@@ -740,9 +734,9 @@ def recent_faults(
     before the earliest last reading of its sensors on (scoring may lag the lake a little)."""
     window = minutes_of(cfg["fault_window"])
     since = from_minutes_ts(int(grid.last_minute().min()) - window - MINUTES_PER_DAY)
-    found = _query(
+    found = query_frame(
         con,
-        "intermediate/int_forecast_recent_faults",
+        sql_text("intermediate/int_forecast_recent_faults"),
         {
             "bucket": bucket,
             "since": since,
@@ -1002,9 +996,9 @@ def one_step_predictions(warehouse: Warehouse, run: Run, readings: pl.DataFrame)
     if warehouse.exists():
         with warehouse.reader() as con:
             timezones = sensor_timezones(con)
-            history = _query(
+            history = query_frame(
                 con,
-                "staging/forecast_history",
+                sql_text("staging/forecast_history"),
                 {"sensor_ids": ids, "since": since, "until": new["ts"].max()},
             ).select("sensor_id", pl.col("ts").cast(pl.Datetime("us")), "value")
     combined = pl.concat([history, new]).unique(["sensor_id", "ts"], keep="last")

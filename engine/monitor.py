@@ -34,7 +34,7 @@ import polars as pl
 
 from engine import OxyError
 from engine.registry import production_run, read_meta, split_metrics, test_window
-from engine.warehouse import Warehouse, has_relation, readings_buckets, sql_text
+from engine.warehouse import Warehouse, has_relation, query_frame, readings_buckets, sql_text
 
 STATUSES = ("ok", "warn", "alert", "skipped")
 _RANK = {"skipped": 0, "ok": 1, "warn": 2, "alert": 3}
@@ -281,17 +281,16 @@ def drift_checks(
         if not paths:
             continue
         params = {**windows, "paths": paths}
-        frame = pl.from_arrow(con.sql(query, params=params).to_arrow_table())
+        frame = query_frame(con, query, params)
         if scored:  # the baseline is normal behaviour: anomalous reference minutes left out
-            anomalous = pl.from_arrow(
-                con.sql(
-                    sql_text("intermediate/int_monitor_reference_anomalies"),
-                    params={
-                        "reference_start": windows["reference_start"],
-                        "reference_end": windows["reference_end"],
-                        "bucket": bucket,
-                    },
-                ).to_arrow_table()
+            anomalous = query_frame(
+                con,
+                sql_text("intermediate/int_monitor_reference_anomalies"),
+                {
+                    "reference_start": windows["reference_start"],
+                    "reference_end": windows["reference_end"],
+                    "bucket": bucket,
+                },
             )
             frame = frame.join(anomalous, on=["sensor_id", "ts"], how="anti")
         for (sensor_id,), part in frame.group_by(["sensor_id"], maintain_order=True):

@@ -43,7 +43,7 @@ from engine.registry import (  # noqa: E402
     read_meta,
     split_metrics,
 )
-from engine.warehouse import Warehouse, has_relation, sql_text  # noqa: E402
+from engine.warehouse import Warehouse, has_relation, query_frame, sql_text  # noqa: E402
 
 TYPE_COLOURS = {
     "point": "#d62728",
@@ -123,10 +123,6 @@ def write_text(path: Path, text: str) -> Path:
 # -- data -----------------------------------------------------------------------------------
 
 
-def _frame(con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any]) -> pl.DataFrame:
-    return pl.from_arrow(con.sql(query, params=params).to_arrow_table())
-
-
 def _split_bounds(meta: dict[str, Any]) -> dict[str, datetime]:
     split = meta.get("split") or {}
     out = {}
@@ -154,11 +150,11 @@ class FleetFacts:
 
 def fleet_facts(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> FleetFacts:
     """Everything the overview page shows, each part None (with a note) when not built yet."""
-    sensors = _frame(con, sql_text("intermediate/int_report_sensors"), {})
+    sensors = query_frame(con, sql_text("intermediate/int_report_sensors"), {})
     run_id = production_run(warehouse)
     meta = read_meta(warehouse, run_id) if run_id else {}
     if has_relation(con, "anomaly_events"):
-        anomaly_minutes = _frame(con, sql_text("intermediate/int_report_anomaly_minutes"), {})
+        anomaly_minutes = query_frame(con, sql_text("intermediate/int_report_anomaly_minutes"), {})
         anomaly_note = ""
     else:
         anomaly_minutes, anomaly_note = None, "no anomaly scores yet (run `oxy score`)"
@@ -168,7 +164,7 @@ def fleet_facts(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> FleetFa
     elif not has_relation(con, "forecasts"):
         forecast_note = "no forecasts yet (run `oxy forecast`)"
     else:
-        errors = _frame(
+        errors = query_frame(
             con, sql_text("intermediate/int_monitor_forecast_errors"), {"run_id": run_id}
         )
         errors = errors.filter(pl.col("scope") != "fleet").rename({"scope": "sensor_id"})
@@ -179,14 +175,14 @@ def fleet_facts(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> FleetFa
         else:
             forecast_note = "no readings have arrived since the latest forecast"
     stale_after = parse_interval(warehouse.config["monitor"]["stale_after"])
-    last_seen = _frame(con, sql_text("intermediate/int_sensor_last_seen"), {})
+    last_seen = query_frame(con, sql_text("intermediate/int_sensor_last_seen"), {})
     stale = last_seen.filter(
         pl.col("last_ts").is_null()
         | (pl.col("fleet_latest_ts") - pl.col("last_ts") > pl.lit(stale_after))
     )
     monitoring, monitoring_time = None, None
     if has_relation(con, "monitoring"):
-        latest = _frame(con, sql_text("intermediate/int_report_latest_monitoring"), {})
+        latest = query_frame(con, sql_text("intermediate/int_report_latest_monitoring"), {})
         if latest.height:
             monitoring_time = latest["time"][0]
             monitoring = latest.drop("time")
@@ -382,7 +378,7 @@ def _sensor_page(
     ]
     readings = pl.DataFrame(schema={"sensor_id": pl.String, "ts": pl.Datetime, "value": pl.Float64})
     if paths:
-        readings = _frame(
+        readings = query_frame(
             con,
             sql_text("intermediate/int_report_sensor_readings"),
             {"paths": paths, "sensor_id": sid, "history": cfg["history"]},
@@ -419,7 +415,7 @@ def _sensor_page(
     if facts.run_id is None or not has_relation(con, "forecasts"):
         parts.append(_note(facts.forecast_note or "no forecasts yet (run `oxy forecast`)"))
     else:
-        forecast = _frame(
+        forecast = query_frame(
             con,
             sql_text("intermediate/int_report_sensor_forecast"),
             {"run_id": facts.run_id, "sensor_id": sid},
@@ -438,7 +434,7 @@ def _sensor_page(
     if not has_relation(con, "anomaly_events"):
         parts.append(_note(facts.anomaly_note))
     else:
-        events = _frame(
+        events = query_frame(
             con,
             sql_text("intermediate/int_report_sensor_events"),
             {"sensor_id": sid, "since": readings["ts"][0]},

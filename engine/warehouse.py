@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -67,6 +68,15 @@ def sql_text(name: str) -> str:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise OxyError(f"internal: SQL file {path} is missing from the installation") from None
+
+
+def query_frame(
+    con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any] | None = None
+) -> pl.DataFrame:
+    """Run ``query`` (text from :func:`sql_text`) with bound ``params`` into a polars frame."""
+    frame = pl.from_arrow(con.sql(query, params=params or {}).to_arrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 def has_relation(con: duckdb.DuckDBPyConnection, name: str) -> bool:

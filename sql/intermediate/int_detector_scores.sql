@@ -1,8 +1,9 @@
 -- One row per reading from the sensor's rescore_from on: every detector's score in [0, 1].
--- Inputs: `int_readings_local` (with steps to the neighbouring readings and the window sums of
--- `anomaly.detector_windows`), `hourly_baselines` (stored baselines per sensor and hour),
+-- Inputs: `int_readings_local` (with steps to the neighbouring readings, the point detector's
+-- z, the collective window and the window sums of `anomaly.detector_windows`),
+-- `hourly_baselines` (stored baselines per sensor and hour),
 -- `score_scope` (sensor_id, rescore_from).
--- Time-based windows only (RANGE over ts): gaps never pull old readings into a window.
+-- Time-based windows only (rolling_*_by over ts): gaps never pull old readings into a window.
 with
 readings as (
     select * from int_readings_local
@@ -10,8 +11,7 @@ readings as (
 baselines as (
     select
         sensor_id, hour, baseline_median, baseline_spread, baseline_days,
-        typical_hours, typical_std, typical_noise, typical_spike, typical_quantum,
-        typical_jump, drift_z, drift_relative
+        typical_hours, typical_noise, typical_spike, typical_quantum, drift_z, drift_relative
     from hourly_baselines
 ),
 scope as (
@@ -24,8 +24,7 @@ with_baselines as (
         b.baseline_spread,
         b.baseline_days,
         -- typical scales need $typical_min_hours of history; before that, no score uses them
-        case when b.typical_hours >= $typical_min_hours
-            then greatest(b.typical_std, $min_std) end as sigma,
+        -- (sigma, the typical std, comes with the readings)
         case when b.typical_hours >= $typical_min_hours
             then greatest(b.typical_noise, $min_std) end as typical_noise,
         case when b.typical_hours >= $typical_min_hours
@@ -33,7 +32,6 @@ with_baselines as (
         -- a window of identical readings only shows that the spread is below the sensor's
         -- resolution: the std of rounding to a step of `quantum` is quantum / sqrt(12)
         coalesce(b.typical_quantum, 0) / sqrt(12) as resolution_std,
-        coalesce(b.typical_jump, 0) as typical_jump,
         b.drift_z,
         b.drift_relative,
         (r.value - b.baseline_median) / nullif(abs(b.baseline_median), 0) as reading_relative,
@@ -60,8 +58,13 @@ interpolated as (
         end as context_spread
     from with_baselines
 ),
-rolling as (  -- the window sums come with the readings (anomaly.detector_windows: polars
+rolling as (  -- the windows come with the readings (anomaly.detector_windows: polars
               -- rolling_*_by over the sensor's time windows; [a, b] = ts - a .. ts + b):
+              -- sigma: the hour's typical std (null before $typical_min_hours of history);
+              -- point_z: |value - mean of the point window before it| / the larger of that
+              --   window's std, sigma and the hour's typical largest step / $point_jump_ratio
+              --   (a daily switch of aerators or feeders is no point anomaly); null without sigma;
+              -- collective_z: avg(point_z) over ($collective_window - 1 us, 0];
               -- point_n / point_sum / point_sumsq: count, sum, sum of squares of value over
               --   ($point_window - 1 us, 0]; ahead_n / ahead_sum / ahead_sumsq: the same over
               --   [0, $point_window - 1 us] (a reading that starts a flat window is stuck too);
@@ -73,14 +76,9 @@ rolling as (  -- the window sums come with the readings (anomaly.detector_window
               --   [$stuck_sparse_window - 1 us, 0] (the stuck window for sparse cadence)
     select * from interpolated
 ),
-window_stats as (  -- the point window with and without the current reading
+window_stats as (  -- the point window's spread, behind and ahead of the reading
     select
         *,
-        (point_sum - value) / nullif(point_n - 1, 0) as before_mean,
-        sqrt(greatest(
-            (point_sumsq - value * value
-                - (point_sum - value) * (point_sum - value) / nullif(point_n - 1, 0))
-            / nullif(point_n - 2, 0), 0)) as before_std,
         sqrt(greatest(
             (point_sumsq - point_sum * point_sum / point_n) / nullif(point_n - 1, 0), 0))
             as window_std,
@@ -95,10 +93,6 @@ window_stats as (  -- the point window with and without the current reading
 z_scores as (
     select
         *,
-        case when sigma is not null
-            then abs(value - before_mean) / greatest(before_std, sigma,
-                typical_jump / $point_jump_ratio)
-        end as point_z,
         case when baseline_days >= $contextual_min_days
             then abs(value - context_median) / greatest(context_spread, sigma)
                 / (1 + $contextual_few_days / baseline_days)  -- few days: a less certain spread
@@ -108,15 +102,6 @@ z_scores as (
             then sqrt(noise_ss / noise_n / 2) / typical_noise
         end as noise_ratio
     from window_stats
-),
-collective as (
-    select *, avg(point_z) over collective_w as collective_z
-    from z_scores
-    window collective_w as (
-        partition by sensor_id order by ts
-        range between $collective_window::interval - interval 1 microsecond preceding
-            and current row
-    )
 ),
 saturation as (  -- mg/L as % of Benson-Krause solubility at the configured fallback T and S
     select
@@ -128,7 +113,7 @@ saturation as (  -- mg/L as % of Benson-Krause solubility at the configured fall
                 - $salinity * (0.017674 - 10.754 / $kelvin + 2140.7 / ($kelvin ^ 2)))
         end as saturation_pct,
         case when unit = '%sat' then $dropout_sat else $dropout_mgl end as dropout_level
-    from collective
+    from z_scores
 ),
 scored as (
     select

@@ -177,9 +177,17 @@ def run_sql(
     con.execute(f"create or replace temp table {into} as {query}", bind(query, params))
 
 
+def sql_rows(
+    con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any] | None = None
+) -> list[tuple[Any, ...]]:
+    """Run ``sql/<name>.sql`` with the parameters it names (from ``params``); its rows."""
+    query = sql_text(name)
+    return con.execute(query, bind(query, params or {})).fetchall()
+
+
 def _interval(con: duckdb.DuckDBPyConnection, text: str) -> timedelta:
     try:
-        value = con.execute("select cast($t as interval)", {"t": text}).fetchall()[0][0]
+        value = sql_rows(con, "meta/interval", {"text": text})[0][0]
     except duckdb.Error:
         raise OxyError(f"[anomaly] {text!r} is not a duration such as '60 minutes'") from None
     return value
@@ -206,10 +214,7 @@ def lookbacks(con: duckdb.DuckDBPyConnection, config: Config) -> Lookbacks:
 
 
 def create_support_tables(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(
-        "create or replace temp table extra_readings (sensor_id varchar, ts timestamp, "
-        "value double, ingested_at timestamp)"
-    )
+    sql_rows(con, "score/extra_readings_create")
     columns = ", ".join(f"{name} {kind}" for name, kind in SCORE_COLUMNS.items())
     con.execute(f"create or replace temp table empty_scores ({columns})")
 
@@ -219,15 +224,15 @@ def scope_table(
 ) -> None:
     """``score_scope``: per sensor the first changed hour, the first rescored reading and the
     first reading the windows need."""
-    con.execute(
-        "create or replace temp table score_scope (sensor_id varchar primary key, "
-        "changed_from timestamp, rescore_from timestamp, read_from timestamp)"
-    )
+    sql_rows(con, "score/score_scope_create")
     if not changes:
         return
     con.executemany(
-        "insert into score_scope values ($s, $c, $c - $gap, $c - $gap - $minutes)",
-        [{"s": s, "c": c, "gap": lb.ahead, "minutes": lb.minutes} for s, c in changes],
+        sql_text("score/score_scope_insert"),
+        [
+            {"sensor_id": s, "changed": c, "gap": lb.ahead, "minutes": lb.minutes}
+            for s, c in changes
+        ],
     )
 
 
@@ -548,11 +553,7 @@ def detector_windows(
     The collective window is here rather than in SQL: a DuckDB RANGE frame over the wide
     detector row cost about a third of a full ``oxy score``.
     """
-    baselines = query_frame(
-        con,
-        "select sensor_id, hour, typical_hours, typical_std, typical_noise, typical_jump "
-        "from hourly_baselines",
-    )
+    baselines = query_frame(con, sql_text("score/hourly_typical_scales"))
     new_hour = (~(_same_sensor(1) & (pl.col("hour") == pl.col("hour").shift(1)))).fill_null(True)
     frame = _with_key(frame, mw.longest).with_columns(
         hour_index=new_hour.cast(pl.Int64).cum_sum() - 1
@@ -651,14 +652,9 @@ def readings_in_scope(
     mw: MinuteWindows,
 ) -> pl.DataFrame:
     """``int_readings_local`` from the lake files of ``buckets`` that reach the scope."""
-    earliest = con.execute("select min(read_from) from score_scope").fetchall()[0][0]
     paths = [
         str(wh.root / p)
-        for (p,) in con.execute(
-            "select path from lake_files where kind = 'readings' and list_contains($b, bucket) "
-            "and (max_ts is null or max_ts >= $t) order by path",
-            {"b": buckets, "t": earliest},
-        ).fetchall()
+        for (p,) in sql_rows(con, "score/readings_files_in_scope", {"buckets": buckets})
     ]
     query = sql_text("intermediate/int_readings_scope")
     if not paths:  # no lake rows: only extra readings (or nothing) are in scope
@@ -674,37 +670,22 @@ def _changes(
     Scores look ``Lookbacks.ahead`` forward, so the first changed hour is the hour of the
     earliest new reading minus that look-ahead.
     """
-    lake = dict(
-        con.execute(
-            "select path, min_ts from lake_files where kind = 'readings' and bucket = $b",
-            {"b": bucket},
-        ).fetchall()
-    )
-    scored = (
-        {}
-        if full
-        else dict(
-            con.execute(
-                "select path, min_ts from score_files where bucket = $b", {"b": bucket}
-            ).fetchall()
-        )
-    )
+    lake = dict(sql_rows(con, "score/bucket_readings_files", {"bucket": bucket}))
+    scored = {} if full else dict(sql_rows(con, "score/bucket_scored_files", {"bucket": bucket}))
     new = sorted(set(lake) - set(scored))
     gone = sorted(set(scored) - set(lake))
     changed: dict[str, datetime] = {}
     if new:
-        for sensor_id, first in con.execute(
-            "select sensor_id, date_trunc('hour', min(ts) - $gap) from read_parquet($files) "
-            "group by sensor_id",
+        for sensor_id, first in sql_rows(
+            con,
+            "score/first_changed_hours",
             {"files": [str(wh.root / p) for p in new], "gap": lb.ahead},
-        ).fetchall():
+        ):
             changed[sensor_id] = first
     gone_from = [scored[p] for p in gone if scored[p] is not None]
     if gone_from:
         first = (min(gone_from) - lb.ahead).replace(minute=0, second=0, microsecond=0)
-        for (sensor_id,) in con.execute(
-            "select sensor_id from sensors where bucket = $b", {"b": bucket}
-        ).fetchall():
+        for (sensor_id,) in sql_rows(con, "score/bucket_sensors", {"bucket": bucket}):
             changed[sensor_id] = min(changed.get(sensor_id, first), first)
     return sorted(changed.items()), new, gone
 
@@ -714,28 +695,14 @@ def _update_baselines(
 ) -> None:
     """Refit the hourly statistics and baselines from each sensor's changed_from on."""
     run_sql(con, "intermediate/int_hourly_stats", params, into="int_hourly_stats")
-    con.execute(
-        "create or replace temp table hourly_history as "
-        "select h.sensor_id, h.hour, h.local_hour, h.n, h.median, h.std, h.noise, h.spike_rms, "
-        "h.quantum, h.max_step "
-        "from score_hourly as h join score_scope as s using (sensor_id) "
-        "where h.hour >= s.changed_from - $lookback and h.hour < s.changed_from "
-        "union all select * from int_hourly_stats",
-        {"lookback": lb.hours},
-    )
+    run_sql(con, "score/hourly_history", {"lookback": lb.hours}, into="hourly_history")
     run_sql(con, "intermediate/int_hourly_baselines", params, into="int_hourly_baselines")
-    con.execute(
-        "delete from score_hourly where exists (select 1 from score_scope as s "
-        "where s.sensor_id = score_hourly.sensor_id and score_hourly.hour >= s.changed_from)"
-    )
-    con.execute("insert into score_hourly by name select * from int_hourly_baselines")
+    sql_rows(con, "score/score_hourly_forget_changed")
+    sql_rows(con, "score/score_hourly_store")
 
 
 def _stored_baselines(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(
-        "create or replace temp table hourly_baselines as select h.* from score_hourly as h "
-        "join score_scope as s using (sensor_id) where h.hour >= date_trunc('hour', s.read_from)"
-    )
+    run_sql(con, "score/hourly_baselines", {}, into="hourly_baselines")
 
 
 def _write_scores(
@@ -755,15 +722,8 @@ def _write_scores(
     existing = {
         p.parent.name.removeprefix("month="): p for p in sorted(folder.glob("month=*/data.parquet"))
     }
-    first = con.execute("select strftime(min(rescore_from), '%Y-%m') from score_scope").fetchall()
-    first_month = first[0][0] or "0000-00"
-    months = {
-        m
-        for (m,) in con.execute(
-            "select strftime(month, '%Y-%m') from "
-            "(select distinct date_trunc('month', ts) as month from int_detector_scores)"
-        ).fetchall()
-    }
+    first_month = sql_rows(con, "score/first_rescored_month")[0][0] or "0000-00"
+    months = {m for (m,) in sql_rows(con, "score/scored_months")}
     months |= {m for m in existing if m >= first_month or (full and m not in fresh)}
     query = sql_text("marts/anomaly_scores")
     for month in sorted(months):
@@ -866,12 +826,8 @@ def _chunks(
     con: duckdb.DuckDBPyConnection, bucket: int, changes: list[tuple[str, datetime]], limit: int
 ) -> list[list[tuple[str, datetime]]]:
     """Sensors of a bucket in groups of about ``limit`` readings (memory stays flat)."""
-    rows, sensors = con.execute(
-        "select sum(rows), (select count(*) from sensors where bucket = $b) "
-        "from lake_files where kind = 'readings' and bucket = $b",
-        {"b": bucket},
-    ).fetchall()[0]
-    per_sensor = (rows or 0) / max(sensors or 1, 1)
+    rows, sensors = sql_rows(con, "score/bucket_size", {"bucket": bucket})[0]
+    per_sensor = rows / max(sensors, 1)
     size = max(1, int(limit // max(per_sensor, 1)))
     return [changes[i : i + size] for i in range(0, len(changes), size)]
 
@@ -911,13 +867,7 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
         mw = minute_windows(con, warehouse.config)
         create_support_tables(con)
         full = _upgrade_state(con) or full
-        buckets = [
-            b
-            for (b,) in con.execute(
-                "select distinct bucket from lake_files where kind = 'readings' "
-                "union select distinct bucket from score_files order by 1"
-            ).fetchall()
-        ]
+        buckets = [b for (b,) in sql_rows(con, "score/buckets")]
         if full:
             _drop_orphan_partitions(warehouse, set(buckets))
         bar = tqdm(buckets, desc="score", unit=" bucket", disable=not progress, leave=False)
@@ -929,20 +879,13 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
                     con.execute("rollback")
                     continue
                 if full:
-                    con.execute(
-                        "delete from score_hourly where sensor_id in "
-                        "(select sensor_id from sensors where bucket = $b)",
-                        {"b": bucket},
-                    )
-                    con.execute("delete from score_files where bucket = $b", {"b": bucket})
+                    sql_rows(con, "score/score_hourly_forget_bucket", {"bucket": bucket})
+                    sql_rows(con, "score/score_files_forget_bucket", {"bucket": bucket})
                 if changes:
                     chunks = _chunks(con, bucket, changes, chunk_rows)
                     staged = _score_chunks(warehouse, con, bucket, chunks, params, lb, mw)
                     try:
-                        (count,) = con.execute(
-                            "select count(*) from int_detector_scores"
-                        ).fetchall()
-                        rows += count[0]
+                        rows += sql_rows(con, "score/rescored_count")[0][0]
                         scope_table(con, changes, lb)  # the whole bucket: month files written once
                         _write_scores(warehouse, con, bucket, params, full)
                     finally:
@@ -951,15 +894,8 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
                         for path in staged:
                             path.unlink(missing_ok=True)
                 _write_events(warehouse, con, bucket, params)
-                con.execute(
-                    "delete from score_files where bucket = $b and list_contains($gone, path)",
-                    {"b": bucket, "gone": gone},
-                )
-                con.execute(
-                    "insert into score_files select path, bucket, min_ts, now() from lake_files "
-                    "where kind = 'readings' and list_contains($new, path)",
-                    {"new": new},
-                )
+                sql_rows(con, "score/score_files_forget_gone", {"bucket": bucket, "gone": gone})
+                sql_rows(con, "score/score_files_record_new", {"new": new})
                 con.execute("commit")
             except BaseException:
                 con.execute("rollback")
@@ -982,13 +918,7 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
 def _upgrade_state(con: duckdb.DuckDBPyConnection) -> bool:
     """Recreate ``score_hourly`` when its columns changed with a new oxy; True = rescore all."""
     expected = sql_text("catalog/score_hourly")
-    stored = [
-        r[0]
-        for r in con.execute(
-            "select column_name from information_schema.columns "
-            "where table_name = 'score_hourly' and table_schema = 'main' order by ordinal_position"
-        ).fetchall()
-    ]
+    stored = [r[0] for r in sql_rows(con, "score/score_hourly_columns")]
     wanted = [
         line.split()[0]
         for line in expected.splitlines()
@@ -998,7 +928,7 @@ def _upgrade_state(con: duckdb.DuckDBPyConnection) -> bool:
         return False
     con.execute("drop table if exists score_hourly")
     con.execute(expected)
-    con.execute("delete from score_files")
+    sql_rows(con, "score/score_files_forget_all")
     return True
 
 
@@ -1017,11 +947,9 @@ def _totals(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> tuple[int, 
     marts = set(warehouse.mart_names())
     anomalies = events = 0
     if "anomaly_scores" in marts:
-        anomalies = con.execute("select count(*) from anomaly_scores where is_anomaly").fetchall()[
-            0
-        ][0]
+        anomalies = sql_rows(con, "score/anomalous_readings_count")[0][0]
     if "anomaly_events" in marts:
-        events = con.execute("select count(*) from anomaly_events").fetchall()[0][0]
+        events = sql_rows(con, "score/anomaly_events_count")[0][0]
     return anomalies, events
 
 
@@ -1065,28 +993,14 @@ def score_readings(warehouse: Warehouse, readings: pl.DataFrame) -> pl.DataFrame
         lb = lookbacks(con, warehouse.config)
         create_support_tables(con)
         con.register("new_readings", frame.to_arrow())
-        known = con.execute(
-            "select count(distinct n.sensor_id), count(distinct s.sensor_id) from new_readings n "
-            "left join sensors s using (sensor_id)"
-        ).fetchall()[0]
-        if known[0] != known[1]:
-            raise OxyError(f"{known[0] - known[1]} sensor(s) of the readings are not registered")
-        con.execute(
-            "insert into extra_readings select sensor_id, ts, value, "
-            "timestamp '9999-12-31' from new_readings"
-        )
-        changes = con.execute(
-            "select sensor_id, min(ts) from new_readings group by sensor_id order by 1"
-        ).fetchall()
-        buckets = [
-            b
-            for (b,) in con.execute(
-                "select distinct bucket from sensors where sensor_id in "
-                "(select sensor_id from new_readings)"
-            ).fetchall()
-        ]
+        unknown = sql_rows(con, "score/new_readings_unregistered")[0][0]
+        if unknown:
+            raise OxyError(f"{unknown} sensor(s) of the readings are not registered")
+        sql_rows(con, "score/extra_readings_from_new")
+        changes = [(s, t) for s, t in sql_rows(con, "score/new_readings_first")]
+        buckets = [b for (b,) in sql_rows(con, "score/new_readings_buckets")]
         scope_table(con, changes, lb)
-        con.execute("update score_scope set rescore_from = changed_from")
+        sql_rows(con, "score/score_scope_from_changed")
         local = readings_in_scope(
             warehouse, con, buckets, params, minute_windows(con, warehouse.config)
         )

@@ -1,0 +1,3 @@
+-- How many readings were rescored.
+select count(*) as readings
+from int_detector_scores

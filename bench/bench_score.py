@@ -24,8 +24,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -138,19 +140,63 @@ def add_day(root: Path, sensors: int, day: int) -> int:
     return frame.height
 
 
+STAGES = {  # engine.anomaly function -> what it does (timed per stage by phase_score)
+    "readings_in_scope": "read readings",
+    "_update_baselines": "hourly baselines",
+    "detector_windows": "minute windows",
+    "int_detector_scores": "detector SQL",
+    "_write_scores": "write scores",
+    "_write_events": "write events",
+}
+
+
+def _timed_stages(seconds: dict[str, float]) -> None:
+    """Wrap the stages of ``engine.anomaly.score`` so that each adds its wall time."""
+    import engine.anomaly as anomaly
+
+    def timed(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if fn is run_sql and args[1] != "intermediate/int_detector_scores":
+                return fn(*args, **kwargs)
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                seconds[label] = seconds.get(label, 0.0) + time.perf_counter() - started
+
+        return wrapper
+
+    run_sql = anomaly.run_sql
+    for name, label in STAGES.items():
+        target = "run_sql" if name == "int_detector_scores" else name
+        setattr(anomaly, target, timed(label, getattr(anomaly, target)))
+
+
 def phase_score(root: Path, full: bool) -> dict:
     from engine.anomaly import score
     from engine.config import Config
     from engine.warehouse import Warehouse
 
+    stages: dict[str, float] = {}
+    _timed_stages(stages)
     started = time.perf_counter()
     summary = score(Warehouse(root, Config.load()), full=full)
+    seconds = time.perf_counter() - started
+    stages["other"] = seconds - sum(stages.values())
     return {
-        "seconds": time.perf_counter() - started,
+        "seconds": seconds,
         "rows": summary.rows_scored,
         "anomalies": summary.anomalies,
         "rss_mb": peak_rss_mb(),
+        "stages": stages,
     }
+
+
+def stage_line(result: dict) -> str:
+    parts = [f"{label} {result['stages'].get(label, 0.0):.2f}" for label in STAGES.values()]
+    return "    where the time goes (s): " + ", ".join(
+        parts + [f"other {result['stages']['other']:.2f}"]
+    )
 
 
 def phase_seed_sql(root: Path) -> dict:
@@ -268,6 +314,7 @@ def run_main(root: Path, args: argparse.Namespace) -> None:
         f"  ({full['rows']:,} rows, {full['anomalies']:,} anomalous)  target <= 4 s, "
         "<= 1500 MB"
     )
+    print(stage_line(full))
     copy = run_phase("copy", root)
     print(
         f"bare Parquet copy:   {copy['seconds']:6.2f} s  peak RSS {copy['rss_mb']:6.0f} MB"
@@ -292,6 +339,7 @@ def run_main(root: Path, args: argparse.Namespace) -> None:
         f"incremental 1 day:   {inc['seconds']:6.2f} s  peak RSS {inc['rss_mb']:6.0f} MB"
         f"  ({added:,} new readings, {inc['rows']:,} rows rescored)  target <= 1 s"
     )
+    print(stage_line(inc))
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import duckdb
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from engine import anomaly
@@ -612,3 +612,93 @@ def test_scoring_in_sensor_chunks_equals_one_pass(
         diff = (other["severity"] - one_pass["severity"]).abs().max()
         assert diff is not None and diff <= 1e-9
         assert other.select("sensor_id", "ts").equals(one_pass.select("sensor_id", "ts"))
+
+
+def _reference_point_and_collective(
+    rows: list[tuple[str, datetime, float | None]],
+    sigma: dict[str, float | None],
+    jump_floor: dict[str, float],
+) -> list[tuple[float | None, float | None]]:
+    """point_z and collective_z by their definition, row by row (60-min and 120-min windows
+    that end at the reading, same sensor only; nulls count nowhere)."""
+    point: list[float | None] = []
+    for sensor, ts, value in rows:
+        window = [
+            v
+            for s, t, v in rows
+            if s == sensor and ts - timedelta(minutes=60) < t <= ts and v is not None
+        ]
+        z = None
+        if value is not None and sigma[sensor] is not None and len(window) >= 2:
+            before = list(window)
+            before.remove(value)
+            mean = sum(before) / len(before)
+            std = 0.0
+            if len(before) >= 2:
+                std = math.sqrt(sum((v - mean) ** 2 for v in before) / (len(before) - 1))
+            z = abs(value - mean) / max(std, sigma[sensor], jump_floor[sensor])
+        point.append(z)
+    out = []
+    for (sensor, ts, _value), z in zip(rows, point, strict=True):
+        inside = [
+            p
+            for (s, t, _v), p in zip(rows, point, strict=True)
+            if s == sensor and ts - timedelta(minutes=120) < t <= ts and p is not None
+        ]
+        out.append((z, sum(inside) / len(inside) if inside else None))
+    return out
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    minutes=st.lists(st.integers(0, 480), min_size=3, max_size=80, unique=True),
+    seed=st.integers(0, 10_000),
+)
+@example(minutes=[*range(0, 200, 5), 60, 61, 121, 180, 181, 241, 242, 300, 420], seed=1)
+def test_point_z_and_collective_window_match_their_definition(
+    warehouse: Warehouse, minutes: list[int], seed: int
+) -> None:
+    """``detector_windows``' point z and collective mean (polars, over one integer axis for all
+    sensors) equal a row-by-row evaluation of their time windows: gaps, a second sensor right
+    after the first, null readings, a sensor without typical std (no z), the jump floor."""
+    rng = np.random.default_rng(seed)
+    rows: list[tuple[str, datetime, float | None]] = []
+    for sensor in ("a", "b", "c"):
+        for m in sorted(minutes):
+            value = round(8 + float(rng.normal(0, 0.4)), 3) if rng.random() > 0.1 else None
+            rows.append((sensor, T0 + timedelta(minutes=m), value))
+    frame = pl.DataFrame(
+        rows,
+        schema={"sensor_id": pl.String, "ts": pl.Datetime("us"), "value": pl.Float64},
+        orient="row",
+    ).with_columns(
+        hour=pl.col("ts").dt.truncate("1h"),
+        step=(pl.col("value") - pl.col("value").shift(1)).over("sensor_id"),
+    )
+    con = _con(warehouse)
+    # a: typical std 0.2; b: typical std 0.05 but a daily 0.9 mg/L jump (floor 0.3); c: too new
+    con.execute(
+        "create table hourly_baselines as select s.sensor_id, h.hour, "
+        "case when s.sensor_id = 'c' then 5 else 48 end as typical_hours, "
+        "case when s.sensor_id = 'a' then 0.2 else 0.05 end::double as typical_std, "
+        "0.1::double as typical_noise, "
+        "case when s.sensor_id = 'b' then 0.9 end::double as typical_jump "
+        "from (values ('a'), ('b'), ('c')) s(sensor_id), "
+        "(select distinct hour from frame) h"
+    )
+    mw = anomaly.minute_windows(con, warehouse.config)
+    got = anomaly.detector_windows(con, frame, mw)
+    expected = _reference_point_and_collective(
+        rows, {"a": 0.2, "b": 0.05, "c": None}, {"a": 0.0, "b": 0.3, "c": 0.0}
+    )
+    for (z, collective), (got_z, got_collective) in zip(
+        expected, got.select("point_z", "collective_z").rows(), strict=True
+    ):
+        assert (z is None) == (got_z is None)
+        assert (collective is None) == (got_collective is None)
+        if z is not None:
+            assert got_z == pytest.approx(z, rel=1e-9, abs=1e-9)
+        if collective is not None:
+            assert got_collective == pytest.approx(collective, rel=1e-9, abs=1e-9)

@@ -21,7 +21,6 @@ This module decides *what* to score and moves relations between those steps:
 
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from tqdm import tqdm
 
 from engine import OxyError
 from engine.config import Config
-from engine.warehouse import Warehouse, query_frame, quote_literal, sql_text
+from engine.warehouse import Warehouse, bind, query_frame, quote_literal, sql_rows, sql_text
 
 SCORE_COLUMNS: dict[str, str] = {
     "sensor_id": "varchar",
@@ -58,7 +57,6 @@ SCORE_COLUMNS: dict[str, str] = {
     "prev_ts": "timestamp",
 }
 
-_PARAM = re.compile(r"\$([a-z_][a-z0-9_]*)")
 Closed = Literal["right", "both"]
 
 
@@ -159,30 +157,12 @@ def detector_params(config: Config) -> dict[str, Any]:
     return params
 
 
-def bind(query: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The subset of ``params`` that ``query`` names (DuckDB refuses unused names)."""
-    code = "\n".join(line.split("--", 1)[0] for line in query.splitlines())
-    names = set(_PARAM.findall(code))
-    missing = names - params.keys()
-    if missing:
-        raise OxyError(f"internal: SQL parameter(s) {sorted(missing)} not configured")
-    return {k: params[k] for k in names}
-
-
 def run_sql(
     con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any], *, into: str
 ) -> None:
     """Materialise ``sql/<name>.sql`` as the temp table ``into``."""
     query = sql_text(name)
     con.execute(f"create or replace temp table {into} as {query}", bind(query, params))
-
-
-def sql_rows(
-    con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any] | None = None
-) -> list[tuple[Any, ...]]:
-    """Run ``sql/<name>.sql`` with the parameters it names (from ``params``); its rows."""
-    query = sql_text(name)
-    return con.execute(query, bind(query, params or {})).fetchall()
 
 
 def _interval(con: duckdb.DuckDBPyConnection, text: str) -> timedelta:

@@ -22,8 +22,8 @@ import duckdb
 import polars as pl
 
 from engine import OxyError
-from engine.anomaly import bind, detector_params, seed_windows
-from engine.warehouse import Warehouse, readings_buckets, sql_text
+from engine.anomaly import detector_params, seed_windows
+from engine.warehouse import Warehouse, bind, readings_buckets, sql_rows, sql_text
 
 LEAD = "2 minutes"
 LAG = "5 minutes"
@@ -126,10 +126,7 @@ def evaluate_flags(
 def _seed_flags(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> None:
     """``eval_flags`` from the seed's rules, computed bucket by bucket on all readings."""
     params = detector_params(warehouse.config)
-    con.execute(
-        "create or replace temp table eval_flags "
-        "(sensor_id varchar, ts timestamp, is_anomaly boolean)"
-    )
+    sql_rows(con, "evaluate/eval_flags_create")
     query = sql_text("intermediate/int_seed_scores")
     for bucket in readings_buckets(con):
         files = [str(p) for p in warehouse.files(con, "readings", bucket)]

@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from engine import OxyError
 from engine.config import TIME_FORMATS, Config, SourceMapping
-from engine.warehouse import READINGS_SCHEMA, StagedFile, Warehouse, sql_text
+from engine.warehouse import READINGS_SCHEMA, StagedFile, Warehouse, sql_rows, sql_text
 
 CSV_SUFFIXES = (".csv", ".txt", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -160,11 +160,9 @@ def ingest_file(
     if size == 0:
         raise OxyError(f"{path}: empty file")
     ingest_id = f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    same_size = con.execute(
-        "select count(*) from ingest_log where bytes = $bytes and source = $source "
-        "and status = 'ok'",
-        {"bytes": size, "source": mapping.name},
-    ).fetchall()[0][0]
+    same_size = sql_rows(
+        con, "ingest/ingest_log_same_size", {"bytes": size, "source": mapping.name}
+    )[0][0]
     # The sha256 pass runs beside the scan (hashlib releases the GIL) unless a file of the
     # same size was ingested before: then it runs first, so a repeat is skipped unread.
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -209,11 +207,9 @@ def ingest_file(
 def _previous(
     con: duckdb.DuckDBPyConnection, digest: _Digest, mapping: SourceMapping
 ) -> list[tuple[Any, ...]]:
-    return con.execute(
-        "select ingest_id, rows_read, quarantined from ingest_log "
-        "where sha256 = $sha and source = $source and status = 'ok' order by started_at limit 1",
-        {"sha": digest.sha256, "source": mapping.name},
-    ).fetchall()
+    return sql_rows(
+        con, "ingest/ingest_log_same_file", {"sha256": digest.sha256, "source": mapping.name}
+    )
 
 
 # -- planning -----------------------------------------------------------------------------
@@ -642,10 +638,7 @@ class _Scan:
 
     def _collect_rejects(self, mcon: duckdb.DuckDBPyConnection) -> None:
         """Lines DuckDB could not split into the header's columns (ragged, bad quoting...)."""
-        rows = mcon.execute(
-            "select line, any_value(error_type), any_value(csv_line), any_value(error_message) "
-            "from reject_errors group by line order by line"
-        ).fetchall()
+        rows = sql_rows(mcon, "ingest/csv_reject_lines")
         encoding = [r for r in rows if r[1] == "INVALID ENCODING"]
         if encoding:
             raise OxyError(
@@ -969,9 +962,7 @@ def _known_sensors(con: duckdb.DuckDBPyConnection, ids: list[str]) -> set[str]:
     """Which of ``ids`` are registered (the lake holds readings of registered sensors only)."""
     if not ids:
         return set()
-    rows = con.execute(
-        "select sensor_id from sensors where sensor_id in (select unnest($ids))", {"ids": ids}
-    ).fetchall()
+    rows = sql_rows(con, "meta/sensors_known", {"ids": ids})
     return {r[0] for r in rows}
 
 
@@ -992,11 +983,9 @@ def _lake_overlap(
         return empty
     lake = [
         str(warehouse.root / r[0])
-        for r in con.execute(
-            "select path from lake_files where kind = 'readings' and bucket = $bucket "
-            "and max_ts >= $lo and min_ts <= $hi order by path",
-            {"bucket": bucket, "lo": lo, "hi": hi},
-        ).fetchall()
+        for r in sql_rows(
+            con, "ingest/bucket_files_overlapping", {"bucket": bucket, "lo": lo, "hi": hi}
+        )
     ]
     if not lake:
         return empty
@@ -1146,20 +1135,13 @@ def _insert_quarantine(
     ).to_arrow()
     con.register("quarantine_rows", rows)
     try:
-        con.execute("insert into quarantine by name select * from quarantine_rows")
+        sql_rows(con, "ingest/quarantine_insert")
     finally:
         con.unregister("quarantine_rows")
 
 
 def _log(con: duckdb.DuckDBPyConnection, result: IngestResult) -> None:
-    con.execute(
-        "insert into ingest_log by name select $ingest_id as ingest_id, $source as source, "
-        "$path as path, $sha256 as sha256, $bytes as bytes, $rows_read as rows_read, "
-        "$accepted as accepted, $duplicates as duplicates, $quarantined as quarantined, "
-        "$new_sensors as new_sensors, $started_at as started_at, $finished_at as finished_at, "
-        "$status as status, $note as note",
-        result.to_dict(),
-    )
+    sql_rows(con, "ingest/ingest_log_record", result.to_dict())
 
 
 def _frame(batches: list[pa.RecordBatch]) -> pl.DataFrame:

@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine import OxyError
-from engine.warehouse import KIND_SCHEMAS, Warehouse, _duck_type, sql_text
+from engine.warehouse import KIND_SCHEMAS, Warehouse, _duck_type, sql_rows, sql_text
 
 FORMATS = ("table", "csv", "json", "parquet")
 SELECT_LIKE = "SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, PIVOT, EXPLAIN"
@@ -151,13 +151,7 @@ def _copy_catalog(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> _Snap
     """Copy every base table of the catalog into ``con``; note file lists and other views."""
     snapshot = _Snapshot()
     with warehouse.reader() as catalog:
-        tables = [
-            r[0]
-            for r in catalog.execute(
-                "select table_name from duckdb_tables() where database_name = current_database() "
-                "and schema_name = 'main' and not temporary order by table_name"
-            ).fetchall()
-        ]
+        tables = [r[0] for r in sql_rows(catalog, "meta/catalog_tables")]
         for table in tables:
             source = catalog.sql(f"select * from {_ident(table)}").to_arrow_reader(_BATCH_ROWS)
             con.register(_SOURCE, source)
@@ -167,9 +161,7 @@ def _copy_catalog(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> _Snap
                 con.unregister(_SOURCE)
         kinds = set(KIND_SCHEMAS)
         if "lake_files" in tables:
-            kinds |= {
-                r[0] for r in catalog.execute("select distinct kind from lake_files").fetchall()
-            }
+            kinds |= {r[0] for r in sql_rows(catalog, "meta/lake_kinds")}
         for kind in sorted(kinds - set(tables)):
             listed = warehouse.files(catalog, kind) if "lake_files" in tables else []
             snapshot.lake[kind] = [p for p in (_inside(warehouse, f) for f in listed) if p]
@@ -183,11 +175,7 @@ def _copy_catalog(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> _Snap
         taken |= set(snapshot.marts)
         snapshot.views = [
             (name, sql)
-            for name, sql in catalog.execute(
-                "select view_name, sql from duckdb_views() "
-                "where database_name = current_database() and schema_name = 'main' "
-                "and not internal and not temporary order by view_name"
-            ).fetchall()
+            for name, sql in sql_rows(catalog, "meta/catalog_views")
             if name not in taken
         ]
     return snapshot
@@ -231,12 +219,7 @@ def _lock_down(con: duckdb.DuckDBPyConnection, snapshot: _Snapshot) -> None:
     con.execute("set allow_community_extensions = false")
     con.execute("set allow_persistent_secrets = false")
     con.execute("set lock_configuration = true")
-    state = dict(
-        con.execute(
-            "select name, value from duckdb_settings() where name in "
-            "('enable_external_access', 'lock_configuration', 'python_enable_replacements')"
-        ).fetchall()
-    )
+    state = dict(sql_rows(con, "meta/sandbox_settings"))
     expected = {
         "enable_external_access": "false",
         "lock_configuration": "true",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import time
 import uuid
@@ -68,6 +69,27 @@ def sql_text(name: str) -> str:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise OxyError(f"internal: SQL file {path} is missing from the installation") from None
+
+
+_PARAM = re.compile(r"\$([a-z_][a-z0-9_]*)")
+
+
+def bind(query: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``params`` that ``query`` names (DuckDB refuses unused names)."""
+    code = "\n".join(line.split("--", 1)[0] for line in query.splitlines())
+    names = set(_PARAM.findall(code))
+    missing = names - params.keys()
+    if missing:
+        raise OxyError(f"internal: SQL parameter(s) {sorted(missing)} not configured")
+    return {k: params[k] for k in names}
+
+
+def sql_rows(
+    con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any] | None = None
+) -> list[tuple[Any, ...]]:
+    """Run ``sql/<name>.sql`` with the parameters it names (from ``params``); its rows."""
+    query = sql_text(name)
+    return con.execute(query, bind(query, params or {})).fetchall()
 
 
 def query_frame(
@@ -235,16 +257,12 @@ class Warehouse:
         self, con: duckdb.DuckDBPyConnection, kind: str, bucket: int | None = None
     ) -> list[Path]:
         """Absolute paths of the committed files of one kind (optionally one bucket)."""
-        rows = con.execute(
-            "select path from lake_files where kind = $kind "
-            "and ($bucket is null or bucket = $bucket) order by path",
-            {"kind": kind, "bucket": bucket},
-        ).fetchall()
+        rows = sql_rows(con, "meta/lake_file_paths", {"kind": kind, "bucket": bucket})
         return [self.root / r[0] for r in rows]
 
     def refresh_views(self, con: duckdb.DuckDBPyConnection) -> None:
         """(Re)create one view per file-backed kind over exactly its committed files."""
-        kinds = {r[0] for r in con.execute("select distinct kind from lake_files").fetchall()}
+        kinds = {r[0] for r in sql_rows(con, "meta/lake_kinds")}
         for kind in sorted(kinds | set(KIND_SCHEMAS)):
             paths = self.files(con, kind)
             if paths:
@@ -276,12 +294,7 @@ class Warehouse:
         A mart that mirrors a catalog table of the same name (``model_runs``,
         ``monitoring``) gets no view: inside oxy the table is the source of truth.
         """
-        tables = {
-            r[0]
-            for r in con.execute(
-                "select table_name from duckdb_tables() where database_name = current_database()"
-            ).fetchall()
-        }
+        tables = {r[0] for r in sql_rows(con, "meta/catalog_tables")}
         for name in self.mart_names():
             if name in tables:
                 continue
@@ -325,7 +338,7 @@ class Warehouse:
                 elif p.is_file():
                     p.unlink(missing_ok=True)
         if self.lake_dir.is_dir():
-            known = {r[0] for r in con.execute("select path from lake_files").fetchall()}
+            known = {r[0] for r in sql_rows(con, "meta/lake_all_paths")}
             for p in self.lake_dir.rglob("*.parquet"):
                 if p.relative_to(self.root).as_posix() not in known:
                     p.unlink(missing_ok=True)
@@ -356,9 +369,9 @@ class Warehouse:
             final = self.resolve(f.relpath)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(f.staged, final)
-            con.execute(
-                "insert into lake_files (kind, path, bucket, rows, min_ts, max_ts, created_at) "
-                "values ($kind, $path, $bucket, $rows, $min_ts, $max_ts, now())",
+            sql_rows(
+                con,
+                "meta/lake_file_record",
                 {
                     "kind": f.kind,
                     "path": f.relpath,
@@ -379,25 +392,21 @@ class Warehouse:
         sensors were new. Known sensors keep their first registration.
         """
         buckets = int(self.config["warehouse"]["buckets"])
-        before = con.execute("select count(*) from sensors").fetchall()[0][0]
+        before = sql_rows(con, "meta/sensor_count")[0][0]
         first: dict[str, dict[str, Any]] = {}
         for sensor in sensors:
             first.setdefault(sensor["sensor_id"], sensor)
         columns = ("sensor_id", "customer", "source", "timezone", "unit", "levels")
         if first:  # one statement for all (one insert per sensor costs ~2 ms each)
-            con.execute(
-                "insert into sensors by name select unnest($sensor_id) as sensor_id, "
-                "unnest($customer) as customer, unnest($source) as source, "
-                "unnest($timezone) as timezone, unnest($unit) as unit, "
-                "unnest($bucket) as bucket, unnest(cast($levels as varchar[][])) as levels, "
-                "now() as first_seen "
-                "on conflict do nothing",
+            sql_rows(
+                con,
+                "meta/sensors_register",
                 {
                     **{c: [s[c] for s in first.values()] for c in columns},
                     "bucket": [bucket_of(sid, buckets) for sid in first],
                 },
             )
-        return con.execute("select count(*) from sensors").fetchall()[0][0] - before
+        return sql_rows(con, "meta/sensor_count")[0][0] - before
 
     def stage_readings(self, con: duckdb.DuckDBPyConnection, batch_id: str) -> list[StagedFile]:
         """Write the relation ``batch_readings`` (canonical columns) as one sorted Parquet
@@ -405,11 +414,8 @@ class Warehouse:
 
         Every sensor in the batch must be registered first (:meth:`register_sensors`).
         """
-        stats = con.execute(
-            "select s.bucket, count(*), min(b.ts), max(b.ts) from batch_readings b "
-            "join sensors s using (sensor_id) group by s.bucket order by s.bucket"
-        ).fetchall()
-        total = con.execute("select count(*) from batch_readings").fetchall()[0][0]
+        stats = sql_rows(con, "meta/batch_bucket_stats")
+        total = sql_rows(con, "meta/batch_count")[0][0]
         if sum(r[1] for r in stats) != total:
             raise OxyError("internal: batch has readings of unregistered sensors")
         if not stats:

@@ -1,0 +1,3 @@
+-- Append the registered frame `quarantine_rows` to the quarantine.
+insert into quarantine by name
+select * from quarantine_rows

@@ -1,0 +1,3 @@
+-- Every committed lake file.
+select path
+from lake_files

@@ -1,0 +1,3 @@
+-- How many sensors are registered.
+select count(*) as sensors
+from sensors

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -146,6 +147,19 @@ def from_minutes(minutes: pl.Expr) -> pl.Expr:
     return (minutes * 60_000_000).cast(pl.Datetime("us"))
 
 
+@dataclass(frozen=True)
+class Located:
+    """Pairs' sensor positions resolved on a :class:`SeriesGrid` (see ``SeriesGrid.locate``):
+    per pair its sensor's first minute, cadence, slot count and offset."""
+
+    ok: np.ndarray  # the grid holds the sensor
+    start: np.ndarray
+    cadence: np.ndarray
+    n: np.ndarray
+    offset: np.ndarray
+    every_minute: bool  # every located sensor has a 1-minute cadence
+
+
 @dataclass
 class SeriesGrid:
     """Each sensor's statistics on its own regular grid (flat arrays with offsets).
@@ -200,16 +214,32 @@ class SeriesGrid:
         where = {sid: i for i, sid in enumerate(self.sensor_ids)}
         return np.array([where.get(s, -1) for s in sensor_ids], dtype=np.int64)
 
-    def at(self, column: str, pos: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """``column`` of sensor ``pos`` at minute ``t`` (NaN off-grid, in a gap or unknown)."""
-        out = np.full(len(t), np.nan)
+    def locate(self, pos: np.ndarray) -> Located:
+        """``pos`` resolved once for many :meth:`at` lookups of the same pairs."""
         ok = pos >= 0
         p = np.where(ok, pos, 0)
-        rel = t - self.start[p]
-        cad = self.cadence[p]
-        k = rel // cad
-        ok &= (rel % cad == 0) & (k >= 0) & (k < self.n[p])
-        out[ok] = self.columns[column][self.offset[p][ok] + k[ok]]
+        cadence = self.cadence[p]
+        return Located(
+            ok=ok,
+            start=self.start[p],
+            cadence=cadence,
+            n=self.n[p],
+            offset=self.offset[p],
+            every_minute=bool((cadence[ok] == 1).all()),
+        )
+
+    def at(self, column: str, pos: np.ndarray | Located, t: np.ndarray) -> np.ndarray:
+        """``column`` of sensor ``pos`` at minute ``t`` (NaN off-grid, in a gap or unknown)."""
+        where = pos if isinstance(pos, Located) else self.locate(pos)
+        out = np.full(len(t), np.nan)
+        rel = t - where.start
+        if where.every_minute:
+            k = rel
+            ok = where.ok & (k >= 0) & (k < where.n)
+        else:
+            k = rel // where.cadence
+            ok = where.ok & (rel % where.cadence == 0) & (k >= 0) & (k < where.n)
+        out[ok] = self.columns[column][where.offset[ok] + k[ok]]
         return out
 
     def last_minute(self) -> np.ndarray:
@@ -227,7 +257,7 @@ def steps_up(minutes: np.ndarray | int, cadence: np.ndarray | int) -> np.ndarray
 
 def _profile(
     grid: SeriesGrid,
-    pos: np.ndarray,
+    pos: np.ndarray | Located,
     t: np.ndarray,
     first_day: np.ndarray,
     days: int = PROFILE_DAYS,
@@ -244,6 +274,52 @@ def _profile(
         return np.where(count > 0, total / np.maximum(count, 1), np.nan), count
 
 
+def _baseline_and_scale(
+    grid: SeriesGrid, pos: np.ndarray, origin: np.ndarray, horizon: np.ndarray
+) -> dict[str, Any]:
+    """What every pair needs, knot or not: the target's baseline (the smoothed level at the
+    same minute of the latest known days, else the origin's 1-day mean) and the scale (the
+    origin's 1-day std, floored), with the lookups they come from."""
+    where = grid.locate(pos)
+    target = origin + horizon
+    # Days back to the same minute: the latest such day whose smoothed level is known.
+    profile_first = -(-(horizon + PROFILE_SHIFT_MIN) // MINUTES_PER_DAY)
+    profile_target, days = _profile(grid, where, target, profile_first)
+    mean_1d = grid.at("rolling_mean_1d", where, origin)
+    mean_60m = grid.at("rolling_mean_60m", where, origin)
+    floor = 1e-3 + 0.01 * np.abs(np.nan_to_num(mean_60m))
+    return {
+        "where": where,
+        "cadence": grid.cadence[np.where(pos >= 0, pos, 0)],
+        "target": target,
+        "profile_first": profile_first,
+        "profile_days": days,
+        "mean_1d": mean_1d,
+        "mean_60m": mean_60m,
+        "baseline": np.where(np.isfinite(profile_target), profile_target, mean_1d),
+        "scale": np.fmax(grid.at("rolling_std_1d", where, origin), floor),
+    }
+
+
+def pair_base(
+    grid: SeriesGrid, pos: np.ndarray, origin: np.ndarray, horizon: np.ndarray
+) -> pl.DataFrame:
+    """The columns of :func:`pair_frame` a pair needs to turn a predicted z into a reading:
+    ``pos, origin_t, target_t, horizon_min, cadence_min, baseline, scale``."""
+    b = _baseline_and_scale(grid, pos, origin, horizon)
+    return pl.DataFrame(
+        {
+            "pos": pos,
+            "origin_t": origin,
+            "target_t": b["target"],
+            "horizon_min": horizon,
+            "cadence_min": b["cadence"],
+            "baseline": b["baseline"],
+            "scale": b["scale"],
+        }
+    )
+
+
 def pair_frame(
     grid: SeriesGrid, pos: np.ndarray, origin: np.ndarray, horizon: np.ndarray
 ) -> pl.DataFrame:
@@ -254,43 +330,36 @@ def pair_frame(
     ``profile_days`` and ``actual`` (the reading at the target, NaN if none: only for
     training and scoring; never a feature).
     """
-    cadence = grid.cadence[np.where(pos >= 0, pos, 0)]
-    target = origin + horizon
-    # Days back to the same minute: the latest such day whose smoothed level is known.
-    profile_first = -(-(horizon + PROFILE_SHIFT_MIN) // MINUTES_PER_DAY)
-    profile_target, days = _profile(grid, pos, target, profile_first)
-    profile_origin, _ = _profile(grid, pos, origin, np.ones_like(origin))
-    profile_3d, _ = _profile(grid, pos, target, profile_first, 3)
-    mean_1d = grid.at("rolling_mean_1d", pos, origin)
-    baseline = np.where(np.isfinite(profile_target), profile_target, mean_1d)
+    b = _baseline_and_scale(grid, pos, origin, horizon)
+    target, profile_first, mean_1d = b["target"], b["profile_first"], b["mean_1d"]
+    where = b["where"]
+    profile_origin, _ = _profile(grid, where, origin, np.ones_like(origin))
+    profile_3d, _ = _profile(grid, where, target, profile_first, 3)
     profile_origin = np.where(np.isfinite(profile_origin), profile_origin, mean_1d)
-    mean_60m = grid.at("rolling_mean_60m", pos, origin)
-    floor = 1e-3 + 0.01 * np.abs(np.nan_to_num(mean_60m))
-    scale = np.fmax(grid.at("rolling_std_1d", pos, origin), floor)
     raw = {
         "pos": pos,
         "origin_t": origin,
         "target_t": target,
         "horizon_min": horizon,
-        "cadence_min": cadence,
-        "baseline": baseline,
-        "scale": scale,
+        "cadence_min": b["cadence"],
+        "baseline": b["baseline"],
+        "scale": b["scale"],
         "profile_origin": profile_origin,
-        "profile_days": days,
+        "profile_days": b["profile_days"],
         "profile_3d": profile_3d,
-        "rolling_mean_60m": mean_60m,
-        "rolling_std_60m": grid.at("rolling_std_60m", pos, origin),
-        "last_day": grid.at("value", pos, target - steps_up(horizon, MINUTES_PER_DAY)),
-        "last_week": grid.at("value", pos, target - MINUTES_PER_WEEK),
+        "rolling_mean_60m": b["mean_60m"],
+        "rolling_std_60m": grid.at("rolling_std_60m", where, origin),
+        "last_day": grid.at("value", where, target - steps_up(horizon, MINUTES_PER_DAY)),
+        "last_week": grid.at("value", where, target - MINUTES_PER_WEEK),
         "last_day_smooth": grid.at(
-            "smooth_30m", pos, target - profile_first * MINUTES_PER_DAY + PROFILE_SHIFT_MIN
+            "smooth_30m", where, target - profile_first * MINUTES_PER_DAY + PROFILE_SHIFT_MIN
         ),
         "rolling_mean_1d": mean_1d,
-        "rolling_mean_7d": grid.at("rolling_mean_7d", pos, origin),
-        "actual": grid.at("value", pos, target),
+        "rolling_mean_7d": grid.at("rolling_mean_7d", where, origin),
+        "actual": grid.at("value", where, target),
     }
     for lag in LAGS_MIN:
-        raw[f"lag_{lag}m"] = grid.at("value", pos, origin - steps_up(lag, cadence))
+        raw[f"lag_{lag}m"] = grid.at("value", where, origin - steps_up(lag, b["cadence"]))
     return pl.DataFrame(raw)
 
 

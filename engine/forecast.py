@@ -46,6 +46,7 @@ from engine.features import (
     feature_frame,
     feature_matrix,
     from_minutes,
+    pair_base,
     pair_frame,
     sensor_series,
     steps_up,
@@ -241,42 +242,66 @@ def _pairs_with_features(
     horizon: np.ndarray,
     timezones: Mapping[str, str],
     knot_every: int | None = None,
+    *,
+    lean: bool = False,
 ) -> pl.DataFrame:
     """Pair rows with their features; ``knot`` marks the rows the model is evaluated on.
 
     With ``knot_every``, only the first hour, every ``knot_every`` minutes and each
     forecast's first and last step are knots (features elsewhere are null): the model's
     residual is interpolated in between (:func:`predict_z`), the baseline stays per step.
-    Pairs must come grouped by (sensor, origin) with ascending horizons.
+    Pairs must come grouped by (sensor, origin) with ascending horizons. ``lean``: the rows
+    between knots get only what turns z into a reading (:func:`engine.features.pair_base`),
+    not the lookups a backtest compares against (naives, actual).
     """
     zones = [timezones.get(s, "UTC") or "UTC" for s in grid.sensor_ids]
-    raw = pair_frame(grid, pos, origin, horizon)
     ids = pl.Series("sensor_id", grid.sensor_ids, dtype=pl.String)
-    raw = raw.with_columns(ids.gather(raw["pos"]).alias("sensor_id"))
-    if knot_every is None or raw.is_empty():
+
+    def with_ids(raw: pl.DataFrame) -> pl.DataFrame:
+        return raw.with_columns(ids.gather(raw["pos"]).alias("sensor_id"))
+
+    if knot_every is None or len(pos) == 0:
+        raw = with_ids(pair_frame(grid, pos, origin, horizon))
         return feature_frame(raw, zones).with_columns(pl.lit(True).alias("knot"))
     new_group = np.ones(len(pos), dtype=bool)
     new_group[1:] = (pos[1:] != pos[:-1]) | (origin[1:] != origin[:-1])
     last = np.ones(len(pos), dtype=bool)
     last[:-1] = new_group[1:]
     knot = new_group | last | (horizon <= 60) | (horizon % knot_every == 0)
-    raw = raw.with_columns(pl.Series("knot", knot))
-    with_features = feature_frame(raw.filter(pl.col("knot")), zones)
-    return pl.concat([with_features, raw.filter(~pl.col("knot"))], how="diagonal_relaxed")
+    if lean:
+        knots = with_ids(pair_frame(grid, pos[knot], origin[knot], horizon[knot]))
+        between = with_ids(pair_base(grid, pos[~knot], origin[~knot], horizon[~knot]))
+    else:
+        raw = with_ids(pair_frame(grid, pos, origin, horizon))
+        knots, between = raw.filter(pl.Series(knot)), raw.filter(pl.Series(~knot))
+    with_features = feature_frame(knots.with_columns(knot=pl.lit(True)), zones)
+    # back in the pairs' order (grouped by sensor and origin, ascending horizons)
+    row = pl.Series("row", np.concatenate([np.flatnonzero(knot), np.flatnonzero(~knot)]))
+    return (
+        pl.concat([with_features, between.with_columns(knot=pl.lit(False))], how="diagonal_relaxed")
+        .with_columns(row)
+        .sort("row")
+        .drop("row")
+    )
 
 
 def predict_z(
-    predict: Callable[[np.ndarray], np.ndarray], pairs: pl.DataFrame
+    predict: Callable[[np.ndarray], np.ndarray], pairs: pl.DataFrame, *, grouped: bool = False
 ) -> tuple[pl.DataFrame, np.ndarray]:
     """``(pairs sorted by sensor, origin, horizon; predicted z)``: the model on the knots,
-    linear interpolation of z in horizon between them (never across forecasts)."""
-    pairs = pairs.sort("sensor_id", "origin_t", "horizon_min")
+    linear interpolation of z in horizon between them (never across forecasts).
+    ``grouped``: the pairs already come grouped by (sensor, origin) with ascending horizons
+    (they are not sorted again)."""
+    if not grouped:
+        pairs = pairs.sort("sensor_id", "origin_t", "horizon_min")
     knot = pairs["knot"].to_numpy() if "knot" in pairs.columns else np.ones(pairs.height, bool)
     z = np.full(pairs.height, np.nan)
     if knot.any():
         z[knot] = predict(feature_matrix(pairs.filter(pl.Series(knot))))
     if not knot.all():
-        group = pairs.select(pl.struct("sensor_id", "origin_t").rank("dense")).to_series()
+        sensor, origin = pl.col("sensor_id"), pl.col("origin_t")
+        new_group = ((sensor != sensor.shift(1)) | (origin != origin.shift(1))).fill_null(True)
+        group = pairs.select(new_group.cum_sum()).to_series()
         x = group.to_numpy().astype(np.float64) * 100_000 + pairs["horizon_min"].to_numpy()
         z = np.interp(x, x[knot], z[knot])
     return pairs, z
@@ -699,9 +724,10 @@ def model_run(warehouse: Warehouse) -> str:
     return run_id
 
 
-def _predict(run: Run, frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` (sorted by sensor, origin, horizon) with ``yhat, yhat_lo, yhat_hi``."""
-    frame, z = predict_z(run.booster.predict, frame)
+def _predict(run: Run, frame: pl.DataFrame, *, grouped: bool = False) -> pl.DataFrame:
+    """``frame`` (sorted by sensor, origin, horizon) with ``yhat, yhat_lo, yhat_hi``;
+    ``grouped``: see :func:`predict_z`."""
+    frame, z = predict_z(run.booster.predict, frame, grouped=grouped)
     return apply_intervals(frame, z, run.meta["intervals"]["buckets"])
 
 
@@ -938,8 +964,8 @@ def forecast_grid(
         pos = np.concatenate(pos_parts)
         h = np.concatenate(h_parts)
         every = int(run.meta.get("predict_every_min", 1))
-        pairs = _pairs_with_features(grid, pos, last[pos], h, timezones, every)
-        frame = _predict(run, pairs).select(
+        pairs = _pairs_with_features(grid, pos, last[pos], h, timezones, every, lean=True)
+        frame = _predict(run, pairs, grouped=True).select(
             pl.lit(run.run_id).alias("run_id"),
             "sensor_id",
             from_minutes(pl.col("origin_t")).alias("origin_ts"),

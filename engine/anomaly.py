@@ -753,21 +753,21 @@ def _write_events(
 def _score_chunks(
     wh: Warehouse,
     con: duckdb.DuckDBPyConnection,
-    bucket: int,
+    buckets: list[int],
     chunks: list[list[tuple[str, datetime]]],
     params: dict[str, Any],
     lb: Lookbacks,
     mw: MinuteWindows,
 ) -> list[Path]:
-    """``int_detector_scores`` of one bucket, chunk by chunk: a temp table for a single chunk;
-    for more, each chunk's scores go to a staged Parquet file and the name is a view over
-    them (the bucket's scores held in memory would grow with the bucket). Returns the staged
-    files."""
+    """``int_detector_scores`` of the sensors of ``buckets`` in ``chunks``, chunk by chunk: a
+    temp table for a single chunk; for more, each chunk's scores go to a staged Parquet file
+    and the name is a view over them (the scores held in memory would grow with the bucket).
+    Returns the staged files."""
     staged: list[Path] = []
     query = sql_text("intermediate/int_detector_scores")
     for chunk in chunks:
         scope_table(con, chunk, lb)
-        local = readings_in_scope(wh, con, [bucket], params, mw)
+        local = readings_in_scope(wh, con, buckets, params, mw)
         con.register("int_readings_local", local)
         _update_baselines(con, params, lb)
         _stored_baselines(con)
@@ -789,8 +789,8 @@ def _score_chunks(
         con.execute("drop table if exists hourly_baselines")
         if len(chunks) > 1:
             # a registered frame lives as long as the transaction that dropped it: commit each
-            # chunk (its stored baselines) so that memory stays flat. Safe: until the bucket's
-            # score_files row commits, the next run recomputes the same chunks from scratch.
+            # chunk (its stored baselines) so that memory stays flat. Safe: until the buckets'
+            # score_files rows commit, the next run recomputes the same chunks from scratch.
             con.execute("commit")
             con.execute("begin")
     if staged:
@@ -802,14 +802,64 @@ def _score_chunks(
     return staged
 
 
-def _chunks(
-    con: duckdb.DuckDBPyConnection, bucket: int, changes: list[tuple[str, datetime]], limit: int
-) -> list[list[tuple[str, datetime]]]:
-    """Sensors of a bucket in groups of about ``limit`` readings (memory stays flat)."""
-    rows, sensors = sql_rows(con, "score/bucket_size", {"bucket": bucket})[0]
-    per_sensor = rows / max(sensors, 1)
-    size = max(1, int(limit // max(per_sensor, 1)))
-    return [changes[i : i + size] for i in range(0, len(changes), size)]
+@dataclass
+class _BucketWork:
+    """What one bucket needs: per sensor the first changed hour (with the readings its scope
+    is expected to hold), and the lake files new since, or gone since, the last run."""
+
+    bucket: int
+    changes: list[tuple[str, datetime]]
+    estimates: list[int]
+    new: list[str]
+    gone: list[str]
+
+
+def _bucket_work(
+    wh: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, full: bool, lb: Lookbacks
+) -> _BucketWork | None:
+    changes, new, gone = _changes(wh, con, bucket, full, lb)
+    if not changes and not new and not gone:
+        return None
+    rows, sensors, last_ts = sql_rows(con, "score/bucket_size", {"bucket": bucket})[0]
+    per_sensor = max(int(rows / max(sensors, 1)), 1)
+    estimates = []
+    for _sensor, changed in changes:  # a minute cadence at most, and never the whole history
+        read_from = changed - lb.ahead - lb.minutes
+        span = (last_ts - read_from) // timedelta(minutes=1) + 1 if last_ts else per_sensor
+        estimates.append(max(min(per_sensor, span), 1))
+    return _BucketWork(bucket, changes, estimates, new, gone)
+
+
+def _batches(work: list[_BucketWork], limit: int) -> list[list[_BucketWork]]:
+    """Buckets scored together (one pass over their sensors, one transaction) while their
+    scopes hold about ``limit`` readings: small incremental runs pay each step once, not per
+    bucket; a bucket larger than ``limit`` is a batch of its own."""
+    batches: list[list[_BucketWork]] = []
+    size = limit + 1
+    for item in work:
+        rows = sum(item.estimates)
+        if batches and size + rows <= limit:
+            batches[-1].append(item)
+            size += rows
+        else:
+            batches.append([item])
+            size = rows
+    return batches
+
+
+def _chunks(batch: list[_BucketWork], limit: int) -> list[list[tuple[str, datetime]]]:
+    """The changed sensors of a batch in groups of about ``limit`` readings (memory stays
+    flat)."""
+    chunks: list[list[tuple[str, datetime]]] = [[]]
+    size = 0
+    for item in batch:
+        for change, rows in zip(item.changes, item.estimates, strict=True):
+            if chunks[-1] and size + rows > limit:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(change)
+            size += rows
+    return [c for c in chunks if c]
 
 
 def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -> ScoreSummary:
@@ -850,38 +900,46 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
         buckets = [b for (b,) in sql_rows(con, "score/buckets")]
         if full:
             _drop_orphan_partitions(warehouse, set(buckets))
-        bar = tqdm(buckets, desc="score", unit=" bucket", disable=not progress, leave=False)
-        for bucket in bar:
+        work = [w for b in buckets if (w := _bucket_work(warehouse, con, b, full, lb))]
+        bar = tqdm(total=len(work), desc="score", unit=" bucket", disable=not progress, leave=False)
+        for batch in _batches(work, chunk_rows):
             con.execute("begin")
+            staged: list[Path] | None = None
             try:
-                changes, new, gone = _changes(warehouse, con, bucket, full, lb)
-                if not changes and not new and not gone:
-                    con.execute("rollback")
-                    continue
                 if full:
-                    sql_rows(con, "score/score_hourly_forget_bucket", {"bucket": bucket})
-                    sql_rows(con, "score/score_files_forget_bucket", {"bucket": bucket})
-                if changes:
-                    chunks = _chunks(con, bucket, changes, chunk_rows)
-                    staged = _score_chunks(warehouse, con, bucket, chunks, params, lb, mw)
-                    try:
-                        rows += sql_rows(con, "score/rescored_count")[0][0]
-                        scope_table(con, changes, lb)  # the whole bucket: month files written once
-                        _write_scores(warehouse, con, bucket, params, full)
-                    finally:
-                        kind = "view" if staged else "table"
-                        con.execute(f"drop {kind} if exists int_detector_scores")
-                        for path in staged:
-                            path.unlink(missing_ok=True)
-                _write_events(warehouse, con, bucket, params)
-                sql_rows(con, "score/score_files_forget_gone", {"bucket": bucket, "gone": gone})
-                sql_rows(con, "score/score_files_record_new", {"new": new})
+                    for item in batch:
+                        sql_rows(con, "score/score_hourly_forget_bucket", {"bucket": item.bucket})
+                        sql_rows(con, "score/score_files_forget_bucket", {"bucket": item.bucket})
+                chunks = _chunks(batch, chunk_rows)
+                if chunks:
+                    scored = [item.bucket for item in batch]
+                    staged = _score_chunks(warehouse, con, scored, chunks, params, lb, mw)
+                    rows += sql_rows(con, "score/rescored_count")[0][0]
+                for item in batch:
+                    if item.changes:
+                        # the bucket's sensors in scope: its month files are written once
+                        scope_table(con, item.changes, lb)
+                        _write_scores(warehouse, con, item.bucket, params, full)
+                    _write_events(warehouse, con, item.bucket, params)
+                    sql_rows(
+                        con,
+                        "score/score_files_forget_gone",
+                        {"bucket": item.bucket, "gone": item.gone},
+                    )
+                    sql_rows(con, "score/score_files_record_new", {"new": item.new})
+                if staged is not None:
+                    con.execute(f"drop {'view' if staged else 'table'} int_detector_scores")
                 con.execute("commit")
             except BaseException:
                 con.execute("rollback")
                 raise
-            buckets_scored += 1
-            sensors += len(changes)
+            finally:
+                for path in staged or []:
+                    path.unlink(missing_ok=True)
+            buckets_scored += len(batch)
+            sensors += sum(len(item.changes) for item in batch)
+            bar.update(len(batch))
+        bar.close()
         warehouse.refresh_mart_views(con)
         anomalies, events = _totals(warehouse, con)
     return ScoreSummary(

@@ -5,11 +5,12 @@
 -- Inputs: `int_detector_scores`, `previous_scores` (this partition as stored), `score_scope`;
 -- $month null = every month (inference).
 with
-detector_scores as (
+detector_scores as (  -- the sensors in scope (the scores may hold other buckets' too)
     select * from int_detector_scores
-    where $month::varchar is null  -- a range on ts, not a per-row strftime
-        or (ts >= strptime($month::varchar, '%Y-%m')
-            and ts < strptime($month::varchar, '%Y-%m') + interval 1 month)
+    where sensor_id in (select sensor_id from score_scope)
+        and ($month::varchar is null  -- a range on ts, not a per-row strftime
+            or (ts >= strptime($month::varchar, '%Y-%m')
+                and ts < strptime($month::varchar, '%Y-%m') + interval 1 month))
 ),
 previous as (
     select * from previous_scores

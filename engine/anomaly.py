@@ -34,7 +34,15 @@ from tqdm import tqdm
 
 from engine import OxyError
 from engine.config import Config
-from engine.warehouse import Warehouse, bind, query_frame, quote_literal, sql_rows, sql_text
+from engine.warehouse import (
+    Warehouse,
+    bind,
+    query_frame,
+    quote_literal,
+    run_sql,
+    sql_rows,
+    sql_text,
+)
 
 SCORE_COLUMNS: dict[str, str] = {
     "sensor_id": "varchar",
@@ -155,14 +163,6 @@ def detector_params(config: Config) -> dict[str, Any]:
     params["dropout_mgl"] = float(a["dropout_level"]["mg/L"])
     params["dropout_sat"] = float(a["dropout_level"]["%sat"])
     return params
-
-
-def run_sql(
-    con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any], *, into: str
-) -> None:
-    """Materialise ``sql/<name>.sql`` as the temp table ``into``."""
-    query = sql_text(name)
-    con.execute(f"create or replace temp table {into} as {query}", bind(query, params))
 
 
 def _interval(con: duckdb.DuckDBPyConnection, text: str) -> timedelta:

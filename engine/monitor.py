@@ -30,11 +30,17 @@ from typing import Any
 
 import duckdb
 import numpy as np
-import polars as pl
 
 from engine import OxyError
 from engine.registry import production_run, read_meta, split_metrics, test_window
-from engine.warehouse import Warehouse, has_relation, query_frame, readings_buckets, sql_text
+from engine.warehouse import (
+    Warehouse,
+    has_relation,
+    readings_buckets,
+    run_sql,
+    sql_rows,
+    sql_text,
+)
 
 STATUSES = ("ok", "warn", "alert", "skipped")
 _RANK = {"skipped": 0, "ok": 1, "warn": 2, "alert": 3}
@@ -274,29 +280,37 @@ def drift_checks(
     buckets = readings_buckets(con)
     checks: list[Check] = []
     pooled = np.zeros((2, bins))
-    query = sql_text("intermediate/int_monitor_drift_values")
+    quantiles = np.linspace(0, 1, bins + 1)[1:-1].tolist()
     scored = has_relation(con, "anomaly_scores")
     for bucket in sorted(buckets):  # one bucket at a time: memory stays flat
         paths = [str(p) for p in warehouse.files(con, "readings", bucket)]
         if not paths:
             continue
-        params = {**windows, "paths": paths}
-        frame = query_frame(con, query, params)
         if scored:  # the baseline is normal behaviour: anomalous reference minutes left out
-            anomalous = query_frame(
+            run_sql(
                 con,
-                sql_text("intermediate/int_monitor_reference_anomalies"),
+                "intermediate/int_monitor_reference_anomalies",
                 {
                     "reference_start": windows["reference_start"],
                     "reference_end": windows["reference_end"],
                     "bucket": bucket,
                 },
+                into="reference_anomalies",
             )
-            frame = frame.join(anomalous, on=["sensor_id", "ts"], how="anti")
-        for (sensor_id,), part in frame.group_by(["sensor_id"], maintain_order=True):
-            recent = part.filter(pl.col("is_recent"))["value"].to_numpy()
-            reference = part.filter(~pl.col("is_recent"))["value"].to_numpy()
-            if len(recent) < min_points or len(reference) < min_points:
+        else:
+            sql_rows(con, "meta/reference_anomalies_none")
+        rows = sql_rows(
+            con,
+            "intermediate/int_monitor_drift_bins",
+            {**windows, "paths": paths, "quantiles": quantiles},
+        )
+        per_sensor: dict[str, np.ndarray] = {}
+        for sensor_id, is_recent, bin_index, readings in rows:
+            counts = per_sensor.setdefault(sensor_id, np.zeros((2, bins)))
+            counts[0 if is_recent else 1, bin_index] += readings
+        for sensor_id, counts in per_sensor.items():
+            n_recent, n_reference = int(counts[0].sum()), int(counts[1].sum())
+            if n_recent < min_points or n_reference < min_points:
                 checks.append(
                     Check(
                         sensor_id,
@@ -304,12 +318,12 @@ def drift_checks(
                         None,
                         alert,
                         "skipped",
-                        f"too few values ({len(recent)} recent, {len(reference)} reference; "
+                        f"too few values ({n_recent} recent, {n_reference} reference; "
                         f"need {min_points})",
                     )
                 )
                 continue
-            value, counts = psi(reference, recent, bins)
+            value = psi_of_counts(counts)
             pooled += counts
             checks.append(
                 Check(
@@ -318,9 +332,10 @@ def drift_checks(
                     value,
                     alert,
                     _grade(value, warn, alert),
-                    f"PSI {value:.3f} over {len(recent)} recent vs {len(reference)} reference",
+                    f"PSI {value:.3f} over {n_recent} recent vs {n_reference} reference",
                 )
             )
+    sql_rows(con, "meta/reference_anomalies_drop")
     if pooled.sum() == 0:
         fleet = Check("fleet", "drift_psi", None, alert, "skipped", "no sensor had enough data")
     else:

@@ -92,6 +92,14 @@ def sql_rows(
     return con.execute(query, bind(query, params or {})).fetchall()
 
 
+def run_sql(
+    con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any], *, into: str
+) -> None:
+    """Materialise ``sql/<name>.sql`` as the temp table ``into``."""
+    query = sql_text(name)
+    con.execute(f"create or replace temp table {into} as {query}", bind(query, params))
+
+
 def query_frame(
     con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any] | None = None
 ) -> pl.DataFrame:

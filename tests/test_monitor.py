@@ -11,10 +11,11 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cli import oxy
+from conftest import load_readings
 from engine.config import Config
 from engine.monitor import parse_interval, psi, run_monitor
 from engine.registry import record_run
@@ -262,3 +263,36 @@ def test_forecast_error_on_minutes_arrived_after_a_real_forecast(tmp_path, readi
     rmse = checks[("s1", "forecast_rmse")]
     assert rmse.status in ("ok", "warn") and "over 1440 arrived minutes" in rmse.reason
     assert f"(run {run_id})" in rmse.reason and rmse.value < 1.0
+
+
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(seed=st.integers(0, 10_000), decimals=st.integers(0, 2))
+def test_drift_psi_equals_numpy_psi_of_the_window_values(
+    tmp_path_factory: pytest.TempPathFactory, config: Config, seed: int, decimals: int
+) -> None:
+    """The SQL binning (reference quantile edges, ties above an edge, equal edges merged,
+    flagged reference minutes left out) gives numpy's ``psi`` of the same values."""
+    wh = Warehouse(tmp_path_factory.mktemp("psi") / "wh", config.with_overrides(CONFIG))
+    rng = np.random.default_rng(seed)
+    readings = clean_readings(("A", "B"), seed=seed).with_columns(
+        value=(pl.col("value") + pl.lit(rng.normal(0, 0.5))).round(decimals)
+    )
+    flagged = (pl.col("sensor_id") == "A") & (pl.col("ts").dt.hour() == 3)
+    load_readings(wh, readings)
+    write_scores(wh, readings, flagged)
+    found = {c.scope: c.value for c in run_monitor(wh).checks if c.check == "drift_psi"}
+    latest = readings["ts"].max()
+    recent_start = latest - timedelta(days=1)
+    reference_start = recent_start - timedelta(days=2)
+    bins = int(wh.config["monitor"]["psi_bins"])
+    for sensor in ("A", "B"):
+        mine = readings.filter(pl.col("sensor_id") == sensor)
+        recent = mine.filter(pl.col("ts") > recent_start)["value"].to_numpy()
+        reference = mine.filter(
+            (pl.col("ts") > reference_start)
+            & (pl.col("ts") <= recent_start)
+            & ~(flagged if sensor == "A" else pl.lit(False))
+        )["value"].to_numpy()
+        assert found[sensor] == pytest.approx(psi(reference, recent, bins)[0], abs=1e-12)

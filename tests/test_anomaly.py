@@ -739,3 +739,46 @@ def test_buckets_scored_in_one_batch_equal_one_at_a_time(
         alone_events.select("sensor_id", "start_ts", "end_ts", "anomaly_type")
     )
     assert batched_events.height > 0
+
+
+def test_a_run_that_fails_midway_is_redone_by_the_next(
+    warehouse: Warehouse, readings_loader: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure after some of a batch's bucket files were replaced rolls the catalog back:
+    the next run scores the same buckets again and ends where an undisturbed run ends."""
+    from engine.warehouse import bucket_of
+
+    names = [f"s{i}" for i in range(6)]
+    data = pl.concat([diel(3, sensor=n, seed=i) for i, n in enumerate(names)])
+    readings_loader(warehouse, data.filter(pl.col("ts") < T0 + timedelta(days=2)), batch_id="a")
+    score(warehouse)
+    readings_loader(warehouse, data.filter(pl.col("ts") >= T0 + timedelta(days=2)), batch_id="b")
+    buckets = int(warehouse.config["warehouse"]["buckets"])
+    summary_buckets = len({bucket_of(n, buckets) for n in names})
+    written: list[int] = []
+    write_events = anomaly._write_events
+
+    def fail_on_second(wh: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, params) -> None:
+        written.append(bucket)
+        if len(written) == 2:
+            raise RuntimeError("disk full")
+        write_events(wh, con, bucket, params)
+
+    monkeypatch.setattr(anomaly, "_write_events", fail_on_second)
+    with pytest.raises(RuntimeError, match="disk full"):
+        score(warehouse)
+    monkeypatch.setattr(anomaly, "_write_events", write_events)
+    redo = score(warehouse)  # the failed batch's buckets again (nothing of it was recorded)
+    assert redo.buckets_scored == summary_buckets and redo.rows_scored > 0
+    again, again_events = scores_of(warehouse), events_of(warehouse)
+    score(warehouse, full=True)
+    full, full_events = scores_of(warehouse), events_of(warehouse)
+    assert again.height == data.height
+    assert again.select("sensor_id", "ts").equals(full.select("sensor_id", "ts"))
+    diff = (again["severity"] - full["severity"]).abs().max()
+    assert diff is not None and diff <= 1e-9
+    keys = ["sensor_id", "start_ts", "end_ts", "minutes", "anomaly_type"]
+    assert again_events.select(keys).equals(full_events.select(keys))
+    np.testing.assert_allclose(
+        again_events["peak_severity"], full_events["peak_severity"], atol=1e-9
+    )

@@ -235,6 +235,25 @@ def seasonal_scale(grid: SeriesGrid, before: int, days: int | None = None) -> np
     return out
 
 
+def _knots(pos: np.ndarray, origin: np.ndarray, horizon: np.ndarray, every: int) -> np.ndarray:
+    """The pairs the model is evaluated on: each forecast's first hour, every ``every``
+    minutes, its first and last step (pairs grouped by (sensor, origin), ascending horizons)."""
+    new_group = np.ones(len(pos), dtype=bool)
+    new_group[1:] = (pos[1:] != pos[:-1]) | (origin[1:] != origin[:-1])
+    last = np.ones(len(pos), dtype=bool)
+    last[:-1] = new_group[1:]
+    return new_group | last | (horizon <= 60) | (horizon % every == 0)
+
+
+def _with_ids(grid: SeriesGrid, raw: pl.DataFrame) -> pl.DataFrame:
+    ids = pl.Series("sensor_id", grid.sensor_ids, dtype=pl.String)
+    return raw.with_columns(ids.gather(raw["pos"]).alias("sensor_id"))
+
+
+def _zones(grid: SeriesGrid, timezones: Mapping[str, str]) -> list[str]:
+    return [timezones.get(s, "UTC") or "UTC" for s in grid.sensor_ids]
+
+
 def _pairs_with_features(
     grid: SeriesGrid,
     pos: np.ndarray,
@@ -242,62 +261,59 @@ def _pairs_with_features(
     horizon: np.ndarray,
     timezones: Mapping[str, str],
     knot_every: int | None = None,
-    *,
-    lean: bool = False,
 ) -> pl.DataFrame:
     """Pair rows with their features; ``knot`` marks the rows the model is evaluated on.
 
     With ``knot_every``, only the first hour, every ``knot_every`` minutes and each
     forecast's first and last step are knots (features elsewhere are null): the model's
     residual is interpolated in between (:func:`predict_z`), the baseline stays per step.
-    Pairs must come grouped by (sensor, origin) with ascending horizons. ``lean``: the rows
-    between knots get only what turns z into a reading (:func:`engine.features.pair_base`),
-    not the lookups a backtest compares against (naives, actual).
+    Pairs must come grouped by (sensor, origin) with ascending horizons.
     """
-    zones = [timezones.get(s, "UTC") or "UTC" for s in grid.sensor_ids]
-    ids = pl.Series("sensor_id", grid.sensor_ids, dtype=pl.String)
-
-    def with_ids(raw: pl.DataFrame) -> pl.DataFrame:
-        return raw.with_columns(ids.gather(raw["pos"]).alias("sensor_id"))
-
-    if knot_every is None or len(pos) == 0:
-        raw = with_ids(pair_frame(grid, pos, origin, horizon))
+    raw = _with_ids(grid, pair_frame(grid, pos, origin, horizon))
+    zones = _zones(grid, timezones)
+    if knot_every is None or raw.is_empty():
         return feature_frame(raw, zones).with_columns(pl.lit(True).alias("knot"))
-    new_group = np.ones(len(pos), dtype=bool)
-    new_group[1:] = (pos[1:] != pos[:-1]) | (origin[1:] != origin[:-1])
-    last = np.ones(len(pos), dtype=bool)
-    last[:-1] = new_group[1:]
-    knot = new_group | last | (horizon <= 60) | (horizon % knot_every == 0)
-    if lean:
-        knots = with_ids(pair_frame(grid, pos[knot], origin[knot], horizon[knot]))
-        between = with_ids(pair_base(grid, pos[~knot], origin[~knot], horizon[~knot]))
-    else:
-        raw = with_ids(pair_frame(grid, pos, origin, horizon))
-        knots, between = raw.filter(pl.Series(knot)), raw.filter(pl.Series(~knot))
-    with_features = feature_frame(knots.with_columns(knot=pl.lit(True)), zones)
-    # back in the pairs' order (grouped by sensor and origin, ascending horizons)
-    row = pl.Series("row", np.concatenate([np.flatnonzero(knot), np.flatnonzero(~knot)]))
-    return (
-        pl.concat([with_features, between.with_columns(knot=pl.lit(False))], how="diagonal_relaxed")
-        .with_columns(row)
-        .sort("row")
-        .drop("row")
-    )
+    raw = raw.with_columns(pl.Series("knot", _knots(pos, origin, horizon, knot_every)))
+    with_features = feature_frame(raw.filter(pl.col("knot")), zones)
+    return pl.concat([with_features, raw.filter(~pl.col("knot"))], how="diagonal_relaxed")
+
+
+def _forecast_pairs(
+    grid: SeriesGrid,
+    pos: np.ndarray,
+    origin: np.ndarray,
+    horizon: np.ndarray,
+    timezones: Mapping[str, str],
+    knot_every: int,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """For a forecast (no backtest lookups): every pair with what turns a predicted z into a
+    reading (:func:`engine.features.pair_base`) and ``knot``, in the pairs' order; and the
+    knots' features, in the same order. Pairs as for :func:`_pairs_with_features`."""
+    knot = _knots(pos, origin, horizon, knot_every)
+    pairs = _with_ids(grid, pair_base(grid, pos, origin, horizon))
+    knots = _with_ids(grid, pair_frame(grid, pos[knot], origin[knot], horizon[knot]))
+    return pairs.with_columns(knot=pl.Series(knot)), feature_frame(knots, _zones(grid, timezones))
 
 
 def predict_z(
-    predict: Callable[[np.ndarray], np.ndarray], pairs: pl.DataFrame, *, grouped: bool = False
+    predict: Callable[[np.ndarray], np.ndarray],
+    pairs: pl.DataFrame,
+    *,
+    grouped: bool = False,
+    knot_features: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, np.ndarray]:
     """``(pairs sorted by sensor, origin, horizon; predicted z)``: the model on the knots,
     linear interpolation of z in horizon between them (never across forecasts).
     ``grouped``: the pairs already come grouped by (sensor, origin) with ascending horizons
-    (they are not sorted again)."""
+    (they are not sorted again); ``knot_features``: the knots' features in their order (else
+    the knot rows of ``pairs`` hold them)."""
     if not grouped:
         pairs = pairs.sort("sensor_id", "origin_t", "horizon_min")
     knot = pairs["knot"].to_numpy() if "knot" in pairs.columns else np.ones(pairs.height, bool)
     z = np.full(pairs.height, np.nan)
     if knot.any():
-        z[knot] = predict(feature_matrix(pairs.filter(pl.Series(knot))))
+        rows = knot_features if knot_features is not None else pairs.filter(pl.Series(knot))
+        z[knot] = predict(feature_matrix(rows))
     if not knot.all():
         sensor, origin = pl.col("sensor_id"), pl.col("origin_t")
         new_group = ((sensor != sensor.shift(1)) | (origin != origin.shift(1))).fill_null(True)
@@ -724,10 +740,16 @@ def model_run(warehouse: Warehouse) -> str:
     return run_id
 
 
-def _predict(run: Run, frame: pl.DataFrame, *, grouped: bool = False) -> pl.DataFrame:
+def _predict(
+    run: Run,
+    frame: pl.DataFrame,
+    *,
+    grouped: bool = False,
+    knot_features: pl.DataFrame | None = None,
+) -> pl.DataFrame:
     """``frame`` (sorted by sensor, origin, horizon) with ``yhat, yhat_lo, yhat_hi``;
-    ``grouped``: see :func:`predict_z`."""
-    frame, z = predict_z(run.booster.predict, frame, grouped=grouped)
+    ``grouped``, ``knot_features``: see :func:`predict_z`."""
+    frame, z = predict_z(run.booster.predict, frame, grouped=grouped, knot_features=knot_features)
     return apply_intervals(frame, z, run.meta["intervals"]["buckets"])
 
 
@@ -964,8 +986,8 @@ def forecast_grid(
         pos = np.concatenate(pos_parts)
         h = np.concatenate(h_parts)
         every = int(run.meta.get("predict_every_min", 1))
-        pairs = _pairs_with_features(grid, pos, last[pos], h, timezones, every, lean=True)
-        frame = _predict(run, pairs, grouped=True).select(
+        pairs, features = _forecast_pairs(grid, pos, last[pos], h, timezones, every)
+        frame = _predict(run, pairs, grouped=True, knot_features=features).select(
             pl.lit(run.run_id).alias("run_id"),
             "sensor_id",
             from_minutes(pl.col("origin_t")).alias("origin_ts"),

@@ -330,9 +330,9 @@ def test_recent_faults_read_the_bucket_partition_after_since(tmp_path: Path) -> 
 
 
 def test_lean_pairs_predict_what_full_pairs_predict() -> None:
-    """The forecast path builds full pairs only on the model's knots (``lean``) and skips the
-    re-sort (``grouped``): same baselines, scales, z and readings as the full, sorted path,
-    on sensors of 1- and 15-minute cadence with a gap."""
+    """The forecast path builds full pairs only on the model's knots (``_forecast_pairs``) and
+    skips the re-sort (``grouped``): same baselines, scales, z and readings as the full, sorted
+    path, on sensors of 1- and 15-minute cadence with a gap."""
     readings = pl.concat(
         [
             diurnal("s|b", 1, 9, level=8.0, seed=7),
@@ -351,14 +351,12 @@ def test_lean_pairs_predict_what_full_pairs_predict() -> None:
         return np.nan_to_num(x).sum(axis=1) / 100.0
 
     zones = {"s|a": "America/Denver"}
-    lean = forecast._pairs_with_features(grid, pos, last[pos], h, zones, 15, lean=True)
+    lean, features = forecast._forecast_pairs(grid, pos, last[pos], h, zones, 15)
     full = forecast._pairs_with_features(grid, pos, last[pos], h, zones, 15)
-    lean_pairs, lean_z = forecast.predict_z(model, lean, grouped=True)
+    lean_pairs, lean_z = forecast.predict_z(model, lean, grouped=True, knot_features=features)
     full_pairs, full_z = forecast.predict_z(model, full)
     keys = ["sensor_id", "origin_t", "horizon_min", "baseline", "scale", "knot"]
     assert lean_pairs.select(keys).equals(full_pairs.select(keys))
     np.testing.assert_allclose(lean_z, full_z, rtol=0, atol=0)
-    assert (
-        lean_pairs.filter(~pl.col("knot"))["last_day"].null_count()
-        == lean_pairs.filter(~pl.col("knot")).height
-    )  # lean: the backtest's lookups are not built between knots
+    assert features.height == lean_pairs["knot"].sum() < lean_pairs.height
+    assert "last_day" not in lean_pairs.columns  # no backtest lookups between knots

@@ -416,7 +416,14 @@ def local_readings(
                 pl.col("next_value") - value
             ),
         )
-        .with_columns(spike_residual=spike_residual())
+        .with_columns(
+            spike_residual=spike_residual(),
+            level=pl.coalesce(
+                (pl.col("before_level") + pl.col("after_level")) / 2,
+                pl.col("before_level"),
+                pl.col("after_level"),
+            ),
+        )
         .select(
             "sensor_id",
             "ts",
@@ -428,6 +435,9 @@ def local_readings(
             "step",
             "next_step",
             "spike_residual",
+            "level",
+            "before_level",
+            "after_level",
         )
     )
 

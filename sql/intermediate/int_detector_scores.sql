@@ -100,10 +100,22 @@ z_scores as (
                 typical_jump / $point_jump_ratio)
         end as point_z,
         case when baseline_days >= $contextual_min_days
-            then abs(value - context_median) / greatest(context_spread, sigma)
+            -- a reading's distance from its hour's baseline varies by the day-to-day spread
+            -- of the hour and by the reading's own spread within the hour: both add up
+            then abs(value - context_median) / sqrt(context_spread ^ 2 + sigma ^ 2)
                 / (1 + $contextual_few_days / baseline_days)  -- few days: a less certain spread
         end as contextual_z,
-        abs(spike_residual) / typical_spike as spike_z,
+        -- spike: the residual in units of the typical residual, and the jump into it (the
+        -- step, when it goes the residual's way; at most the residual) in units of the typical
+        -- step (typical noise x sqrt 2); their geometric mean. A trend or a slow swing leaves a
+        -- residual without a jump, a step change a jump without a residual; a limit cycle's
+        -- residual is wide but its steps are small. Without a step (after a gap): the residual.
+        case when step is null then abs(spike_residual) / typical_spike
+            else sqrt(abs(spike_residual) / typical_spike
+                * case when sign(step) = sign(spike_residual)
+                    then least(abs(step), abs(spike_residual)) else 0 end
+                / (typical_noise * sqrt(2)))
+        end as spike_z,
         case when noise_n >= $noise_min_readings
             then sqrt(noise_ss / noise_n / 2) / typical_noise
         end as noise_ratio

@@ -48,11 +48,26 @@ spread_floor as (  -- an hour's spread from few days is unstable: at least half 
                   -- median spread over all hours of the baseline window
     select
         * replace (greatest(baseline_spread,
-            $spread_floor_ratio * median(baseline_spread) over recent) as baseline_spread)
+            $spread_floor_ratio * median(baseline_spread) over recent) as baseline_spread),
+        median - baseline_median as context_residual
     from hour_of_day
     window recent as (
         partition by sensor_id order by hour
         range between $baseline_window::interval preceding and current row
+    )
+),
+pooled_spread as (  -- the contextual spread is also at least half the spread of the previous
+                    -- hours' residuals from their own hour-of-day baselines (MAD x 1.4826):
+                    -- pooled over all hours, it exists from the first day of history on, while
+                    -- an hour's own spread needs days. Drift keeps the hour's own spread.
+    select
+        *,
+        greatest(baseline_spread, $spread_floor_ratio * 1.4826
+            * median(abs(context_residual)) over previous_hours) as context_spread
+    from spread_floor
+    window previous_hours as (
+        partition by sensor_id order by hour
+        range between $baseline_window::interval preceding and interval 1 hour preceding
     )
 ),
 residuals as (
@@ -69,7 +84,7 @@ residuals as (
         1 / greatest(baseline_spread, typical_noise, $min_std) as residual_weight,
         greatest($drift_z_clip * greatest(baseline_spread, typical_noise, $min_std),
             2 * $oxy_drift_relative_hi * abs(drift_baseline)) as relative_cap
-    from spread_floor
+    from pooled_spread
 ),
 drift as (
     select
@@ -121,7 +136,8 @@ drift_level as (  -- both the day and the last hours off in the same direction: 
 scored as (
     select
         d.sensor_id, d.hour, d.local_hour, d.n, d.median, d.std, d.noise, d.spike_rms,
-        d.quantum, d.max_step, d.baseline_median, d.baseline_spread, d.baseline_days,
+        d.quantum, d.max_step, d.baseline_median,
+        coalesce(d.context_spread, d.baseline_spread) as baseline_spread, d.baseline_days,
         d.typical_hours, d.typical_std, d.typical_noise, d.typical_spike, d.typical_quantum,
         d.typical_jump,
         d.drift_level,

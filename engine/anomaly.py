@@ -113,6 +113,7 @@ def detector_params(config: Config) -> dict[str, Any]:
             "baseline_min_days",
             "contextual_min_days",
             "contextual_few_days",
+            "context_hour_std_ratio",
             "spread_floor_ratio",
             "typical_min_hours",
             "stuck_min_readings",

@@ -20,6 +20,7 @@ hour_of_day as (
         (quantile_cont(median, 0.75) over same_hour
             - quantile_cont(median, 0.25) over same_hour) / 1.349 as baseline_spread,
         count(median) over same_hour as baseline_days,
+        median(std) over same_hour as hour_std,
         median(median) over drift_hour as drift_baseline,  -- drift: against the recent days
         count(*) over recent as typical_hours,
         median(std) over recent as typical_std,
@@ -63,7 +64,8 @@ pooled_spread as (  -- the contextual spread is also at least half the spread of
     select
         *,
         greatest(baseline_spread, $spread_floor_ratio * 1.4826
-            * median(abs(context_residual)) over previous_hours) as context_spread
+            * median(abs(context_residual)) over previous_hours,
+            $context_hour_std_ratio * hour_std) as context_spread
     from spread_floor
     window previous_hours as (
         partition by sensor_id order by hour

@@ -114,6 +114,7 @@ def detector_params(config: Config) -> dict[str, Any]:
             "contextual_min_days",
             "contextual_few_days",
             "context_hour_std_ratio",
+            "pooled_spread_ratio",
             "spread_floor_ratio",
             "typical_min_hours",
             "stuck_min_readings",
@@ -143,6 +144,7 @@ def detector_params(config: Config) -> dict[str, Any]:
         "collective",
         "contextual_z",
         "spike_z",
+        "sparse_spike_z",
         "noise_ratio",
         "drift_z",
         "drift_relative",
@@ -419,11 +421,8 @@ def local_readings(
         )
         .with_columns(
             spike_residual=spike_residual(),
-            level=pl.coalesce(
-                (pl.col("before_level") + pl.col("after_level")) / 2,
-                pl.col("before_level"),
-                pl.col("after_level"),
-            ),
+            # minute cadence: another reading in the level window before (sparse: none)
+            has_level=pl.col("before_level").is_not_null(),
         )
         .select(
             "sensor_id",
@@ -436,9 +435,7 @@ def local_readings(
             "step",
             "next_step",
             "spike_residual",
-            "level",
-            "before_level",
-            "after_level",
+            "has_level",
         )
     )
 

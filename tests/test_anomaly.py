@@ -477,7 +477,8 @@ def test_detector_scores_and_mart_fixed_answer(warehouse: Warehouse) -> None:
         "as step, "
         "case when m = 9 then null when m = 4 then 1.0 when m = 5 then -1.0 else 0.0 end::double "
         "as next_step, "
-        "case when m = 5 then 1.0 else 0.0 end::double as spike_residual from range(10) t(m)"
+        "case when m = 5 then 1.0 else 0.0 end::double as spike_residual, true as has_level "
+        "from range(10) t(m)"
     )
     con.execute(
         "create table hourly_baselines as select 'a' as sensor_id, "
@@ -504,8 +505,8 @@ def test_detector_scores_and_mart_fixed_answer(warehouse: Warehouse) -> None:
     assert scores.height == 10 and not scores.select("ts").is_duplicated().any()
     spike = scores.row(5, named=True)
     assert (spike["score_spike"], spike["score_point"], spike["severity"]) == (1.0, 1.0, 1.0)
-    # contextual z = |9 - 8| / 0.1 / (1 + 3 / 10 days) = 7.692 -> (7.692 - 5) / (8 - 5)
-    assert spike["score_contextual"] == pytest.approx((10 / 1.3 - 5) / 3)
+    # contextual z = |9 - 8| / sqrt(0.1^2 + 0.1^2) / (1 + 2 / 10 days) = 5.893 -> (z - 4) / 2.5
+    assert spike["score_contextual"] == pytest.approx((1 / math.sqrt(0.02) / 1.2 - 4) / 2.5)
     assert (spike["anomaly_type"], spike["is_anomaly"], spike["qartod_flag"]) == ("spike", True, 4)
     assert spike["score_collective"] == 0.0 and spike["score_stuck"] == 0.0
     assert spike["score_noise"] == 0.0  # 9 steps < noise_min_readings

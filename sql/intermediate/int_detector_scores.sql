@@ -100,9 +100,9 @@ z_scores as (
                 typical_jump / $point_jump_ratio)
         end as point_z,
         case when baseline_days >= $contextual_min_days
-            -- a reading's distance from its hour's baseline varies by the day-to-day spread
-            -- of the hour and by the reading's own spread within the hour: both add up
-            then abs(value - context_median) / sqrt(context_spread ^ 2 + sigma ^ 2)
+            -- the stored spread holds the day-to-day spread of the hour and the reading's
+            -- own spread within the hour (int_hourly_baselines)
+            then abs(value - context_median) / greatest(context_spread, $min_std)
                 / (1 + $contextual_few_days / baseline_days)  -- few days: a less certain spread
         end as contextual_z,
         -- spike: the residual in units of the typical residual, and the jump into it (the

@@ -57,15 +57,17 @@ spread_floor as (  -- an hour's spread from few days is unstable: at least half 
         range between $baseline_window::interval preceding and current row
     )
 ),
-pooled_spread as (  -- the contextual spread is also at least a share of the spread of the previous
-                    -- hours' residuals from their own hour-of-day baselines (MAD x 1.4826):
-                    -- pooled over all hours, it exists from the first day of history on, while
-                    -- an hour's own spread needs days. Drift keeps the hour's own spread.
+pooled_spread as (  -- the contextual spread: the hour's day-to-day spread, at least a share of
+                    -- the spread of the previous hours' residuals from their own hour-of-day
+                    -- baselines (MAD x 1.4826; pooled over all hours it exists from the first
+                    -- day of history on, while an hour's own spread needs days), in quadrature
+                    -- with the same local hour's within-hour std (a reading varies around its
+                    -- hour's median by that much). Drift keeps the hour's own spread.
     select
         *,
-        greatest(baseline_spread, $pooled_spread_ratio * 1.4826
-            * median(abs(context_residual)) over previous_hours,
-            $context_hour_std_ratio * hour_std) as context_spread
+        sqrt(greatest(baseline_spread, $pooled_spread_ratio * 1.4826
+            * median(abs(context_residual)) over previous_hours) ^ 2
+            + ($context_hour_std_ratio * hour_std) ^ 2) as context_spread
     from spread_floor
     window previous_hours as (
         partition by sensor_id order by hour

@@ -46,11 +46,12 @@ hour_of_day as (
         )
 ),
 spread_floor as (  -- an hour's spread from few days is unstable: at least half the sensor's
-                  -- median spread over all hours of the baseline window
+                  -- median spread over all hours of the baseline window; pooled_mad: the median
+                  -- |median - baseline_median| over the same hours (one window, one sort)
     select
         * replace (greatest(baseline_spread,
             $spread_floor_ratio * median(baseline_spread) over recent) as baseline_spread),
-        median - baseline_median as context_residual
+        median(abs(median - baseline_median)) over recent as pooled_mad
     from hour_of_day
     window recent as (
         partition by sensor_id order by hour
@@ -58,21 +59,17 @@ spread_floor as (  -- an hour's spread from few days is unstable: at least half 
     )
 ),
 pooled_spread as (  -- the contextual spread: the hour's day-to-day spread, at least a share of
-                    -- the spread of the previous hours' residuals from their own hour-of-day
-                    -- baselines (MAD x 1.4826; pooled over all hours it exists from the first
-                    -- day of history on, while an hour's own spread needs days), in quadrature
-                    -- with the same local hour's within-hour std (a reading varies around its
-                    -- hour's median by that much). Drift keeps the hour's own spread.
+                    -- the spread of the hours' residuals from their own hour-of-day baselines
+                    -- (pooled_mad x 1.4826: pooled over all hours it exists from the first day
+                    -- of history on, while an hour's own spread needs days; a median over 24
+                    -- hours a day, so one odd hour barely moves it), in quadrature with the same
+                    -- local hour's within-hour std (a reading varies around its hour's median by
+                    -- that much). Drift keeps the hour's own spread.
     select
         *,
-        sqrt(greatest(baseline_spread, $pooled_spread_ratio * 1.4826
-            * median(abs(context_residual)) over previous_hours) ^ 2
+        sqrt(greatest(baseline_spread, $pooled_spread_ratio * 1.4826 * pooled_mad) ^ 2
             + ($context_hour_std_ratio * hour_std) ^ 2) as context_spread
     from spread_floor
-    window previous_hours as (
-        partition by sensor_id order by hour
-        range between $baseline_window::interval preceding and interval 1 hour preceding
-    )
 ),
 residuals as (
     select

@@ -507,8 +507,8 @@ def test_detector_scores_and_mart_fixed_answer(warehouse: Warehouse) -> None:
     assert scores.height == 10 and not scores.select("ts").is_duplicated().any()
     spike = scores.row(5, named=True)
     assert (spike["score_spike"], spike["score_point"], spike["severity"]) == (1.0, 1.0, 1.0)
-    # contextual z = |9 - 8| / 0.15 (stored spread) / (1 + 2 / 10 days) = 5.556 -> (z - 3.75) / 2.5
-    assert spike["score_contextual"] == pytest.approx((1 / 0.15 / 1.2 - 3.75) / 2.5)
+    # contextual z = |9 - 8| / 0.15 (stored spread) / (1 + 3 / 10 days) = 5.128 -> (z - 3.75) / 2.5
+    assert spike["score_contextual"] == pytest.approx((1 / 0.15 / 1.3 - 3.75) / 2.5)
     assert (spike["anomaly_type"], spike["is_anomaly"], spike["qartod_flag"]) == ("spike", True, 4)
     assert spike["score_collective"] == 0.0 and spike["score_stuck"] == 0.0
     assert spike["score_noise"] == 0.0  # 9 steps < noise_min_readings

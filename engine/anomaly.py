@@ -119,6 +119,8 @@ def detector_params(config: Config) -> dict[str, Any]:
             "baseline_min_days",
             "contextual_min_days",
             "contextual_few_days",
+            "context_hour_std_ratio",
+            "pooled_spread_ratio",
             "spread_floor_ratio",
             "typical_min_hours",
             "stuck_min_readings",
@@ -148,6 +150,7 @@ def detector_params(config: Config) -> dict[str, Any]:
         "collective",
         "contextual_z",
         "spike_z",
+        "sparse_spike_z",
         "noise_ratio",
         "drift_z",
         "drift_relative",
@@ -406,7 +409,11 @@ def local_readings(
                 pl.col("next_value") - value
             ),
         )
-        .with_columns(spike_residual=spike_residual())
+        .with_columns(
+            spike_residual=spike_residual(),
+            # minute cadence: another reading in the level window before (sparse: none)
+            has_level=pl.col("before_level").is_not_null(),
+        )
         .select(
             "sensor_id",
             "ts",
@@ -418,6 +425,7 @@ def local_readings(
             "step",
             "next_step",
             "spike_residual",
+            "has_level",
         )
     )
 

@@ -370,7 +370,9 @@ def test_hourly_baselines_fixed_answer(warehouse: Warehouse) -> None:
         "create table score_scope as select 'a' as sensor_id, "
         "timestamp '2024-01-01' as changed_from"
     )
-    run_sql(con, "intermediate/int_hourly_baselines", detector_params(warehouse.config), into="b")
+    # drift residuals from 7 days of the same local hour on (a short series)
+    params = {**detector_params(warehouse.config), "baseline_min_days": 7}
+    run_sql(con, "intermediate/int_hourly_baselines", params, into="b")
     rows = con.execute(
         "select baseline_median, baseline_days, typical_std, drift_level, typical_spike "
         "from b order by hour"
@@ -477,12 +479,13 @@ def test_detector_scores_and_mart_fixed_answer(warehouse: Warehouse) -> None:
         "as step, "
         "case when m = 9 then null when m = 4 then 1.0 when m = 5 then -1.0 else 0.0 end::double "
         "as next_step, "
-        "case when m = 5 then 1.0 else 0.0 end::double as spike_residual from range(10) t(m)"
+        "case when m = 5 then 1.0 else 0.0 end::double as spike_residual, true as has_level "
+        "from range(10) t(m)"
     )
     con.execute(
         "create table hourly_baselines as select 'a' as sensor_id, "
         "timestamp '2024-06-01 12:00' as hour, 8.0::double as baseline_median, "
-        "0.1::double as baseline_spread, 10 as baseline_days, 48 as typical_hours, "
+        "0.15::double as baseline_spread, 10 as baseline_days, 48 as typical_hours, "
         "0.1::double as typical_std, 0.1::double as typical_noise, 0.1::double as typical_spike, "
         "0.01::double as typical_quantum, 0.0::double as typical_jump, 0.0::double as drift_z, "
         "0.0::double as drift_relative"
@@ -504,8 +507,8 @@ def test_detector_scores_and_mart_fixed_answer(warehouse: Warehouse) -> None:
     assert scores.height == 10 and not scores.select("ts").is_duplicated().any()
     spike = scores.row(5, named=True)
     assert (spike["score_spike"], spike["score_point"], spike["severity"]) == (1.0, 1.0, 1.0)
-    # contextual z = |9 - 8| / 0.1 / (1 + 3 / 10 days) = 7.692 -> (7.692 - 5) / (8 - 5)
-    assert spike["score_contextual"] == pytest.approx((10 / 1.3 - 5) / 3)
+    # contextual z = |9 - 8| / 0.15 (stored spread) / (1 + 3 / 10 days) = 5.128 -> (z - 3.75) / 2.5
+    assert spike["score_contextual"] == pytest.approx((1 / 0.15 / 1.3 - 3.75) / 2.5)
     assert (spike["anomaly_type"], spike["is_anomaly"], spike["qartod_flag"]) == ("spike", True, 4)
     assert spike["score_collective"] == 0.0 and spike["score_stuck"] == 0.0
     assert spike["score_noise"] == 0.0  # 9 steps < noise_min_readings

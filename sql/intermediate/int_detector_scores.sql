@@ -94,10 +94,27 @@ z_scores as (
     select
         *,
         case when baseline_days >= $contextual_min_days
-            then abs(value - context_median) / greatest(context_spread, sigma)
+            -- the stored spread holds the day-to-day spread of the hour and the reading's
+            -- own spread within the hour (int_hourly_baselines)
+            then abs(value - context_median) / greatest(context_spread, $min_std)
                 / (1 + $contextual_few_days / baseline_days)  -- few days: a less certain spread
         end as contextual_z,
-        abs(spike_residual) / typical_spike as spike_z,
+        -- spike: the residual in units of the typical residual, and the jump into it (the
+        -- step, when it goes the residual's way; at most the residual) in units of the typical
+        -- step (typical noise x sqrt 2); their geometric mean. A trend or a slow swing leaves a
+        -- residual without a jump, a step change a jump without a residual; a limit cycle's
+        -- residual is wide but its steps are small. At sparse cadence (no other reading in the
+        -- level window before) the residual comes from the neighbouring steps themselves, and
+        -- after a gap there is no step: the residual alone, on its own range.
+        case when step is not null and has_level
+            then sqrt(abs(spike_residual) / typical_spike
+                * case when sign(step) = sign(spike_residual)
+                    then least(abs(step), abs(spike_residual)) else 0 end
+                / (typical_noise * sqrt(2)))
+        end as spike_z,
+        case when step is null or not has_level
+            then abs(spike_residual) / typical_spike
+        end as sparse_spike_z,
         case when noise_n >= $noise_min_readings
             then sqrt(noise_ss / noise_n / 2) / typical_noise
         end as noise_ratio
@@ -140,8 +157,10 @@ scored as (
                 then 1.0::double
             else 0.0::double
         end as score_stuck,
-        coalesce(least(greatest(
-            (c.spike_z - $oxy_spike_z_lo) / ($oxy_spike_z_hi - $oxy_spike_z_lo), 0), 1), 0)
+        coalesce(least(greatest(  -- greatest() skips nulls: one of the two holds a z
+            (c.spike_z - $oxy_spike_z_lo) / ($oxy_spike_z_hi - $oxy_spike_z_lo),
+            (c.sparse_spike_z - $oxy_sparse_spike_z_lo)
+                / ($oxy_sparse_spike_z_hi - $oxy_sparse_spike_z_lo), 0), 1), 0)
             as score_spike,
         coalesce(least(greatest(
             (c.noise_ratio - $oxy_noise_ratio_lo) / ($oxy_noise_ratio_hi - $oxy_noise_ratio_lo), 0), 1), 0)

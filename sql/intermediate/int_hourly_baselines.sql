@@ -20,6 +20,7 @@ hour_of_day as (
         (quantile_cont(median, 0.75) over same_hour
             - quantile_cont(median, 0.25) over same_hour) / 1.349 as baseline_spread,
         count(median) over same_hour as baseline_days,
+        median(std) over same_hour as hour_std,
         median(median) over drift_hour as drift_baseline,  -- drift: against the recent days
         count(*) over recent as typical_hours,
         median(std) over recent as typical_std,
@@ -45,15 +46,30 @@ hour_of_day as (
         )
 ),
 spread_floor as (  -- an hour's spread from few days is unstable: at least half the sensor's
-                  -- median spread over all hours of the baseline window
+                  -- median spread over all hours of the baseline window; pooled_mad: the median
+                  -- |median - baseline_median| over the same hours (one window, one sort)
     select
         * replace (greatest(baseline_spread,
-            $spread_floor_ratio * median(baseline_spread) over recent) as baseline_spread)
+            $spread_floor_ratio * median(baseline_spread) over recent) as baseline_spread),
+        median(abs(median - baseline_median)) over recent as pooled_mad
     from hour_of_day
     window recent as (
         partition by sensor_id order by hour
         range between $baseline_window::interval preceding and current row
     )
+),
+pooled_spread as (  -- the contextual spread: the hour's day-to-day spread, at least a share of
+                    -- the spread of the hours' residuals from their own hour-of-day baselines
+                    -- (pooled_mad x 1.4826: pooled over all hours it exists from the first day
+                    -- of history on, while an hour's own spread needs days; a median over 24
+                    -- hours a day, so one odd hour barely moves it), in quadrature with the same
+                    -- local hour's within-hour std (a reading varies around its hour's median by
+                    -- that much). Drift keeps the hour's own spread.
+    select
+        *,
+        sqrt(greatest(baseline_spread, $pooled_spread_ratio * 1.4826 * pooled_mad) ^ 2
+            + ($context_hour_std_ratio * hour_std) ^ 2) as context_spread
+    from spread_floor
 ),
 residuals as (
     select
@@ -69,7 +85,7 @@ residuals as (
         1 / greatest(baseline_spread, typical_noise, $min_std) as residual_weight,
         greatest($drift_z_clip * greatest(baseline_spread, typical_noise, $min_std),
             2 * $oxy_drift_relative_hi * abs(drift_baseline)) as relative_cap
-    from spread_floor
+    from pooled_spread
 ),
 drift as (
     select
@@ -121,7 +137,8 @@ drift_level as (  -- both the day and the last hours off in the same direction: 
 scored as (
     select
         d.sensor_id, d.hour, d.local_hour, d.n, d.median, d.std, d.noise, d.spike_rms,
-        d.quantum, d.max_step, d.baseline_median, d.baseline_spread, d.baseline_days,
+        d.quantum, d.max_step, d.baseline_median,
+        coalesce(d.context_spread, d.baseline_spread) as baseline_spread, d.baseline_days,
         d.typical_hours, d.typical_std, d.typical_noise, d.typical_spike, d.typical_quantum,
         d.typical_jump,
         d.drift_level,

@@ -485,7 +485,7 @@ def test_detector_scores_and_mart_fixed_answer(warehouse: Warehouse) -> None:
     con.execute(
         "create table hourly_baselines as select 'a' as sensor_id, "
         "timestamp '2024-06-01 12:00' as hour, 8.0::double as baseline_median, "
-        "0.15::double as baseline_spread, 10 as baseline_days, 48 as typical_hours, "
+        "0.15::double as context_spread, 10 as baseline_days, 48 as typical_hours, "
         "0.1::double as typical_std, 0.1::double as typical_noise, 0.1::double as typical_spike, "
         "0.01::double as typical_quantum, 0.0::double as typical_jump, 0.0::double as drift_z, "
         "0.0::double as drift_relative"
@@ -583,7 +583,7 @@ def test_incremental_equals_full_beyond_the_baseline_window(
         diff = (incremental[column] - full[column]).abs().max()
         assert diff is not None and diff <= 1e-9, column
     assert inc_hourly.height == full_hourly.height == 70 * 24
-    for column in ("baseline_median", "baseline_spread", "typical_std", "drift_z"):
+    for column in ("baseline_median", "context_spread", "typical_std", "drift_z"):
         diff = (inc_hourly[column] - full_hourly[column]).abs().max()
         assert diff is not None and diff <= 1e-9, column
     assert full.filter(dip)["score_drift"].max() > 0.5

@@ -12,7 +12,7 @@ create table if not exists score_hourly (
     quantum         double,              -- smallest non-zero reading-to-reading step (resolution)
     max_step        double,              -- largest reading-to-reading step (absolute)
     baseline_median double,              -- median of this local hour over the previous days
-    baseline_spread double,              -- contextual spread: IQR / 1.349 of those daily medians
+    context_spread  double,              -- contextual spread: IQR / 1.349 of those daily medians
                                          --   (floored), (+) the local hour's within-hour std
     baseline_days   bigint,              -- how many previous days the baseline holds
     typical_hours   bigint,              -- hours of the baseline window holding readings

@@ -10,7 +10,8 @@ readings as (
 ),
 baselines as (
     select
-        sensor_id, hour, baseline_median, baseline_spread, baseline_days,
+        sensor_id, hour, baseline_median, baseline_days,
+        context_spread as baseline_spread,  -- the hour's contextual spread
         typical_hours, typical_noise, typical_spike, typical_quantum, drift_z, drift_relative
     from hourly_baselines
 ),

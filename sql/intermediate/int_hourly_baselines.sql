@@ -138,7 +138,7 @@ scored as (
     select
         d.sensor_id, d.hour, d.local_hour, d.n, d.median, d.std, d.noise, d.spike_rms,
         d.quantum, d.max_step, d.baseline_median,
-        coalesce(d.context_spread, d.baseline_spread) as baseline_spread, d.baseline_days,
+        coalesce(d.context_spread, d.baseline_spread) as context_spread, d.baseline_days,
         d.typical_hours, d.typical_std, d.typical_noise, d.typical_spike, d.typical_quantum,
         d.typical_jump,
         d.drift_level,

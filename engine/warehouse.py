@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import re
 import shutil
@@ -62,8 +63,9 @@ READINGS_SCHEMA = pa.schema(
 KIND_SCHEMAS: dict[str, pa.Schema] = {"readings": READINGS_SCHEMA}
 
 
+@functools.cache
 def sql_text(name: str) -> str:
-    """The text of ``sql/<name>.sql`` (e.g. ``"marts/anomaly_scores"``)."""
+    """The text of ``sql/<name>.sql`` (e.g. ``"marts/anomaly_scores"``), read once."""
     path = SQL_DIR / f"{name}.sql"
     try:
         return path.read_text(encoding="utf-8")

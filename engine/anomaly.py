@@ -187,12 +187,10 @@ def lookbacks(con: duckdb.DuckDBPyConnection, config: Config) -> Lookbacks:
         raise OxyError("[anomaly] spike_ref_gap + spike_ref_window must not exceed spike_gap")
     ahead = max(gap, point, noise / 2)  # forward windows: spike levels, stuck, centred noise
     minutes = max(point + collective, noise, prev) + ahead + timedelta(minutes=1)
-    # baselines look back one baseline window, the spread floor one more, drift one drift window
-    hours = (
-        2 * _interval(con, a["baseline_window"])
-        + _interval(con, a["drift_window"])
-        + timedelta(days=1)
-    )
+    # the hours of the drift window before the first changed hour need their whole baseline
+    # windows; hours further back bring their stored median and spread (int_hourly_baselines)
+    window = max(_interval(con, a["baseline_window"]), _interval(con, a["drift_baseline_window"]))
+    hours = window + _interval(con, a["drift_window"]) + timedelta(days=1)
     return Lookbacks(minutes=minutes, hours=hours, ahead=ahead)
 
 

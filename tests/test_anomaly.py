@@ -364,7 +364,8 @@ def test_hourly_baselines_fixed_answer(warehouse: Warehouse) -> None:
         "timestamp '2024-01-01 12:00' + to_days(d) as hour, 12 as local_hour, 60 as n, "
         "[8.0, 9.0, 10.0, 11.0, 30.0, 10.0, 10.0, 10.0, 12.0][d + 1] as median, "
         "0.1::double as std, 0.05::double as noise, 0.04::double as spike_rms, "
-        "0.01::double as quantum, 0.2::double as max_step from range(9) t(d)"
+        "0.01::double as quantum, 0.2::double as max_step, false as stored, "
+        "null::double as stored_median, null::double as stored_spread from range(9) t(d)"
     )
     con.execute(
         "create table score_scope as select 'a' as sensor_id, "
@@ -785,3 +786,76 @@ def test_a_run_that_fails_midway_is_redone_by_the_next(
     np.testing.assert_allclose(
         again_events["peak_severity"], full_events["peak_severity"], atol=1e-9
     )
+
+
+def test_stored_median_and_spread_stand_in_for_history_beyond_the_look_back(
+    warehouse: Warehouse,
+) -> None:
+    """The changed hours' baselines from the look-back alone, with the older hours' stored
+    hour-of-day median and spread, equal a fit over the whole history; without those stored
+    values they do not (spread floor and pooled spread binding: their ratios raised)."""
+    con = _con(warehouse)
+    rng = np.random.default_rng(11)
+    hours = np.arange(70 * 24)
+    weather = np.repeat(rng.normal(0, 0.5, 70), 24) * (hours % 24 >= 8)  # daytime weather
+    stats = pl.DataFrame(
+        {
+            "sensor_id": "a",
+            "hour": [T0 + timedelta(hours=int(h)) for h in hours],
+            "local_hour": (hours % 24).astype(np.int32),
+            "n": 60,
+            "median": 8
+            + np.sin(2 * np.pi * hours / 24)
+            + weather
+            + rng.normal(0, 0.05, hours.size),
+            "std": 0.1 + rng.uniform(0, 0.05, hours.size),
+            "noise": 0.05,
+            "spike_rms": 0.04,
+            "quantum": 0.01,
+            "max_step": 0.2,
+        }
+    )
+    params = {
+        **detector_params(warehouse.config),
+        "pooled_spread_ratio": 3.0,
+        "spread_floor_ratio": 2.0,
+    }
+    lookback = anomaly.lookbacks(con, warehouse.config).hours
+    changed = T0 + timedelta(days=60)
+    con.register("stats", stats.to_arrow())
+    con.execute(
+        "create table hourly_history as select *, false as stored, "
+        "null::double as stored_median, null::double as stored_spread from stats"
+    )
+    con.execute(
+        "create table score_scope as select 'a' as sensor_id, $t as changed_from", {"t": T0}
+    )
+    run_sql(con, "intermediate/int_hourly_baselines", params, into="whole")
+    con.execute(
+        "create or replace table score_scope as select 'a' as sensor_id, $c as changed_from",
+        {"c": changed},
+    )
+
+    def from_look_back(stored: bool) -> pl.DataFrame:
+        con.execute(
+            "create or replace table hourly_history as select s.*, "
+            "$stored and s.hour < $c as stored, "
+            "case when $stored and s.hour < $c then w.baseline_median end as stored_median, "
+            "case when $stored and s.hour < $c then w.hour_spread end as stored_spread "
+            "from stats as s join whole as w using (sensor_id, hour) "
+            "where s.hour >= $c - $lookback",
+            {"c": changed, "lookback": lookback, "stored": stored},
+        )
+        run_sql(con, "intermediate/int_hourly_baselines", params, into="part")
+        return pl.from_arrow(con.sql("from part order by hour").to_arrow_table())
+
+    whole = pl.from_arrow(
+        con.sql("from whole where hour >= $c order by hour", params={"c": changed}).to_arrow_table()
+    )
+    assert lookback < timedelta(days=40) and whole.height == 10 * 24
+    columns = ["baseline_median", "context_spread", "typical_std", "drift_z", "drift_relative"]
+    with_stored, without = from_look_back(True), from_look_back(False)
+    for column in columns:
+        diff = (with_stored[column] - whole[column]).abs().max()
+        assert diff is not None and diff <= 1e-9, column
+    assert (without["context_spread"] - whole["context_spread"]).abs().max() > 1e-3

@@ -15,6 +15,7 @@ create table if not exists score_hourly (
     context_spread  double,              -- contextual spread: IQR / 1.349 of those daily medians
                                          --   (floored), (+) the local hour's within-hour std
     baseline_days   bigint,              -- how many previous days the baseline holds
+    hour_spread     double,              -- IQR / 1.349 of those daily medians (before any floor)
     typical_hours   bigint,              -- hours of the baseline window holding readings
     typical_std     double,              -- median hourly std over the baseline window
     typical_noise   double,              -- median hourly noise over the baseline window

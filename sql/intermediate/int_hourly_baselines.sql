@@ -3,11 +3,17 @@
 -- (mean residual of the last $drift_window against the hour-of-day baseline; drift_z: the
 -- mean of each hour's residual / spread weighted by 1 / spread, capped by the mean of the last $drift_recent so that
 -- a cleaned probe stops drifting at once).
--- Inputs: `hourly_history` (stored hourly rows before the change + fresh `int_hourly_stats`),
--- `score_scope` (sensor_id, changed_from): only hours from changed_from on are returned.
+-- Inputs: `hourly_history` (stored hourly rows before the change, with their stored hour-of-day
+-- median and spread, + fresh `int_hourly_stats`), `score_scope` (sensor_id, changed_from): only
+-- hours from changed_from on are returned. The history reaches one baseline window and one
+-- drift window back (`anomaly.lookbacks`): a stored hour further back than the drift window
+-- keeps its stored median and spread, which the changed hours' spread floor and pooled spread
+-- read; its own windows would reach beyond the history.
 with
 hourly as (
-    select sensor_id, hour, local_hour, n, median, std, noise, spike_rms, quantum, max_step
+    select
+        sensor_id, hour, local_hour, n, median, std, noise, spike_rms, quantum, max_step,
+        stored, stored_median, stored_spread
     from hourly_history
 ),
 scope as (
@@ -16,9 +22,10 @@ scope as (
 hour_of_day as (
     select
         *,
-        median(median) over same_hour as baseline_median,
-        (quantile_cont(median, 0.75) over same_hour
-            - quantile_cont(median, 0.25) over same_hour) / 1.349 as baseline_spread,
+        case when stored then stored_median else median(median) over same_hour end
+            as baseline_median,
+        case when stored then stored_spread else (quantile_cont(median, 0.75) over same_hour
+            - quantile_cont(median, 0.25) over same_hour) / 1.349 end as baseline_spread,
         count(median) over same_hour as baseline_days,
         median(std) over same_hour as hour_std,
         median(median) over drift_hour as drift_baseline,  -- drift: against the recent days
@@ -51,6 +58,7 @@ spread_floor as (  -- an hour's spread from few days is unstable: at least half 
     select
         * replace (greatest(baseline_spread,
             $spread_floor_ratio * median(baseline_spread) over recent) as baseline_spread),
+        baseline_spread as hour_spread,
         median(abs(median - baseline_median)) over recent as pooled_mad
     from hour_of_day
     window recent as (
@@ -139,6 +147,7 @@ scored as (
         d.sensor_id, d.hour, d.local_hour, d.n, d.median, d.std, d.noise, d.spike_rms,
         d.quantum, d.max_step, d.baseline_median,
         coalesce(d.context_spread, d.baseline_spread) as context_spread, d.baseline_days,
+        d.hour_spread,
         d.typical_hours, d.typical_std, d.typical_noise, d.typical_spike, d.typical_quantum,
         d.typical_jump,
         d.drift_level,

@@ -2,16 +2,18 @@
 
 The SQL lives in ``sql/intermediate`` (readings in scope -> hourly statistics -> hourly
 baselines -> detector scores) and ``sql/marts`` (``anomaly_scores``, ``anomaly_events``).
-The minute windows between them (neighbouring readings, spike levels, the point, noise and
-stuck windows) are polars ``rolling_*_by`` expressions over all sensors of a chunk at once
-(:func:`local_readings`, :func:`detector_windows`): DuckDB's RANGE frames cost about 10x more.
+The minute windows between them (neighbouring readings, spike levels, the point window and its
+z, the collective mean of that z, noise and stuck windows) are polars ``rolling_*_by``
+expressions over all sensors of a chunk at once (:func:`local_readings`,
+:func:`detector_windows`): DuckDB's RANGE frames over the wide rows cost several times more.
 This module decides *what* to score and moves relations between those steps:
 
 * **incremental by default** — the catalog table ``score_files`` lists the lake files already
   scored. A bucket with new (or vanished) files is rescored per sensor from the first hour the
   change touches; every score depends only on readings and hourly baselines within a bounded
-  look-back (``lookbacks``), so the rows before that point keep their stored values and the
-  result equals a full recomputation;
+  look-back (``lookbacks``; older hours bring their stored hour-of-day median and spread), so
+  the rows before that point keep their stored values and the result equals a full
+  recomputation. Buckets with small scopes are scored together, in one pass;
 * baselines (hour-of-day median and spread in the site's local time, typical std and noise,
   drift level) are fitted from the previous days only and stored per sensor and hour in
   ``score_hourly``; :func:`score_readings` reuses them for new readings without re-fitting;

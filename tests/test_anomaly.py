@@ -559,8 +559,9 @@ def test_incremental_equals_full_for_any_batching(
 def test_incremental_equals_full_beyond_the_baseline_window(
     warehouse: Warehouse, readings_loader: Callable[..., None]
 ) -> None:
-    # 70 days at 15-min cadence: baselines, spread floors and drift all reach their full
-    # look-back (2 x 28 days + 1 day) before the second batch arrives
+    # 70 days at 15-min cadence: the second batch arrives after more than two baseline windows,
+    # so its look-back (one baseline window + the drift window) starts well after the first
+    # reading and the spread floors read stored hour spreads from before it
     data = diel(70, step_min=15, seed=9)
     # weather: day-to-day offsets by day only, so the spread floor binds at night
     offsets = np.random.default_rng(4).normal(0, 0.6, 70)

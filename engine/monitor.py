@@ -242,7 +242,9 @@ def forecast_checks(
 def psi(reference: np.ndarray, recent: np.ndarray, bins: int) -> tuple[float, np.ndarray]:
     """Population stability index of ``recent`` against ``reference``'s quantile bins.
 
-    Returns the PSI and the recent/reference bin counts (2 x k) so callers can pool them.
+    Returns the PSI and the recent/reference bin counts (2 x k). The definition that
+    ``drift_checks`` computes in SQL (``int_monitor_drift_bins``, then :func:`psi_of_counts`)
+    for whole buckets at once; tests hold the two equal.
 
     Examples
     --------

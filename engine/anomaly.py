@@ -210,13 +210,14 @@ def scope_table(
     sql_rows(con, "score/score_scope_create")
     if not changes:
         return
-    con.executemany(
-        sql_text("score/score_scope_insert"),
-        [
-            {"sensor_id": s, "changed": c, "gap": lb.ahead, "minutes": lb.minutes}
-            for s, c in changes
-        ],
+    frame = pl.DataFrame(
+        changes, schema={"sensor_id": pl.String, "changed": pl.Datetime("us")}, orient="row"
     )
+    con.register("scope_changes", frame)
+    try:
+        sql_rows(con, "score/score_scope_insert", {"gap": lb.ahead, "minutes": lb.minutes})
+    finally:
+        con.unregister("scope_changes")
 
 
 @dataclass(frozen=True)
@@ -693,6 +694,63 @@ def _stored_baselines(con: duckdb.DuckDBPyConnection) -> None:
     run_sql(con, "score/hourly_baselines", {}, into="hourly_baselines")
 
 
+def file_start(ts: datetime, days: int) -> datetime:
+    """The first day of the ``anomaly_scores`` file holding ``ts``: a month's files hold
+    ``days`` days each from the 1st; the last one holds the rest of the month (7 to 10 days for
+    ``days`` = 7), so no file holds a day or two."""
+    blocks = max(28 // days, 1)
+    return datetime(ts.year, ts.month, 1 + min((ts.day - 1) // days, blocks - 1) * days)
+
+
+def file_end(start: datetime, days: int) -> datetime:
+    """The end (exclusive) of the file that begins at ``start``."""
+    next_month = (start.replace(day=1) + timedelta(days=32)).replace(day=1)
+    end = start + timedelta(days=days)
+    return end if end < next_month and file_start(end, days) == end else next_month
+
+
+def file_path(folder: Path, start: datetime, days: int) -> Path:
+    """``<bucket folder>/month=YYYY-MM/days-DD-DD.parquet``: the file's first and last day
+    (a file of another layout has another name)."""
+    last = file_end(start, days) - timedelta(days=1)
+    return folder / f"month={start:%Y-%m}" / f"days-{start:%d}-{last:%d}.parquet"
+
+
+def _stored_files(folder: Path, days: int) -> tuple[dict[datetime, Path], list[Path]]:
+    """The bucket's ``anomaly_scores`` files by their first day, and the files that do not fit
+    the layout of ``days`` (an older oxy's ``data.parquet`` per month, another ``file_days``)."""
+    files: dict[datetime, Path] = {}
+    strays: list[Path] = []
+    for path in sorted(folder.glob("month=*/*.parquet")):
+        try:
+            month = datetime.strptime(path.parent.name.removeprefix("month="), "%Y-%m")
+            start = month.replace(day=int(path.stem.removeprefix("days-").split("-")[0]))
+        except ValueError:
+            strays.append(path)
+            continue
+        if file_start(start, days) == start and path == file_path(folder, start, days):
+            files[start] = path
+        else:
+            strays.append(path)
+    return files, strays
+
+
+def file_days(config: Config) -> int:
+    """``[anomaly] file_days``, checked: whole days, 1 to 31."""
+    days = config["anomaly"]["file_days"]
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 31:
+        raise OxyError(f"[anomaly] file_days must be a whole number of days, 1 to 31: {days!r}")
+    return days
+
+
+def layout_changed(warehouse: Warehouse) -> bool:
+    """True when a stored ``anomaly_scores`` file does not fit the configured ``file_days``
+    (then every bucket is rescored and its files rewritten)."""
+    days = file_days(warehouse.config)
+    root = warehouse.marts_dir / "anomaly_scores"
+    return any(_stored_files(folder, days)[1] for folder in root.glob("bucket=*"))
+
+
 def _write_scores(
     wh: Warehouse,
     con: duckdb.DuckDBPyConnection,
@@ -700,27 +758,35 @@ def _write_scores(
     params: dict[str, Any],
     full: bool,
 ) -> None:
-    """Merge the rescored rows of the sensors in scope into the bucket's month files.
+    """Merge the rescored rows of the sensors in scope into the bucket's files.
 
-    Under ``full`` an older month file is replaced, not merged; a month that no longer
-    holds any reading loses its file.
+    Only the files from the one holding the first rescored reading on are rewritten: a day
+    of new readings rewrites the last file of its month. Under ``full`` every stored file is
+    replaced, not merged; a file that no longer holds any reading is removed, and so are files
+    of another layout (after the new ones are in place: a crash in between leaves them, and the
+    next run rescores in full again).
     """
-    fresh: set[str] = set()
+    days = file_days(wh.config)
     folder = wh.marts_dir / "anomaly_scores" / f"bucket={bucket:02d}"
-    existing = {
-        p.parent.name.removeprefix("month="): p for p in sorted(folder.glob("month=*/data.parquet"))
+    stored, strays = _stored_files(folder, days)
+    first_rescore, first_ts, last_ts = sql_rows(con, "score/rescored_span")[0]
+    starts = {
+        s for s in stored if full or first_rescore is None or file_end(s, days) > first_rescore
     }
-    first_month = sql_rows(con, "score/first_rescored_month")[0][0] or "0000-00"
-    months = {m for (m,) in sql_rows(con, "score/scored_months")}
-    months |= {m for m in existing if m >= first_month or (full and m not in fresh)}
+    if first_ts is not None:
+        start = file_start(first_ts, days)
+        while start <= last_ts:
+            starts.add(start)
+            start = file_end(start, days)
     query = sql_text("marts/anomaly_scores")
-    for month in sorted(months):
-        if month in existing and (not full or month in fresh):
+    for start in sorted(starts):
+        path = file_path(folder, start, days)
+        if start in stored and not full:
             # a view (read while the new file is written), not a copy; view DDL takes no
             # parameters and the path is oxy's own
             con.execute(
                 "create or replace temp view previous_scores as select * from read_parquet("
-                f"{quote_literal(str(existing[month]))}, hive_partitioning = false)"
+                f"{quote_literal(str(path))}, hive_partitioning = false)"
             )
         else:
             con.execute("create or replace temp view previous_scores as from empty_scores")
@@ -728,15 +794,18 @@ def _write_scores(
             con,
             "anomaly_scores",
             query,
-            bind(query, {**params, "month": month}),
-            partition=f"bucket={bucket:02d}/month={month}",
+            bind(query, {**params, "part_start": start, "part_end": file_end(start, days)}),
+            partition=f"bucket={bucket:02d}/month={start:%Y-%m}",
+            filename=path.name,
         )
         if written == 0:
-            shutil.rmtree(folder / f"month={month}", ignore_errors=True)
-            fresh.discard(month)
-        else:
-            fresh.add(month)
+            path.unlink(missing_ok=True)
     con.execute("drop view if exists previous_scores")
+    for path in strays:
+        path.unlink(missing_ok=True)
+    for month in folder.glob("month=*"):
+        if not any(month.iterdir()):
+            month.rmdir()
 
 
 def _write_events(
@@ -744,7 +813,7 @@ def _write_events(
 ) -> None:
     """Rebuild the bucket's ``anomaly_events`` file from its ``anomaly_scores`` files."""
     folder = wh.marts_dir / "anomaly_scores" / f"bucket={bucket:02d}"
-    files = [str(p) for p in sorted(folder.glob("month=*/data.parquet"))]
+    files = [str(p) for p in sorted(folder.glob("month=*/days-*.parquet"))]
     if files:
         query = sql_text("marts/anomaly_events")
         wh.write_mart(
@@ -904,7 +973,7 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
         lb = lookbacks(con, warehouse.config)
         mw = minute_windows(con, warehouse.config)
         create_support_tables(con)
-        full = _upgrade_state(con) or full
+        full = _upgrade_state(con) or layout_changed(warehouse) or full
         buckets = [b for (b,) in sql_rows(con, "score/buckets")]
         if full:
             _drop_orphan_partitions(warehouse, set(buckets))
@@ -1061,7 +1130,9 @@ def score_readings(warehouse: Warehouse, readings: pl.DataFrame) -> pl.DataFrame
         con.execute("create or replace temp table previous_scores as from empty_scores")
         query = sql_text("marts/anomaly_scores")
         scored = pl.from_arrow(
-            con.sql(query, params=bind(query, {**params, "month": None})).to_arrow_table()
+            con.sql(
+                query, params=bind(query, {**params, "part_start": None, "part_end": None})
+            ).to_arrow_table()
         )
         con.unregister("new_readings")
     keys = frame.select("sensor_id", "ts").unique()

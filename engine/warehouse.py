@@ -322,8 +322,9 @@ class Warehouse:
         params: dict[str, Any] | None = None,
         *,
         partition: str | None = None,
+        filename: str = "data.parquet",
     ) -> int:
-        """Write ``query``'s result as ``marts/<name>/[<partition>/]data.parquet``, atomically.
+        """Write ``query``'s result as ``marts/<name>/[<partition>/]<filename>``, atomically.
 
         ``partition`` is a hive folder such as ``"bucket=07"``: rewriting one partition
         leaves the others untouched, and a reader globbing the mart always sees complete
@@ -336,7 +337,7 @@ class Warehouse:
         )
         rows = check_parquet(staged)
         sub = f"{name}/{partition}" if partition else name
-        self.replace_file(staged, self.resolve(f"marts/{sub}/data.parquet"))
+        self.replace_file(staged, self.resolve(f"marts/{sub}/{filename}"))
         return rows
 
     def _sweep_orphans(self, con: duckdb.DuckDBPyConnection) -> None:

@@ -503,7 +503,8 @@ def test_detector_scores_and_mart_fixed_answer(warehouse: Warehouse) -> None:
     run_sql(con, "intermediate/int_detector_scores", params, into="int_detector_scores")
     con.execute("create table previous_scores as select * from int_detector_scores where false")
     query = sql_text("marts/anomaly_scores")
-    table = con.sql(query, params=bind(query, {**params, "month": "2024-06"})).to_arrow_table()
+    june = {"part_start": datetime(2024, 6, 1), "part_end": datetime(2024, 7, 1)}
+    table = con.sql(query, params=bind(query, {**params, **june})).to_arrow_table()
     scores = pl.from_arrow(table).sort("ts")
     assert scores.height == 10 and not scores.select("ts").is_duplicated().any()
     spike = scores.row(5, named=True)
@@ -860,3 +861,92 @@ def test_stored_median_and_spread_stand_in_for_history_beyond_the_look_back(
         diff = (with_stored[column] - whole[column]).abs().max()
         assert diff is not None and diff <= 1e-9, column
     assert (without["context_spread"] - whole["context_spread"]).abs().max() > 1e-3
+
+
+# -- anomaly_scores files: blocks of days of a month --------------------------------------------
+
+
+@given(
+    day=st.dates(min_value=datetime(2020, 1, 1).date(), max_value=datetime(2030, 12, 31).date()),
+    days=st.integers(min_value=1, max_value=31),
+)
+def test_files_tile_each_month_in_blocks_of_file_days(day, days: int) -> None:
+    ts = datetime(day.year, day.month, day.day, 13, 45)
+    start = anomaly.file_start(ts, days)
+    end = anomaly.file_end(start, days)
+    assert start <= ts < end  # the file holding ts
+    assert (start.year, start.month) == (ts.year, ts.month)
+    assert anomaly.file_start(end - timedelta(microseconds=1), days) == start
+    next_month = (start.replace(day=1) + timedelta(days=32)).replace(day=1)
+    assert end == next_month or anomaly.file_start(end, days) == end  # the next file begins
+    length = (end - start).days
+    if end == next_month and start.day > 1:  # the last file of a month: the rest of it
+        assert days <= length < 2 * days + 4
+    else:
+        assert length == days or (start.day == 1 and end == next_month)
+
+
+def test_a_new_day_rewrites_only_the_files_it_reaches(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    """Files are blocks of ``file_days`` days: an incremental day rewrites the block it
+    falls in (and the one before, when its look-ahead reaches back across the boundary); the
+    earlier files stay as they are, and the result equals a full run."""
+    data = pl.concat([diel(20, sensor="s1"), diel(20, sensor="s2", seed=1)])  # 1-20 March
+    readings_loader(warehouse, data.filter(pl.col("ts") < T0 + timedelta(days=17)), batch_id="a")
+    score(warehouse)
+    files = sorted(warehouse.marts_dir.glob("anomaly_scores/bucket=*/month=*/*.parquet"))
+    assert {p.name for p in files} == {
+        "days-01-07.parquet",
+        "days-08-14.parquet",
+        "days-15-21.parquet",
+    }
+    before = {p: p.stat().st_mtime_ns for p in files}
+    readings_loader(warehouse, data.filter(pl.col("ts") >= T0 + timedelta(days=17)), batch_id="b")
+    score(warehouse)
+    after = {p: p.stat().st_mtime_ns for p in files}
+    rewritten = {p.name for p in files if after[p] != before[p]}
+    assert rewritten == {"days-15-21.parquet"}
+    incremental = scores_of(warehouse)
+    score(warehouse, full=True)
+    full = scores_of(warehouse)
+    assert incremental.height == data.height
+    assert incremental.select("sensor_id", "ts").equals(full.select("sensor_id", "ts"))
+    diff = (incremental["severity"] - full["severity"]).abs().max()
+    assert diff is not None and diff <= 1e-9
+
+
+def test_files_of_another_layout_are_rescored_and_replaced(
+    warehouse: Warehouse, readings_loader: Callable[..., None], tmp_path: Path
+) -> None:
+    """A warehouse written with another ``file_days`` (or an older oxy's one file per month)
+    is rescored in full on the next run; its files are replaced, no reading twice."""
+    from engine.config import Config
+
+    data = diel(12)
+    readings_loader(warehouse, data, batch_id="a")
+    monthly = tmp_path / "monthly.toml"
+    monthly.write_text("[anomaly]\nfile_days = 31\n")
+    score(Warehouse(warehouse.root, Config.load(monthly)))
+    names = {p.name for p in warehouse.marts_dir.glob("anomaly_scores/*/*/*.parquet")}
+    assert names == {"days-01-31.parquet"}
+    again = score(warehouse)  # file_days = 7: a full rescore, though nothing is new
+    assert again.full and again.rows_scored == data.height
+    names = {p.name for p in warehouse.marts_dir.glob("anomaly_scores/*/*/*.parquet")}
+    assert names == {"days-01-07.parquet", "days-08-14.parquet"}
+    assert scores_of(warehouse).height == data.height
+    assert score(warehouse).rows_scored == 0
+    # an older oxy's one data.parquet per month
+    first = min(warehouse.marts_dir.glob("anomaly_scores/*/*/*.parquet"))
+    legacy = first.parent / "data.parquet"
+    legacy.write_bytes(first.read_bytes())
+    assert score(warehouse).full and not legacy.exists()
+    assert scores_of(warehouse).height == data.height
+
+
+@pytest.mark.parametrize("days", [0, 32, 7.5, "7", True])
+def test_file_days_outside_a_month_is_a_clear_error(warehouse: Warehouse, days: object) -> None:
+    from engine import OxyError
+
+    with pytest.raises(OxyError, match="file_days must be a whole number of days"):
+        anomaly.file_days(warehouse.config.with_overrides({"anomaly": {"file_days": days}}))

@@ -1,16 +1,15 @@
--- anomaly_scores for one bucket and month: every reading with its detector scores, severity
--- (the largest score), anomaly_type (the detector that gave it), is_anomaly and a QARTOD flag
--- (1 pass, 3 suspect, 4 fail, 9 missing). Rows already stored before a sensor's rescore_from
+-- anomaly_scores for one bucket and file (a block of days of a month): every reading with its
+-- detector scores, severity (the largest score), anomaly_type (the detector that gave it),
+-- is_anomaly and a QARTOD flag (1 pass, 3 suspect, 4 fail, 9 missing). Rows already stored before a sensor's rescore_from
 -- are kept as they are; the rescored rows replace the rest.
--- Inputs: `int_detector_scores`, `previous_scores` (this partition as stored), `score_scope`;
--- $month null = every month (inference).
+-- Inputs: `int_detector_scores`, `previous_scores` (this file as stored), `score_scope`; the
+-- file's readings are those in [$part_start, $part_end); $part_start null = all (inference).
 with
 detector_scores as (  -- the sensors in scope (the scores may hold other buckets' too)
     select * from int_detector_scores
     where sensor_id in (select sensor_id from score_scope)
-        and ($month::varchar is null  -- a range on ts, not a per-row strftime
-            or (ts >= strptime($month::varchar, '%Y-%m')
-                and ts < strptime($month::varchar, '%Y-%m') + interval 1 month))
+        and ($part_start::timestamp is null
+            or (ts >= $part_start::timestamp and ts < $part_end::timestamp))
 ),
 previous as (
     select * from previous_scores

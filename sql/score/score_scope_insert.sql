@@ -1,4 +1,6 @@
--- One sensor of the scope: rescored from $gap (the scores' look-ahead) before its first
--- changed hour $changed, read from $minutes (the windows' look-back) before that.
+-- The sensors of the scope (`scope_changes`: sensor_id, changed = its first changed hour):
+-- rescored from $gap (the scores' look-ahead) before that hour, read from $minutes (the
+-- windows' look-back) before the first rescored reading.
 insert into score_scope
-values ($sensor_id, $changed, $changed - $gap, $changed - $gap - $minutes)
+select sensor_id, changed, changed - $gap, changed - $gap - $minutes
+from scope_changes

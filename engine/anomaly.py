@@ -67,6 +67,17 @@ SCORE_COLUMNS: dict[str, str] = {
     "prev_ts": "timestamp",
 }
 
+EVENT_COLUMNS: dict[str, str] = {
+    "sensor_id": "varchar",
+    "start_ts": "timestamp",
+    "end_ts": "timestamp",
+    "minutes": "bigint",
+    "readings": "bigint",
+    "anomaly_type": "varchar",
+    "peak_severity": "double",
+    "mean_severity": "double",
+}
+
 Closed = Literal["right", "both"]
 
 
@@ -198,8 +209,9 @@ def lookbacks(con: duckdb.DuckDBPyConnection, config: Config) -> Lookbacks:
 
 def create_support_tables(con: duckdb.DuckDBPyConnection) -> None:
     sql_rows(con, "score/extra_readings_create")
-    columns = ", ".join(f"{name} {kind}" for name, kind in SCORE_COLUMNS.items())
-    con.execute(f"create or replace temp table empty_scores ({columns})")
+    for name, table in (("empty_scores", SCORE_COLUMNS), ("empty_events", EVENT_COLUMNS)):
+        columns = ", ".join(f"{column} {kind}" for column, kind in table.items())
+        con.execute(f"create or replace temp table {name} ({columns})")
 
 
 def scope_table(
@@ -809,22 +821,41 @@ def _write_scores(
 
 
 def _write_events(
-    wh: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, params: dict[str, Any]
+    wh: Warehouse,
+    con: duckdb.DuckDBPyConnection,
+    bucket: int,
+    params: dict[str, Any],
+    full: bool,
 ) -> None:
-    """Rebuild the bucket's ``anomaly_events`` file from its ``anomaly_scores`` files."""
+    """Rebuild the events of the bucket's sensors in ``score_scope`` from the first stored
+    event their rescored readings may reach (``events_cut``), reading only the score files from
+    there on; the bucket's other events stay as stored. Under ``full``, every event."""
+    days = file_days(wh.config)
     folder = wh.marts_dir / "anomaly_scores" / f"bucket={bucket:02d}"
-    files = [str(p) for p in sorted(folder.glob("month=*/days-*.parquet"))]
-    if files:
-        query = sql_text("marts/anomaly_events")
-        wh.write_mart(
-            con,
-            "anomaly_events",
-            query,
-            bind(query, {**params, "files": files}),
-            partition=f"bucket={bucket:02d}",
+    stored = wh.marts_dir / "anomaly_events" / f"bucket={bucket:02d}" / "data.parquet"
+    files = _stored_files(folder, days)[0]
+    if not files:
+        shutil.rmtree(stored.parent, ignore_errors=True)
+        return
+    if stored.exists() and not full:
+        con.execute(
+            "create or replace temp view previous_events as select * from read_parquet("
+            f"{quote_literal(str(stored))}, hive_partitioning = false)"
         )
     else:
-        shutil.rmtree(wh.marts_dir / "anomaly_events" / f"bucket={bucket:02d}", ignore_errors=True)
+        con.execute("create or replace temp view previous_events as from empty_events")
+    sql_rows(con, "score/events_cut_create", params)
+    first = sql_rows(con, "score/events_first_rebuilt")[0][0]
+    reach = [str(p) for s, p in sorted(files.items()) if first is None or file_end(s, days) > first]
+    query = sql_text("marts/anomaly_events")
+    wh.write_mart(
+        con,
+        "anomaly_events",
+        query,
+        bind(query, {**params, "files": reach or [str(min(files.values()))]}),
+        partition=f"bucket={bucket:02d}",
+    )
+    con.execute("drop view previous_events")
 
 
 def _score_chunks(
@@ -994,10 +1025,10 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
                     rows += sql_rows(con, "score/rescored_count")[0][0]
                 for item in batch:
                     if item.changes:
-                        # the bucket's sensors in scope: its month files are written once
+                        # the bucket's sensors in scope: its files are written once
                         scope_table(con, item.changes, lb)
                         _write_scores(warehouse, con, item.bucket, params, full)
-                    _write_events(warehouse, con, item.bucket, params)
+                        _write_events(warehouse, con, item.bucket, params, full)
                     sql_rows(
                         con,
                         "score/score_files_forget_gone",

@@ -400,6 +400,12 @@ def test_events_fixed_answer(warehouse: Warehouse, tmp_path) -> None:
         "('b', timestamp '2024-01-01 00:31', null, 0.5, 'drift', true)"
         f") as t(sensor_id, ts, prev_ts, severity, anomaly_type, is_anomaly)) to '{path}'"
     )
+    anomaly.create_support_tables(con)
+    con.execute("create view previous_events as from empty_events")
+    con.execute(
+        "create table events_cut as select * from (values ('a', timestamp '2024-01-01'), "
+        "('b', timestamp '2024-01-01')) as t(sensor_id, rebuild_from)"
+    )
     query = sql_text("marts/anomaly_events")
     params = {**detector_params(warehouse.config), "files": [str(path)]}
     rows = con.execute(query, bind(query, params)).fetchall()
@@ -409,6 +415,31 @@ def test_events_fixed_answer(warehouse: Warehouse, tmp_path) -> None:
         ("b", 31, 31, 1, 1, "drift"),
     ]
     assert float(rows[0][6]) == 0.9 and float(rows[0][7]) == pytest.approx(0.7333333333)
+
+    # incremental: sensor a rescored from 00:04. Its stored events ending within the reach
+    # (120 min, the previous reading's horizon) before that are rebuilt; the earlier ones and
+    # every event of a sensor out of scope (c) stay as stored
+    con.execute(
+        "create or replace view previous_events as select * from (values "
+        "('a', timestamp '2023-12-31 20:00', timestamp '2023-12-31 20:05', 6, 6, 'noise', .8, .7),"
+        "('a', timestamp '2024-01-01 00:01', timestamp '2024-01-01 00:02', 2, 2, 'point', .9, .75),"
+        "('c', timestamp '2024-01-01 00:10', timestamp '2024-01-01 00:10', 1, 1, 'spike', .6, .6)"
+        ") as t(sensor_id, start_ts, end_ts, minutes, readings, anomaly_type, peak_severity,"
+        " mean_severity)"
+    )
+    con.execute(
+        "create or replace table score_scope as "
+        "select 'a' as sensor_id, timestamp '2024-01-01 00:04' as rescore_from"
+    )
+    anomaly.sql_rows(con, "score/events_cut_create", params)
+    assert con.execute("from events_cut").fetchall() == [("a", datetime(2023, 12, 31, 22, 4))]
+    rows = con.execute(query, bind(query, params)).fetchall()
+    assert [(r[0], r[1], r[2].minute, r[4], r[5]) for r in rows] == [
+        ("a", datetime(2023, 12, 31, 20, 0), 5, 6, "noise"),  # kept
+        ("a", datetime(2024, 1, 1, 0, 1), 4, 3, "point"),  # rebuilt: it grew to 00:04
+        ("a", datetime(2024, 1, 1, 0, 30), 30, 1, "stuck"),
+        ("c", datetime(2024, 1, 1, 0, 10), 10, 1, "spike"),  # out of scope: as stored
+    ]
 
 
 def _reference_seed_point(ts: list[datetime], values: list[float]) -> list[float]:
@@ -526,6 +557,8 @@ def test_detector_scores_and_mart_fixed_answer(warehouse: Warehouse) -> None:
     cuts=st.lists(st.integers(min_value=60, max_value=4 * 1440 - 60), min_size=1, max_size=3),
     late_start=st.integers(min_value=0, max_value=3 * 1440),
 )
+# cuts inside the dip and between spikes; late rows after both (an early late batch rescores all)
+@example(cuts=[3 * 1440 + 480, 3 * 1440 + 601], late_start=3 * 1440 + 700)
 def test_incremental_equals_full_for_any_batching(
     tmp_path_factory: pytest.TempPathFactory, cuts: list[int], late_start: int
 ) -> None:
@@ -534,6 +567,13 @@ def test_incremental_equals_full_for_any_batching(
 
     warehouse = Warehouse(tmp_path_factory.mktemp("wh") / "warehouse", Config.load())
     data = diel(4, seed=5)
+    # episodes a batch boundary may cut: a supply failure (longer than the reach of the events'
+    # rebuild), spikes a few minutes apart
+    dip = (T0 + timedelta(days=3, hours=2), T0 + timedelta(days=3, hours=9))
+    data = set_value(data, *dip, pl.col("value") - 2.5)
+    for minute in (0, 2, 70):
+        spike = T0 + timedelta(days=3, hours=10, minutes=minute)
+        data = set_value(data, spike, spike, pl.col("value") + 3.0)
     late = pl.col("ts").is_between(
         T0 + timedelta(minutes=late_start), T0 + timedelta(minutes=late_start + 90)
     )
@@ -548,13 +588,16 @@ def test_incremental_equals_full_for_any_batching(
             score(warehouse)
     load_readings(warehouse, data.filter(late), batch_id="late")
     score(warehouse)
-    incremental = scores_of(warehouse)
+    incremental, inc_events = scores_of(warehouse), events_of(warehouse)
     score(warehouse, full=True)
-    full = scores_of(warehouse)
+    full, full_events = scores_of(warehouse), events_of(warehouse)
     assert incremental.height == full.height == data.height
     diff = (incremental["severity"] - full["severity"]).abs().max()
     assert diff is not None and diff <= 1e-9
     assert incremental["is_anomaly"].equals(full["is_anomaly"])
+    keys = ["sensor_id", "start_ts", "end_ts", "minutes", "readings", "anomaly_type"]
+    assert inc_events.select(keys).equals(full_events.select(keys))
+    assert full_events.filter(pl.col("start_ts") <= dip[1], pl.col("end_ts") >= dip[0]).height
 
 
 def test_incremental_equals_full_beyond_the_baseline_window(
@@ -764,11 +807,13 @@ def test_a_run_that_fails_midway_is_redone_by_the_next(
     written: list[int] = []
     write_events = anomaly._write_events
 
-    def fail_on_second(wh: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, params) -> None:
+    def fail_on_second(
+        wh: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, params, full: bool
+    ) -> None:
         written.append(bucket)
         if len(written) == 2:
             raise RuntimeError("disk full")
-        write_events(wh, con, bucket, params)
+        write_events(wh, con, bucket, params, full)
 
     monkeypatch.setattr(anomaly, "_write_events", fail_on_second)
     with pytest.raises(RuntimeError, match="disk full"):

@@ -1,11 +1,25 @@
 -- anomaly_events for one bucket: consecutive anomalous readings merged into episodes.
 -- A flagged reading continues the episode when the reading before it was flagged too, or when
 -- the previous flagged reading is at most $event_merge_gap earlier.
--- Input: the bucket's anomaly_scores files ($files).
+-- Only the sensors in `events_cut` are rebuilt, from their rebuild_from on; every other
+-- stored event is kept as it is (an incremental run; a full run stores nothing before).
+-- Inputs: the bucket's anomaly_scores files from the first rebuild_from on ($files),
+-- `events_cut` (sensor_id, rebuild_from), `previous_events` (the bucket's events as stored).
 with
+cut as (
+    select sensor_id, rebuild_from from events_cut
+),
+kept as (
+    select p.*
+    from previous_events as p
+    left join cut as c using (sensor_id)
+    where c.sensor_id is null or p.start_ts < c.rebuild_from
+),
 scores as (
-    select sensor_id, ts, prev_ts, severity, anomaly_type, is_anomaly
-    from read_parquet($files, hive_partitioning = false)
+    select r.sensor_id, r.ts, r.prev_ts, r.severity, r.anomaly_type, r.is_anomaly
+    from read_parquet($files, hive_partitioning = false) as r
+    join cut as c using (sensor_id)
+    where r.ts >= c.rebuild_from
 ),
 flagged as (
     select *, lag(ts) over by_sensor as prev_flagged_ts
@@ -41,5 +55,10 @@ events as (
         avg(severity) as mean_severity
     from numbered
     group by sensor_id, episode
+),
+merged as (
+    select * from kept
+    union all by name
+    select * from events
 )
-select * from events order by sensor_id, start_ts
+select * from merged order by sensor_id, start_ts

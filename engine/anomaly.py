@@ -691,13 +691,114 @@ def _changes(
     return sorted(changed.items()), new, gone
 
 
+def _group_key(frame: pl.DataFrame, by: list[str], time: str, longest: int) -> pl.Expr:
+    """An integer axis for ``rolling_*_by`` over ``frame`` sorted by ``by`` then ``time``:
+    microseconds of ``time`` plus the group's rank times a stride longer than the span and
+    ``longest`` (microseconds), so that no window reaches into the next group."""
+    us = pl.col(time).dt.epoch("us")
+    first, last = frame.select(us.min().alias("first"), us.max().alias("last")).row(0)
+    first, last = first or 0, last or 0
+    stride = (last - first) + 2 * longest + 1
+    new = pl.any_horizontal([pl.col(c) != pl.col(c).shift(1) for c in by]).fill_null(True)
+    return ((us - first) + new.cum_sum().cast(pl.Int64) * stride).set_sorted()
+
+
+def hourly_windows(
+    history: pl.DataFrame, baseline_window: timedelta, drift_window: timedelta, ratio: float
+) -> pl.DataFrame:
+    """``int_hourly_windows``: the windows of ``int_hourly_baselines`` over the hourly rows
+    (polars ``rolling_*_by``: DuckDB's windowed medians cost several times more).
+
+    Per sensor and hour, from ``history`` (``hourly_history``):
+
+    * the same local hour over the previous ``baseline_window``: hour-of-day median and spread
+      (IQR / 1.349 of the daily medians; a stored hour keeps its stored median and spread, its
+      own window would reach beyond the look-back), how many days, the median within-hour std,
+      spike RMS and largest step; over the previous ``drift_window``: the drift baseline;
+    * all hours of the ``baseline_window`` up to this one: typical std, noise, spike RMS,
+      quantum and how many hours; the spread floor (an hour's spread from few days is
+      unstable: at least ``ratio`` x the median spread of those hours; ``hour_spread`` keeps
+      the spread before it) and ``pooled_mad``, the median |median - baseline_median| of those
+      hours.
+
+    Frames follow SQL's ``range between W preceding and 1 hour preceding`` (the hours are
+    whole: ``closed="left"``) and ``... and current row`` (``closed="both"``); medians and
+    counts skip nulls, as SQL's do.
+    """
+    base = f"{baseline_window // timedelta(microseconds=1)}i"
+    drift = f"{drift_window // timedelta(microseconds=1)}i"
+    longest = max(baseline_window, drift_window) // timedelta(microseconds=1)
+    frame = history.sort("sensor_id", "local_hour", "hour")
+    frame = frame.with_columns(key=_group_key(frame, ["sensor_id", "local_hour"], "hour", longest))
+
+    def same(x: str, how: str, **kw: Any) -> pl.Expr:
+        return getattr(pl.col(x), f"rolling_{how}_by")("key", base, closed="left", **kw)
+
+    same_count = pl.col("median").is_not_null().cast(pl.Int64)
+    same_count = same_count.rolling_sum_by("key", base, closed="left")
+    lo = same("median", "quantile", quantile=0.25, interpolation="linear")
+    hi = same("median", "quantile", quantile=0.75, interpolation="linear")
+    stored = pl.col("stored")
+    frame = frame.with_columns(
+        baseline_median=pl.when(stored)
+        .then(pl.col("stored_median"))
+        .otherwise(same("median", "median")),
+        baseline_spread=pl.when(stored).then(pl.col("stored_spread")).otherwise((hi - lo) / 1.349),
+        baseline_days=same_count.fill_null(0),
+        hour_std=same("std", "median"),
+        drift_baseline=pl.col("median").rolling_median_by("key", drift, closed="left"),
+        same_spike=same("spike_rms", "median"),
+        typical_jump=same("max_step", "median"),
+    )
+    frame = frame.sort("sensor_id", "hour")
+    frame = frame.with_columns(key=_group_key(frame, ["sensor_id"], "hour", longest))
+
+    def recent(x: pl.Expr, how: str) -> pl.Expr:
+        return getattr(x, f"rolling_{how}_by")("key", base, closed="both")
+
+    frame = frame.with_columns(
+        typical_hours=recent(pl.col("hour").is_not_null().cast(pl.Int64), "sum"),
+        typical_std=recent(pl.col("std"), "median"),
+        typical_noise=recent(pl.col("noise"), "median"),
+        # an hour with daily switching (aerators, feeders) needs more
+        typical_spike=pl.max_horizontal(
+            recent(pl.col("spike_rms"), "median"), pl.col("same_spike").fill_null(0.0)
+        ),
+        typical_quantum=recent(pl.col("quantum"), "min"),
+        spread_floor=recent(pl.col("baseline_spread"), "median"),
+        pooled_mad=recent((pl.col("median") - pl.col("baseline_median")).abs(), "median"),
+    )
+    return frame.with_columns(
+        hour_spread=pl.col("baseline_spread"),
+        baseline_spread=pl.max_horizontal("baseline_spread", ratio * pl.col("spread_floor")),
+    ).drop("key", "same_spike", "spread_floor", "stored", "stored_median", "stored_spread")
+
+
+def hourly_baselines(con: duckdb.DuckDBPyConnection, params: dict[str, Any], *, into: str) -> None:
+    """``int_hourly_baselines`` of ``hourly_history`` (from each sensor's changed_from in
+    ``score_scope``) as the temp table ``into``: :func:`hourly_windows`, then the SQL."""
+    history = pl.from_arrow(con.table("hourly_history").to_arrow_table())
+    assert isinstance(history, pl.DataFrame)
+    windows = hourly_windows(
+        history,
+        _interval(con, params["baseline_window"]),
+        _interval(con, params["drift_baseline_window"]),
+        float(params["spread_floor_ratio"]),
+    )
+    con.register("int_hourly_windows", windows)
+    try:
+        run_sql(con, "intermediate/int_hourly_baselines", params, into=into)
+    finally:
+        con.unregister("int_hourly_windows")
+
+
 def _update_baselines(
     con: duckdb.DuckDBPyConnection, params: dict[str, Any], lb: Lookbacks
 ) -> None:
     """Refit the hourly statistics and baselines from each sensor's changed_from on."""
     run_sql(con, "intermediate/int_hourly_stats", params, into="int_hourly_stats")
     run_sql(con, "score/hourly_history", {"lookback": lb.hours}, into="hourly_history")
-    run_sql(con, "intermediate/int_hourly_baselines", params, into="int_hourly_baselines")
+    hourly_baselines(con, params, into="int_hourly_baselines")
     sql_rows(con, "score/score_hourly_forget_changed")
     sql_rows(con, "score/score_hourly_store")
 

@@ -373,7 +373,7 @@ def test_hourly_baselines_fixed_answer(warehouse: Warehouse) -> None:
     )
     # drift residuals from 7 days of the same local hour on (a short series)
     params = {**detector_params(warehouse.config), "baseline_min_days": 7}
-    run_sql(con, "intermediate/int_hourly_baselines", params, into="b")
+    anomaly.hourly_baselines(con, params, into="b")
     rows = con.execute(
         "select baseline_median, baseline_days, typical_std, drift_level, typical_spike "
         "from b order by hour"
@@ -877,7 +877,7 @@ def test_stored_median_and_spread_stand_in_for_history_beyond_the_look_back(
     con.execute(
         "create table score_scope as select 'a' as sensor_id, $t as changed_from", {"t": T0}
     )
-    run_sql(con, "intermediate/int_hourly_baselines", params, into="whole")
+    anomaly.hourly_baselines(con, params, into="whole")
     con.execute(
         "create or replace table score_scope as select 'a' as sensor_id, $c as changed_from",
         {"c": changed},
@@ -893,7 +893,7 @@ def test_stored_median_and_spread_stand_in_for_history_beyond_the_look_back(
             "where s.hour >= $c - $lookback",
             {"c": changed, "lookback": lookback, "stored": stored},
         )
-        run_sql(con, "intermediate/int_hourly_baselines", params, into="part")
+        anomaly.hourly_baselines(con, params, into="part")
         return pl.from_arrow(con.sql("from part order by hour").to_arrow_table())
 
     whole = pl.from_arrow(
@@ -995,3 +995,113 @@ def test_file_days_outside_a_month_is_a_clear_error(warehouse: Warehouse, days: 
 
     with pytest.raises(OxyError, match="file_days must be a whole number of days"):
         anomaly.file_days(warehouse.config.with_overrides({"anomaly": {"file_days": days}}))
+
+
+def _frame_stat(values: list[float | None], how: str) -> float | None:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    if how == "median":
+        return float(np.median(present))
+    if how == "min":
+        return min(present)
+    return float(np.quantile(present, {"q25": 0.25, "q75": 0.75}[how]))  # linear, as SQL
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    hours=st.lists(st.integers(min_value=0, max_value=10 * 24), min_size=1, max_size=80),
+    nulls=st.lists(st.booleans(), min_size=80, max_size=80),
+    stored_before=st.integers(min_value=0, max_value=10 * 24),
+    seed=st.integers(min_value=0, max_value=1000),
+)
+def test_hourly_windows_match_their_frames(
+    hours: list[int], nulls: list[bool], stored_before: int, seed: int
+) -> None:
+    """Each window of ``hourly_windows`` against its frame computed row by row: the same local
+    hour over [t - W, t - 1 h], all hours over [t - W, t]; nulls skipped; gaps; two sensors;
+    stored hours keep their stored median and spread."""
+    rng = np.random.default_rng(seed)
+    window, drift, ratio = timedelta(days=3), timedelta(days=2), 0.5
+    rows = []
+    for sensor in ("a", "b"):
+        for i, h in enumerate(sorted(set(hours))):
+            ts = T0 + timedelta(hours=h)
+            stored = h < stored_before
+            rows.append(
+                {
+                    "sensor_id": sensor,
+                    "hour": ts,
+                    "local_hour": (ts.hour + 2) % 24,
+                    "median": None if nulls[i] else float(rng.normal(8, 1)),
+                    "std": float(rng.gamma(2, 0.05)),
+                    "noise": float(rng.gamma(2, 0.02)),
+                    "spike_rms": None if nulls[-i - 1] else float(rng.gamma(2, 0.02)),
+                    "quantum": float(rng.choice([0.01, 0.02])),
+                    "max_step": float(rng.gamma(2, 0.1)),
+                    "stored": stored,
+                    "stored_median": float(rng.normal(8, 1)) if stored else None,
+                    "stored_spread": float(rng.gamma(2, 0.1)) if stored else None,
+                }
+            )
+    history = pl.DataFrame(rows, infer_schema_length=None)
+    got = anomaly.hourly_windows(history, window, drift, ratio).sort("sensor_id", "hour")
+    first = {}
+    for r in rows:  # hour-of-day median and spread first: the recent windows read them
+        same = [
+            o
+            for o in rows
+            if o["sensor_id"] == r["sensor_id"]
+            and o["local_hour"] == r["local_hour"]
+            and r["hour"] - window <= o["hour"] < r["hour"]
+        ]
+        lo, hi = (_frame_stat([o["median"] for o in same], q) for q in ("q25", "q75"))
+        first[(r["sensor_id"], r["hour"])] = (
+            r["stored_median"]
+            if r["stored"]
+            else _frame_stat([o["median"] for o in same], "median"),
+            r["stored_spread"] if r["stored"] else (None if lo is None else (hi - lo) / 1.349),
+            same,
+        )
+    for r, g in zip(
+        sorted(rows, key=lambda r: (r["sensor_id"], r["hour"])),
+        got.iter_rows(named=True),
+        strict=True,
+    ):
+        median, spread, same = first[(r["sensor_id"], r["hour"])]
+        recent = [
+            o
+            for o in rows
+            if o["sensor_id"] == r["sensor_id"] and r["hour"] - window <= o["hour"] <= r["hour"]
+        ]
+        drift_frame = [o for o in same if o["hour"] >= r["hour"] - drift]
+        spreads = [first[(o["sensor_id"], o["hour"])][1] for o in recent]
+        floor = _frame_stat(spreads, "median")
+        mads = [
+            None if o["median"] is None or m is None else abs(o["median"] - m)
+            for o in recent
+            for m in [first[(o["sensor_id"], o["hour"])][0]]
+        ]
+        spike = _frame_stat([o["spike_rms"] for o in recent], "median")
+        same_spike = _frame_stat([o["spike_rms"] for o in same], "median") or 0.0
+        expected = {
+            "baseline_median": median,
+            "hour_spread": spread,
+            "baseline_spread": None
+            if spread is None and floor is None
+            else max(
+                x for x in (spread, None if floor is None else ratio * floor) if x is not None
+            ),
+            "baseline_days": sum(o["median"] is not None for o in same),
+            "hour_std": _frame_stat([o["std"] for o in same], "median"),
+            "drift_baseline": _frame_stat([o["median"] for o in drift_frame], "median"),
+            "typical_jump": _frame_stat([o["max_step"] for o in same], "median"),
+            "typical_hours": len(recent),
+            "typical_std": _frame_stat([o["std"] for o in recent], "median"),
+            "typical_noise": _frame_stat([o["noise"] for o in recent], "median"),
+            "typical_spike": max(x for x in (spike, same_spike) if x is not None),
+            "typical_quantum": _frame_stat([o["quantum"] for o in recent], "min"),
+            "pooled_mad": _frame_stat(mads, "median"),
+        }
+        for column, want in expected.items():
+            assert g[column] == (None if want is None else pytest.approx(want, abs=1e-12)), column

@@ -3,68 +3,22 @@
 -- (mean residual of the last $drift_window against the hour-of-day baseline; drift_z: the
 -- mean of each hour's residual / spread weighted by 1 / spread, capped by the mean of the last $drift_recent so that
 -- a cleaned probe stops drifting at once).
--- Inputs: `hourly_history` (stored hourly rows before the change, with their stored hour-of-day
--- median and spread, + fresh `int_hourly_stats`), `score_scope` (sensor_id, changed_from): only
--- hours from changed_from on are returned. The history reaches one baseline window and one
+-- Inputs: `int_hourly_windows` (`anomaly.hourly_windows` of `hourly_history`: stored hourly rows
+-- before the change, with their stored hour-of-day median and spread, + fresh
+-- `int_hourly_stats`), `score_scope` (sensor_id, changed_from): only hours from changed_from on
+-- are returned. The history reaches one baseline window and one
 -- drift window back (`anomaly.lookbacks`): a stored hour further back than the drift window
 -- keeps its stored median and spread, which the changed hours' spread floor and pooled spread
 -- read; its own windows would reach beyond the history.
 with
-hourly as (
-    select
-        sensor_id, hour, local_hour, n, median, std, noise, spike_rms, quantum, max_step,
-        stored, stored_median, stored_spread
-    from hourly_history
+hourly as (  -- per sensor and hour: the statistics, the hour-of-day baseline (median, spread
+             -- with its floor, hour_spread before it, days, within-hour std), the drift
+             -- baseline, the typical scales of the baseline window and pooled_mad (the median
+             -- |median - baseline_median| of its hours): `anomaly.hourly_windows`
+    select * from int_hourly_windows
 ),
 scope as (
     select sensor_id, changed_from from score_scope
-),
-hour_of_day as (
-    select
-        *,
-        case when stored then stored_median else median(median) over same_hour end
-            as baseline_median,
-        case when stored then stored_spread else (quantile_cont(median, 0.75) over same_hour
-            - quantile_cont(median, 0.25) over same_hour) / 1.349 end as baseline_spread,
-        count(median) over same_hour as baseline_days,
-        median(std) over same_hour as hour_std,
-        median(median) over drift_hour as drift_baseline,  -- drift: against the recent days
-        count(*) over recent as typical_hours,
-        median(std) over recent as typical_std,
-        median(noise) over recent as typical_noise,
-        greatest(median(spike_rms) over recent, coalesce(median(spike_rms) over same_hour, 0))
-            as typical_spike,  -- an hour with daily switching (aerators, feeders) needs more
-        min(quantum) over recent as typical_quantum,
-        -- a step at this local hour every day (aerators, feeders switching) is no anomaly
-        median(max_step) over same_hour as typical_jump
-    from hourly
-    window
-        drift_hour as (
-            partition by sensor_id, local_hour order by hour
-            range between $drift_baseline_window::interval preceding and interval 1 hour preceding
-        ),
-        same_hour as (
-            partition by sensor_id, local_hour order by hour
-            range between $baseline_window::interval preceding and interval 1 hour preceding
-        ),
-        recent as (
-            partition by sensor_id order by hour
-            range between $baseline_window::interval preceding and current row
-        )
-),
-spread_floor as (  -- an hour's spread from few days is unstable: at least half the sensor's
-                  -- median spread over all hours of the baseline window; pooled_mad: the median
-                  -- |median - baseline_median| over the same hours (one window, one sort)
-    select
-        * replace (greatest(baseline_spread,
-            $spread_floor_ratio * median(baseline_spread) over recent) as baseline_spread),
-        baseline_spread as hour_spread,
-        median(abs(median - baseline_median)) over recent as pooled_mad
-    from hour_of_day
-    window recent as (
-        partition by sensor_id order by hour
-        range between $baseline_window::interval preceding and current row
-    )
 ),
 pooled_spread as (  -- the contextual spread: the hour's day-to-day spread, at least a share of
                     -- the spread of the hours' residuals from their own hour-of-day baselines
@@ -77,7 +31,7 @@ pooled_spread as (  -- the contextual spread: the hour's day-to-day spread, at l
         *,
         sqrt(greatest(baseline_spread, $pooled_spread_ratio * 1.4826 * pooled_mad) ^ 2
             + ($context_hour_std_ratio * hour_std) ^ 2) as context_spread
-    from spread_floor
+    from hourly
 ),
 residuals as (
     select

@@ -1191,13 +1191,10 @@ def _drop_orphan_partitions(warehouse: Warehouse, buckets: set[int]) -> None:
 
 
 def _totals(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
-    marts = set(warehouse.mart_names())
-    anomalies = events = 0
-    if "anomaly_scores" in marts:
-        anomalies = sql_rows(con, "score/anomalous_readings_count")[0][0]
-    if "anomaly_events" in marts:
-        events = sql_rows(con, "score/anomaly_events_count")[0][0]
-    return anomalies, events
+    if "anomaly_events" not in set(warehouse.mart_names()):
+        return 0, 0
+    anomalies, events = sql_rows(con, "score/anomaly_totals")[0]
+    return int(anomalies), int(events)
 
 
 def score_readings(warehouse: Warehouse, readings: pl.DataFrame) -> pl.DataFrame:

@@ -280,8 +280,10 @@ def test_incremental_equals_full_with_overlapping_and_late_batches(
     score(warehouse)
     assert score(warehouse).rows_scored == 0  # nothing new
     incremental, inc_events = scores_of(warehouse), events_of(warehouse)
-    score(warehouse, full=True)
+    summary = score(warehouse, full=True)
     full, full_events = scores_of(warehouse), events_of(warehouse)
+    assert summary.anomalies == full["is_anomaly"].sum() > 0  # from the events' readings
+    assert summary.events == full_events.height
     assert incremental.height == full.height == data.height
     for column in incremental.columns:
         if incremental[column].dtype == pl.Float64:

@@ -554,13 +554,21 @@ def detector_windows(
     The collective window is here rather than in SQL: a DuckDB RANGE frame over the wide
     detector row cost about a third of a full ``oxy score``.
     """
-    baselines = query_frame(con, sql_text("score/hourly_typical_scales"))
+    baselines = query_frame(con, sql_text("score/reading_hour_baselines"))
     new_hour = (~(_same_sensor(1) & (pl.col("hour") == pl.col("hour").shift(1)))).fill_null(True)
     frame = _with_key(frame, mw.longest).with_columns(
         hour_index=new_hour.cast(pl.Int64).cum_sum() - 1
     )
     hours = frame.filter(new_hour).select("sensor_id", "hour")
-    typical = hours.join(baselines, on=["sensor_id", "hour"], how="left", maintain_order="left")
+    on, how = ["sensor_id", "hour"], "left"
+    typical = hours.join(baselines, on=on, how=how, maintain_order="left")
+    neighbour = baselines.select(*on, "baseline_median", "context_spread")
+    before, after = (
+        hours.with_columns(pl.col("hour") + shift).join(
+            neighbour, on=on, how=how, maintain_order="left"
+        )
+        for shift in (timedelta(hours=-1), timedelta(hours=1))
+    )
     # typical scales need typical_min_hours of history; before that, no score uses them
     known = pl.col("typical_hours") >= mw.typical_min_hours
     per_hour = typical.select(
@@ -570,13 +578,26 @@ def detector_windows(
         sigma=pl.when(known).then(pl.max_horizontal(pl.col("typical_std"), mw.min_std)),
         # a step at this local hour every day (aerators, feeders switching) is no anomaly
         jump_floor=pl.col("typical_jump").fill_null(0.0) / mw.point_jump_ratio,
+        # what int_detector_scores reads of the hour (a gather per reading, not SQL joins)
+        baseline_median=pl.col("baseline_median"),
+        baseline_spread=pl.col("context_spread"),
+        baseline_days=pl.col("baseline_days"),
+        hour_typical_hours=pl.col("typical_hours"),
+        hour_typical_noise=pl.col("typical_noise"),
+        hour_typical_spike=pl.col("typical_spike"),
+        hour_typical_quantum=pl.col("typical_quantum"),
+        drift_z=pl.col("drift_z"),
+        drift_relative=pl.col("drift_relative"),
+    ).with_columns(
+        prev_median=before["baseline_median"],
+        prev_spread=before["context_spread"],
+        next_median=after["baseline_median"],
+        next_spread=after["context_spread"],
     )
     index = frame["hour_index"]
     step, value = pl.col("step"), pl.col("value")
     frame = frame.with_columns(
-        clip_sq=per_hour["clip_sq"].gather(index),
-        sigma=per_hour["sigma"].gather(index),
-        jump_floor=per_hour["jump_floor"].gather(index),
+        [per_hour[name].gather(index) for name in per_hour.columns]
     ).with_columns(
         # a reading without a step (first of a series, after a gap) adds nothing: min_horizontal
         # alone would take clip_sq for a null step
@@ -728,7 +749,10 @@ def hourly_windows(
     base = f"{baseline_window // timedelta(microseconds=1)}i"
     drift = f"{drift_window // timedelta(microseconds=1)}i"
     longest = max(baseline_window, drift_window) // timedelta(microseconds=1)
-    frame = history.sort("sensor_id", "local_hour", "hour")
+    numeric = ["median", "std", "noise", "spike_rms", "quantum", "max_step"]
+    numeric += ["stored_median", "stored_spread"]
+    frame = history.with_columns(pl.col(numeric).cast(pl.Float64))
+    frame = frame.sort("sensor_id", "local_hour", "hour")
     frame = frame.with_columns(key=_group_key(frame, ["sensor_id", "local_hour"], "hour", longest))
 
     def same(x: str, how: str, **kw: Any) -> pl.Expr:

@@ -735,7 +735,10 @@ def test_point_z_and_collective_window_match_their_definition(
         "case when s.sensor_id = 'c' then 5 else 48 end as typical_hours, "
         "case when s.sensor_id = 'a' then 0.2 else 0.05 end::double as typical_std, "
         "0.1::double as typical_noise, "
-        "case when s.sensor_id = 'b' then 0.9 end::double as typical_jump "
+        "case when s.sensor_id = 'b' then 0.9 end::double as typical_jump, "
+        "0.1::double as typical_spike, 0.01::double as typical_quantum, "
+        "8.0::double as baseline_median, 0.5::double as context_spread, "
+        "3::bigint as baseline_days, 0.0::double as drift_z, 0.0::double as drift_relative "
         "from (values ('a'), ('b'), ('c')) s(sensor_id), "
         "(select distinct hour from frame) h"
     )

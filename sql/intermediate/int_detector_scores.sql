@@ -1,52 +1,43 @@
 -- One row per reading from the sensor's rescore_from on: every detector's score in [0, 1].
 -- Inputs: `int_readings_local` (with steps to the neighbouring readings, the point detector's
--- z, the collective window and the window sums of `anomaly.detector_windows`),
--- `hourly_baselines` (stored baselines per sensor and hour),
--- `score_scope` (sensor_id, rescore_from).
+-- z, the collective window and the window sums of `anomaly.detector_windows`, and the hour's
+-- baselines it gathers from `hourly_baselines`), `score_scope` (sensor_id, rescore_from).
 -- Time-based windows only (rolling_*_by over ts): gaps never pull old readings into a window.
 with
 readings as (
     select * from int_readings_local
 ),
-baselines as (
-    select
-        sensor_id, hour, baseline_median, baseline_days,
-        context_spread as baseline_spread,  -- the hour's contextual spread
-        typical_hours, typical_noise, typical_spike, typical_quantum, drift_z, drift_relative
-    from hourly_baselines
-),
 scope as (
     select sensor_id, rescore_from from score_scope
 ),
-with_baselines as (
+with_baselines as (  -- the hour's baselines come with the readings (anomaly.detector_windows
+                     -- gathers `hourly_baselines` per reading: baseline_median,
+                     -- baseline_spread = the hour's contextual spread, baseline_days, drift_z,
+                     -- drift_relative, hour_typical_*, and prev_/next_ median and spread of
+                     -- the hours before and after)
     select
-        r.*,
-        b.baseline_median,
-        b.baseline_spread,
-        b.baseline_days,
+        * exclude (
+            hour_typical_hours, hour_typical_noise, hour_typical_spike, hour_typical_quantum,
+            prev_median, prev_spread, next_median, next_spread
+        ),
         -- typical scales need $typical_min_hours of history; before that, no score uses them
         -- (sigma, the typical std, comes with the readings)
-        case when b.typical_hours >= $typical_min_hours
-            then greatest(b.typical_noise, $min_std) end as typical_noise,
-        case when b.typical_hours >= $typical_min_hours
-            then greatest(b.typical_spike, $min_std) end as typical_spike,
+        case when hour_typical_hours >= $typical_min_hours
+            then greatest(hour_typical_noise, $min_std) end as typical_noise,
+        case when hour_typical_hours >= $typical_min_hours
+            then greatest(hour_typical_spike, $min_std) end as typical_spike,
         -- a window of identical readings only shows that the spread is below the sensor's
         -- resolution: the std of rounding to a step of `quantum` is quantum / sqrt(12)
-        coalesce(b.typical_quantum, 0) / sqrt(12) as resolution_std,
-        b.drift_z,
-        b.drift_relative,
-        (r.value - b.baseline_median) / nullif(abs(b.baseline_median), 0) as reading_relative,
+        coalesce(hour_typical_quantum, 0) / sqrt(12) as resolution_std,
+        (value - baseline_median) / nullif(abs(baseline_median), 0) as reading_relative,
         -- the hour's median stands for its middle: towards either end the contextual baseline
         -- moves linearly to the neighbouring hour's (a steep diel ramp is no step at :00)
-        abs(epoch(r.ts - r.hour) / 3600 - 0.5) as towards,
-        case when epoch(r.ts - r.hour) / 3600 < 0.5 then p.baseline_median else n.baseline_median
+        abs(epoch(ts - hour) / 3600 - 0.5) as towards,
+        case when epoch(ts - hour) / 3600 < 0.5 then prev_median else next_median
             end as neighbour_median,
-        case when epoch(r.ts - r.hour) / 3600 < 0.5 then p.baseline_spread else n.baseline_spread
+        case when epoch(ts - hour) / 3600 < 0.5 then prev_spread else next_spread
             end as neighbour_spread
-    from readings as r
-    left join baselines as b using (sensor_id, hour)
-    left join baselines as p on p.sensor_id = r.sensor_id and p.hour = r.hour - interval 1 hour
-    left join baselines as n on n.sensor_id = r.sensor_id and n.hour = r.hour + interval 1 hour
+    from readings
 ),
 interpolated as (
     select

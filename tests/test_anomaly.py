@@ -1110,3 +1110,21 @@ def test_hourly_windows_match_their_frames(
         }
         for column, want in expected.items():
             assert g[column] == (None if want is None else pytest.approx(want, abs=1e-12)), column
+
+
+def test_a_week_offline_reads_no_drift_on_return(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    """After 8 days without readings the drift baseline (7 days of the same local hour) is
+    missing until a day of readings is back: those hours hold no residual, and none is read as
+    a clipped one (a clean series stays without drift level or drift score)."""
+    data = diel(24, seed=3)
+    offline = pl.col("ts").is_between(T0 + timedelta(days=14), T0 + timedelta(days=22), "left")
+    readings_loader(warehouse, data.filter(~offline))
+    score(warehouse)
+    back = hourly_of(warehouse).filter(pl.col("hour") >= T0 + timedelta(days=22))
+    assert back.height == 48
+    assert back["drift_relative"].abs().max() is None or back["drift_relative"].abs().max() < 0.02
+    assert back["drift_z"].abs().max() < 1.0
+    scores = scores_of(warehouse).filter(pl.col("ts") >= T0 + timedelta(days=22))
+    assert scores["score_drift"].max() == 0.0

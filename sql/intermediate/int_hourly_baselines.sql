@@ -38,7 +38,10 @@ residuals as (
         *,
         case when baseline_days >= $baseline_min_days then median - drift_baseline end
             as residual,
-        case when baseline_days >= $baseline_min_days  -- clipped: one odd hour is no drift
+        -- clipped: one odd hour is no drift. Only where the residual exists: greatest and
+        -- least skip nulls, so a missing drift baseline (no reading of this local hour in the
+        -- drift baseline window, e.g. after a week offline) would read as -$drift_z_clip
+        case when baseline_days >= $baseline_min_days and median - drift_baseline is not null
             then least(greatest((median - drift_baseline)
                 / greatest(baseline_spread, typical_noise, $min_std), -$drift_z_clip),
                 $drift_z_clip)
@@ -61,8 +64,9 @@ drift as (
         -- spreads and twice the top of drift_relative_range (a short episode in the window is
         -- no drift): biofouling takes a share of the reading; a few % of a tight RAS level
         -- is no drift
-        sum(greatest(least(residual, relative_cap), -relative_cap) * residual_weight ^ 2)
-            over last_day
+        sum(case when residual is not null  -- least/greatest would read a null as the cap
+            then greatest(least(residual, relative_cap), -relative_cap) end
+            * residual_weight ^ 2) over last_day
             / sum(drift_baseline * residual_weight ^ 2) filter (where residual is not null)
                 over last_day as day_relative,
         sum(residual_z * residual_weight ^ 2) over last_hours

@@ -483,6 +483,9 @@ def seed_windows(con: duckdb.DuckDBPyConnection, files: list[str], config: Confi
 
     query = sql_text("intermediate/int_seed_readings")
     raw = query_frame(con, query, {"files": files})
+    # categorical ids: the sort, the shifts' same-sensor tests and the gathers move integers
+    # (about a fifth of this function's time); DuckDB reads them back as strings
+    raw = raw.with_columns(pl.col("sensor_id").cast(pl.Categorical))
     frame = _first_ingested(raw, max(windows.values()))
     # the local hour of each quarter hour (every zone's offset is whole quarter hours)
     quarter = pl.col("ts").dt.truncate("15m")

@@ -366,6 +366,7 @@ def local_readings(
     ``query`` is ``int_readings_scope`` (rows as stored, duplicates included).
     """
     raw = query_frame(con, query, bind(query, params))
+    raw = raw.with_columns(pl.col("sensor_id").cast(pl.Categorical))  # see seed_windows
     # first ingested wins (the ingest rule; a null value only when every copy is null)
     frame = _first_ingested(raw, mw.longest)
     frame = frame.with_columns(hour=pl.col("ts").dt.truncate("1h"))
@@ -558,6 +559,7 @@ def detector_windows(
     detector row cost about a third of a full ``oxy score``.
     """
     baselines = query_frame(con, sql_text("score/reading_hour_baselines"))
+    baselines = baselines.with_columns(pl.col("sensor_id").cast(frame["sensor_id"].dtype))
     new_hour = (~(_same_sensor(1) & (pl.col("hour") == pl.col("hour").shift(1)))).fill_null(True)
     frame = _with_key(frame, mw.longest).with_columns(
         hour_index=new_hour.cast(pl.Int64).cum_sum() - 1

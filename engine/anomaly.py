@@ -686,7 +686,8 @@ def readings_in_scope(
     query = sql_text("intermediate/int_readings_scope")
     if not paths:  # no lake rows: only extra readings (or nothing) are in scope
         query = query.replace("read_parquet($files)", "(from extra_readings where false)")
-    return local_readings(con, query, {**params, "files": paths}, mw)
+    first_read = sql_rows(con, "score/first_read_from")[0][0]
+    return local_readings(con, query, {**params, "files": paths, "first_read": first_read}, mw)
 
 
 def _changes(

@@ -251,7 +251,8 @@ def test_local_hour_of_day_across_dst(warehouse: Warehouse) -> None:
         "read_parquet($files)", "(from extra_readings where false)"
     )
     mw = anomaly.minute_windows(con, warehouse.config)
-    rows = anomaly.local_readings(con, query, detector_params(warehouse.config), mw)
+    params = {**detector_params(warehouse.config), "first_read": datetime(2024, 1, 1)}
+    rows = anomaly.local_readings(con, query, params, mw)
     # 23:30Z = 00:30 CET; 00:30Z = 01:30 CET; 01:30Z = 03:30 CEST (02:xx does not exist);
     # autumn: 00:30Z = 02:30 CEST, 01:30Z = 02:30 CET (the repeated hour)
     assert rows["local_hour"].to_list() == [0, 1, 3, 2, 2]

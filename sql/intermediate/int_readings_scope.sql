@@ -2,10 +2,11 @@
 -- `score_scope` from its read_from on, duplicates of a (sensor_id, ts) included (the first
 -- ingested wins in `anomaly.local_readings`, as in ingest), with the sensor's rank in the scope.
 -- Inputs: lake files $files, `extra_readings` (readings not in the lake yet, e.g. inference),
--- `score_scope` (sensor_id, read_from).
+-- `score_scope` (sensor_id, read_from), $first_read (the earliest read_from).
 with
-lake as (
+lake as (  -- $first_read: the earliest read_from of the scope (a constant: pushed into the scan)
     select sensor_id, ts, value, ingested_at from read_parquet($files)
+    where ts >= $first_read
 ),
 extra as (
     select sensor_id, ts, value, ingested_at from extra_readings

@@ -187,7 +187,9 @@ def lookbacks(con: duckdb.DuckDBPyConnection, config: Config) -> Lookbacks:
     gap = _interval(con, a["spike_gap"])
     if _interval(con, a["spike_ref_gap"]) + _interval(con, a["spike_ref_window"]) > gap:
         raise OxyError("[anomaly] spike_ref_gap + spike_ref_window must not exceed spike_gap")
-    ahead = max(gap, point, noise / 2)  # forward windows: spike levels, stuck, centred noise
+    level = _interval(con, a["context_level_window"])
+    # forward windows: spike levels, stuck, centred noise, the contextual level
+    ahead = max(gap, point, noise / 2, level)
     minutes = max(point + collective, noise, prev) + ahead + timedelta(minutes=1)
     # the hours of the drift window before the first changed hour need their whole baseline
     # windows; hours further back bring their stored median and spread (int_hourly_baselines)
@@ -225,6 +227,7 @@ class MinuteWindows:
 
     spike_ref_window: int
     spike_ref_gap: int
+    context_level_window: int  # the contextual level: mean of the readings this far either side
     spike_gap: int
     prev_horizon: int
     point_window: int
@@ -240,6 +243,7 @@ class MinuteWindows:
     def longest(self) -> int:
         return max(
             self.spike_ref_gap + self.spike_ref_window,
+            self.context_level_window,
             self.spike_gap,
             self.prev_horizon,
             self.point_window,
@@ -258,6 +262,7 @@ def minute_windows(con: duckdb.DuckDBPyConnection, config: Config) -> MinuteWind
     return MinuteWindows(
         spike_ref_window=us("spike_ref_window"),
         spike_ref_gap=us("spike_ref_gap"),
+        context_level_window=us("context_level_window"),
         spike_gap=us("spike_gap"),
         prev_horizon=us("prev_horizon"),
         point_window=us("point_window"),
@@ -348,7 +353,8 @@ def local_readings(
     con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any], mw: MinuteWindows
 ) -> pl.DataFrame:
     """``int_readings_local``: the readings in scope, one per (sensor_id, ts), with the site's
-    local hour, the steps to the neighbouring readings and the spike residual.
+    local hour, the steps to the neighbouring readings, the spike residual and the contextual
+    level (the mean of the readings within ``context_level_window`` either side).
 
     ``query`` is ``int_readings_scope`` (rows as stored, duplicates included).
     """
@@ -396,7 +402,26 @@ def local_readings(
             )
         },
     )
-    frame = frame.with_columns(after["after_level"])
+    # the contextual level: mean of the readings within context_level_window either side
+    around = _ahead(
+        frame.select("key", "value"),
+        {"ahead_n": _count(value, mw.context_level_window, "both")},
+        {
+            "ahead_n": pl.col("ahead_n"),
+            "ahead_sum": _sum(value, mw.context_level_window, "both", "ahead_n"),
+        },
+    )
+    frame = frame.with_columns(after["after_level"], around["ahead_n"], around["ahead_sum"])
+    frame = frame.with_columns(
+        behind_n=_count(value, mw.context_level_window, "both")
+    ).with_columns(
+        context_level=_divide(
+            _sum(value, mw.context_level_window, "both", "behind_n")
+            + pl.col("ahead_sum").fill_null(0.0)
+            - value,
+            pl.col("behind_n") + pl.col("ahead_n") - 1,
+        )
+    )
     return (
         frame.with_columns(
             prev_ts=pl.when(pl.col("prev_ts") >= ts - timedelta(microseconds=mw.prev_horizon)).then(
@@ -426,6 +451,7 @@ def local_readings(
             "next_step",
             "spike_residual",
             "has_level",
+            "context_level",
         )
     )
 

@@ -337,11 +337,11 @@ def test_hourly_stats_fixed_answer(warehouse: Warehouse) -> None:
     con.execute(
         "create table int_readings_local as select * from (values "
         "('a', timestamp '2024-01-01 00:00', 1.0, timestamp '2024-01-01 00:00', 0, null::double,"
-        " null::double),"
-        "('a', timestamp '2024-01-01 00:01', 3.0, timestamp '2024-01-01 00:00', 0, 2.0, 1.5),"
-        "('a', timestamp '2024-01-01 00:02', 2.0, timestamp '2024-01-01 00:00', 0, -1.0, 0.0),"
-        "('a', timestamp '2024-01-01 01:00', 5.0, timestamp '2024-01-01 01:00', 1, null, null)) "
-        "as t(sensor_id, ts, value, hour, local_hour, step, spike_residual)"
+        " null::double, 1.5),"
+        "('a', timestamp '2024-01-01 00:01', 3.0, timestamp '2024-01-01 00:00', 0, 2.0, 1.5, 2.0),"
+        "('a', timestamp '2024-01-01 00:02', 2.0, timestamp '2024-01-01 00:00', 0, -1.0, 0.0, 2.5),"
+        "('a', timestamp '2024-01-01 01:00', 5.0, timestamp '2024-01-01 01:00', 1, null, null,"
+        " 5.0)) as t(sensor_id, ts, value, hour, local_hour, step, spike_residual, context_level)"
     )
     con.execute(
         "create table score_scope as select 'a' as sensor_id, "
@@ -353,6 +353,8 @@ def test_hourly_stats_fixed_answer(warehouse: Warehouse) -> None:
     assert rows[0][5] == pytest.approx(1.0) and rows[0][6] == pytest.approx(math.sqrt(5 / 4))
     assert rows[0][7] == pytest.approx(math.sqrt(2.25 / 2))
     assert rows[1][:6] == ("a", datetime(2024, 1, 1, 1), 1, 1, 5.0, 0.0) and rows[1][6] is None
+    # level_std: the std of the mean level around each reading (one reading: 0)
+    assert rows[0][-1] == pytest.approx(0.5) and rows[1][-1] == 0.0
 
 
 def test_hourly_baselines_fixed_answer(warehouse: Warehouse) -> None:
@@ -364,7 +366,8 @@ def test_hourly_baselines_fixed_answer(warehouse: Warehouse) -> None:
         "timestamp '2024-01-01 12:00' + to_days(d) as hour, 12 as local_hour, 60 as n, "
         "[8.0, 9.0, 10.0, 11.0, 30.0, 10.0, 10.0, 10.0, 12.0][d + 1] as median, "
         "0.1::double as std, 0.05::double as noise, 0.04::double as spike_rms, "
-        "0.01::double as quantum, 0.2::double as max_step, false as stored, "
+        "0.01::double as quantum, 0.2::double as max_step, 0.05::double as level_std, "
+        "false as stored, "
         "null::double as stored_median, null::double as stored_spread from range(9) t(d)"
     )
     con.execute(
@@ -480,7 +483,8 @@ def test_detector_scores_and_mart_fixed_answer(warehouse: Warehouse) -> None:
         "as step, "
         "case when m = 9 then null when m = 4 then 1.0 when m = 5 then -1.0 else 0.0 end::double "
         "as next_step, "
-        "case when m = 5 then 1.0 else 0.0 end::double as spike_residual, true as has_level "
+        "case when m = 5 then 1.0 else 0.0 end::double as spike_residual, true as has_level, "
+        "null::double as context_level "
         "from range(10) t(m)"
     )
     con.execute(
@@ -814,6 +818,7 @@ def test_stored_median_and_spread_stand_in_for_history_beyond_the_look_back(
             "spike_rms": 0.04,
             "quantum": 0.01,
             "max_step": 0.2,
+            "level_std": 0.05 + rng.uniform(0, 0.02, hours.size),
         }
     )
     params = {

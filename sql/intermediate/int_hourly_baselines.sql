@@ -12,7 +12,7 @@
 with
 hourly as (
     select
-        sensor_id, hour, local_hour, n, median, std, noise, spike_rms, quantum, max_step,
+        sensor_id, hour, local_hour, n, median, std, noise, spike_rms, quantum, max_step, level_std,
         stored, stored_median, stored_spread
     from hourly_history
 ),
@@ -27,7 +27,9 @@ hour_of_day as (
         case when stored then stored_spread else (quantile_cont(median, 0.75) over same_hour
             - quantile_cont(median, 0.25) over same_hour) / 1.349 end as baseline_spread,
         count(median) over same_hour as baseline_days,
-        median(std) over same_hour as hour_std,
+        -- the within-hour std of the mean level around each reading (context_level: a limit
+        -- cycle and the measurement noise averaged out; a feeding dip or a ramp remains)
+        median(level_std) over same_hour as hour_level_std,
         median(median) over drift_hour as drift_baseline,  -- drift: against the recent days
         count(*) over recent as typical_hours,
         median(std) over recent as typical_std,
@@ -71,12 +73,14 @@ pooled_spread as (  -- the contextual spread: the hour's day-to-day spread, at l
                     -- (pooled_mad x 1.4826: pooled over all hours it exists from the first day
                     -- of history on, while an hour's own spread needs days; a median over 24
                     -- hours a day, so one odd hour barely moves it), in quadrature with the same
-                    -- local hour's within-hour std (a reading varies around its hour's median by
-                    -- that much). Drift keeps the hour's own spread.
+                    -- local hour's within-hour std of the mean level around each reading (that
+                    -- level varies around its hour's median by that much; the contextual z
+                    -- reads the smaller departure of the reading and of that level, so fast
+                    -- swings and noise are no part of it). Drift keeps the hour's own spread.
     select
         *,
         sqrt(greatest(baseline_spread, $pooled_spread_ratio * 1.4826 * pooled_mad) ^ 2
-            + ($context_hour_std_ratio * hour_std) ^ 2) as context_spread
+            + ($context_hour_std_ratio * hour_level_std) ^ 2) as context_spread
     from spread_floor
 ),
 residuals as (
@@ -145,7 +149,7 @@ drift_level as (  -- both the day and the last hours off in the same direction: 
 scored as (
     select
         d.sensor_id, d.hour, d.local_hour, d.n, d.median, d.std, d.noise, d.spike_rms,
-        d.quantum, d.max_step, d.baseline_median,
+        d.quantum, d.max_step, d.level_std, d.baseline_median,
         coalesce(d.context_spread, d.baseline_spread) as context_spread, d.baseline_days,
         d.hour_spread,
         d.typical_hours, d.typical_std, d.typical_noise, d.typical_spike, d.typical_quantum,

@@ -386,32 +386,28 @@ def local_readings(
             _sum(value, mw.spike_ref_window, "both", "before_n") - value, pl.col("before_n") - 1
         ),
     )
-    # the mean level just after the reading, skipping the spike's tail: [ts + gap, ts + gap + w)
+    # the mean level just after the reading, skipping the spike's tail: [ts + gap, ts + gap + w);
+    # and the readings within context_level_window ahead (the contextual level, below)
     reach = mw.spike_ref_gap + mw.spike_ref_window
     after = _ahead(
         frame.select("key", "value"),
         {
             "near_n": _count(value, mw.spike_ref_gap, "right"),
             "reach_n": _count(value, reach, "right"),
+            "level_n": _count(value, mw.context_level_window, "both"),
         },
         {
             "after_level": _divide(
                 _sum(value, reach, "right", "reach_n")
                 - _sum(value, mw.spike_ref_gap, "right", "near_n"),
                 pl.col("reach_n") - pl.col("near_n"),
-            )
+            ),
+            "ahead_n": pl.col("level_n"),
+            "ahead_sum": _sum(value, mw.context_level_window, "both", "level_n"),
         },
     )
     # the contextual level: mean of the readings within context_level_window either side
-    around = _ahead(
-        frame.select("key", "value"),
-        {"ahead_n": _count(value, mw.context_level_window, "both")},
-        {
-            "ahead_n": pl.col("ahead_n"),
-            "ahead_sum": _sum(value, mw.context_level_window, "both", "ahead_n"),
-        },
-    )
-    frame = frame.with_columns(after["after_level"], around["ahead_n"], around["ahead_sum"])
+    frame = frame.with_columns(after["after_level"], after["ahead_n"], after["ahead_sum"])
     frame = frame.with_columns(
         behind_n=_count(value, mw.context_level_window, "both")
     ).with_columns(

@@ -198,7 +198,9 @@ def lookbacks(con: duckdb.DuckDBPyConnection, config: Config) -> Lookbacks:
     gap = _interval(con, a["spike_gap"])
     if _interval(con, a["spike_ref_gap"]) + _interval(con, a["spike_ref_window"]) > gap:
         raise OxyError("[anomaly] spike_ref_gap + spike_ref_window must not exceed spike_gap")
-    ahead = max(gap, point, noise / 2)  # forward windows: spike levels, stuck, centred noise
+    level = _interval(con, a["context_level_window"])
+    # forward windows: spike levels, stuck, centred noise, the contextual level
+    ahead = max(gap, point, noise / 2, level)
     minutes = max(point + collective, noise, prev) + ahead + timedelta(minutes=1)
     # the hours of the drift window before the first changed hour need their whole baseline
     # windows; hours further back bring their stored median and spread (int_hourly_baselines)
@@ -238,6 +240,7 @@ class MinuteWindows:
 
     spike_ref_window: int
     spike_ref_gap: int
+    context_level_window: int  # the contextual level: mean of the readings this far either side
     spike_gap: int
     prev_horizon: int
     point_window: int
@@ -253,6 +256,7 @@ class MinuteWindows:
     def longest(self) -> int:
         return max(
             self.spike_ref_gap + self.spike_ref_window,
+            self.context_level_window,
             self.spike_gap,
             self.prev_horizon,
             self.point_window,
@@ -271,6 +275,7 @@ def minute_windows(con: duckdb.DuckDBPyConnection, config: Config) -> MinuteWind
     return MinuteWindows(
         spike_ref_window=us("spike_ref_window"),
         spike_ref_gap=us("spike_ref_gap"),
+        context_level_window=us("context_level_window"),
         spike_gap=us("spike_gap"),
         prev_horizon=us("prev_horizon"),
         point_window=us("point_window"),
@@ -361,7 +366,8 @@ def local_readings(
     con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any], mw: MinuteWindows
 ) -> pl.DataFrame:
     """``int_readings_local``: the readings in scope, one per (sensor_id, ts), with the site's
-    local hour, the steps to the neighbouring readings and the spike residual.
+    local hour, the steps to the neighbouring readings, the spike residual and the contextual
+    level (the mean of the readings within ``context_level_window`` either side).
 
     ``query`` is ``int_readings_scope`` (rows as stored, duplicates included).
     """
@@ -394,23 +400,38 @@ def local_readings(
             _sum(value, mw.spike_ref_window, "both", "before_n") - value, pl.col("before_n") - 1
         ),
     )
-    # the mean level just after the reading, skipping the spike's tail: [ts + gap, ts + gap + w)
+    # the mean level just after the reading, skipping the spike's tail: [ts + gap, ts + gap + w);
+    # and the readings within context_level_window ahead (the contextual level, below)
     reach = mw.spike_ref_gap + mw.spike_ref_window
     after = _ahead(
         frame.select("key", "value"),
         {
             "near_n": _count(value, mw.spike_ref_gap, "right"),
             "reach_n": _count(value, reach, "right"),
+            "level_n": _count(value, mw.context_level_window, "both"),
         },
         {
             "after_level": _divide(
                 _sum(value, reach, "right", "reach_n")
                 - _sum(value, mw.spike_ref_gap, "right", "near_n"),
                 pl.col("reach_n") - pl.col("near_n"),
-            )
+            ),
+            "ahead_n": pl.col("level_n"),
+            "ahead_sum": _sum(value, mw.context_level_window, "both", "level_n"),
         },
     )
-    frame = frame.with_columns(after["after_level"])
+    # the contextual level: mean of the readings within context_level_window either side
+    frame = frame.with_columns(after["after_level"], after["ahead_n"], after["ahead_sum"])
+    frame = frame.with_columns(
+        behind_n=_count(value, mw.context_level_window, "both")
+    ).with_columns(
+        context_level=_divide(
+            _sum(value, mw.context_level_window, "both", "behind_n")
+            + pl.col("ahead_sum").fill_null(0.0)
+            - value,
+            pl.col("behind_n") + pl.col("ahead_n") - 1,
+        )
+    )
     return (
         frame.with_columns(
             prev_ts=pl.when(pl.col("prev_ts") >= ts - timedelta(microseconds=mw.prev_horizon)).then(
@@ -440,6 +461,7 @@ def local_readings(
             "next_step",
             "spike_residual",
             "has_level",
+            "context_level",
         )
     )
 
@@ -740,8 +762,9 @@ def hourly_windows(
 
     * the same local hour over the previous ``baseline_window``: hour-of-day median and spread
       (IQR / 1.349 of the daily medians; a stored hour keeps its stored median and spread, its
-      own window would reach beyond the look-back), how many days, the median within-hour std,
-      spike RMS and largest step; over the previous ``drift_window``: the drift baseline;
+      own window would reach beyond the look-back), how many days, the median within-hour std
+      of the mean level around each reading (``hour_level_std``), spike RMS and largest step;
+      over the previous ``drift_window``: the drift baseline;
     * all hours of the ``baseline_window`` up to this one: typical std, noise, spike RMS,
       quantum and how many hours; the spread floor (an hour's spread from few days is
       unstable: at least ``ratio`` x the median spread of those hours; ``hour_spread`` keeps
@@ -755,7 +778,7 @@ def hourly_windows(
     base = f"{baseline_window // timedelta(microseconds=1)}i"
     drift = f"{drift_window // timedelta(microseconds=1)}i"
     longest = max(baseline_window, drift_window) // timedelta(microseconds=1)
-    numeric = ["median", "std", "noise", "spike_rms", "quantum", "max_step"]
+    numeric = ["median", "std", "noise", "spike_rms", "quantum", "max_step", "level_std"]
     numeric += ["stored_median", "stored_spread"]
     frame = history.with_columns(pl.col(numeric).cast(pl.Float64))
     frame = frame.sort("sensor_id", "local_hour", "hour")
@@ -775,7 +798,9 @@ def hourly_windows(
         .otherwise(same("median", "median")),
         baseline_spread=pl.when(stored).then(pl.col("stored_spread")).otherwise((hi - lo) / 1.349),
         baseline_days=same_count.fill_null(0),
-        hour_std=same("std", "median"),
+        # the within-hour std of the mean level around each reading (context_level: a limit
+        # cycle and the measurement noise averaged out; a feeding dip or a ramp remains)
+        hour_level_std=same("level_std", "median"),
         drift_baseline=pl.col("median").rolling_median_by("key", drift, closed="left"),
         same_spike=same("spike_rms", "median"),
         typical_jump=same("max_step", "median"),

@@ -164,6 +164,42 @@ def test_night_value_at_a_daytime_level_is_contextual(
     assert scores.filter(pl.col("ts") >= night + timedelta(hours=1))["is_anomaly"].mean() > 0.9
 
 
+def test_setpoint_shift_under_a_limit_cycle_is_contextual(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    # a RAS tank: setpoint 10 mg/L, a controller limit cycle of +-0.3 mg/L (10-min period) and
+    # noise; on day 8 the controller runs a setpoint 0.6 mg/L lower for an hour. Each reading
+    # swings as far as the shift, the mean level around it does not.
+    rng = np.random.default_rng(5)
+    n = 9 * 1440
+    minutes = np.arange(n)
+    cycle = 0.3 * (2 / np.pi) * np.arcsin(np.sin(2 * np.pi * minutes / 10.0))
+    value = 10 + cycle + rng.normal(0, 0.03, n)
+    shift = T0 + timedelta(days=8, hours=10)
+    inside = (minutes >= 8 * 1440 + 600) & (minutes < 8 * 1440 + 660)
+    value[inside] -= 0.6
+    readings = pl.DataFrame(
+        {
+            "sensor_id": "s1",
+            "ts": [T0 + timedelta(minutes=int(m)) for m in minutes],
+            "value": np.round(value, 3),
+        }
+    )
+    readings_loader(warehouse, readings)
+    score(warehouse)
+    scores = scores_of(warehouse)
+    episode = scores.filter(
+        pl.col("ts").is_between(shift + timedelta(minutes=10), shift + timedelta(minutes=49))
+    )
+    assert episode["score_contextual"].min() >= 0.5
+    # the limit cycle alone is no change of context (days 2-8 outside the episode)
+    quiet = scores.filter(
+        (pl.col("ts") >= T0 + timedelta(days=2))
+        & ~pl.col("ts").is_between(shift - timedelta(minutes=15), shift + timedelta(minutes=75))
+    )
+    assert quiet["score_contextual"].max() < 0.5
+
+
 def test_slow_drift_scores_drift_not_point(
     warehouse: Warehouse, readings_loader: Callable[..., None]
 ) -> None:
@@ -340,11 +376,11 @@ def test_hourly_stats_fixed_answer(warehouse: Warehouse) -> None:
     con.execute(
         "create table int_readings_local as select * from (values "
         "('a', timestamp '2024-01-01 00:00', 1.0, timestamp '2024-01-01 00:00', 0, null::double,"
-        " null::double),"
-        "('a', timestamp '2024-01-01 00:01', 3.0, timestamp '2024-01-01 00:00', 0, 2.0, 1.5),"
-        "('a', timestamp '2024-01-01 00:02', 2.0, timestamp '2024-01-01 00:00', 0, -1.0, 0.0),"
-        "('a', timestamp '2024-01-01 01:00', 5.0, timestamp '2024-01-01 01:00', 1, null, null)) "
-        "as t(sensor_id, ts, value, hour, local_hour, step, spike_residual)"
+        " null::double, 1.5),"
+        "('a', timestamp '2024-01-01 00:01', 3.0, timestamp '2024-01-01 00:00', 0, 2.0, 1.5, 2.0),"
+        "('a', timestamp '2024-01-01 00:02', 2.0, timestamp '2024-01-01 00:00', 0, -1.0, 0.0, 2.5),"
+        "('a', timestamp '2024-01-01 01:00', 5.0, timestamp '2024-01-01 01:00', 1, null, null,"
+        " 5.0)) as t(sensor_id, ts, value, hour, local_hour, step, spike_residual, context_level)"
     )
     con.execute(
         "create table score_scope as select 'a' as sensor_id, "
@@ -356,6 +392,8 @@ def test_hourly_stats_fixed_answer(warehouse: Warehouse) -> None:
     assert rows[0][5] == pytest.approx(1.0) and rows[0][6] == pytest.approx(math.sqrt(5 / 4))
     assert rows[0][7] == pytest.approx(math.sqrt(2.25 / 2))
     assert rows[1][:6] == ("a", datetime(2024, 1, 1, 1), 1, 1, 5.0, 0.0) and rows[1][6] is None
+    # level_std: the std of the mean level around each reading (one reading: 0)
+    assert rows[0][-1] == pytest.approx(0.5) and rows[1][-1] == 0.0
 
 
 def test_hourly_baselines_fixed_answer(warehouse: Warehouse) -> None:
@@ -367,7 +405,8 @@ def test_hourly_baselines_fixed_answer(warehouse: Warehouse) -> None:
         "timestamp '2024-01-01 12:00' + to_days(d) as hour, 12 as local_hour, 60 as n, "
         "[8.0, 9.0, 10.0, 11.0, 30.0, 10.0, 10.0, 10.0, 12.0][d + 1] as median, "
         "0.1::double as std, 0.05::double as noise, 0.04::double as spike_rms, "
-        "0.01::double as quantum, 0.2::double as max_step, false as stored, "
+        "0.01::double as quantum, 0.2::double as max_step, 0.05::double as level_std, "
+        "false as stored, "
         "null::double as stored_median, null::double as stored_spread from range(9) t(d)"
     )
     con.execute(
@@ -514,7 +553,8 @@ def test_detector_scores_and_mart_fixed_answer(warehouse: Warehouse) -> None:
         "as step, "
         "case when m = 9 then null when m = 4 then 1.0 when m = 5 then -1.0 else 0.0 end::double "
         "as next_step, "
-        "case when m = 5 then 1.0 else 0.0 end::double as spike_residual, true as has_level "
+        "case when m = 5 then 1.0 else 0.0 end::double as spike_residual, true as has_level, "
+        "null::double as context_level "
         "from range(10) t(m)"
     )
     con.execute(
@@ -551,6 +591,82 @@ def test_detector_scores_and_mart_fixed_answer(warehouse: Warehouse) -> None:
     rest = scores.filter(pl.col("ts") != spike["ts"])
     assert rest["severity"].max() == 0.0
     assert set(rest["anomaly_type"]) == {"none"} and set(rest["qartod_flag"]) == {1}
+
+
+def test_contextual_reads_the_smaller_departure_of_reading_and_level(
+    warehouse: Warehouse,
+) -> None:
+    con = _con(warehouse)
+    # baseline 8.0, spread 0.15, 10 days; (reading, mean level around it):
+    # m=0 (9, 8.05) a limit cycle's peak; m=1 (9, 9) a shifted level; m=2 (8.05, 9) the first
+    # reading back after an episode (the level still lags); m=3 (9, null) no level: the reading
+    con.execute(
+        "create table int_readings_local as select 'a' as sensor_id, "
+        "timestamp '2024-06-01 12:00' + to_minutes(m) as ts, "
+        "[9.0, 9.0, 8.05, 9.0][m + 1]::double as value, 'mg/L' as unit, "
+        "timestamp '2024-06-01 12:00' as hour, 14 as local_hour, null::timestamp as prev_ts, "
+        "null::double as step, null::double as next_step, 0.0::double as spike_residual, "
+        "true as has_level, [8.05, 9.0, 9.0, null][m + 1]::double as context_level "
+        "from range(4) t(m)"
+    )
+    con.execute(
+        "create table hourly_baselines as select 'a' as sensor_id, "
+        "timestamp '2024-06-01 12:00' as hour, 8.0::double as baseline_median, "
+        "0.15::double as context_spread, 10 as baseline_days, 48 as typical_hours, "
+        "0.1::double as typical_std, 0.1::double as typical_noise, 0.1::double as typical_spike, "
+        "0.01::double as typical_quantum, 0.0::double as typical_jump, 0.0::double as drift_z, "
+        "0.0::double as drift_relative"
+    )
+    con.execute(
+        "create table score_scope as select 'a' as sensor_id, "
+        "timestamp '2024-06-01 12:00' as rescore_from"
+    )
+    params = detector_params(warehouse.config)
+    readings = pl.from_arrow(con.sql("from int_readings_local order by ts").to_arrow_table())
+    mw = anomaly.minute_windows(con, warehouse.config)
+    con.execute("drop table int_readings_local")
+    con.register("int_readings_local", anomaly.detector_windows(con, readings, mw))
+    run_sql(con, "intermediate/int_detector_scores", params, into="d")
+    got = [r[0] for r in con.execute("select score_contextual from d order by ts").fetchall()]
+    shifted = (1 / 0.15 / 1.3 - 3.75) / 2.5  # z = |9 - 8| / 0.15 / (1 + 3 / 10 days)
+    assert got == pytest.approx([0.0, shifted, 0.0, shifted])
+
+
+def test_context_level_is_the_mean_of_the_readings_either_side(warehouse: Warehouse) -> None:
+    """``local_readings``' contextual level: the mean of the sensor's non-null readings within
+    ``context_level_window`` (10 min) either side, the reading included; gaps, a second
+    sensor right after the first, null readings."""
+    rng = np.random.default_rng(8)
+    minutes = sorted(set(rng.integers(0, 240, 150).tolist()) | {400, 405, 430})
+    rows = []
+    for sensor in ("a", "b"):
+        for m in minutes:
+            value = round(float(rng.normal(8, 1)), 3) if rng.random() > 0.1 else None
+            rows.append((sensor, T0 + timedelta(minutes=m), value))
+    con = _con(warehouse)
+    con.execute(
+        "create table sensors as select * from (values ('a', 'UTC', 'mg/L'), "
+        "('b', 'UTC', 'mg/L')) t(sensor_id, timezone, unit)"
+    )
+    raw = pl.DataFrame(
+        rows,
+        schema={"sensor_id": pl.String, "ts": pl.Datetime("us"), "value": pl.Float64},
+        orient="row",
+    ).with_columns(
+        sensor_rank=(pl.col("sensor_id") == "b").cast(pl.Int64),
+        ingested_at=pl.lit(datetime(2024, 1, 1)),
+    )
+    con.register("raw", raw.to_arrow())
+    mw = anomaly.minute_windows(con, warehouse.config)
+    got = anomaly.local_readings(con, "from raw", {}, mw)
+    window = timedelta(minutes=10)
+    columns = ("sensor_id", "ts", "value", "context_level")
+    for sensor_id, ts, value, level in got.select(columns).rows():
+        near = [v for s, t, v in rows if s == sensor_id and abs(t - ts) <= window and v is not None]
+        if value is None:
+            assert level is None
+        else:
+            assert level == pytest.approx(sum(near) / len(near), rel=1e-9)
 
 
 @settings(
@@ -866,6 +982,7 @@ def test_stored_median_and_spread_stand_in_for_history_beyond_the_look_back(
             "spike_rms": 0.04,
             "quantum": 0.01,
             "max_step": 0.2,
+            "level_std": 0.05 + rng.uniform(0, 0.02, hours.size),
         }
     )
     params = {
@@ -1045,6 +1162,7 @@ def test_hourly_windows_match_their_frames(
                     "spike_rms": None if nulls[-i - 1] else float(rng.gamma(2, 0.02)),
                     "quantum": float(rng.choice([0.01, 0.02])),
                     "max_step": float(rng.gamma(2, 0.1)),
+                    "level_std": float(rng.gamma(2, 0.03)),
                     "stored": stored,
                     "stored_median": float(rng.normal(8, 1)) if stored else None,
                     "stored_spread": float(rng.gamma(2, 0.1)) if stored else None,
@@ -1099,7 +1217,7 @@ def test_hourly_windows_match_their_frames(
                 x for x in (spread, None if floor is None else ratio * floor) if x is not None
             ),
             "baseline_days": sum(o["median"] is not None for o in same),
-            "hour_std": _frame_stat([o["std"] for o in same], "median"),
+            "hour_level_std": _frame_stat([o["level_std"] for o in same], "median"),
             "drift_baseline": _frame_stat([o["median"] for o in drift_frame], "median"),
             "typical_jump": _frame_stat([o["max_step"] for o in same], "median"),
             "typical_hours": len(recent),

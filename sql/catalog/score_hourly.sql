@@ -11,9 +11,12 @@ create table if not exists score_hourly (
     spike_rms       double,              -- RMS of the spike residual (reading - level around it)
     quantum         double,              -- smallest non-zero reading-to-reading step (resolution)
     max_step        double,              -- largest reading-to-reading step (absolute)
+    level_std       double,              -- std within the hour of the mean level around each
+                                         --   reading (anomaly.context_level_window either side)
     baseline_median double,              -- median of this local hour over the previous days
     context_spread  double,              -- contextual spread: IQR / 1.349 of those daily medians
-                                         --   (floored), (+) the local hour's within-hour std
+                                         --   (floored), (+) the local hour's within-hour
+                                         --   std of the mean level around each reading
     baseline_days   bigint,              -- how many previous days the baseline holds
     hour_spread     double,              -- IQR / 1.349 of those daily medians (before any floor)
     typical_hours   bigint,              -- hours of the baseline window holding readings

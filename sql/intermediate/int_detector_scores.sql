@@ -86,9 +86,13 @@ z_scores as (
     select
         *,
         case when baseline_days >= $contextual_min_days
-            -- the stored spread holds the day-to-day spread of the hour and the reading's
-            -- own spread within the hour (int_hourly_baselines)
-            then abs(value - context_median) / greatest(context_spread, $min_std)
+            -- the smaller departure of the reading and of the mean level around it
+            -- (context_level): a limit cycle or a lone noisy reading is no change of context;
+            -- the stored spread holds the day-to-day spread of the hour and that level's own
+            -- spread within the hour (int_hourly_baselines)
+            then least(abs(value - context_median),
+                    abs(coalesce(context_level, value) - context_median))
+                / greatest(context_spread, $min_std)
                 / (1 + $contextual_few_days / baseline_days)  -- few days: a less certain spread
         end as contextual_z,
         -- spike: the residual in units of the typical residual, and the jump into it (the

@@ -12,7 +12,8 @@
 -- read; its own windows would reach beyond the history.
 with
 hourly as (  -- per sensor and hour: the statistics, the hour-of-day baseline (median, spread
-             -- with its floor, hour_spread before it, days, within-hour std), the drift
+             -- with its floor, hour_spread before it, days, the within-hour std of the mean
+             -- level around each reading: hour_level_std), the drift
              -- baseline, the typical scales of the baseline window and pooled_mad (the median
              -- |median - baseline_median| of its hours): `anomaly.hourly_windows`
     select * from int_hourly_windows
@@ -25,12 +26,14 @@ pooled_spread as (  -- the contextual spread: the hour's day-to-day spread, at l
                     -- (pooled_mad x 1.4826: pooled over all hours it exists from the first day
                     -- of history on, while an hour's own spread needs days; a median over 24
                     -- hours a day, so one odd hour barely moves it), in quadrature with the same
-                    -- local hour's within-hour std (a reading varies around its hour's median by
-                    -- that much). Drift keeps the hour's own spread.
+                    -- local hour's within-hour std of the mean level around each reading (that
+                    -- level varies around its hour's median by that much; the contextual z
+                    -- reads the smaller departure of the reading and of that level, so fast
+                    -- swings and noise are no part of it). Drift keeps the hour's own spread.
     select
         *,
         sqrt(greatest(baseline_spread, $pooled_spread_ratio * 1.4826 * pooled_mad) ^ 2
-            + ($context_hour_std_ratio * hour_std) ^ 2) as context_spread
+            + ($context_hour_std_ratio * hour_level_std) ^ 2) as context_spread
     from hourly
 ),
 residuals as (
@@ -103,7 +106,7 @@ drift_level as (  -- both the day and the last hours off in the same direction: 
 scored as (
     select
         d.sensor_id, d.hour, d.local_hour, d.n, d.median, d.std, d.noise, d.spike_rms,
-        d.quantum, d.max_step, d.baseline_median,
+        d.quantum, d.max_step, d.level_std, d.baseline_median,
         coalesce(d.context_spread, d.baseline_spread) as context_spread, d.baseline_days,
         d.hour_spread,
         d.typical_hours, d.typical_std, d.typical_noise, d.typical_spike, d.typical_quantum,

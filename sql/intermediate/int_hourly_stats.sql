@@ -25,7 +25,9 @@ hourly as (
         sqrt(avg(spike_residual * spike_residual)) as spike_rms,
         -- the sensor's resolution shows as its smallest non-zero step
         min(abs(step)) filter (where step <> 0) as quantum,
-        max(abs(step)) as max_step
+        max(abs(step)) as max_step,
+        -- the spread of the mean level around each reading (fast swings averaged out)
+        coalesce(stddev_samp(context_level), 0) as level_std
     from changed
     group by sensor_id, hour
 )

@@ -5,7 +5,7 @@
 -- `int_hourly_stats`.
 select
     h.sensor_id, h.hour, h.local_hour, h.n, h.median, h.std, h.noise, h.spike_rms,
-    h.quantum, h.max_step,
+    h.quantum, h.max_step, h.level_std,
     true as stored,
     h.baseline_median as stored_median,
     h.hour_spread as stored_spread

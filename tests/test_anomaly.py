@@ -334,6 +334,24 @@ def test_incremental_equals_full_with_overlapping_and_late_batches(
     assert at(full, spike)["is_anomaly"]
 
 
+def test_a_warehouse_scored_before_level_std_is_rescored_in_full(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    """A ``score_hourly`` without ``level_std`` (an oxy before the contextual level) is
+    recreated by the next score, which rescores every reading: incremental == full holds."""
+    readings_loader(warehouse, diel(3))
+    score(warehouse)
+    expected = scores_of(warehouse)
+    with warehouse.writer() as con:
+        con.execute("alter table score_hourly drop column level_std")
+        con.execute("update score_hourly set context_spread = 99")  # an old meaning
+    summary = score(warehouse)
+    assert summary.full and summary.rows_scored == expected.height
+    assert "level_std" in hourly_of(warehouse).columns
+    assert hourly_of(warehouse)["context_spread"].max() < 99
+    assert scores_of(warehouse).equals(expected)
+
+
 def test_score_readings_reuses_stored_baselines(
     warehouse: Warehouse, readings_loader: Callable[..., None]
 ) -> None:

@@ -323,16 +323,20 @@ class Warehouse:
         *,
         partition: str | None = None,
         filename: str = "data.parquet",
+        row_group_size: int | None = None,
     ) -> int:
         """Write ``query``'s result as ``marts/<name>/[<partition>/]<filename>``, atomically.
 
         ``partition`` is a hive folder such as ``"bucket=07"``: rewriting one partition
         leaves the others untouched, and a reader globbing the mart always sees complete
-        files (old or new, never half-written). Returns the row count.
+        files (old or new, never half-written). ``row_group_size``: smaller row groups for a
+        small file let DuckDB write it with every thread (a file of one row group takes one).
+        Returns the row count.
         """
         staged = self.staging_path()
         con.execute(
-            f"copy ({query}) to {quote_literal(str(staged))} (format parquet, compression zstd)",
+            f"copy ({query}) to {quote_literal(str(staged))} (format parquet, compression zstd"
+            + (f", row_group_size {int(row_group_size)})" if row_group_size else ")"),
             params or {},
         )
         rows = check_parquet(staged)

@@ -558,23 +558,12 @@ def test_detector_scores_respect_the_configured_ranges(warehouse: Warehouse) -> 
     assert params["kelvin"] == pytest.approx(273.15)
 
 
-def test_detector_scores_and_mart_fixed_answer(warehouse: Warehouse) -> None:
-    con = _con(warehouse)
-    # ten 1-min readings at 8.0 with one 9.0 at minute 5; a quiet, well-known sensor
-    con.execute(
-        "create table int_readings_local as select 'a' as sensor_id, "
-        "timestamp '2024-06-01 12:00' + to_minutes(m) as ts, "
-        "case when m = 5 then 9.0 else 8.0 end::double as value, 'mg/L' as unit, "
-        "timestamp '2024-06-01 12:00' as hour, 14 as local_hour, "
-        "case when m > 0 then timestamp '2024-06-01 12:00' + to_minutes(m - 1) end as prev_ts, "
-        "case when m = 0 then null when m = 5 then 1.0 when m = 6 then -1.0 else 0.0 end::double "
-        "as step, "
-        "case when m = 9 then null when m = 4 then 1.0 when m = 5 then -1.0 else 0.0 end::double "
-        "as next_step, "
-        "case when m = 5 then 1.0 else 0.0 end::double as spike_residual, true as has_level, "
-        "null::double as context_level "
-        "from range(10) t(m)"
-    )
+def _detector_scores_of_sensor_a(
+    con: duckdb.DuckDBPyConnection, warehouse: Warehouse, *, into: str
+) -> dict:
+    """``int_detector_scores`` (as ``into``) of sensor a's readings in ``int_readings_local``
+    (12:00-13:00 on 1 June 2024) against fixed baselines: median 8.0, contextual spread 0.15
+    from 10 days, typical std, noise and spike level 0.1; the detector parameters."""
     con.execute(
         "create table hourly_baselines as select 'a' as sensor_id, "
         "timestamp '2024-06-01 12:00' as hour, 8.0::double as baseline_median, "
@@ -592,7 +581,28 @@ def test_detector_scores_and_mart_fixed_answer(warehouse: Warehouse) -> None:
     mw = anomaly.minute_windows(con, warehouse.config)
     con.execute("drop table int_readings_local")
     con.register("int_readings_local", anomaly.detector_windows(con, readings, mw))
-    run_sql(con, "intermediate/int_detector_scores", params, into="int_detector_scores")
+    run_sql(con, "intermediate/int_detector_scores", params, into=into)
+    return params
+
+
+def test_detector_scores_and_mart_fixed_answer(warehouse: Warehouse) -> None:
+    con = _con(warehouse)
+    # ten 1-min readings at 8.0 with one 9.0 at minute 5; a quiet, well-known sensor
+    con.execute(
+        "create table int_readings_local as select 'a' as sensor_id, "
+        "timestamp '2024-06-01 12:00' + to_minutes(m) as ts, "
+        "case when m = 5 then 9.0 else 8.0 end::double as value, 'mg/L' as unit, "
+        "timestamp '2024-06-01 12:00' as hour, 14 as local_hour, "
+        "case when m > 0 then timestamp '2024-06-01 12:00' + to_minutes(m - 1) end as prev_ts, "
+        "case when m = 0 then null when m = 5 then 1.0 when m = 6 then -1.0 else 0.0 end::double "
+        "as step, "
+        "case when m = 9 then null when m = 4 then 1.0 when m = 5 then -1.0 else 0.0 end::double "
+        "as next_step, "
+        "case when m = 5 then 1.0 else 0.0 end::double as spike_residual, true as has_level, "
+        "null::double as context_level "
+        "from range(10) t(m)"
+    )
+    params = _detector_scores_of_sensor_a(con, warehouse, into="int_detector_scores")
     con.execute("create table previous_scores as select * from int_detector_scores where false")
     query = sql_text("marts/anomaly_scores")
     june = {"part_start": datetime(2024, 6, 1), "part_end": datetime(2024, 7, 1)}
@@ -627,24 +637,7 @@ def test_contextual_reads_the_smaller_departure_of_reading_and_level(
         "true as has_level, [8.05, 9.0, 9.0, null][m + 1]::double as context_level "
         "from range(4) t(m)"
     )
-    con.execute(
-        "create table hourly_baselines as select 'a' as sensor_id, "
-        "timestamp '2024-06-01 12:00' as hour, 8.0::double as baseline_median, "
-        "0.15::double as context_spread, 10 as baseline_days, 48 as typical_hours, "
-        "0.1::double as typical_std, 0.1::double as typical_noise, 0.1::double as typical_spike, "
-        "0.01::double as typical_quantum, 0.0::double as typical_jump, 0.0::double as drift_z, "
-        "0.0::double as drift_relative"
-    )
-    con.execute(
-        "create table score_scope as select 'a' as sensor_id, "
-        "timestamp '2024-06-01 12:00' as rescore_from"
-    )
-    params = detector_params(warehouse.config)
-    readings = pl.from_arrow(con.sql("from int_readings_local order by ts").to_arrow_table())
-    mw = anomaly.minute_windows(con, warehouse.config)
-    con.execute("drop table int_readings_local")
-    con.register("int_readings_local", anomaly.detector_windows(con, readings, mw))
-    run_sql(con, "intermediate/int_detector_scores", params, into="d")
+    _detector_scores_of_sensor_a(con, warehouse, into="d")
     got = [r[0] for r in con.execute("select score_contextual from d order by ts").fetchall()]
     shifted = (1 / 0.15 / 1.3 - 3.75) / 2.5  # z = |9 - 8| / 0.15 / (1 + 3 / 10 days)
     assert got == pytest.approx([0.0, shifted, 0.0, shifted])

@@ -1009,12 +1009,14 @@ def _write_events(
     sql_rows(con, "score/events_cut_create", params)
     first = sql_rows(con, "score/events_first_rebuilt")[0][0]
     reach = [str(p) for s, p in sorted(files.items()) if first is None or file_end(s, days) > first]
+    # read_parquet needs a file: with none reaching the cut, any one yields no row past it
+    reach = reach or [str(min(files.values()))]
     query = sql_text("marts/anomaly_events")
     wh.write_mart(
         con,
         "anomaly_events",
         query,
-        bind(query, {**params, "files": reach or [str(min(files.values()))]}),
+        bind(query, {**params, "files": reach}),
         partition=f"bucket={bucket:02d}",
     )
     con.execute("drop view previous_events")

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import duckdb
 import polars as pl
@@ -84,6 +84,7 @@ EVENT_COLUMNS: dict[str, str] = {
 }
 
 Closed = Literal["right", "both"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -1102,21 +1103,26 @@ def _bucket_work(
     return _BucketWork(bucket, changes, estimates, new, gone)
 
 
+def pack(items: list[T], sizes: list[int], limit: int) -> list[list[T]]:
+    """``items`` in order, in groups whose ``sizes`` add up to at most ``limit`` (an item larger
+    than ``limit`` is a group of its own)."""
+    groups: list[list[T]] = []
+    total = limit + 1
+    for item, size in zip(items, sizes, strict=True):
+        if groups and total + size <= limit:
+            groups[-1].append(item)
+            total += size
+        else:
+            groups.append([item])
+            total = size
+    return groups
+
+
 def _batches(work: list[_BucketWork], limit: int) -> list[list[_BucketWork]]:
     """Buckets scored together (one pass over their sensors, one transaction) while their
     scopes hold about ``limit`` readings: small incremental runs pay each step once, not per
     bucket; a bucket larger than ``limit`` is a batch of its own."""
-    batches: list[list[_BucketWork]] = []
-    size = limit + 1
-    for item in work:
-        rows = sum(item.estimates)
-        if batches and size + rows <= limit:
-            batches[-1].append(item)
-            size += rows
-        else:
-            batches.append([item])
-            size = rows
-    return batches
+    return pack(work, [sum(item.estimates) for item in work], limit)
 
 
 def _chunks(batch: list[_BucketWork], limit: int) -> list[list[tuple[str, datetime]]]:

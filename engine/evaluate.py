@@ -22,8 +22,8 @@ import duckdb
 import polars as pl
 
 from engine import OxyError
-from engine.anomaly import detector_params, seed_windows
-from engine.warehouse import Warehouse, bind, readings_buckets, sql_rows, sql_text
+from engine.anomaly import detector_params, pack, seed_windows
+from engine.warehouse import Warehouse, bind, sql_rows, sql_text
 
 LEAD = "2 minutes"
 LAG = "5 minutes"
@@ -124,12 +124,20 @@ def evaluate_flags(
 
 
 def _seed_flags(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> None:
-    """``eval_flags`` from the seed's rules, computed bucket by bucket on all readings."""
+    """``eval_flags`` from the seed's rules on all readings, buckets together while they hold
+    about ``[anomaly] chunk_rows`` readings (each query pays its fixed costs once per group,
+    not per bucket; memory stays bounded)."""
     params = detector_params(warehouse.config)
+    limit = int(warehouse.config["anomaly"]["chunk_rows"])
     sql_rows(con, "evaluate/eval_flags_create")
     query = sql_text("intermediate/int_seed_scores")
-    for bucket in readings_buckets(con):
-        files = [str(p) for p in warehouse.files(con, "readings", bucket)]
+    buckets: dict[int, tuple[list[str], int]] = {}
+    for bucket, path, rows in sql_rows(con, "evaluate/readings_bucket_files"):
+        files, total = buckets.get(bucket, ([], 0))
+        buckets[bucket] = ([*files, str(warehouse.root / path)], total + rows)
+    bucket_files = [files for files, _ in buckets.values()]
+    for group in pack(bucket_files, [rows for _, rows in buckets.values()], limit):
+        files = [f for bucket in group for f in bucket]
         con.register("seed_windows", seed_windows(con, files, warehouse.config))
         try:
             con.execute(

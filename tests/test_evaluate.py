@@ -144,3 +144,41 @@ def test_evaluate_end_to_end_with_seed_rules_and_cli(
     assert saved["ours"]["by_type"]["dropout"]["recall"] == 1.0
     assert saved["seed_rules"]["readings"] == n
     assert saved["ours"]["readings"] == n
+
+
+def test_seed_rules_grouped_buckets_equal_one_bucket_at_a_time(
+    warehouse: Warehouse, readings_loader: Callable[..., None], tmp_path: Path
+) -> None:
+    """The seed's rules score buckets together (up to chunk_rows readings): the flags equal
+    scoring each bucket alone, and every reading is scored once."""
+    import numpy as np
+
+    from engine.config import Config
+    from engine.evaluate import _seed_flags
+    from engine.warehouse import bucket_of
+
+    names = [f"s{i}" for i in range(6)]
+    assert len({bucket_of(n, int(warehouse.config["warehouse"]["buckets"])) for n in names}) >= 3
+    rng = np.random.default_rng(2)
+    n = 2 * 1440
+    frames = []
+    for name in names:
+        value = 8 + np.sin(np.arange(n) / 1440 * 2 * np.pi) + rng.normal(0, 0.05, n)
+        value[rng.integers(0, n, 5)] += 2.0  # spikes
+        frames.append(
+            pl.DataFrame({"sensor_id": name, "ts": [minute(i) for i in range(n)], "value": value})
+        )
+    readings_loader(warehouse, pl.concat(frames))
+
+    def flags(config: Config) -> pl.DataFrame:
+        with Warehouse(warehouse.root, config).reader() as con:
+            _seed_flags(Warehouse(warehouse.root, config), con)
+            table = con.sql("from eval_flags order by sensor_id, ts").to_arrow_table()
+        return pl.from_arrow(table)
+
+    alone = tmp_path / "alone.toml"
+    alone.write_text("[anomaly]\nchunk_rows = 1\n")
+    grouped, single = flags(Config.load()), flags(Config.load(alone))
+    assert grouped.height == single.height == 6 * n
+    assert grouped.equals(single)
+    assert 0 < grouped["is_anomaly"].sum() < grouped.height

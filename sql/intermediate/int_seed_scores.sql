@@ -1,7 +1,7 @@
 -- The seed's detectors, unchanged (DESIGN.md "Detection defaults"), for comparison only:
 -- 60-min rolling z, 120-min mean |z|, hour-of-day mean/std of the whole series, stuck / spike /
 -- noise against the sensor's typical (median 60-min) std; severity = max; flag at threshold.
--- One pass per bucket: input `seed_windows` (the bucket's readings with their windows).
+-- One pass per group of buckets: input `seed_windows` (their readings with their windows).
 -- `seed_windows`: one row per reading with its windows (anomaly.seed_windows, polars
 -- rolling_*_by; (a, b] = ts - a .. ts + b): local_hour, step / next_step to the neighbours
 -- within $spike_gap, point_std (stddev over ($point_window, 0]), stuck_std (($stuck_window, 0]),

@@ -331,12 +331,7 @@ def _divide(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
 def _with_key(frame: pl.DataFrame, longest: int) -> pl.DataFrame:
     """``key``: one integer time axis for the readings sorted by (sensor_id, ts); sensors lie
     more than ``longest`` (the longest window, microseconds) apart on it."""
-    us = pl.col("ts").dt.epoch("us")
-    first, last = frame.select(us.min().alias("first"), us.max().alias("last")).row(0)
-    first, last = first or 0, last or 0
-    stride = (last - first) + 2 * longest + 1
-    rank = (pl.col("sensor_id") != pl.col("sensor_id").shift(1)).fill_null(True).cum_sum()
-    return frame.with_columns(key=((us - first) + rank.cast(pl.Int64) * stride).set_sorted())
+    return frame.with_columns(key=_group_key(frame, ["sensor_id"], "ts", longest))
 
 
 def _first_ingested(raw: pl.DataFrame, longest: int) -> pl.DataFrame:

@@ -334,7 +334,7 @@ def _with_key(frame: pl.DataFrame, longest: int) -> pl.DataFrame:
     return frame.with_columns(key=_group_key(frame, ["sensor_id"], "ts", longest))
 
 
-def _first_ingested(raw: pl.DataFrame, longest: int) -> pl.DataFrame:
+def _first_ingested(raw: pl.DataFrame, longest: int, *, keep_rank: bool = False) -> pl.DataFrame:
     """One row per (sensor, ts) of ``raw`` (sensor_rank, ts, value, ingested_at, ...), sorted
     on ``key`` (see :func:`_with_key`): the first ingested non-null value wins, a null only when
     every copy is null (the ingest rule). One integer sort; copies, when there are any, sort by
@@ -351,7 +351,8 @@ def _first_ingested(raw: pl.DataFrame, longest: int) -> pl.DataFrame:
     if raw.select(repeated.any()).item():
         raw = raw.sort("key", pl.col("value").is_null(), "ingested_at")
         raw = raw.filter(~repeated.fill_null(False))
-    return raw.drop("ingested_at", "sensor_rank").with_columns(pl.col("key").set_sorted())
+    raw = raw.drop("ingested_at") if keep_rank else raw.drop("ingested_at", "sensor_rank")
+    return raw.with_columns(pl.col("key").set_sorted())
 
 
 def _ahead(
@@ -491,10 +492,46 @@ def spike_residual() -> pl.Expr:
     return pl.coalesce(both, value - before, extreme)
 
 
+QUARTER_US = 15 * 60 * 1_000_000  # every zone's offset and switch is whole quarter hours
+
+
+def zone_local_hours(
+    con: duckdb.DuckDBPyConnection, ts: pl.Series, zone: pl.Series, zones: list[str]
+) -> pl.Series:
+    """The local hour of day of each naive-UTC ``ts`` in the time zone ``zones[zone]`` (null
+    where ``zone`` is null): one conversion per zone and quarter hour of the span
+    (``int_zone_local_hours``), then a gather per reading."""
+    us = ts.dt.epoch("us")
+    first, last = us.min(), us.max()
+    if first is None or last is None:
+        return pl.Series("local_hour", [], dtype=pl.Int64)
+    first_q, last_q = int(first) // QUARTER_US, int(last) // QUARTER_US
+    epoch = datetime(1970, 1, 1)
+    con.register("local_zones", pl.DataFrame({"zone_index": range(len(zones)), "timezone": zones}))
+    try:
+        hours = query_frame(
+            con,
+            sql_text("intermediate/int_zone_local_hours"),
+            {
+                "first": epoch + timedelta(microseconds=first_q * QUARTER_US),
+                "last": epoch + timedelta(microseconds=last_q * QUARTER_US),
+            },
+        )["local_hour"]
+    finally:
+        con.unregister("local_zones")
+    index = zone.cast(pl.Int64) * (last_q - first_q + 1) + (us // QUARTER_US - first_q)
+    return hours.gather(index).alias("local_hour")
+
+
 def seed_windows(con: duckdb.DuckDBPyConnection, files: list[str], config: Config) -> pl.DataFrame:
-    """``seed_windows``: one bucket's readings with the windows of the seed's rules (the input
-    of ``int_seed_scores``): local hour, steps to the neighbours, the point, stuck and noise
-    window stds, point z and the collective window's mean point z."""
+    """``seed_windows``: the readings of ``files`` with the windows of the seed's rules (the
+    input of ``int_seed_scores``): the sensor's number and id, local hour, steps to the
+    neighbours, the point, stuck and noise window stds, point z and the collective window's
+    mean point z.
+
+    Sensors travel as their numbers (``int_seed_sensors``), not their ids: reading, sorting,
+    shifting and grouping integers is a good part cheaper than strings, and the ids come back
+    as an enum (integers with a dictionary) at the end."""
     a = config["anomaly"]
 
     windows = {
@@ -505,57 +542,55 @@ def seed_windows(con: duckdb.DuckDBPyConnection, files: list[str], config: Confi
     def size(key: str) -> str:
         return f"{windows[key]}i"
 
-    query = sql_text("intermediate/int_seed_readings")
-    raw = query_frame(con, query, {"files": files})
-    # categorical ids: the sort, the shifts' same-sensor tests and the gathers move integers
-    # (about a fifth of this function's time); DuckDB reads them back as strings
-    raw = raw.with_columns(pl.col("sensor_id").cast(pl.Categorical))
-    frame = _first_ingested(raw, max(windows.values()))
-    # the local hour of each quarter hour (every zone's offset is whole quarter hours)
-    quarter = pl.col("ts").dt.truncate("15m")
-    new_quarter = (~(_same_sensor(1) & (quarter == quarter.shift(1)))).fill_null(True)
-    frame = frame.with_columns(hour_index=new_quarter.cast(pl.Int64).cum_sum() - 1)
-    quarters = frame.filter(new_quarter).select("hour_index", "sensor_id", hour=quarter)
-    con.register("reading_hours", quarters)
+    sensors = query_frame(con, sql_text("intermediate/int_seed_sensors"))
+    con.register("seed_sensors", sensors)
     try:
-        local = query_frame(con, sql_text("intermediate/int_local_hours"))
+        raw = query_frame(con, sql_text("intermediate/int_seed_readings"), {"files": files})
     finally:
-        con.unregister("reading_hours")
-    frame = frame.with_columns(local_hour=local["local_hour"].gather(frame["hour_index"]))
-    frame = frame.drop("hour_index")
-    value, ts = pl.col("value"), pl.col("ts")
+        con.unregister("seed_sensors")
+    ids = sensors["sensor_id"].cast(pl.Enum(sensors["sensor_id"].to_list()))
+    frame = _first_ingested(raw, max(windows.values()), keep_rank=True)
+    rank = frame["sensor_rank"] - 1
+    zones = sensors["timezone"].drop_nulls().unique().sort()
+    zone_of_rank = sensors["timezone"].rank("dense") - 1  # sorted like ``zones``; null stays
+    frame = frame.with_columns(
+        sensor_id=ids.gather(rank),
+        local_hour=zone_local_hours(con, frame["ts"], zone_of_rank.gather(rank), zones.to_list()),
+    )
+    same = _same_sensor(1, "sensor_rank")
+    value, ts, key = pl.col("value"), pl.col("ts"), pl.col("key")
     gap = timedelta(microseconds=_interval(con, a["spike_gap"]) // timedelta(microseconds=1))
     point = size("point_window")
+    # a flat window has no spread at all (a sliding std may leave a hair above zero): flat
+    # when the reading before the run of equal values that ends here lies outside the window
+    # (``key`` puts the previous sensor's readings outside every window)
+    run_start = ~(same & (value == value.shift(1))).fill_null(False)
+    before_run = pl.when(run_start).then(key.shift(1).fill_null(key - 2 * windows["point_window"]))
     frame = frame.with_columns(
-        step=pl.when(_same_sensor(1) & (ts.shift(1) >= ts - gap)).then(value - value.shift(1)),
-        next_step=pl.when(_same_sensor(-1) & (ts.shift(-1) <= ts + gap)).then(
+        step=pl.when(same & (ts.shift(1) >= ts - gap)).then(value - value.shift(1)),
+        next_step=pl.when(_same_sensor(-1, "sensor_rank") & (ts.shift(-1) <= ts + gap)).then(
             value.shift(-1) - value
         ),
         point_mean=value.rolling_mean_by("key", point),
         point_std=value.rolling_std_by("key", point),
-        # a flat window has no spread at all (a sliding std may leave a hair above zero)
-        point_flat=value.rolling_max_by("key", point) == value.rolling_min_by("key", point),
-        stuck_std=value.rolling_std_by("key", size("stuck_window")),
+        point_flat=before_run.forward_fill() <= key - windows["point_window"],
         noise_std=value.rolling_std_by("key", size("noise_window")),
     ).with_columns(
         point_std=pl.when(pl.col("point_std").is_not_null() & pl.col("point_flat"))
         .then(0.0)
         .otherwise(pl.col("point_std"))
     )
+    stuck = size("stuck_window")
     frame = frame.with_columns(
-        point_z=_divide((value - pl.col("point_mean")).abs(), pl.col("point_std"))
+        stuck_std=value.rolling_std_by("key", stuck) if stuck != point else pl.col("point_std"),
+        point_z=_divide((value - pl.col("point_mean")).abs(), pl.col("point_std")),
     )
-    collective = size("collective_window")
+    # the mean of the window's point z, over the readings that have one
     frame = frame.with_columns(
-        collective_n=pl.col("point_z")
-        .is_not_null()
-        .cast(pl.Int64)
-        .rolling_sum_by("key", collective),
-        collective_sum=pl.col("point_z").fill_null(0.0).rolling_sum_by("key", collective),
-    ).with_columns(
-        collective_z=_divide(pl.col("collective_sum"), pl.col("collective_n")),
+        collective_z=pl.col("point_z").rolling_mean_by("key", size("collective_window"))
     )
     return frame.select(
+        "sensor_rank",
         "sensor_id",
         "ts",
         "value",

@@ -550,6 +550,108 @@ def test_seed_point_score_matches_a_slow_reference_across_gaps(
     assert max(expected) > 0.5
 
 
+def _seed_windows_row_by_row(rows: list[tuple[str, datetime, float]], zones: dict) -> list:
+    """The seed's windows of each reading from first principles (sorted by sensor, ts): local
+    hour, steps within 30 min, stds over (ts - 60, ts] (a flat window: 0) and (ts - 15, ts],
+    point z, and the mean point z over (ts - 120, ts]."""
+    from zoneinfo import ZoneInfo
+
+    def std(values: list[float]) -> float | None:
+        if len(values) < 2:
+            return None
+        if len(set(values)) == 1:
+            return 0.0
+        mean = sum(values) / len(values)
+        return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+    def within(sensor: str, t: datetime, minutes: int) -> list[tuple[datetime, float]]:
+        reach = timedelta(minutes=minutes)
+        return [(s, v) for k, s, v in rows if k == sensor and t - reach < s <= t]
+
+    out, z_of = [], {}
+    for i, (sensor, t, value) in enumerate(rows):
+        point = [v for _, v in within(sensor, t, 60)]
+        point_std = std(point)
+        z = abs(value - sum(point) / len(point)) / point_std if point_std else None
+        z_of[(sensor, t)] = z
+        zs = [z_of[(sensor, s)] for s, _ in within(sensor, t, 120)]
+        zs = [x for x in zs if x is not None]
+        before = rows[i - 1] if i > 0 else None
+        after = rows[i + 1] if i + 1 < len(rows) else None
+        gap = timedelta(minutes=30)
+        local = t.replace(tzinfo=ZoneInfo("UTC")).astimezone(ZoneInfo(zones[sensor]))
+        out.append(
+            {
+                "local_hour": local.hour,
+                "step": value - before[2]
+                if before and before[0] == sensor and before[1] >= t - gap
+                else None,
+                "next_step": after[2] - value
+                if after and after[0] == sensor and after[1] <= t + gap
+                else None,
+                "point_std": point_std,
+                "stuck_std": point_std,
+                "noise_std": std([v for _, v in within(sensor, t, 15)]),
+                "point_z": z,
+                "collective_z": sum(zs) / len(zs) if zs else None,
+            }
+        )
+    return out
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    minutes=st.lists(
+        st.tuples(st.sampled_from(["a", "b"]), st.integers(min_value=0, max_value=600)),
+        min_size=1,
+        max_size=120,
+        unique=True,
+    ),
+    levels=st.lists(st.sampled_from([8.0, 8.0, 8.0, 8.1, 8.4, 11.0]), min_size=120, max_size=120),
+)
+# a flat hour after a step, a 3-hour gap, a lone reading; sensor b's zone switches to summer
+# time at 01:00 UTC on 31 March 2024
+@example(
+    minutes=[("a", m) for m in (0, 1, 2, *range(3, 70), 250, 251, 252)] + [("b", 30)],
+    levels=[9.0] * 3 + [8.0] * 117,
+)
+def test_seed_windows_match_their_windows_row_by_row(
+    warehouse: Warehouse, tmp_path: Path, minutes: list[tuple[str, int]], levels: list[float]
+) -> None:
+    start = datetime(2024, 3, 30, 22, 0)
+    zones = {"a": "UTC", "b": "Europe/Oslo"}
+    rows = sorted(
+        (sensor, start + timedelta(minutes=m), levels[i]) for i, (sensor, m) in enumerate(minutes)
+    )
+    con = _con(warehouse)
+    con.execute(
+        "create table sensors as select * from (values ('a', 'UTC', 'mg/L'), "
+        "('b', 'Europe/Oslo', 'mg/L'), ('c', 'Asia/Kolkata', 'mg/L')) "
+        "as t(sensor_id, timezone, unit)"
+    )
+    lake = tmp_path / "lake.parquet"
+    shuffled = list(reversed(rows))  # the lake's order is not the windows' order
+    pl.DataFrame(
+        {
+            "sensor_id": [r[0] for r in shuffled],
+            "ts": [r[1] for r in shuffled],
+            "value": [r[2] for r in shuffled],
+            "ingested_at": datetime(2024, 4, 1),
+        }
+    ).write_parquet(lake)
+    got = anomaly.seed_windows(con, [str(lake)], warehouse.config)
+    assert got.select("sensor_id", "ts").rows() == [(r[0], r[1]) for r in rows]
+    expected = _seed_windows_row_by_row(rows, zones)
+    for column in expected[0]:
+        want = [e[column] for e in expected]
+        have = got[column].to_list()
+        assert [w is None for w in want] == [h is None for h in have], column
+        pairs = [(h, w) for h, w in zip(have, want, strict=True) if w is not None]
+        assert [h for h, _ in pairs] == pytest.approx([w for _, w in pairs], abs=1e-9), column
+
+
 def test_detector_scores_respect_the_configured_ranges(warehouse: Warehouse) -> None:
     params = detector_params(warehouse.config)
     assert params["oxy_point_z_lo"] < params["oxy_point_z_hi"]

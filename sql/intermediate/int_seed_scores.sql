@@ -3,25 +3,26 @@
 -- noise against the sensor's typical (median 60-min) std; severity = max; flag at threshold.
 -- One pass per group of buckets: input `seed_windows` (their readings with their windows).
 -- `seed_windows`: one row per reading with its windows (anomaly.seed_windows, polars
--- rolling_*_by; (a, b] = ts - a .. ts + b): local_hour, step / next_step to the neighbours
+-- rolling_*_by; (a, b] = ts - a .. ts + b): sensor_rank (the sensor's number: the groups and
+-- joins below are on it), sensor_id, local_hour, step / next_step to the neighbours
 -- within $spike_gap, point_std (stddev over ($point_window, 0]), stuck_std (($stuck_window, 0]),
 -- noise_std (($noise_window, 0]), point_z = |value - mean| / point_std of the point window,
 -- collective_z = mean point_z over ($collective_window, 0]. Read by three CTEs below, each
 -- from the frame itself (a CTE over it would be materialised: a copy of every row).
 with
 hour_stats as (  -- the whole series' hour-of-day mean and std (the seed looks ahead)
-    select sensor_id, local_hour, avg(value) as hour_mean, stddev_samp(value) as hour_std
+    select sensor_rank, local_hour, avg(value) as hour_mean, stddev_samp(value) as hour_std
     from seed_windows
-    group by sensor_id, local_hour
+    group by sensor_rank, local_hour
 ),
 typical as (
-    select sensor_id, median(point_std) as typical_std from seed_windows group by sensor_id
+    select sensor_rank, median(point_std) as typical_std from seed_windows group by sensor_rank
 ),
 hour_of_day as (
     select c.*, h.hour_mean, h.hour_std, t.typical_std
     from seed_windows as c
-    join hour_stats as h using (sensor_id, local_hour)
-    join typical as t using (sensor_id)
+    join hour_stats as h using (sensor_rank, local_hour)
+    join typical as t using (sensor_rank)
 ),
 scored as (
     select

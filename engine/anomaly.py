@@ -397,10 +397,9 @@ def local_readings(
         next_ts=pl.when(_same_sensor(-1)).then(ts.shift(-1)),
         next_value=pl.when(_same_sensor(-1)).then(value.shift(-1)),
         before_n=_count(value, mw.spike_ref_window, "both"),
-    ).with_columns(
-        before_level=_divide(
-            _sum(value, mw.spike_ref_window, "both", "before_n") - value, pl.col("before_n") - 1
-        ),
+    ).with_columns(before_sum=_sum(value, mw.spike_ref_window, "both", "before_n"))
+    frame = frame.with_columns(
+        before_level=_divide(pl.col("before_sum") - value, pl.col("before_n") - 1)
     )
     # the mean level just after the reading, skipping the spike's tail: [ts + gap, ts + gap + w);
     # and the readings within context_level_window ahead (the contextual level, below)
@@ -424,13 +423,15 @@ def local_readings(
     )
     # the contextual level: mean of the readings within context_level_window either side
     frame = frame.with_columns(after["after_level"], after["ahead_n"], after["ahead_sum"])
+    if mw.context_level_window == mw.spike_ref_window:  # the same window: computed once
+        frame = frame.with_columns(behind_n=pl.col("before_n"), behind_sum=pl.col("before_sum"))
+    else:
+        frame = frame.with_columns(
+            behind_n=_count(value, mw.context_level_window, "both")
+        ).with_columns(behind_sum=_sum(value, mw.context_level_window, "both", "behind_n"))
     frame = frame.with_columns(
-        behind_n=_count(value, mw.context_level_window, "both")
-    ).with_columns(
         context_level=_divide(
-            _sum(value, mw.context_level_window, "both", "behind_n")
-            + pl.col("ahead_sum").fill_null(0.0)
-            - value,
+            pl.col("behind_sum") + pl.col("ahead_sum").fill_null(0.0) - value,
             pl.col("behind_n") + pl.col("ahead_n") - 1,
         )
     )
@@ -669,9 +670,9 @@ def detector_windows(
         )
     )
     clipped = pl.col("clipped_ss")
+    # a clipped square exists exactly where a step does: noise_n counts both
     counts = {
         "point_n": _count(value, mw.point_window, "right"),
-        "noise_clipped_n": _count(clipped, mw.noise_half, "both"),
         "noise_n": _count(step, mw.noise_half, "both"),
     }
     frame = frame.with_columns(
@@ -679,7 +680,7 @@ def detector_windows(
     ).with_columns(
         point_sum=_sum(value, mw.point_window, "right", "point_n"),
         point_sumsq=_sum(value * value, mw.point_window, "right", "point_n", squares=True),
-        noise_before_ss=_sum(clipped, mw.noise_half, "both", "noise_clipped_n", squares=True),
+        noise_before_ss=_sum(clipped, mw.noise_half, "both", "noise_n", squares=True),
         noise_before_n=pl.col("noise_n"),
         sparse_std=value.rolling_std_by("key", f"{mw.stuck_sparse_window}i", closed="right"),
     )
@@ -699,18 +700,15 @@ def detector_windows(
         )
     )
     point_z = pl.col("point_z")
+    # the mean over the readings that have a point z (null when none has)
     frame = frame.with_columns(
-        collective_n=_count(point_z, mw.collective_window, "right")
-    ).with_columns(
-        collective_z=_divide(
-            _sum(point_z, mw.collective_window, "right", "collective_n"), pl.col("collective_n")
-        )
+        collective_z=point_z.rolling_mean_by("key", f"{mw.collective_window}i", closed="right")
     )
     ahead = _ahead(
         frame.select("key", "value", "step", "clipped_ss"),
         counts,
         {
-            "noise_after_ss": _sum(clipped, mw.noise_half, "both", "noise_clipped_n", squares=True),
+            "noise_after_ss": _sum(clipped, mw.noise_half, "both", "noise_n", squares=True),
             "noise_after_n": pl.col("noise_n"),
             "ahead_n": pl.col("point_n"),
             "ahead_sum": _sum(value, mw.point_window, "right", "point_n"),
@@ -722,9 +720,7 @@ def detector_windows(
         "key",
         "clip_sq",
         "jump_floor",
-        "noise_clipped_n",
         "noise_n",
-        "collective_n",
     ]
     return pl.concat([frame.drop(helpers), ahead], how="horizontal")
 

@@ -334,7 +334,7 @@ def _with_key(frame: pl.DataFrame, longest: int) -> pl.DataFrame:
     return frame.with_columns(key=_group_key(frame, ["sensor_id"], "ts", longest))
 
 
-def _first_ingested(raw: pl.DataFrame, longest: int, *, keep_rank: bool = False) -> pl.DataFrame:
+def _first_ingested(raw: pl.DataFrame, longest: int) -> pl.DataFrame:
     """One row per (sensor, ts) of ``raw`` (sensor_rank, ts, value, ingested_at, ...), sorted
     on ``key`` (see :func:`_with_key`): the first ingested non-null value wins, a null only when
     every copy is null (the ingest rule). One integer sort; copies, when there are any, sort by
@@ -351,8 +351,7 @@ def _first_ingested(raw: pl.DataFrame, longest: int, *, keep_rank: bool = False)
     if raw.select(repeated.any()).item():
         raw = raw.sort("key", pl.col("value").is_null(), "ingested_at")
         raw = raw.filter(~repeated.fill_null(False))
-    raw = raw.drop("ingested_at") if keep_rank else raw.drop("ingested_at", "sensor_rank")
-    return raw.with_columns(pl.col("key").set_sorted())
+    return raw.drop("ingested_at").with_columns(pl.col("key").set_sorted())
 
 
 def _ahead(
@@ -371,25 +370,26 @@ def local_readings(
     local hour, the steps to the neighbouring readings, the spike residual and the contextual
     level (the mean of the readings within ``context_level_window`` either side).
 
-    ``query`` is ``int_readings_scope`` (rows as stored, duplicates included).
+    ``query`` is ``int_readings_scope`` (rows as stored, duplicates included, by the number
+    ``int_scope_sensors`` gives each sensor in ``score_scope``; it may read ``scope_sensors``).
     """
-    raw = query_frame(con, query, bind(query, params))
-    raw = raw.with_columns(pl.col("sensor_id").cast(pl.Categorical))  # see seed_windows
+    # sensors travel as their numbers (see seed_windows); ids come back as a categorical
+    sensors = query_frame(con, sql_text("intermediate/int_scope_sensors"))
+    con.register("scope_sensors", sensors)
+    try:
+        raw = query_frame(con, query, bind(query, params))
+    finally:
+        con.unregister("scope_sensors")
     # first ingested wins (the ingest rule; a null value only when every copy is null)
     frame = _first_ingested(raw, mw.longest)
-    frame = frame.with_columns(hour=pl.col("ts").dt.truncate("1h"))
-    new_hour = ~(_same_sensor(1) & (pl.col("hour") == pl.col("hour").shift(1)))
-    frame = frame.with_columns(hour_index=new_hour.fill_null(True).cast(pl.Int64).cum_sum() - 1)
-    hours = frame.filter(new_hour.fill_null(True)).select("hour_index", "sensor_id", "hour")
-    con.register("reading_hours", hours)
-    try:
-        local = query_frame(con, sql_text("intermediate/int_local_hours"))
-    finally:
-        con.unregister("reading_hours")
-    index = frame["hour_index"]
+    ids, zone, zones = _numbered_sensors(sensors, frame["sensor_rank"])
     frame = frame.with_columns(
-        unit=local["unit"].gather(index), local_hour=local["local_hour"].gather(index)
-    )
+        sensor_id=ids,
+        unit=sensors["unit"].gather(frame["sensor_rank"] - 1),
+        hour=pl.col("ts").dt.truncate("1h"),
+        # the hourly statistics' hour of day: that of the start of the UTC hour
+        local_hour=zone_local_hours(con, frame["ts"], zone, zones, HOUR_US),
+    ).drop("sensor_rank")
     value, ts = pl.col("value"), pl.col("ts")
     frame = frame.with_columns(
         prev_ts=pl.when(_same_sensor(1)).then(ts.shift(1)),
@@ -494,19 +494,25 @@ def spike_residual() -> pl.Expr:
 
 
 QUARTER_US = 15 * 60 * 1_000_000  # every zone's offset and switch is whole quarter hours
+HOUR_US = 60 * 60 * 1_000_000
 
 
 def zone_local_hours(
-    con: duckdb.DuckDBPyConnection, ts: pl.Series, zone: pl.Series, zones: list[str]
+    con: duckdb.DuckDBPyConnection,
+    ts: pl.Series,
+    zone: pl.Series,
+    zones: list[str],
+    step_us: int = QUARTER_US,
 ) -> pl.Series:
     """The local hour of day of each naive-UTC ``ts`` in the time zone ``zones[zone]`` (null
-    where ``zone`` is null): one conversion per zone and quarter hour of the span
-    (``int_zone_local_hours``), then a gather per reading."""
+    where ``zone`` is null): one conversion per zone and step of the span
+    (``int_zone_local_hours``), then a gather per reading. A quarter-hour step gives each
+    reading's own local hour; an hour step, that of the start of its UTC hour."""
     us = ts.dt.epoch("us")
     first, last = us.min(), us.max()
     if first is None or last is None:
         return pl.Series("local_hour", [], dtype=pl.Int64)
-    first_q, last_q = int(first) // QUARTER_US, int(last) // QUARTER_US
+    first_q, last_q = int(first) // step_us, int(last) // step_us
     epoch = datetime(1970, 1, 1)
     con.register("local_zones", pl.DataFrame({"zone_index": range(len(zones)), "timezone": zones}))
     try:
@@ -514,14 +520,27 @@ def zone_local_hours(
             con,
             sql_text("intermediate/int_zone_local_hours"),
             {
-                "first": epoch + timedelta(microseconds=first_q * QUARTER_US),
-                "last": epoch + timedelta(microseconds=last_q * QUARTER_US),
+                "first": epoch + timedelta(microseconds=first_q * step_us),
+                "last": epoch + timedelta(microseconds=last_q * step_us),
+                "step": timedelta(microseconds=step_us),
             },
         )["local_hour"]
     finally:
         con.unregister("local_zones")
-    index = zone.cast(pl.Int64) * (last_q - first_q + 1) + (us // QUARTER_US - first_q)
+    index = zone.cast(pl.Int64) * (last_q - first_q + 1) + (us // step_us - first_q)
     return hours.gather(index).alias("local_hour")
+
+
+def _numbered_sensors(
+    sensors: pl.DataFrame, rank: pl.Series
+) -> tuple[pl.Series, pl.Series, list[str]]:
+    """For readings of the sensors numbered ``rank`` (1, 2, ... rows of ``sensors``: sensor_id,
+    timezone): their ids (categorical) and zone indexes into the returned zone list."""
+    row = rank - 1
+    ids = sensors["sensor_id"].cast(pl.Categorical).gather(row)
+    zones = sensors["timezone"].drop_nulls().unique().sort()
+    zone_of_row = sensors["timezone"].rank("dense") - 1  # sorted like ``zones``; null stays
+    return ids, zone_of_row.gather(row), zones.to_list()
 
 
 def seed_windows(con: duckdb.DuckDBPyConnection, files: list[str], config: Config) -> pl.DataFrame:
@@ -532,7 +551,7 @@ def seed_windows(con: duckdb.DuckDBPyConnection, files: list[str], config: Confi
 
     Sensors travel as their numbers (``int_seed_sensors``), not their ids: reading, sorting,
     shifting and grouping integers is a good part cheaper than strings, and the ids come back
-    as an enum (integers with a dictionary) at the end."""
+    as a categorical (integers with a dictionary)."""
     a = config["anomaly"]
 
     windows = {
@@ -549,14 +568,10 @@ def seed_windows(con: duckdb.DuckDBPyConnection, files: list[str], config: Confi
         raw = query_frame(con, sql_text("intermediate/int_seed_readings"), {"files": files})
     finally:
         con.unregister("seed_sensors")
-    ids = sensors["sensor_id"].cast(pl.Enum(sensors["sensor_id"].to_list()))
-    frame = _first_ingested(raw, max(windows.values()), keep_rank=True)
-    rank = frame["sensor_rank"] - 1
-    zones = sensors["timezone"].drop_nulls().unique().sort()
-    zone_of_rank = sensors["timezone"].rank("dense") - 1  # sorted like ``zones``; null stays
+    frame = _first_ingested(raw, max(windows.values()))
+    ids, zone, zones = _numbered_sensors(sensors, frame["sensor_rank"])
     frame = frame.with_columns(
-        sensor_id=ids.gather(rank),
-        local_hour=zone_local_hours(con, frame["ts"], zone_of_rank.gather(rank), zones.to_list()),
+        sensor_id=ids, local_hour=zone_local_hours(con, frame["ts"], zone, zones)
     )
     same = _same_sensor(1, "sensor_rank")
     value, ts, key = pl.col("value"), pl.col("ts"), pl.col("key")

@@ -604,7 +604,7 @@ def _seed_windows_row_by_row(rows: list[tuple[str, datetime, float]], zones: dic
 )
 @given(
     minutes=st.lists(
-        st.tuples(st.sampled_from(["a", "b"]), st.integers(min_value=0, max_value=600)),
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(min_value=0, max_value=600)),
         min_size=1,
         max_size=120,
         unique=True,
@@ -612,16 +612,17 @@ def _seed_windows_row_by_row(rows: list[tuple[str, datetime, float]], zones: dic
     levels=st.lists(st.sampled_from([8.0, 8.0, 8.0, 8.1, 8.4, 11.0]), min_size=120, max_size=120),
 )
 # a flat hour after a step, a 3-hour gap, a lone reading; sensor b's zone switches to summer
-# time at 01:00 UTC on 31 March 2024
+# time at 01:00 UTC on 31 March 2024; c's local hours start at half past UTC hours
 @example(
-    minutes=[("a", m) for m in (0, 1, 2, *range(3, 70), 250, 251, 252)] + [("b", 30)],
+    minutes=[("a", m) for m in (0, 1, 2, *range(3, 70), 250, 251, 252)]
+    + [("b", 30), ("c", 29), ("c", 30)],
     levels=[9.0] * 3 + [8.0] * 117,
 )
 def test_seed_windows_match_their_windows_row_by_row(
     warehouse: Warehouse, tmp_path: Path, minutes: list[tuple[str, int]], levels: list[float]
 ) -> None:
     start = datetime(2024, 3, 30, 22, 0)
-    zones = {"a": "UTC", "b": "Europe/Oslo"}
+    zones = {"a": "UTC", "b": "Europe/Oslo", "c": "Asia/Kolkata"}  # c: half-hour offset
     rows = sorted(
         (sensor, start + timedelta(minutes=m), levels[i]) for i, (sensor, m) in enumerate(minutes)
     )
@@ -761,12 +762,18 @@ def test_context_level_is_the_mean_of_the_readings_either_side(warehouse: Wareho
         "create table sensors as select * from (values ('a', 'UTC', 'mg/L'), "
         "('b', 'UTC', 'mg/L')) t(sensor_id, timezone, unit)"
     )
+    con.execute(
+        "create table score_scope as select sensor_id, timestamp '2024-01-01' as read_from "
+        "from sensors"
+    )
     raw = pl.DataFrame(
         rows,
         schema={"sensor_id": pl.String, "ts": pl.Datetime("us"), "value": pl.Float64},
         orient="row",
-    ).with_columns(
-        sensor_rank=(pl.col("sensor_id") == "b").cast(pl.Int64),
+    ).select(
+        sensor_rank=(pl.col("sensor_id") == "b").cast(pl.Int64) + 1,  # int_scope_sensors'
+        ts="ts",
+        value="value",
         ingested_at=pl.lit(datetime(2024, 1, 1)),
     )
     con.register("raw", raw.to_arrow())

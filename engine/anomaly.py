@@ -505,29 +505,40 @@ def zone_local_hours(
     step_us: int = QUARTER_US,
 ) -> pl.Series:
     """The local hour of day of each naive-UTC ``ts`` in the time zone ``zones[zone]`` (null
-    where ``zone`` is null): one conversion per zone and step of the span
-    (``int_zone_local_hours``), then a gather per reading. A quarter-hour step gives each
-    reading's own local hour; an hour step, that of the start of its UTC hour."""
+    where ``zone`` is null): one conversion per zone and step (``int_zone_local_hours``), then
+    a gather per reading. A quarter-hour step gives each reading's own local hour; an hour
+    step, that of the start of its UTC hour.
+
+    The steps are every step of the span in every zone, a small grid for minute data; when the
+    span is long for the readings (a logger clock reset to 2000 among this year's readings),
+    only the (zone, step) pairs that occur."""
     us = ts.dt.epoch("us")
     first, last = us.min(), us.max()
     if first is None or last is None:
         return pl.Series("local_hour", [], dtype=pl.Int64)
-    first_q, last_q = int(first) // step_us, int(last) // step_us
-    epoch = datetime(1970, 1, 1)
-    con.register("local_zones", pl.DataFrame({"zone_index": range(len(zones)), "timezone": zones}))
+    first_step, last_step = int(first) // step_us, int(last) // step_us
+    span = last_step - first_step + 1
+    if span * len(zones) <= max(2 * len(ts), 100_000):
+        steps = pl.DataFrame({"zone": range(len(zones))}, schema={"zone": pl.Int64}).join(
+            pl.DataFrame({"step": range(first_step, last_step + 1)}), how="cross"
+        )
+        index = zone.cast(pl.Int64) * span + (us // step_us - first_step)
+    else:
+        pairs = pl.DataFrame({"zone": zone.cast(pl.Int64), "step": us // step_us})
+        steps = pairs.unique().with_row_index("row")
+        index = pairs.join(steps, on=["zone", "step"], how="left", maintain_order="left")["row"]
+        steps = steps.drop("row")
+    named = pl.Series("timezone", zones, dtype=pl.String)
+    local_steps = steps.select(
+        step_index=pl.int_range(pl.len()),
+        timezone=named.gather(steps["zone"]) if zones else pl.lit(None, pl.String),
+        step_start=pl.from_epoch(pl.col("step") * step_us, time_unit="us"),
+    )
+    con.register("local_steps", local_steps)
     try:
-        hours = query_frame(
-            con,
-            sql_text("intermediate/int_zone_local_hours"),
-            {
-                "first": epoch + timedelta(microseconds=first_q * step_us),
-                "last": epoch + timedelta(microseconds=last_q * step_us),
-                "step": timedelta(microseconds=step_us),
-            },
-        )["local_hour"]
+        hours = query_frame(con, sql_text("intermediate/int_zone_local_hours"))["local_hour"]
     finally:
-        con.unregister("local_zones")
-    index = zone.cast(pl.Int64) * (last_q - first_q + 1) + (us // step_us - first_q)
+        con.unregister("local_steps")
     return hours.gather(index).alias("local_hour")
 
 

@@ -267,6 +267,43 @@ def test_fifteen_minute_cadence(warehouse: Warehouse, readings_loader: Callable[
     assert scores.filter(pl.col("ts") < stuck_from)["is_anomaly"].mean() < 0.01
 
 
+ZONES = ["UTC", "Europe/Oslo", "Asia/Kolkata", "Asia/Kathmandu", "America/St_Johns", None]
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    readings=st.lists(
+        st.tuples(
+            st.datetimes(min_value=datetime(1968, 1, 1), max_value=datetime(1970, 12, 31))
+            | st.datetimes(min_value=datetime(2024, 3, 30), max_value=datetime(2024, 11, 1)),
+            st.integers(min_value=0, max_value=len(ZONES) - 1),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    hourly=st.booleans(),
+)
+def test_zone_local_hours_equal_a_conversion_per_reading(
+    warehouse: Warehouse, readings: list[tuple[datetime, int]], hourly: bool
+) -> None:
+    from zoneinfo import ZoneInfo
+
+    zones = sorted(z for z in ZONES if z)  # a null zone stands for a sensor without one
+    con = _con(warehouse)
+    ts = pl.Series([t for t, _ in readings], dtype=pl.Datetime("us"))
+    zone = pl.Series([zones.index(ZONES[z]) if ZONES[z] else None for _, z in readings])
+    step = anomaly.HOUR_US if hourly else anomaly.QUARTER_US
+    got = anomaly.zone_local_hours(con, ts, zone, zones, step).to_list()
+    expected = []
+    for t, z in readings:
+        start = t.replace(minute=0, second=0, microsecond=0) if hourly else t
+        utc = start.replace(tzinfo=ZoneInfo("UTC"))
+        expected.append(utc.astimezone(ZoneInfo(ZONES[z])).hour if ZONES[z] else None)
+    assert got == expected
+
+
 def test_local_hour_of_day_across_dst(warehouse: Warehouse) -> None:
     con = warehouse.connect_memory()
     con.execute(

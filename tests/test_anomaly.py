@@ -1404,3 +1404,25 @@ def test_a_week_offline_reads_no_drift_on_return(
     assert back["drift_z"].abs().max() < 1.0
     scores = scores_of(warehouse).filter(pl.col("ts") >= T0 + timedelta(days=22))
     assert scores["score_drift"].max() == 0.0
+
+
+def test_drift_waits_for_a_day_of_started_baselines(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    """A level 10 % down from the first day the hour-of-day baselines exist (a weather day, or
+    a probe fouled before its history began) is not drift while the last day still holds hours
+    whose baseline has not started: the first residuals of a baseline compare against its
+    shortest history. Once every hour of the day has its baseline, the same level is drift."""
+    started = T0 + timedelta(days=9)  # baseline_min_days: the 10th day of each local hour
+    readings_loader(
+        warehouse, set_value(diel(12), started, T0 + timedelta(days=12), 0.9 * pl.col("value"))
+    )
+    score(warehouse)
+    hourly = hourly_of(warehouse)
+    day_started = started + timedelta(hours=23)  # the first hour whose last day is all started
+    early = hourly.filter(pl.col("hour").is_between(started, day_started, "left"))
+    assert early.height == 23 and early["drift_z"].abs().max() == 0.0
+    scores = scores_of(warehouse)
+    assert scores.filter(pl.col("ts") < day_started)["score_drift"].max() == 0.0
+    late = scores.filter(pl.col("ts") >= T0 + timedelta(days=10, hours=6))
+    assert late["score_drift"].mean() > 0.8

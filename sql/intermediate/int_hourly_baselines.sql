@@ -62,6 +62,7 @@ drift as (
         sum(residual_z * residual_weight) over last_day
             / sum(residual_weight) filter (where residual_z is not null) over last_day as day_z,
         count(residual_z) over last_day as day_hours,
+        min(baseline_days) over last_day as day_baseline_days,
         -- the same hours' residual relative to their baseline level, inverse-variance weights
         -- (the tight hours tell the level), each hour clipped to the larger of drift_z_clip
         -- spreads and twice the top of drift_relative_range (a short episode in the window is
@@ -87,12 +88,15 @@ drift as (
         )
 ),
 drift_level as (  -- both the day and the last hours off in the same direction: the smaller;
-                  -- only from a day window holding $drift_min_hours hours of residuals (the
-                  -- first hours of a baseline, or a sensor back from a gap, are no drift)
+                  -- only from a day window holding $drift_min_hours hours of residuals (a
+                  -- sensor back from a gap is no drift) whose every hour has its hour-of-day
+                  -- baseline (day_baseline_days: the first residuals of a starting baseline
+                  -- compare against its shortest history; a weather day there read as drift)
     select
         *,
         day_residual as drift_level,
         case when day_hours >= $drift_min_hours and sign(day_z) = sign(recent_z)
+                and day_baseline_days >= $baseline_min_days
                 -- reported only in hours whose day-to-day spread is below $drift_max_spread
                 -- of their level: a drift of a few % cannot be read where the weather moves the
                 -- level more (a pond's cloudy afternoon reads low whatever the probe does)

@@ -180,6 +180,9 @@ def detector_params(config: Config) -> dict[str, Any]:
         params[f"oxy_{name}_lo"], params[f"oxy_{name}_hi"] = lo, hi
     if a["drift_direction"] not in ("down", "up", "both"):
         raise OxyError("[anomaly] drift_direction must be 'down', 'up' or 'both'")
+    for key in ("drift_site_levels", "drift_site_min_sensors", "drift_site_min_days"):
+        if isinstance(a[key], bool) or not isinstance(a[key], int) or a[key] < 0:
+            raise OxyError(f"[anomaly] {key} must be a whole number >= 0, not {a[key]!r}")
     params["kelvin"] = float(a["range_temperature_c"]) + 273.15
     params["salinity"] = float(a["range_salinity"])
     params["dropout_mgl"] = float(a["dropout_level"]["mg/L"])
@@ -887,9 +890,17 @@ def hourly_windows(
     ).drop("key", "same_spike", "spread_floor", "stored", "stored_median", "stored_spread")
 
 
-def hourly_baselines(con: duckdb.DuckDBPyConnection, params: dict[str, Any], *, into: str) -> None:
+def hourly_baselines(
+    con: duckdb.DuckDBPyConnection,
+    params: dict[str, Any],
+    *,
+    into: str,
+    site_rel: pl.DataFrame | None = None,
+) -> None:
     """``int_hourly_baselines`` of ``hourly_history`` (from each sensor's changed_from in
-    ``score_scope``) as the temp table ``into``: :func:`hourly_windows`, then the SQL."""
+    ``score_scope``) as the temp table ``into``: :func:`hourly_windows`, then the SQL. With
+    ``site_rel`` (:func:`site_drift`: sensor_id, hour, site_rel) the drift residuals are taken
+    against the site's shared movement; without, against none."""
     history = pl.from_arrow(con.table("hourly_history").to_arrow_table())
     assert isinstance(history, pl.DataFrame)
     windows = hourly_windows(
@@ -898,6 +909,10 @@ def hourly_baselines(con: duckdb.DuckDBPyConnection, params: dict[str, Any], *, 
         _interval(con, params["drift_baseline_window"]),
         float(params["spread_floor_ratio"]),
     )
+    if site_rel is None or site_rel.is_empty():
+        windows = windows.with_columns(site_rel=pl.lit(None, pl.Float64))
+    else:
+        windows = windows.join(site_rel, on=["sensor_id", "hour"], how="left")
     con.register("int_hourly_windows", windows)
     try:
         run_sql(con, "intermediate/int_hourly_baselines", params, into=into)
@@ -906,18 +921,133 @@ def hourly_baselines(con: duckdb.DuckDBPyConnection, params: dict[str, Any], *, 
 
 
 def _update_baselines(
-    con: duckdb.DuckDBPyConnection, params: dict[str, Any], lb: Lookbacks
+    con: duckdb.DuckDBPyConnection,
+    params: dict[str, Any],
+    lb: Lookbacks,
+    site_rel: pl.DataFrame | None,
 ) -> None:
     """Refit the hourly statistics and baselines from each sensor's changed_from on."""
     run_sql(con, "intermediate/int_hourly_stats", params, into="int_hourly_stats")
     run_sql(con, "score/hourly_history", {"lookback": lb.hours}, into="hourly_history")
-    hourly_baselines(con, params, into="int_hourly_baselines")
+    hourly_baselines(con, params, into="int_hourly_baselines", site_rel=site_rel)
     sql_rows(con, "score/score_hourly_forget_changed")
     sql_rows(con, "score/score_hourly_store")
 
 
 def _stored_baselines(con: duckdb.DuckDBPyConnection) -> None:
     run_sql(con, "score/hourly_baselines", {}, into="hourly_baselines")
+
+
+def site_sensors(con: duckdb.DuckDBPyConnection, config: Config) -> pl.DataFrame:
+    """Every sensor with its bucket, time zone and site (``score/site_sensors``: the customer
+    and the first ``drift_site_levels`` tag levels; null: no site)."""
+    levels = int(config["anomaly"]["drift_site_levels"])
+    return query_frame(con, sql_text("score/site_sensors"), {"site_levels": levels})
+
+
+def with_site_peers(sites: pl.DataFrame, changes: dict[str, datetime]) -> dict[str, datetime]:
+    """``changes`` (sensor: first changed hour) with every sensor of a site that holds a change
+    rescored from the site's first changed hour: a sensor's drift reads its site's shared
+    movement, which every sensor of the site moves."""
+    if not changes:
+        return {}
+    changed = pl.DataFrame(
+        {"sensor_id": list(changes), "changed": list(changes.values())},
+        schema={"sensor_id": pl.String, "changed": pl.Datetime("us")},
+    )
+    firsts = (
+        sites.filter(pl.col("site").is_not_null())
+        .join(changed, on="sensor_id")
+        .group_by("site")
+        .agg(first=pl.col("changed").min())
+    )
+    peers = sites.join(firsts, on="site").select("sensor_id", "first")
+    out = dict(changes)
+    for sensor_id, first in peers.iter_rows():
+        out[sensor_id] = min(out.get(sensor_id, first), first)
+    return out
+
+
+def site_drift(
+    wh: Warehouse,
+    con: duckdb.DuckDBPyConnection,
+    sites: pl.DataFrame,
+    changes: dict[str, datetime],
+) -> pl.DataFrame:
+    """Per sensor of a site in ``changes`` (each at its site's first changed hour, see
+    :func:`with_site_peers`) and hour from a drift window before it: ``site_rel``, the median
+    over the site's sensors of their hourly median relative to their own drift baseline (the
+    same local hour's median over the previous ``drift_baseline_window``, from at least
+    ``drift_site_min_days`` days), where at least ``drift_site_min_sensors`` sensors hold one.
+    The drift residuals of ``int_hourly_baselines`` are taken against it: what moves the whole
+    site (weather, tide, a bloom) is no fouled probe. Read from the lake (bucket by bucket,
+    hourly medians as stored): the same for any batching of runs."""
+    a = wh.config["anomaly"]
+    schema = {"sensor_id": pl.String, "hour": pl.Datetime("us"), "site_rel": pl.Float64}
+    in_site = sites.filter(pl.col("site").is_not_null() & pl.col("sensor_id").is_in(list(changes)))
+    if in_site.is_empty():
+        return pl.DataFrame(schema=schema)
+    baseline_window = _interval(con, a["drift_baseline_window"])
+    reach = _interval(con, a["drift_window"]) + baseline_window + timedelta(hours=1)
+    first = pl.Series([changes[s] for s in in_site["sensor_id"]], dtype=pl.Datetime("us"))
+    in_site = in_site.with_columns(first=first).with_columns(
+        first=pl.col("first").min().over("site")
+    )
+    members = sites.join(in_site.select("site", "first").unique(), on="site")
+    members = members.with_columns(read_from=pl.col("first") - reach)
+    query = sql_text("intermediate/int_site_hourly_medians")
+    parts = []
+    for (bucket,), group in members.group_by(["bucket"], maintain_order=True):
+        files = [
+            str(wh.root / p)
+            for p, _ in sql_rows(con, "score/bucket_readings_files", {"bucket": bucket})
+        ]
+        if not files:
+            continue
+        con.register("site_scope", group.select("sensor_id", "read_from"))
+        try:
+            params = {"files": files, "first_read": group["read_from"].min()}
+            parts.append(query_frame(con, query, bind(query, params)))
+        finally:
+            con.unregister("site_scope")
+    if not parts:
+        return pl.DataFrame(schema=schema)
+    medians = pl.concat(parts).join(members.select("sensor_id", "site", "timezone"), on="sensor_id")
+    zones = medians["timezone"].drop_nulls().unique().sort()
+    zone = medians["timezone"].replace_strict(
+        zones, pl.int_range(len(zones), eager=True), default=None, return_dtype=pl.Int64
+    )
+    medians = medians.with_columns(
+        local_hour=zone_local_hours(con, medians["hour"], zone, zones.to_list(), HOUR_US)
+    )
+    window = baseline_window // timedelta(microseconds=1)
+    medians = medians.sort("sensor_id", "local_hour", "hour")
+    medians = medians.with_columns(
+        key=_group_key(medians, ["sensor_id", "local_hour"], "hour", window)
+    )
+    days = pl.col("median").is_not_null().cast(pl.Int64)
+    medians = medians.with_columns(
+        baseline=pl.col("median").rolling_median_by("key", f"{window}i", closed="left"),
+        days=days.rolling_sum_by("key", f"{window}i", closed="left"),
+    )
+    relative = pl.when(
+        (pl.col("days") >= int(a["drift_site_min_days"])) & (pl.col("baseline") > 0)
+    ).then(pl.col("median") / pl.col("baseline") - 1)
+    shared = (
+        medians.with_columns(rel=relative)
+        .group_by("site", "hour")
+        .agg(site_rel=pl.col("rel").median(), n=pl.col("rel").count())
+        .filter(pl.col("n") >= int(a["drift_site_min_sensors"]))
+    )
+    wanted = members.filter(pl.col("sensor_id").is_in(list(changes))).select(
+        "sensor_id", "site", since=pl.col("first") - _interval(con, a["drift_window"])
+    )
+    return (
+        wanted.join(shared, on="site")
+        .filter(pl.col("hour") >= pl.col("since"))
+        .select("sensor_id", "hour", "site_rel")
+        .sort("sensor_id", "hour")
+    )
 
 
 def file_start(ts: datetime, days: int) -> datetime:
@@ -1083,6 +1213,7 @@ def _score_chunks(
     params: dict[str, Any],
     lb: Lookbacks,
     mw: MinuteWindows,
+    site_rel: pl.DataFrame | None,
 ) -> list[Path]:
     """``int_detector_scores`` of the sensors of ``buckets`` in ``chunks``, chunk by chunk: a
     temp table for a single chunk; for more, each chunk's scores go to a staged Parquet file
@@ -1094,7 +1225,7 @@ def _score_chunks(
         scope_table(con, chunk, lb)
         local = readings_in_scope(wh, con, buckets, params, mw)
         con.register("int_readings_local", local)
-        _update_baselines(con, params, lb)
+        _update_baselines(con, params, lb, site_rel)
         _stored_baselines(con)
         windows = detector_windows(con, local, mw)
         del local
@@ -1140,9 +1271,13 @@ class _BucketWork:
 
 
 def _bucket_work(
-    wh: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, full: bool, lb: Lookbacks
+    con: duckdb.DuckDBPyConnection,
+    bucket: int,
+    changes: list[tuple[str, datetime]],
+    new: list[str],
+    gone: list[str],
+    lb: Lookbacks,
 ) -> _BucketWork | None:
-    changes, new, gone = _changes(wh, con, bucket, full, lb)
     if not changes and not new and not gone:
         return None
     rows, sensors, last_ts = sql_rows(con, "score/bucket_size", {"bucket": bucket})[0]
@@ -1230,7 +1365,20 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
         buckets = [b for (b,) in sql_rows(con, "score/buckets")]
         if full:
             _drop_orphan_partitions(warehouse, set(buckets))
-        work = [w for b in buckets if (w := _bucket_work(warehouse, con, b, full, lb))]
+        found = {b: _changes(warehouse, con, b, full, lb) for b in buckets}
+        # a sensor's drift reads its site's shared movement: a change rescores the site
+        sites = site_sensors(con, warehouse.config)
+        changed = with_site_peers(sites, {s: t for c, _, _ in found.values() for s, t in c})
+        site_rel = site_drift(warehouse, con, sites, changed)
+        bucket_of = dict(zip(sites["sensor_id"], sites["bucket"], strict=True))
+        by_bucket: dict[int, list[tuple[str, datetime]]] = {}
+        for sensor_id, hour in sorted(changed.items()):
+            by_bucket.setdefault(bucket_of[sensor_id], []).append((sensor_id, hour))
+        work = [
+            w
+            for b, (_, new, gone) in found.items()
+            if (w := _bucket_work(con, b, by_bucket.get(b, []), new, gone, lb))
+        ]
         bar = tqdm(total=len(work), desc="score", unit=" bucket", disable=not progress, leave=False)
         for batch in _batches(work, chunk_rows):
             con.execute("begin")
@@ -1243,7 +1391,7 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
                 chunks = _chunks(batch, chunk_rows)
                 if chunks:
                     scored = [item.bucket for item in batch]
-                    staged = _score_chunks(warehouse, con, scored, chunks, params, lb, mw)
+                    staged = _score_chunks(warehouse, con, scored, chunks, params, lb, mw, site_rel)
                     rows += sql_rows(con, "score/rescored_count")[0][0]
                 for item in batch:
                     if item.changes:

@@ -1426,3 +1426,88 @@ def test_drift_waits_for_a_day_of_started_baselines(
     assert scores.filter(pl.col("ts") < day_started)["score_drift"].max() == 0.0
     late = scores.filter(pl.col("ts") >= T0 + timedelta(days=10, hours=6))
     assert late["score_drift"].mean() > 0.8
+
+
+# -- drift against the site's shared movement ---------------------------------------------
+
+
+def _site(names: list[str], days: float, *, seed: int = 0) -> pl.DataFrame:
+    return pl.concat([diel(days, sensor=name, seed=seed + k) for k, name in enumerate(names)])
+
+
+def test_a_site_wide_dip_is_no_drift_one_fouled_probe_is(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    """Four probes of one site read 10 % low together for two days (weather): no drift. At a
+    second site one probe of four reads 10 % low (fouling): drift, its peers none. Without
+    sites (``drift_site_levels = 0``) the weather reads as drift on every probe."""
+    weather = ["lake|w1", "lake|w2", "lake|w3", "lake|w4"]
+    farm = ["farm|f1", "farm|f2", "farm|f3", "farm|f4"]
+    low_from, low_to = T0 + timedelta(days=11), T0 + timedelta(days=13)
+    data = pl.concat([_site(weather, 14), _site(farm, 14, seed=10)])
+    dipped = pl.col("sensor_id").is_in([*weather, "farm|f1"])
+    data = data.with_columns(
+        value=pl.when(dipped & pl.col("ts").is_between(low_from, low_to))
+        .then(0.9 * pl.col("value"))
+        .otherwise(pl.col("value"))
+    )
+    readings_loader(warehouse, data)
+    score(warehouse)
+    late = pl.col("ts") >= low_from + timedelta(hours=18)
+    drift = (
+        scores_of(warehouse).filter(late).group_by("sensor_id").agg(pl.col("score_drift").mean())
+    )
+    drift = dict(drift.iter_rows())
+    assert drift["farm|f1"] > 0.5
+    assert max(drift[s] for s in [*weather, "farm|f2", "farm|f3", "farm|f4"]) == 0.0
+    alone = Warehouse(
+        warehouse.root, warehouse.config.with_overrides({"anomaly": {"drift_site_levels": 0}})
+    )
+    score(alone, full=True)
+    drift = scores_of(alone).filter(late).group_by("sensor_id").agg(pl.col("score_drift").mean())
+    assert min(v for s, v in drift.iter_rows() if s in weather) > 0.5
+
+
+def test_site_peers_are_rescored_and_incremental_equals_full(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    """A batch of one probe rescores its site's peers from its first changed hour (their drift
+    reads the site's shared movement, which it moved); late rows of another probe too; the
+    result equals a full run to 1e-9, drift columns and site movement included."""
+    config = warehouse.config.with_overrides(
+        {"anomaly": {"baseline_min_days": 2, "drift_site_min_days": 1}}
+    )
+    wh = Warehouse(warehouse.root, config)
+    names = ["pond|a", "pond|b", "pond|c"]
+    data = _site(names, 7, seed=3)
+    day = (pl.col("ts") - T0).dt.total_days()
+    data = data.with_columns(  # the site dips on day 4, probe a fouls from day 5
+        value=pl.when(day == 4)
+        .then(0.93 * pl.col("value"))
+        .when((day >= 5) & (pl.col("sensor_id") == "pond|a"))
+        .then(0.9 * pl.col("value"))
+        .otherwise(pl.col("value"))
+    )
+    late = (pl.col("sensor_id") == "pond|b") & (day == 2) & (pl.col("ts").dt.hour() < 6)
+    batch1 = data.filter((day < 4) & ~late)
+    batch2 = data.filter((pl.col("sensor_id") == "pond|a") & (day >= 4))
+    batch3 = data.filter(late | ((pl.col("sensor_id") != "pond|a") & (day >= 4)))
+    readings_loader(wh, batch1, batch_id="b1")
+    score(wh)
+    readings_loader(wh, batch2, batch_id="b2")
+    second = score(wh)
+    assert second.sensors_rescored == 3  # a's batch rescores b and c from a's first new hour
+    readings_loader(wh, batch3, batch_id="b3")
+    score(wh)
+    incremental, inc_hourly = scores_of(wh), hourly_of(wh)
+    score(wh, full=True)
+    full, full_hourly = scores_of(wh), hourly_of(wh)
+    assert incremental.height == full.height == data.height
+    for mine, theirs in ((incremental, full), (inc_hourly, full_hourly)):
+        for column in mine.columns:
+            if mine[column].dtype == pl.Float64:
+                diff = (mine[column] - theirs[column]).abs().max()
+                assert diff is None or diff <= 1e-9, column
+            else:
+                assert mine[column].equals(theirs[column]), column
+    assert full.filter(pl.col("sensor_id") == "pond|a")["score_drift"].max() > 0.5

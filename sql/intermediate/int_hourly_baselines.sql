@@ -5,7 +5,7 @@
 -- a cleaned probe stops drifting at once).
 -- Inputs: `int_hourly_windows` (`anomaly.hourly_windows` of `hourly_history`: stored hourly rows
 -- before the change, with their stored hour-of-day median and spread, + fresh
--- `int_hourly_stats`), `score_scope` (sensor_id, changed_from): only hours from changed_from on
+-- `int_hourly_stats`; with the site's shared movement site_rel), `score_scope` (sensor_id, changed_from): only hours from changed_from on
 -- are returned. The history reaches one baseline window and one
 -- drift window back (`anomaly.lookbacks`): a stored hour further back than the drift window
 -- keeps its stored median and spread, which the changed hours' spread floor and pooled spread
@@ -36,16 +36,20 @@ pooled_spread as (  -- the contextual spread: the hour's day-to-day spread, at l
             + ($context_hour_std_ratio * hour_level_std) ^ 2) as context_spread
     from hourly
 ),
-residuals as (
+residuals as (  -- against the drift baseline moved as the site moved (site_rel: the median of
+               -- the site's sensors' hourly medians relative to their own drift baselines,
+               -- `anomaly.site_drift`; null without a site): weather, tide or a bloom moves
+               -- every probe of a site, biofouling fouls one
     select
         *,
-        case when baseline_days >= $baseline_min_days then median - drift_baseline end
-            as residual,
+        case when baseline_days >= $baseline_min_days
+            then median - drift_baseline * (1 + coalesce(site_rel, 0))
+        end as residual,
         -- clipped: one odd hour is no drift. Only where the residual exists: greatest and
         -- least skip nulls, so a missing drift baseline (no reading of this local hour in the
         -- drift baseline window, e.g. after a week offline) would read as -$drift_z_clip
         case when baseline_days >= $baseline_min_days and median - drift_baseline is not null
-            then least(greatest((median - drift_baseline)
+            then least(greatest((median - drift_baseline * (1 + coalesce(site_rel, 0)))
                 / greatest(baseline_spread, typical_noise, $min_std), -$drift_z_clip),
                 $drift_z_clip)
         end as residual_z,

@@ -142,6 +142,7 @@ def add_day(root: Path, sensors: int, day: int) -> int:
 
 
 STAGES = {  # engine.anomaly function -> what it does (timed per stage by phase_score)
+    "site_drift": "site movement",
     "readings_in_scope": "read readings",
     "_update_baselines": "hourly baselines",
     "detector_windows": "minute windows",

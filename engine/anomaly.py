@@ -655,7 +655,10 @@ def detector_windows(
     hours = frame.filter(new_hour).select("sensor_id", "hour")
     on, how = ["sensor_id", "hour"], "left"
     typical = hours.join(baselines, on=on, how=how, maintain_order="left")
-    neighbour = baselines.select(*on, "baseline_median", "context_spread")
+    # the hour-of-day medians move as the site moved that hour (site_rel: weather moves every
+    # probe of a site; int_hourly_baselines)
+    site_median = pl.col("baseline_median") * (1 + pl.col("site_rel").fill_null(0.0))
+    neighbour = baselines.select(*on, site_median, "context_spread")
     before, after = (
         hours.with_columns(pl.col("hour") + shift).join(
             neighbour, on=on, how=how, maintain_order="left"
@@ -672,7 +675,7 @@ def detector_windows(
         # a step at this local hour every day (aerators, feeders switching) is no anomaly
         jump_floor=pl.col("typical_jump").fill_null(0.0) / mw.point_jump_ratio,
         # what int_detector_scores reads of the hour (a gather per reading, not SQL joins)
-        baseline_median=pl.col("baseline_median"),
+        baseline_median=site_median,
         baseline_spread=pl.col("context_spread"),
         baseline_days=pl.col("baseline_days"),
         hour_typical_hours=pl.col("typical_hours"),

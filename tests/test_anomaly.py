@@ -710,7 +710,7 @@ def _detector_scores_of_sensor_a(
         "0.15::double as context_spread, 10 as baseline_days, 48 as typical_hours, "
         "0.1::double as typical_std, 0.1::double as typical_noise, 0.1::double as typical_spike, "
         "0.01::double as typical_quantum, 0.0::double as typical_jump, 0.0::double as drift_z, "
-        "0.0::double as drift_relative"
+        "0.0::double as drift_relative, 0.0::double as site_rel"
     )
     con.execute(
         "create table score_scope as select 'a' as sensor_id, "
@@ -1012,7 +1012,8 @@ def test_point_z_and_collective_window_match_their_definition(
         "case when s.sensor_id = 'b' then 0.9 end::double as typical_jump, "
         "0.1::double as typical_spike, 0.01::double as typical_quantum, "
         "8.0::double as baseline_median, 0.5::double as context_spread, "
-        "3::bigint as baseline_days, 0.0::double as drift_z, 0.0::double as drift_relative "
+        "3::bigint as baseline_days, 0.0::double as drift_z, 0.0::double as drift_relative, "
+        "0.0::double as site_rel "
         "from (values ('a'), ('b'), ('c')) s(sensor_id), "
         "(select distinct hour from frame) h"
     )
@@ -1511,3 +1512,32 @@ def test_site_peers_are_rescored_and_incremental_equals_full(
             else:
                 assert mine[column].equals(theirs[column]), column
     assert full.filter(pl.col("sensor_id") == "pond|a")["score_drift"].max() > 0.5
+
+
+def test_a_site_wide_morning_low_is_no_contextual_anomaly_one_pond_is(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    """A cloudy morning holds the oxygen of every pond of a farm 1 mg/L below its usual ramp
+    for four hours: the contextual baseline moves with the site, so none is contextual. The
+    same low in one pond of another farm, its neighbours as usual, is."""
+    cloudy = ["sun|p1", "sun|p2", "sun|p3", "sun|p4"]
+    farm = ["farm|q1", "farm|q2", "farm|q3", "farm|q4"]
+    start = T0 + timedelta(days=10, hours=5)
+    data = pl.concat([_site(cloudy, 12), _site(farm, 12, seed=10)])
+    hours_in = (pl.col("ts") - start).dt.total_minutes().cast(pl.Float64) / 60.0
+    low = pl.col("sensor_id").is_in([*cloudy, "farm|q1"]) & hours_in.is_between(0.0, 4.0)
+    data = data.with_columns(
+        value=pl.when(low)
+        .then(pl.col("value") - (np.pi * hours_in / 4.0).sin())
+        .otherwise(pl.col("value"))
+    )
+    readings_loader(warehouse, data)
+    score(warehouse)
+    scores = scores_of(warehouse).filter(
+        pl.col("ts").is_between(start + timedelta(hours=1), start + timedelta(hours=3))
+    )
+    flagged = dict(
+        scores.group_by("sensor_id").agg((pl.col("score_contextual") >= 0.5).mean()).iter_rows()
+    )
+    assert flagged["farm|q1"] > 0.5
+    assert max(flagged[s] for s in [*cloudy, "farm|q2", "farm|q3", "farm|q4"]) == 0.0

@@ -28,5 +28,9 @@ create table if not exists score_hourly (
     drift_level     double,              -- mean hourly residual over the drift window
     drift_z         double,              -- drift_level / typical day-to-day spread
     drift_relative  double,              -- weighted drift window residual / weighted baseline
+    site_rel        double,              -- the site's shared movement: the median of its sensors'
+                                         --   hourly medians relative to their 7-day baselines of
+                                         --   the hour (0: no site); drift and contextual baselines
+                                         --   move with it (weather moves a site)
     primary key (sensor_id, hour)
 )

@@ -121,7 +121,8 @@ scored as (
         d.typical_jump,
         d.drift_level,
         d.drift_z,
-        d.drift_relative
+        d.drift_relative,
+        coalesce(d.site_rel, 0) as site_rel
     from drift_level as d
     join scope as s using (sensor_id)
     where d.hour >= s.changed_from

@@ -12,7 +12,9 @@ stored as (
 same_local_hour as (
     select
         h.sensor_id, h.hour, h.local_hour,
-        s.baseline_median, s.context_spread, s.baseline_days, s.typical_jump
+        s.baseline_median, s.context_spread, s.baseline_days, s.typical_jump,
+        -- the site's movement is known for a scored hour only
+        case when s.hour = h.hour then s.site_rel else 0 end as site_rel
     from hours as h
     asof left join stored as s
         on h.sensor_id = s.sensor_id and h.local_hour = s.local_hour and h.hour >= s.hour
@@ -29,7 +31,7 @@ latest as (
 baselines as (
     select
         l.sensor_id, l.hour, l.local_hour,
-        l.baseline_median, l.context_spread, l.baseline_days, l.typical_jump,
+        l.baseline_median, l.context_spread, l.baseline_days, l.typical_jump, l.site_rel,
         t.typical_hours, t.typical_std, t.typical_noise, t.typical_spike, t.typical_quantum,
         t.drift_z, t.drift_relative
     from same_local_hour as l

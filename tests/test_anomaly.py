@@ -63,6 +63,18 @@ def at(frame: pl.DataFrame, ts: datetime, sensor: str = "s1") -> dict:
     return frame.filter((pl.col("sensor_id") == sensor) & (pl.col("ts") == ts)).to_dicts()[0]
 
 
+def assert_same(mine: pl.DataFrame, theirs: pl.DataFrame) -> None:
+    """Every column equal: floats to 1e-9 (nulls in the same places), the rest exactly."""
+    assert mine.columns == theirs.columns and mine.height == theirs.height
+    for column in mine.columns:
+        if mine[column].dtype == pl.Float64:
+            assert mine[column].is_null().equals(theirs[column].is_null()), column
+            diff = (mine[column] - theirs[column]).abs().max()
+            assert diff is None or diff <= 1e-9, column
+        else:
+            assert mine[column].equals(theirs[column]), column
+
+
 def set_value(frame: pl.DataFrame, start: datetime, end: datetime, value: object) -> pl.DataFrame:
     inside = pl.col("ts").is_between(start, end)
     expr = value if isinstance(value, pl.Expr) else pl.lit(value)
@@ -359,12 +371,7 @@ def test_incremental_equals_full_with_overlapping_and_late_batches(
     assert summary.anomalies == full["is_anomaly"].sum() > 0  # from the events' readings
     assert summary.events == full_events.height
     assert incremental.height == full.height == data.height
-    for column in incremental.columns:
-        if incremental[column].dtype == pl.Float64:
-            diff = (incremental[column] - full[column]).abs().max()
-            assert diff is None or diff <= 1e-9, column
-        else:
-            assert incremental[column].equals(full[column]), column
+    assert_same(incremental, full)
     assert inc_events.select("sensor_id", "start_ts", "end_ts").equals(
         full_events.select("sensor_id", "start_ts", "end_ts")
     )
@@ -1504,13 +1511,8 @@ def test_site_peers_are_rescored_and_incremental_equals_full(
     score(wh, full=True)
     full, full_hourly = scores_of(wh), hourly_of(wh)
     assert incremental.height == full.height == data.height
-    for mine, theirs in ((incremental, full), (inc_hourly, full_hourly)):
-        for column in mine.columns:
-            if mine[column].dtype == pl.Float64:
-                diff = (mine[column] - theirs[column]).abs().max()
-                assert diff is None or diff <= 1e-9, column
-            else:
-                assert mine[column].equals(theirs[column]), column
+    assert_same(incremental, full)
+    assert_same(inc_hourly, full_hourly)
     assert full.filter(pl.col("sensor_id") == "pond|a")["score_drift"].max() > 0.5
 
 

@@ -999,17 +999,27 @@ def site_drift(
     members = sites.join(in_site.select("site", "first").unique(), on="site")
     members = members.with_columns(read_from=pl.col("first") - reach)
     query = sql_text("intermediate/int_site_hourly_medians")
+    # the lake files that reach the earliest read_from, buckets read together while their
+    # files hold about chunk_rows readings (one query's fixed costs, bounded memory)
+    lake = sql_rows(
+        con,
+        "score/site_lake_files",
+        {"buckets": members["bucket"].unique().to_list(), "read_from": members["read_from"].min()},
+    )
+    files: dict[int, list[str]] = {}
+    rows: dict[int, int] = {}
+    for bucket, path, n in lake:
+        files.setdefault(bucket, []).append(str(wh.root / path))
+        rows[bucket] = rows.get(bucket, 0) + int(n)
     parts = []
-    for (bucket,), group in members.group_by(["bucket"], maintain_order=True):
-        files = [
-            str(wh.root / p)
-            for p, _ in sql_rows(con, "score/bucket_readings_files", {"bucket": bucket})
-        ]
-        if not files:
-            continue
-        con.register("site_scope", group.select("sensor_id", "read_from"))
+    for group in pack(sorted(files), [rows[b] for b in sorted(files)], int(a["chunk_rows"])):
+        scope = members.filter(pl.col("bucket").is_in(group))
+        con.register("site_scope", scope.select("sensor_id", "read_from"))
         try:
-            params = {"files": files, "first_read": group["read_from"].min()}
+            params = {
+                "files": [f for b in group for f in files[b]],
+                "first_read": scope["read_from"].min(),
+            }
             parts.append(query_frame(con, query, bind(query, params)))
         finally:
             con.unregister("site_scope")

@@ -1543,3 +1543,17 @@ def test_a_site_wide_morning_low_is_no_contextual_anomaly_one_pond_is(
     )
     assert flagged["farm|q1"] > 0.5
     assert max(flagged[s] for s in [*cloudy, "farm|q2", "farm|q3", "farm|q4"]) == 0.0
+
+
+@pytest.mark.parametrize(
+    "key", ["drift_site_levels", "drift_site_min_sensors", "drift_site_min_days"]
+)
+@pytest.mark.parametrize("value", [-1, 1.5, "1", True])
+def test_site_settings_outside_whole_numbers_are_a_clear_error(
+    warehouse: Warehouse, key: str, value: object
+) -> None:
+    from engine import OxyError
+
+    config = warehouse.config.with_overrides({"anomaly": {key: value}})
+    with pytest.raises(OxyError, match=f"{key} must be a whole number >= 0"):
+        detector_params(config)

@@ -1026,12 +1026,10 @@ def site_drift(
     if not parts:
         return pl.DataFrame(schema=schema)
     medians = pl.concat(parts).join(members.select("sensor_id", "site", "timezone"), on="sensor_id")
-    zones = medians["timezone"].drop_nulls().unique().sort()
-    zone = medians["timezone"].replace_strict(
-        zones, pl.int_range(len(zones), eager=True), default=None, return_dtype=pl.Int64
-    )
+    zones = medians["timezone"].drop_nulls().unique().sort().to_list()
+    zone = medians["timezone"].rank("dense") - 1  # an index into the sorted zones; null stays
     medians = medians.with_columns(
-        local_hour=zone_local_hours(con, medians["hour"], zone, zones.to_list(), HOUR_US)
+        local_hour=zone_local_hours(con, medians["hour"], zone, zones, HOUR_US)
     )
     window = baseline_window // timedelta(microseconds=1)
     medians = medians.sort("sensor_id", "local_hour", "hour")

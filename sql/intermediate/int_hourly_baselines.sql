@@ -5,8 +5,8 @@
 -- a cleaned probe stops drifting at once).
 -- Inputs: `int_hourly_windows` (`anomaly.hourly_windows` of `hourly_history`: stored hourly rows
 -- before the change, with their stored hour-of-day median and spread, + fresh
--- `int_hourly_stats`; with the site's shared movement site_rel), `score_scope` (sensor_id, changed_from): only hours from changed_from on
--- are returned. The history reaches one baseline window and one
+-- `int_hourly_stats`; with the site's shared movement site_rel), `score_scope` (sensor_id,
+-- changed_from): only hours from changed_from on are returned. The history reaches one baseline window and one
 -- drift window back (`anomaly.lookbacks`): a stored hour further back than the drift window
 -- keeps its stored median and spread, which the changed hours' spread floor and pooled spread
 -- read; its own windows would reach beyond the history.
@@ -33,23 +33,23 @@ pooled_spread as (  -- the contextual spread: the hour's day-to-day spread, at l
     select
         *,
         sqrt(greatest(baseline_spread, $pooled_spread_ratio * 1.4826 * pooled_mad) ^ 2
-            + ($context_hour_std_ratio * hour_level_std) ^ 2) as context_spread
+            + ($context_hour_std_ratio * hour_level_std) ^ 2) as context_spread,
+        -- the drift baseline moved as the site moved (site_rel: the median of the site's
+        -- sensors' hourly medians relative to their own drift baselines, `anomaly.site_drift`;
+        -- null without a site): weather, tide or a bloom moves every probe of a site,
+        -- biofouling fouls one
+        median - drift_baseline * (1 + coalesce(site_rel, 0)) as site_residual
     from hourly
 ),
-residuals as (  -- against the drift baseline moved as the site moved (site_rel: the median of
-               -- the site's sensors' hourly medians relative to their own drift baselines,
-               -- `anomaly.site_drift`; null without a site): weather, tide or a bloom moves
-               -- every probe of a site, biofouling fouls one
+residuals as (
     select
         *,
-        case when baseline_days >= $baseline_min_days
-            then median - drift_baseline * (1 + coalesce(site_rel, 0))
-        end as residual,
+        case when baseline_days >= $baseline_min_days then site_residual end as residual,
         -- clipped: one odd hour is no drift. Only where the residual exists: greatest and
         -- least skip nulls, so a missing drift baseline (no reading of this local hour in the
         -- drift baseline window, e.g. after a week offline) would read as -$drift_z_clip
-        case when baseline_days >= $baseline_min_days and median - drift_baseline is not null
-            then least(greatest((median - drift_baseline * (1 + coalesce(site_rel, 0)))
+        case when baseline_days >= $baseline_min_days and site_residual is not null
+            then least(greatest(site_residual
                 / greatest(baseline_spread, typical_noise, $min_std), -$drift_z_clip),
                 $drift_z_clip)
         end as residual_z,

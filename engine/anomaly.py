@@ -1076,30 +1076,64 @@ def file_end(start: datetime, days: int) -> datetime:
     return end if end < next_month and file_start(end, days) == end else next_month
 
 
-def file_path(folder: Path, start: datetime, days: int) -> Path:
+def file_span(ts: datetime, days: int, open_block: datetime | None) -> tuple[datetime, datetime]:
+    """The ``anomaly_scores`` file that holds ``ts``: its block of ``days`` days, or, in the
+    bucket's open block (the one holding its latest reading, which starts at ``open_block``),
+    its own day: the block is written once it is complete, and until then a new day writes
+    its day's file instead of rewriting the block."""
+    block = file_start(ts, days)
+    if open_block is not None and block >= open_block:
+        day = ts.replace(hour=0, minute=0, second=0, microsecond=0)
+        return day, day + timedelta(days=1)
+    return block, file_end(block, days)
+
+
+def file_path(folder: Path, start: datetime, end: datetime) -> Path:
     """``<bucket folder>/month=YYYY-MM/days-DD-DD.parquet``: the file's first and last day
     (a file of another layout has another name)."""
-    last = file_end(start, days) - timedelta(days=1)
+    last = end - timedelta(days=1)
     return folder / f"month={start:%Y-%m}" / f"days-{start:%d}-{last:%d}.parquet"
 
 
-def _stored_files(folder: Path, days: int) -> tuple[dict[datetime, Path], list[Path]]:
-    """The bucket's ``anomaly_scores`` files by their first day, and the files that do not fit
-    the layout of ``days`` (an older oxy's ``data.parquet`` per month, another ``file_days``)."""
-    files: dict[datetime, Path] = {}
+@dataclass(frozen=True)
+class ScoreFile:
+    """A stored ``anomaly_scores`` file: the readings of [start, end) of its bucket."""
+
+    start: datetime
+    end: datetime
+    path: Path
+
+
+def _stored_files(folder: Path, days: int) -> tuple[list[ScoreFile], list[Path]]:
+    """The bucket's ``anomaly_scores`` files in order (blocks of ``days`` days, and days within
+    a block), and the files that do not fit the layout of ``days`` (an older oxy's
+    ``data.parquet`` per month, another ``file_days``, files that overlap: a run that crashed
+    between writing a block and removing its day files)."""
+    files: list[ScoreFile] = []
     strays: list[Path] = []
     for path in sorted(folder.glob("month=*/*.parquet")):
         try:
             month = datetime.strptime(path.parent.name.removeprefix("month="), "%Y-%m")
-            start = month.replace(day=int(path.stem.removeprefix("days-").split("-")[0]))
+            first, last = path.stem.removeprefix("days-").split("-")
+            start = month.replace(day=int(first))
+            end = month.replace(day=int(last)) + timedelta(days=1)
         except ValueError:
             strays.append(path)
             continue
-        if file_start(start, days) == start and path == file_path(folder, start, days):
-            files[start] = path
+        block = file_start(start, days)
+        whole = start == block and end == file_end(block, days)
+        if (whole or end == start + timedelta(days=1)) and path == file_path(folder, start, end):
+            files.append(ScoreFile(start, end, path))
         else:
             strays.append(path)
-    return files, strays
+    files.sort(key=lambda f: f.start)
+    overlapping = {
+        f.path
+        for before, after in zip(files, files[1:], strict=False)
+        if after.start < before.end
+        for f in (before, after)
+    }
+    return [f for f in files if f.path not in overlapping], strays + sorted(overlapping)
 
 
 def file_days(config: Config) -> int:
@@ -1118,102 +1152,173 @@ def layout_changed(warehouse: Warehouse) -> bool:
     return any(_stored_files(folder, days)[1] for folder in root.glob("bucket=*"))
 
 
+def _file_targets(
+    stored: list[ScoreFile],
+    days: int,
+    open_block: datetime | None,
+    span: tuple[datetime | None, datetime | None, datetime | None],
+    full: bool,
+) -> list[tuple[datetime, datetime]]:
+    """The files of one bucket to (re)write: every stored file from the one holding the first
+    rescored reading on, every stored file whose span no longer fits the layout (a block that
+    is complete now, whose day files become one; a block open again), and the files the
+    rescored readings [first_ts, last_ts] fall in. ``span`` = (first_rescore, first_ts,
+    last_ts)."""
+    first_rescore, first_ts, last_ts = span
+
+    def cover(start: datetime, end: datetime) -> set[tuple[datetime, datetime]]:
+        found = set()
+        while start < end:
+            target = file_span(start, days, open_block)
+            found.add(target)
+            start = target[1]
+        return found
+
+    targets: set[tuple[datetime, datetime]] = set()
+    for f in stored:
+        fits = file_span(f.start, days, open_block) == (f.start, f.end)
+        if full or not fits or first_rescore is None or f.end > first_rescore:
+            targets |= cover(f.start, f.end)
+    if first_ts is not None and last_ts is not None:
+        targets |= cover(first_ts, last_ts + timedelta(microseconds=1))
+    return sorted(targets)
+
+
 def _write_scores(
     wh: Warehouse,
     con: duckdb.DuckDBPyConnection,
-    bucket: int,
+    items: list[_BucketWork],
     params: dict[str, Any],
     full: bool,
 ) -> None:
-    """Merge the rescored rows of the sensors in scope into the bucket's files.
+    """Merge the rescored rows of the sensors in ``score_scope`` into their buckets' files, in
+    one query over every file to write (:func:`_file_targets`; each file is still replaced on
+    its own, atomically).
 
-    Only the files from the one holding the first rescored reading on are rewritten: a day
-    of new readings rewrites the last file of its month. Under ``full`` every stored file is
-    replaced, not merged; a file that no longer holds any reading is removed, and so are files
+    Only the files from the one holding a bucket's first rescored reading on are rewritten;
+    the bucket's open block (the one holding its latest reading) is stored a day per file, so
+    a day of new readings writes its day (and the day before, when the look-ahead reaches
+    back), not the block. Under ``full`` every stored file is replaced, not merged. A file that
+    no longer holds any reading is removed, and so are the files a new one replaces and files
     of another layout (after the new ones are in place: a crash in between leaves them, and the
     next run rescores in full again).
     """
     days = file_days(wh.config)
-    folder = wh.marts_dir / "anomaly_scores" / f"bucket={bucket:02d}"
-    stored, strays = _stored_files(folder, days)
-    first_rescore, first_ts, last_ts = sql_rows(con, "score/rescored_span")[0]
-    starts = {
-        s for s in stored if full or first_rescore is None or file_end(s, days) > first_rescore
-    }
-    if first_ts is not None:
-        start = file_start(first_ts, days)
-        while start <= last_ts:
-            starts.add(start)
-            start = file_end(start, days)
-    query = sql_text("marts/anomaly_scores")
-    for start in sorted(starts):
-        path = file_path(folder, start, days)
-        if start in stored and not full:
-            # a view (read while the new file is written), not a copy; view DDL takes no
-            # parameters and the path is oxy's own
+    spans = {row[0]: row[1:] for row in sql_rows(con, "score/rescored_spans")}
+    outputs: list[Path] = []
+    target_days: list[tuple[int, int, datetime]] = []  # (target, bucket, day)
+    previous: list[Path] = []
+    obsolete: list[Path] = []
+    for item in items:
+        folder = wh.marts_dir / "anomaly_scores" / f"bucket={item.bucket:02d}"
+        stored, strays = _stored_files(folder, days)
+        open_block = file_start(item.last_reading, days) if item.last_reading else None
+        span = spans.get(item.bucket, (None, None, None))
+        targets = _file_targets(stored, days, open_block, span, full)
+        for start, end in targets:
+            day = start
+            while day < end:
+                target_days.append((len(outputs), item.bucket, day))
+                day += timedelta(days=1)
+            outputs.append(file_path(folder, start, end))
+        for f in stored:
+            if any(s < f.end and e > f.start for s, e in targets):
+                previous += [] if full else [f.path]
+                obsolete.append(f.path)
+        obsolete += strays
+    if outputs:
+        con.register(
+            "score_targets",
+            pl.DataFrame(
+                target_days,
+                schema={"target": pl.Int32, "bucket": pl.Int32, "day": pl.Datetime("us")},
+                orient="row",
+            ),
+        )
+        if previous:
+            # a view (read while the new files are written), not a copy; view DDL takes no
+            # parameters and the paths are oxy's own
+            listing = ", ".join(quote_literal(str(p)) for p in previous)
             con.execute(
                 "create or replace temp view previous_scores as select * from read_parquet("
-                f"{quote_literal(str(path))}, hive_partitioning = false)"
+                f"[{listing}], hive_partitioning = false)"
             )
         else:
             con.execute("create or replace temp view previous_scores as from empty_scores")
-        written = wh.write_mart(
-            con,
-            "anomaly_scores",
-            query,
-            bind(query, {**params, "part_start": start, "part_end": file_end(start, days)}),
-            partition=f"bucket={bucket:02d}/month={start:%Y-%m}",
-            filename=path.name,
-            row_group_size=FILE_ROW_GROUP,
-        )
-        if written == 0:
-            path.unlink(missing_ok=True)
-    con.execute("drop view if exists previous_scores")
-    for path in strays:
+        query = sql_text("marts/anomaly_scores")
+        try:
+            wh.write_mart_files(
+                con, query, bind(query, params), "target", outputs, row_group_size=FILE_ROW_GROUP
+            )
+        finally:
+            con.execute("drop view if exists previous_scores")
+            con.unregister("score_targets")
+    for path in set(obsolete) - set(outputs):
         path.unlink(missing_ok=True)
-    for month in folder.glob("month=*"):
-        if not any(month.iterdir()):
-            month.rmdir()
+    for item in items:
+        folder = wh.marts_dir / "anomaly_scores" / f"bucket={item.bucket:02d}"
+        for month in folder.glob("month=*"):
+            if not any(month.iterdir()):
+                month.rmdir()
 
 
 def _write_events(
     wh: Warehouse,
     con: duckdb.DuckDBPyConnection,
-    bucket: int,
+    items: list[_BucketWork],
     params: dict[str, Any],
     full: bool,
 ) -> None:
-    """Rebuild the events of the bucket's sensors in ``score_scope`` from the first stored
-    event their rescored readings may reach (``events_cut``), reading only the score files from
-    there on; the bucket's other events stay as stored. Under ``full``, every event."""
+    """Rebuild the events of the sensors in ``score_scope`` from the first stored event their
+    rescored readings may reach (``events_cut``), reading only the score files from there on,
+    in one query over the buckets of ``items``; every other stored event stays as it is. Under
+    ``full``, every event. Each bucket's file is replaced on its own, atomically."""
     days = file_days(wh.config)
-    folder = wh.marts_dir / "anomaly_scores" / f"bucket={bucket:02d}"
-    stored = wh.marts_dir / "anomaly_events" / f"bucket={bucket:02d}" / "data.parquet"
-    files = _stored_files(folder, days)[0]
+    files: dict[int, list[ScoreFile]] = {}
+    for item in items:
+        stored = _stored_files(wh.marts_dir / "anomaly_scores" / f"bucket={item.bucket:02d}", days)
+        if stored[0]:
+            files[item.bucket] = stored[0]
+        else:  # no reading left
+            shutil.rmtree(_events_path(wh, item.bucket).parent, ignore_errors=True)
     if not files:
-        shutil.rmtree(stored.parent, ignore_errors=True)
         return
-    if stored.exists() and not full:
+    buckets = sorted(files)
+    previous = [str(p) for b in buckets if (p := _events_path(wh, b)).exists() and not full]
+    if previous:
+        listing = ", ".join(quote_literal(p) for p in previous)
         con.execute(
             "create or replace temp view previous_events as select * from read_parquet("
-            f"{quote_literal(str(stored))}, hive_partitioning = false)"
+            f"[{listing}], hive_partitioning = false)"
         )
     else:
         con.execute("create or replace temp view previous_events as from empty_events")
     sql_rows(con, "score/events_cut_create", params)
-    first = sql_rows(con, "score/events_first_rebuilt")[0][0]
-    reach = [str(p) for s, p in sorted(files.items()) if first is None or file_end(s, days) > first]
+    first = dict(sql_rows(con, "score/events_first_rebuilt"))
+    reach = [str(f.path) for b in buckets if b in first for f in files[b] if f.end > first[b]]
     # read_parquet needs a file: with none reaching the cut, any one yields no row past it
-    reach = reach or [str(min(files.values()))]
+    reach = reach or [str(files[buckets[0]][0].path)]
     query = sql_text("marts/anomaly_events")
-    wh.write_mart(
-        con,
-        "anomaly_events",
-        query,
-        bind(query, {**params, "files": reach}),
-        partition=f"bucket={bucket:02d}",
-    )
-    con.execute("drop view previous_events")
+    try:
+        written = wh.write_mart_files(
+            con,
+            query,
+            bind(query, {**params, "files": reach}),
+            "bucket",
+            [_events_path(wh, b) for b in buckets],
+            keys=buckets,
+        )
+        for bucket, rows in zip(buckets, written, strict=True):
+            if rows == 0:  # a bucket without events keeps an empty file (the mart's view)
+                wh.write_mart(
+                    con, "anomaly_events", "from empty_events", partition=f"bucket={bucket:02d}"
+                )
+    finally:
+        con.execute("drop view previous_events")
+
+
+def _events_path(wh: Warehouse, bucket: int) -> Path:
+    return wh.marts_dir / "anomaly_events" / f"bucket={bucket:02d}" / "data.parquet"
 
 
 def _score_chunks(
@@ -1279,6 +1384,7 @@ class _BucketWork:
     estimates: list[int]
     new: list[str]
     gone: list[str]
+    last_reading: datetime | None
 
 
 def _bucket_work(
@@ -1298,7 +1404,7 @@ def _bucket_work(
         read_from = changed - lb.ahead - lb.minutes
         span = (last_ts - read_from) // timedelta(minutes=1) + 1 if last_ts else per_sensor
         estimates.append(max(min(per_sensor, span), 1))
-    return _BucketWork(bucket, changes, estimates, new, gone)
+    return _BucketWork(bucket, changes, estimates, new, gone, last_ts)
 
 
 def pack(items: list[T], sizes: list[int], limit: int) -> list[list[T]]:
@@ -1404,12 +1510,13 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
                     scored = [item.bucket for item in batch]
                     staged = _score_chunks(warehouse, con, scored, chunks, params, lb, mw, site_rel)
                     rows += sql_rows(con, "score/rescored_count")[0][0]
+                rescored = [item for item in batch if item.changes]
+                if rescored:
+                    # the batch's sensors in scope: each file is written once
+                    scope_table(con, [c for item in rescored for c in item.changes], lb)
+                    _write_scores(warehouse, con, rescored, params, full)
+                    _write_events(warehouse, con, rescored, params, full)
                 for item in batch:
-                    if item.changes:
-                        # the bucket's sensors in scope: its files are written once
-                        scope_table(con, item.changes, lb)
-                        _write_scores(warehouse, con, item.bucket, params, full)
-                        _write_events(warehouse, con, item.bucket, params, full)
                     sql_rows(
                         con,
                         "score/score_files_forget_gone",
@@ -1537,15 +1644,15 @@ def score_readings(warehouse: Warehouse, readings: pl.DataFrame) -> pl.DataFrame
         run_sql(con, "intermediate/int_detector_scores", params, into="int_detector_scores")
         con.unregister("int_readings_local")
         con.execute("create or replace temp table previous_scores as from empty_scores")
+        sql_rows(con, "score/score_targets_all")
         query = sql_text("marts/anomaly_scores")
-        scored = pl.from_arrow(
-            con.sql(
-                query, params=bind(query, {**params, "part_start": None, "part_end": None})
-            ).to_arrow_table()
-        )
+        scored = pl.from_arrow(con.sql(query, params=bind(query, params)).to_arrow_table())
         con.unregister("new_readings")
+    assert isinstance(scored, pl.DataFrame)
     keys = frame.select("sensor_id", "ts").unique()
-    return scored.join(keys, on=["sensor_id", "ts"], how="semi").sort("sensor_id", "ts")
+    return (
+        scored.drop("target").join(keys, on=["sensor_id", "ts"], how="semi").sort("sensor_id", "ts")
+    )
 
 
 def _polars_schema() -> dict[str, Any]:

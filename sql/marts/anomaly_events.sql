@@ -1,10 +1,12 @@
--- anomaly_events for one bucket: consecutive anomalous readings merged into episodes.
+-- anomaly_events of the buckets a run writes: consecutive anomalous readings merged into
+-- episodes, each with its sensor's bucket (the file it goes to).
 -- A flagged reading continues the episode when the reading before it was flagged too, or when
 -- the previous flagged reading is at most $event_merge_gap earlier.
 -- Only the sensors in `events_cut` are rebuilt, from their rebuild_from on; every other
 -- stored event is kept as it is (an incremental run; a full run stores nothing before).
--- Inputs: the bucket's anomaly_scores files from the first rebuild_from on ($files),
--- `events_cut` (sensor_id, rebuild_from), `previous_events` (the bucket's events as stored).
+-- Inputs: the buckets' anomaly_scores files from their first rebuild_from on ($files),
+-- `events_cut` (sensor_id, rebuild_from), `previous_events` (the buckets' events as stored),
+-- `sensors`.
 with
 cut as (
     select sensor_id, rebuild_from from events_cut
@@ -61,4 +63,7 @@ merged as (
     union all by name
     select * from events
 )
-select * from merged order by sensor_id, start_ts
+select m.*, s.bucket
+from merged as m
+join sensors as s using (sensor_id)
+order by m.sensor_id, m.start_ts

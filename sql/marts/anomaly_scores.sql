@@ -1,18 +1,27 @@
--- anomaly_scores for one bucket and file (a block of days of a month): every reading with its
+-- anomaly_scores for the files a run writes (`score_targets`: target, bucket, day; a file is a
+-- block of days of a month, or a day of its bucket's open block): every reading with its
 -- detector scores, severity (the largest score), anomaly_type (the detector that gave it),
--- is_anomaly and a QARTOD flag (1 pass, 3 suspect, 4 fail, 9 missing). Rows already stored before a sensor's rescore_from
--- are kept as they are; the rescored rows replace the rest.
--- Inputs: `int_detector_scores`, `previous_scores` (this file as stored), `score_scope`; the
--- file's readings are those in [$part_start, $part_end); $part_start null = all (inference).
+-- is_anomaly and a QARTOD flag (1 pass, 3 suspect, 4 fail, 9 missing), and the target file
+-- it goes to. Rows already stored before a sensor's rescore_from are kept as they are; the
+-- rescored rows replace the rest.
+-- Inputs: `int_detector_scores`, `previous_scores` (the stored files the targets replace),
+-- `score_scope`, `score_targets`, `sensors` (the bucket of each sensor).
 with
-detector_scores as (  -- the sensors in scope (the scores may hold other buckets' too)
-    select * from int_detector_scores
-    where sensor_id in (select sensor_id from score_scope)
-        and ($part_start::timestamp is null
-            or (ts >= $part_start::timestamp and ts < $part_end::timestamp))
+targets as (  -- the target file of each sensor's day
+    select s.sensor_id, t.day, t.target
+    from score_targets as t
+    join sensors as s using (bucket)
 ),
-previous as (
-    select * from previous_scores
+detector_scores as (  -- the sensors in scope (the scores may hold other buckets' too)
+    select d.*, t.target
+    from int_detector_scores as d
+    join targets as t on t.sensor_id = d.sensor_id and t.day = date_trunc('day', d.ts)
+    where d.sensor_id in (select sensor_id from score_scope)
+),
+previous as (  -- the stored rows of the targets' days (a file merged or split reads others)
+    select p.*, t.target
+    from previous_scores as p
+    join targets as t on t.sensor_id = p.sensor_id and t.day = date_trunc('day', p.ts)
 ),
 scope as (
     select sensor_id, rescore_from from score_scope
@@ -53,7 +62,8 @@ labelled as (
             when severity >= $severity_threshold or saturation_pct >= $range_suspect_sat then 3
             else 1
         end as qartod_flag,
-        prev_ts
+        prev_ts,
+        target
     from severity
 ),
 kept as (

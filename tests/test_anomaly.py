@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -507,6 +508,10 @@ def test_events_fixed_answer(warehouse: Warehouse, tmp_path) -> None:
     anomaly.create_support_tables(con)
     con.execute("create view previous_events as from empty_events")
     con.execute(
+        "create table sensors as select * from (values ('a', 3), ('b', 5), ('c', 3)) "
+        "as t(sensor_id, bucket)"
+    )
+    con.execute(
         "create table events_cut as select * from (values ('a', timestamp '2024-01-01'), "
         "('b', timestamp '2024-01-01')) as t(sensor_id, rebuild_from)"
     )
@@ -519,6 +524,7 @@ def test_events_fixed_answer(warehouse: Warehouse, tmp_path) -> None:
         ("b", 31, 31, 1, 1, "drift"),
     ]
     assert float(rows[0][6]) == 0.9 and float(rows[0][7]) == pytest.approx(0.7333333333)
+    assert [r[8] for r in rows] == [3, 3, 5]  # each event with its bucket (the file it goes to)
 
     # incremental: sensor a rescored from 00:04. Its stored events ending within the reach
     # (120 min, the previous reading's horizon) before that are rebuilt; the earlier ones and
@@ -751,11 +757,16 @@ def test_detector_scores_and_mart_fixed_answer(warehouse: Warehouse) -> None:
     )
     params = _detector_scores_of_sensor_a(con, warehouse, into="int_detector_scores")
     con.execute("create table previous_scores as select * from int_detector_scores where false")
+    con.execute("create table sensors as select 'a' as sensor_id, 7 as bucket")
+    con.execute(  # the day goes to file (target) 4 of the run
+        "create table score_targets as select 4 as target, 7 as bucket, "
+        "timestamp '2024-06-01' as day"
+    )
     query = sql_text("marts/anomaly_scores")
-    june = {"part_start": datetime(2024, 6, 1), "part_end": datetime(2024, 7, 1)}
-    table = con.sql(query, params=bind(query, {**params, **june})).to_arrow_table()
+    table = con.sql(query, params=bind(query, params)).to_arrow_table()
     scores = pl.from_arrow(table).sort("ts")
     assert scores.height == 10 and not scores.select("ts").is_duplicated().any()
+    assert set(scores["target"]) == {4}
     spike = scores.row(5, named=True)
     assert (spike["score_spike"], spike["score_point"], spike["severity"]) == (1.0, 1.0, 1.0)
     # contextual z = |9 - 8| / 0.15 (stored spread) / (1 + 3 / 10 days) = 5.128 -> (z - 3.75) / 2.5
@@ -1080,8 +1091,8 @@ def test_buckets_scored_in_one_batch_equal_one_at_a_time(
 def test_a_run_that_fails_midway_is_redone_by_the_next(
     warehouse: Warehouse, readings_loader: Callable[..., None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A failure after some of a batch's bucket files were replaced rolls the catalog back:
-    the next run scores the same buckets again and ends where an undisturbed run ends."""
+    """A failure after some of a batch's files were replaced rolls the catalog back: the next
+    run scores the same buckets again and ends where an undisturbed run ends."""
     from engine.warehouse import bucket_of
 
     names = [f"s{i}" for i in range(6)]
@@ -1091,21 +1102,20 @@ def test_a_run_that_fails_midway_is_redone_by_the_next(
     readings_loader(warehouse, data.filter(pl.col("ts") >= T0 + timedelta(days=2)), batch_id="b")
     buckets = int(warehouse.config["warehouse"]["buckets"])
     summary_buckets = len({bucket_of(n, buckets) for n in names})
-    written: list[int] = []
-    write_events = anomaly._write_events
+    replaced: list[Path] = []
+    replace_file = Warehouse.replace_file
 
-    def fail_on_second(
-        wh: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, params, full: bool
-    ) -> None:
-        written.append(bucket)
-        if len(written) == 2:
+    def fail_on_second(wh: Warehouse, staged: Path, dest: Path, *args: Any) -> None:
+        replaced.append(dest)
+        if len(replaced) == 2:
             raise RuntimeError("disk full")
-        write_events(wh, con, bucket, params, full)
+        replace_file(wh, staged, dest, *args)
 
-    monkeypatch.setattr(anomaly, "_write_events", fail_on_second)
+    monkeypatch.setattr(Warehouse, "replace_file", fail_on_second)
     with pytest.raises(RuntimeError, match="disk full"):
         score(warehouse)
-    monkeypatch.setattr(anomaly, "_write_events", write_events)
+    monkeypatch.setattr(Warehouse, "replace_file", replace_file)
+    assert len(replaced) == 2 and replaced[0].parent.parent.parent.name == "anomaly_scores"
     redo = score(warehouse)  # the failed batch's buckets again (nothing of it was recorded)
     assert redo.buckets_scored == summary_buckets and redo.rows_scored > 0
     again, again_events = scores_of(warehouse), events_of(warehouse)
@@ -1219,56 +1229,121 @@ def test_files_tile_each_month_in_blocks_of_file_days(day, days: int) -> None:
         assert length == days or (start.day == 1 and end == next_month)
 
 
-def test_a_new_day_rewrites_only_the_files_it_reaches(
+@given(
+    day=st.dates(min_value=datetime(2020, 1, 1).date(), max_value=datetime(2030, 12, 31).date()),
+    days=st.integers(min_value=1, max_value=31),
+    last_ahead=st.integers(min_value=-40, max_value=40),
+)
+def test_the_open_block_is_a_file_per_day_and_every_other_a_block(
+    day, days: int, last_ahead: int
+) -> None:
+    ts = datetime(day.year, day.month, day.day, 13, 45)
+    last = ts + timedelta(days=last_ahead)  # the bucket's latest reading
+    open_block = anomaly.file_start(last, days)
+    start, end = anomaly.file_span(ts, days, open_block)
+    assert start <= ts < end
+    block = anomaly.file_start(ts, days)
+    if block >= open_block:  # ts lies in the open block (or past it: a reading after "last")
+        assert (start, end) == (datetime(day.year, day.month, day.day), start + timedelta(days=1))
+    else:
+        assert (start, end) == (block, anomaly.file_end(block, days))
+    path = anomaly.file_path(Path("b"), start, end)
+    assert path.name == f"days-{start:%d}-{end - timedelta(days=1):%d}.parquet"
+
+
+def test_a_new_day_writes_its_day_and_a_complete_block_becomes_one_file(
     warehouse: Warehouse, readings_loader: Callable[..., None]
 ) -> None:
-    """Files are blocks of ``file_days`` days: an incremental day rewrites the block it
-    falls in (and the one before, when its look-ahead reaches back across the boundary); the
-    earlier files stay as they are, and the result equals a full run."""
-    data = pl.concat([diel(20, sensor="s1"), diel(20, sensor="s2", seed=1)])  # 1-20 March
+    """Files are blocks of ``file_days`` days, except the bucket's open block (the one with its
+    latest reading), which is a file per day: an incremental day writes its day (and the day
+    before, where its look-ahead reaches back), never a whole block; once readings arrive past
+    the block, its days become one file. The earlier files stay as they are; every layout
+    equals a full run's, file for file."""
+    data = pl.concat([diel(23, sensor="s1"), diel(23, sensor="s2", seed=1)])  # 1-23 March
+
+    def names() -> set[str]:
+        return {p.name for p in warehouse.marts_dir.glob("anomaly_scores/*/*/*.parquet")}
+
+    def mtimes() -> dict[str, int]:
+        files = warehouse.marts_dir.glob("anomaly_scores/*/*/*.parquet")
+        return {p.name: p.stat().st_mtime_ns for p in files}
+
+    def same_as_full() -> None:
+        incremental, files = scores_of(warehouse), names()
+        score(warehouse, full=True)
+        full = scores_of(warehouse)
+        assert names() == files
+        assert incremental.select("sensor_id", "ts").equals(full.select("sensor_id", "ts"))
+        diff = (incremental["severity"] - full["severity"]).abs().max()
+        assert diff is not None and diff <= 1e-9
+
     readings_loader(warehouse, data.filter(pl.col("ts") < T0 + timedelta(days=17)), batch_id="a")
     score(warehouse)
-    files = sorted(warehouse.marts_dir.glob("anomaly_scores/bucket=*/month=*/*.parquet"))
-    assert {p.name for p in files} == {
+    assert names() == {
+        "days-01-07.parquet",
+        "days-08-14.parquet",
+        "days-15-15.parquet",  # the open block 15-21, a day per file
+        "days-16-16.parquet",
+        "days-17-17.parquet",
+    }
+    before = mtimes()
+    late = (pl.col("ts") >= T0 + timedelta(days=17)) & (pl.col("ts") < T0 + timedelta(days=20))
+    readings_loader(warehouse, data.filter(late), batch_id="b")  # 18-20 March
+    score(warehouse)
+    after = mtimes()
+    written = {name for name in after if before.get(name) != after[name]}
+    assert written == {
+        "days-17-17.parquet",  # the look-ahead of the first new reading reaches back
+        "days-18-18.parquet",
+        "days-19-19.parquet",
+        "days-20-20.parquet",
+    }
+    assert scores_of(warehouse).height == data.filter(pl.col("ts") < T0 + timedelta(days=20)).height
+    same_as_full()
+    readings_loader(warehouse, data.filter(pl.col("ts") >= T0 + timedelta(days=20)), batch_id="c")
+    score(warehouse)  # 21-23 March: block 15-21 is complete, 22-31 is open
+    assert names() == {
         "days-01-07.parquet",
         "days-08-14.parquet",
         "days-15-21.parquet",
+        "days-22-22.parquet",
+        "days-23-23.parquet",
     }
-    before = {p: p.stat().st_mtime_ns for p in files}
-    readings_loader(warehouse, data.filter(pl.col("ts") >= T0 + timedelta(days=17)), batch_id="b")
-    score(warehouse)
-    after = {p: p.stat().st_mtime_ns for p in files}
-    rewritten = {p.name for p in files if after[p] != before[p]}
-    assert rewritten == {"days-15-21.parquet"}
-    incremental = scores_of(warehouse)
-    score(warehouse, full=True)
-    full = scores_of(warehouse)
-    assert incremental.height == data.height
-    assert incremental.select("sensor_id", "ts").equals(full.select("sensor_id", "ts"))
-    diff = (incremental["severity"] - full["severity"]).abs().max()
-    assert diff is not None and diff <= 1e-9
+    assert scores_of(warehouse).height == data.height
+    same_as_full()
 
 
 def test_files_of_another_layout_are_rescored_and_replaced(
     warehouse: Warehouse, readings_loader: Callable[..., None], tmp_path: Path
 ) -> None:
-    """A warehouse written with another ``file_days`` (or an older oxy's one file per month)
-    is rescored in full on the next run; its files are replaced, no reading twice."""
+    """A warehouse written with another ``file_days`` (or an older oxy's one file per month,
+    or left with a block beside its day files by a crash) is rescored in full on the next run;
+    its files are replaced, no reading twice."""
     from engine.config import Config
 
     data = diel(12)
     readings_loader(warehouse, data, batch_id="a")
-    monthly = tmp_path / "monthly.toml"
-    monthly.write_text("[anomaly]\nfile_days = 31\n")
-    score(Warehouse(warehouse.root, Config.load(monthly)))
+    fives = tmp_path / "fives.toml"
+    fives.write_text("[anomaly]\nfile_days = 5\n")
+    score(Warehouse(warehouse.root, Config.load(fives)))
     names = {p.name for p in warehouse.marts_dir.glob("anomaly_scores/*/*/*.parquet")}
-    assert names == {"days-01-31.parquet"}
+    assert names == {  # blocks 1-5, 6-10; the open block 11-15 a day per file
+        "days-01-05.parquet",
+        "days-06-10.parquet",
+        "days-11-11.parquet",
+        "days-12-12.parquet",
+    }
     again = score(warehouse)  # file_days = 7: a full rescore, though nothing is new
     assert again.full and again.rows_scored == data.height
     names = {p.name for p in warehouse.marts_dir.glob("anomaly_scores/*/*/*.parquet")}
-    assert names == {"days-01-07.parquet", "days-08-14.parquet"}
+    assert names == {"days-01-07.parquet"} | {f"days-{d:02d}-{d:02d}.parquet" for d in range(8, 13)}
     assert scores_of(warehouse).height == data.height
     assert score(warehouse).rows_scored == 0
+    # a run that crashed between writing a block and removing its day files
+    block = next(warehouse.marts_dir.glob("anomaly_scores/*/*/days-01-07.parquet"))
+    (block.parent / "days-03-03.parquet").write_bytes(block.read_bytes())
+    assert score(warehouse).full and not (block.parent / "days-03-03.parquet").exists()
+    assert scores_of(warehouse).height == data.height
     # an older oxy's one data.parquet per month
     first = min(warehouse.marts_dir.glob("anomaly_scores/*/*/*.parquet"))
     legacy = first.parent / "data.parquet"

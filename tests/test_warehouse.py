@@ -328,6 +328,31 @@ def test_write_mart_replaces_one_partition_atomically_and_the_view_reads_it(
         assert con.execute("select sum(daily_mean) from daily").fetchall() == [(13.5,)]
 
 
+def test_write_mart_files_sends_each_key_to_its_file(warehouse: Warehouse) -> None:
+    marts = warehouse.marts_dir / "parts"
+    outputs = [marts / "b=1/x.parquet", marts / "b=2/y.parquet", marts / "b=3/z.parquet"]
+    query = "select range as n, (range % 2 + 1) * 10 as k from range(5)"
+    with warehouse.writer() as con:
+        warehouse.write_mart(con, "parts", "select 99 as n", partition="b=3", filename="z.parquet")
+        kept = _sha256(outputs[2])  # no row has key 30: its file stays as it is
+        rows = warehouse.write_mart_files(con, query, {}, "k", outputs, keys=[10, 20, 30])
+        got = [
+            con.execute(f"select list(n order by n) from '{p}'").fetchall()[0][0]
+            for p in outputs[:2]
+        ]
+        columns = [
+            r[0]
+            for r in con.execute(
+                f"describe from read_parquet('{outputs[0]}', hive_partitioning = false)"
+            ).fetchall()
+        ]
+    assert rows == [3, 2, 0]
+    assert got == [[0, 2, 4], [1, 3]]
+    assert columns == ["n"]  # the key is the file, not a column
+    assert _sha256(outputs[2]) == kept
+    assert {p.name for p in warehouse.staging_dir.iterdir()} <= {"duckdb_tmp"}  # nothing staged
+
+
 def test_write_mart_without_partition_and_a_failing_query_keeps_the_old_file(
     warehouse: Warehouse,
 ) -> None:

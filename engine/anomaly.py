@@ -1190,10 +1190,10 @@ def _write_scores(
     items: list[_BucketWork],
     params: dict[str, Any],
     full: bool,
-) -> None:
+) -> dict[int, list[ScoreFile]]:
     """Merge the rescored rows of the sensors in ``score_scope`` into their buckets' files, in
     one query over every file to write (:func:`_file_targets`; each file is still replaced on
-    its own, atomically).
+    its own, atomically). Returns each bucket's files as they are now.
 
     Only the files from the one holding a bucket's first rescored reading on are rewritten;
     the bucket's open block (the one holding its latest reading) is stored a day per file, so
@@ -1205,12 +1205,13 @@ def _write_scores(
     """
     days = file_days(wh.config)
     spans = {row[0]: row[1:] for row in sql_rows(con, "score/rescored_spans")}
-    outputs: list[Path] = []
+    outputs: list[tuple[int, ScoreFile]] = []  # (bucket, file) per target
     target_days: list[tuple[int, int, datetime]] = []  # (target, bucket, day)
+    kept: dict[int, list[ScoreFile]] = {}
     previous: list[Path] = []
     obsolete: list[Path] = []
     for item in items:
-        folder = wh.marts_dir / "anomaly_scores" / f"bucket={item.bucket:02d}"
+        folder = _scores_folder(wh, item.bucket)
         stored, strays = _stored_files(folder, days)
         open_block = file_start(item.last_reading, days) if item.last_reading else None
         span = spans.get(item.bucket, (None, None, None))
@@ -1220,12 +1221,16 @@ def _write_scores(
             while day < end:
                 target_days.append((len(outputs), item.bucket, day))
                 day += timedelta(days=1)
-            outputs.append(file_path(folder, start, end))
+            outputs.append((item.bucket, ScoreFile(start, end, file_path(folder, start, end))))
+        kept[item.bucket] = []
         for f in stored:
             if any(s < f.end and e > f.start for s, e in targets):
                 previous += [] if full else [f.path]
                 obsolete.append(f.path)
+            else:
+                kept[item.bucket].append(f)
         obsolete += strays
+    written = [0] * len(outputs)
     if outputs:
         con.register(
             "score_targets",
@@ -1235,64 +1240,54 @@ def _write_scores(
                 orient="row",
             ),
         )
-        if previous:
-            # a view (read while the new files are written), not a copy; view DDL takes no
-            # parameters and the paths are oxy's own
-            listing = ", ".join(quote_literal(str(p)) for p in previous)
-            con.execute(
-                "create or replace temp view previous_scores as select * from read_parquet("
-                f"[{listing}], hive_partitioning = false)"
-            )
-        else:
-            con.execute("create or replace temp view previous_scores as from empty_scores")
+        _files_view(con, "previous_scores", previous, "empty_scores")
         query = sql_text("marts/anomaly_scores")
         try:
-            wh.write_mart_files(
-                con, query, bind(query, params), "target", outputs, row_group_size=FILE_ROW_GROUP
+            written = wh.write_mart_files(
+                con,
+                query,
+                bind(query, params),
+                "target",
+                [f.path for _, f in outputs],
+                row_group_size=FILE_ROW_GROUP,
             )
         finally:
             con.execute("drop view if exists previous_scores")
             con.unregister("score_targets")
-    for path in set(obsolete) - set(outputs):
+    for (bucket, f), rows in zip(outputs, written, strict=True):
+        if rows:
+            kept[bucket].append(f)
+    now = {f.path for files in kept.values() for f in files}
+    for path in set(obsolete) - now:  # replaced, emptied, or of another layout
         path.unlink(missing_ok=True)
     for item in items:
-        folder = wh.marts_dir / "anomaly_scores" / f"bucket={item.bucket:02d}"
-        for month in folder.glob("month=*"):
+        for month in _scores_folder(wh, item.bucket).glob("month=*"):
             if not any(month.iterdir()):
                 month.rmdir()
+    return {b: sorted(files, key=lambda f: f.start) for b, files in kept.items()}
 
 
 def _write_events(
     wh: Warehouse,
     con: duckdb.DuckDBPyConnection,
-    items: list[_BucketWork],
+    scored: dict[int, list[ScoreFile]],
     params: dict[str, Any],
     full: bool,
 ) -> None:
     """Rebuild the events of the sensors in ``score_scope`` from the first stored event their
     rescored readings may reach (``events_cut``), reading only the score files from there on,
-    in one query over the buckets of ``items``; every other stored event stays as it is. Under
-    ``full``, every event. Each bucket's file is replaced on its own, atomically."""
-    days = file_days(wh.config)
-    files: dict[int, list[ScoreFile]] = {}
-    for item in items:
-        stored = _stored_files(wh.marts_dir / "anomaly_scores" / f"bucket={item.bucket:02d}", days)
-        if stored[0]:
-            files[item.bucket] = stored[0]
-        else:  # no reading left
-            shutil.rmtree(_events_path(wh, item.bucket).parent, ignore_errors=True)
+    in one query over the buckets of ``scored`` (each bucket's score files, as
+    :func:`_write_scores` left them); every other stored event stays as it is. Under ``full``,
+    every event. Each bucket's file is replaced on its own, atomically."""
+    for bucket, stored in scored.items():
+        if not stored:  # no reading left
+            shutil.rmtree(_events_path(wh, bucket).parent, ignore_errors=True)
+    files = {b: stored for b, stored in scored.items() if stored}
     if not files:
         return
     buckets = sorted(files)
-    previous = [str(p) for b in buckets if (p := _events_path(wh, b)).exists() and not full]
-    if previous:
-        listing = ", ".join(quote_literal(p) for p in previous)
-        con.execute(
-            "create or replace temp view previous_events as select * from read_parquet("
-            f"[{listing}], hive_partitioning = false)"
-        )
-    else:
-        con.execute("create or replace temp view previous_events as from empty_events")
+    previous = [p for b in buckets if (p := _events_path(wh, b)).exists() and not full]
+    _files_view(con, "previous_events", previous, "empty_events")
     sql_rows(con, "score/events_cut_create", params)
     first = dict(sql_rows(con, "score/events_first_rebuilt"))
     reach = [str(f.path) for b in buckets if b in first for f in files[b] if f.end > first[b]]
@@ -1319,6 +1314,22 @@ def _write_events(
 
 def _events_path(wh: Warehouse, bucket: int) -> Path:
     return wh.marts_dir / "anomaly_events" / f"bucket={bucket:02d}" / "data.parquet"
+
+
+def _scores_folder(wh: Warehouse, bucket: int) -> Path:
+    return wh.marts_dir / "anomaly_scores" / f"bucket={bucket:02d}"
+
+
+def _files_view(con: duckdb.DuckDBPyConnection, name: str, paths: list[Path], empty: str) -> None:
+    """The temp view ``name`` over the stored files ``paths`` (read while their replacements
+    are written: a view, not a copy), or over the empty table ``empty`` when there is none.
+    View DDL takes no parameters; the paths are oxy's own."""
+    if paths:
+        listing = ", ".join(quote_literal(str(p)) for p in paths)
+        body = f"select * from read_parquet([{listing}], hive_partitioning = false)"
+    else:
+        body = f"from {empty}"
+    con.execute(f"create or replace temp view {name} as {body}")
 
 
 def _score_chunks(
@@ -1514,8 +1525,8 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
                 if rescored:
                     # the batch's sensors in scope: each file is written once
                     scope_table(con, [c for item in rescored for c in item.changes], lb)
-                    _write_scores(warehouse, con, rescored, params, full)
-                    _write_events(warehouse, con, rescored, params, full)
+                    scored = _write_scores(warehouse, con, rescored, params, full)
+                    _write_events(warehouse, con, scored, params, full)
                 for item in batch:
                     sql_rows(
                         con,

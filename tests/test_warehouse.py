@@ -328,14 +328,17 @@ def test_write_mart_replaces_one_partition_atomically_and_the_view_reads_it(
         assert con.execute("select sum(daily_mean) from daily").fetchall() == [(13.5,)]
 
 
-def test_write_mart_files_sends_each_key_to_its_file(warehouse: Warehouse) -> None:
+@pytest.mark.parametrize("open_files", [1, 2, 8])  # one COPY per key, two, all at once
+def test_write_mart_files_sends_each_key_to_its_file(warehouse: Warehouse, open_files: int) -> None:
     marts = warehouse.marts_dir / "parts"
     outputs = [marts / "b=1/x.parquet", marts / "b=2/y.parquet", marts / "b=3/z.parquet"]
-    query = "select range as n, (range % 2 + 1) * 10 as k from range(5)"
+    query = "select range as n, (range % 2 + 1) * 10 as k from range($rows)"
     with warehouse.writer() as con:
         warehouse.write_mart(con, "parts", "select 99 as n", partition="b=3", filename="z.parquet")
         kept = _sha256(outputs[2])  # no row has key 30: its file stays as it is
-        rows = warehouse.write_mart_files(con, query, {}, "k", outputs, keys=[10, 20, 30])
+        rows = warehouse.write_mart_files(
+            con, query, {"rows": 5}, "k", outputs, keys=[10, 20, 30], open_files=open_files
+        )
         got = [
             con.execute(f"select list(n order by n) from '{p}'").fetchall()[0][0]
             for p in outputs[:2]

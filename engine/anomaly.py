@@ -777,31 +777,42 @@ def readings_in_scope(
 
 
 def _changes(
-    wh: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, full: bool, lb: Lookbacks
-) -> tuple[list[tuple[str, datetime]], list[str], list[str]]:
-    """Per sensor of ``bucket`` the first hour to rescore; the new and the vanished files.
+    wh: Warehouse,
+    con: duckdb.DuckDBPyConnection,
+    bucket_of: dict[str, int],
+    full: bool,
+    lb: Lookbacks,
+) -> dict[int, tuple[list[tuple[str, datetime]], list[str], list[str]]]:
+    """Per bucket (``score/buckets``): per sensor the first hour to rescore; the new and the
+    vanished files. ``bucket_of``: the bucket of every registered sensor.
 
     Scores look ``Lookbacks.ahead`` forward, so the first changed hour is the hour of the
-    earliest new reading minus that look-ahead.
+    earliest new reading minus that look-ahead. One query per question for every bucket (an
+    incremental run is mostly these small queries).
     """
-    lake = dict(sql_rows(con, "score/bucket_readings_files", {"bucket": bucket}))
-    scored = {} if full else dict(sql_rows(con, "score/bucket_scored_files", {"bucket": bucket}))
-    new = sorted(set(lake) - set(scored))
-    gone = sorted(set(scored) - set(lake))
-    changed: dict[str, datetime] = {}
-    if new:
+    buckets = [b for (b,) in sql_rows(con, "score/buckets")]
+    lake: dict[int, dict[str, datetime | None]] = {b: {} for b in buckets}
+    for bucket, path, min_ts in sql_rows(con, "score/readings_files"):
+        lake.setdefault(bucket, {})[path] = min_ts
+    scored: dict[int, dict[str, datetime | None]] = {b: {} for b in buckets}
+    for bucket, path, min_ts in [] if full else sql_rows(con, "score/scored_files"):
+        scored.setdefault(bucket, {})[path] = min_ts
+    new = {b: sorted(set(lake[b]) - set(scored[b])) for b in buckets}
+    gone = {b: sorted(set(scored[b]) - set(lake[b])) for b in buckets}
+    changed: dict[int, dict[str, datetime]] = {b: {} for b in buckets}
+    new_files = [str(wh.root / p) for b in buckets for p in new[b]]
+    if new_files:
         for sensor_id, first in sql_rows(
-            con,
-            "score/first_changed_hours",
-            {"files": [str(wh.root / p) for p in new], "gap": lb.ahead},
+            con, "score/first_changed_hours", {"files": new_files, "gap": lb.ahead}
         ):
-            changed[sensor_id] = first
-    gone_from = [scored[p] for p in gone if scored[p] is not None]
-    if gone_from:
-        first = (min(gone_from) - lb.ahead).replace(minute=0, second=0, microsecond=0)
-        for (sensor_id,) in sql_rows(con, "score/bucket_sensors", {"bucket": bucket}):
-            changed[sensor_id] = min(changed.get(sensor_id, first), first)
-    return sorted(changed.items()), new, gone
+            changed[bucket_of[sensor_id]][sensor_id] = first
+    for b in buckets:
+        gone_from = [scored[b][p] for p in gone[b] if scored[b][p] is not None]
+        if gone_from:
+            first = (min(gone_from) - lb.ahead).replace(minute=0, second=0, microsecond=0)
+            for (sensor_id,) in sql_rows(con, "score/bucket_sensors", {"bucket": b}):
+                changed[b][sensor_id] = min(changed[b].get(sensor_id, first), first)
+    return {b: (sorted(changed[b].items()), new[b], gone[b]) for b in buckets}
 
 
 def _group_key(frame: pl.DataFrame, by: list[str], time: str, longest: int) -> pl.Expr:
@@ -1400,22 +1411,24 @@ class _BucketWork:
 
 def _bucket_work(
     con: duckdb.DuckDBPyConnection,
-    bucket: int,
-    changes: list[tuple[str, datetime]],
-    new: list[str],
-    gone: list[str],
+    found: dict[int, tuple[list[str], list[str]]],
+    changes: dict[int, list[tuple[str, datetime]]],
     lb: Lookbacks,
-) -> _BucketWork | None:
-    if not changes and not new and not gone:
-        return None
-    rows, sensors, last_ts = sql_rows(con, "score/bucket_size", {"bucket": bucket})[0]
-    per_sensor = max(int(rows / max(sensors, 1)), 1)
-    estimates = []
-    for _sensor, changed in changes:  # a minute cadence at most, and never the whole history
-        read_from = changed - lb.ahead - lb.minutes
-        span = (last_ts - read_from) // timedelta(minutes=1) + 1 if last_ts else per_sensor
-        estimates.append(max(min(per_sensor, span), 1))
-    return _BucketWork(bucket, changes, estimates, new, gone, last_ts)
+) -> list[_BucketWork]:
+    """The work of each bucket with changed sensors or new or vanished files (``found``:
+    bucket -> (new, gone)), with the readings each changed sensor's scope is expected to hold."""
+    wanted = [b for b, (new, gone) in found.items() if changes.get(b) or new or gone]
+    work = []
+    for bucket, rows, sensors, last_ts in sql_rows(con, "score/bucket_sizes", {"buckets": wanted}):
+        per_sensor = max(int(rows / max(sensors, 1)), 1)
+        estimates = []
+        for _sensor, changed in changes.get(bucket, []):  # at most a minute cadence, never
+            read_from = changed - lb.ahead - lb.minutes  # more than the whole history
+            span = (last_ts - read_from) // timedelta(minutes=1) + 1 if last_ts else per_sensor
+            estimates.append(max(min(per_sensor, span), 1))
+        new, gone = found[bucket]
+        work.append(_BucketWork(bucket, changes.get(bucket, []), estimates, new, gone, last_ts))
+    return sorted(work, key=lambda w: w.bucket)
 
 
 def pack(items: list[T], sizes: list[int], limit: int) -> list[list[T]]:
@@ -1490,23 +1503,19 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
         mw = minute_windows(con, warehouse.config)
         create_support_tables(con)
         full = _upgrade_state(con) or layout_changed(warehouse) or full
-        buckets = [b for (b,) in sql_rows(con, "score/buckets")]
-        if full:
-            _drop_orphan_partitions(warehouse, set(buckets))
-        found = {b: _changes(warehouse, con, b, full, lb) for b in buckets}
-        # a sensor's drift reads its site's shared movement: a change rescores the site
         sites = site_sensors(con, warehouse.config)
+        bucket_of = dict(zip(sites["sensor_id"], sites["bucket"], strict=True))
+        found = _changes(warehouse, con, bucket_of, full, lb)
+        if full:
+            _drop_orphan_partitions(warehouse, set(found))
+        # a sensor's drift reads its site's shared movement: a change rescores the site
         changed = with_site_peers(sites, {s: t for c, _, _ in found.values() for s, t in c})
         site_rel = site_drift(warehouse, con, sites, changed)
-        bucket_of = dict(zip(sites["sensor_id"], sites["bucket"], strict=True))
         by_bucket: dict[int, list[tuple[str, datetime]]] = {}
         for sensor_id, hour in sorted(changed.items()):
             by_bucket.setdefault(bucket_of[sensor_id], []).append((sensor_id, hour))
-        work = [
-            w
-            for b, (_, new, gone) in found.items()
-            if (w := _bucket_work(con, b, by_bucket.get(b, []), new, gone, lb))
-        ]
+        files = {b: (new, gone) for b, (_, new, gone) in found.items()}
+        work = _bucket_work(con, files, by_bucket, lb)
         bar = tqdm(total=len(work), desc="score", unit=" bucket", disable=not progress, leave=False)
         for batch in _batches(work, chunk_rows):
             con.execute("begin")
@@ -1527,13 +1536,19 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
                     scope_table(con, [c for item in rescored for c in item.changes], lb)
                     scored = _write_scores(warehouse, con, rescored, params, full)
                     _write_events(warehouse, con, scored, params, full)
-                for item in batch:
-                    sql_rows(
-                        con,
-                        "score/score_files_forget_gone",
-                        {"bucket": item.bucket, "gone": item.gone},
-                    )
-                    sql_rows(con, "score/score_files_record_new", {"new": item.new})
+                sql_rows(
+                    con,
+                    "score/score_files_forget_gone",
+                    {
+                        "buckets": [item.bucket for item in batch],
+                        "gone": [p for item in batch for p in item.gone],
+                    },
+                )
+                sql_rows(
+                    con,
+                    "score/score_files_record_new",
+                    {"new": [p for item in batch for p in item.new]},
+                )
                 if staged is not None:
                     con.execute(f"drop {'view' if staged else 'table'} int_detector_scores")
                 con.execute("commit")

@@ -11,15 +11,21 @@
 -- keeps its stored median and spread, which the changed hours' spread floor and pooled spread
 -- read; its own windows would reach beyond the history.
 with
+scope as (
+    select sensor_id, changed_from from score_scope
+),
 hourly as (  -- per sensor and hour: the statistics, the hour-of-day baseline (median, spread
              -- with its floor, hour_spread before it, days, the within-hour std of the mean
              -- level around each reading: hour_level_std), the drift
              -- baseline, the typical scales of the baseline window and pooled_mad (the median
              -- |median - baseline_median| of its hours): `anomaly.hourly_windows`
-    select * from int_hourly_windows
-),
-scope as (
-    select sensor_id, changed_from from score_scope
+    -- the hours the windows below read: the changed ones and one drift window before them
+    -- (the stored hours further back only fed `anomaly.hourly_windows`)
+    select w.*
+    from int_hourly_windows as w
+    join scope as s using (sensor_id)
+    where w.hour > s.changed_from
+        - greatest($drift_window::interval, $drift_recent::interval)
 ),
 pooled_spread as (  -- the contextual spread: the hour's day-to-day spread, at least a share of
                     -- the spread of the hours' residuals from their own hour-of-day baselines

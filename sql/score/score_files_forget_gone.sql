@@ -1,3 +1,3 @@
--- Forget the scored lake files of one bucket that are no longer in the lake.
+-- Forget the scored lake files $gone of $buckets: they are no longer in the lake.
 delete from score_files
-where bucket = $bucket and list_contains($gone, path)
+where list_contains($buckets, bucket) and list_contains($gone, path)

@@ -1313,6 +1313,41 @@ def test_a_new_day_writes_its_day_and_a_complete_block_becomes_one_file(
     same_as_full()
 
 
+def test_readings_that_leave_the_lake_leave_the_scores(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    """When lake files vanish from the catalog (an operator removed a bad batch), the next
+    run rescores from their first reading: the day files they alone filled are removed, the
+    day before is rewritten, and scores and events equal a full run's on what is left."""
+    data = pl.concat([diel(20, sensor="s1"), diel(20, sensor="s2", seed=1)])  # 1-20 March
+    cut = T0 + timedelta(days=17)
+    readings_loader(warehouse, data.filter(pl.col("ts") < cut), batch_id="a")
+    score(warehouse)
+    readings_loader(warehouse, data.filter(pl.col("ts") >= cut), batch_id="b")  # 18-20 March
+    score(warehouse)
+    days = {p.name for p in warehouse.marts_dir.glob("anomaly_scores/*/*/*.parquet")}
+    assert {"days-18-18.parquet", "days-19-19.parquet", "days-20-20.parquet"} <= days
+    with warehouse.writer() as con:
+        late = con.execute(
+            "select path from lake_files where kind = 'readings' and min_ts >= ?", [cut]
+        ).fetchall()
+        assert late
+        for (path,) in late:
+            (warehouse.root / path).unlink()
+        con.execute("delete from lake_files where kind = 'readings' and min_ts >= ?", [cut])
+    summary = score(warehouse)
+    assert not summary.full and summary.sensors_rescored == 2
+    names = {p.name for p in warehouse.marts_dir.glob("anomaly_scores/*/*/*.parquet")}
+    assert names == days - {"days-18-18.parquet", "days-19-19.parquet", "days-20-20.parquet"}
+    incremental, incremental_events = scores_of(warehouse), events_of(warehouse)
+    assert incremental.height == data.filter(pl.col("ts") < cut).height
+    assert incremental["ts"].max() < cut
+    score(warehouse, full=True)
+    assert {p.name for p in warehouse.marts_dir.glob("anomaly_scores/*/*/*.parquet")} == names
+    assert_same(incremental, scores_of(warehouse))
+    assert_same(incremental_events, events_of(warehouse))
+
+
 def test_files_of_another_layout_are_rescored_and_replaced(
     warehouse: Warehouse, readings_loader: Callable[..., None], tmp_path: Path
 ) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import hashlib
 import os
 import re
 import shutil
@@ -274,8 +275,13 @@ class Warehouse:
         return [self.root / r[0] for r in rows]
 
     def refresh_views(self, con: duckdb.DuckDBPyConnection) -> None:
-        """(Re)create one view per file-backed kind over exactly its committed files."""
+        """(Re)create one view per file-backed kind over exactly its committed files.
+
+        Each view carries a digest of its definition as its comment; a view whose files did
+        not change is kept (creating one over a fleet's lake files took 0.04-0.09 s, at every
+        writer)."""
         kinds = {r[0] for r in sql_rows(con, "meta/lake_kinds")}
+        tags = dict(sql_rows(con, "meta/catalog_view_comments"))
         for kind in sorted(kinds | set(KIND_SCHEMAS)):
             paths = self.files(con, kind)
             if paths:
@@ -288,7 +294,11 @@ class Warehouse:
                 schema = KIND_SCHEMAS[kind]
                 cols = ", ".join(f"cast(null as {_duck_type(f.type)}) as {f.name}" for f in schema)
                 body = f"select {cols} where false"
+            tag = "oxy:" + hashlib.sha256(body.encode()).hexdigest()[:32]
+            if tags.get(kind) == tag:
+                continue
             con.execute(f"create or replace view {kind} as {body}")
+            con.execute(f"comment on view {kind} is {quote_literal(tag)}")
 
     def mart_names(self) -> list[str]:
         """Marts that exist on disk (folders under ``marts/`` holding Parquet)."""

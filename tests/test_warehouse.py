@@ -448,6 +448,38 @@ def test_readings_view_has_the_same_schema_once_files_exist(
         ]
 
 
+def test_a_lake_view_is_created_again_only_when_its_files_change(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    """Each lake view is tagged with a digest of its definition: a writer keeps a view whose
+    tag matches (a stand-in with the right tag survives), and a new file (or a wrong tag)
+    makes it list the committed files again."""
+    readings_loader(warehouse, _readings({"a|1": [7.0]}))
+
+    def stand_in(con: duckdb.DuckDBPyConnection, tag: str) -> None:
+        con.execute("create or replace view readings as select 'stand-in' as sensor_id")
+        con.execute(f"comment on view readings is '{tag}'")  # a digest: no quote in it
+
+    def sensors() -> list[str]:
+        with warehouse.writer() as con:
+            return [r[0] for r in con.execute("select sensor_id from readings").fetchall()]
+
+    with warehouse.writer() as con:
+        tag = con.execute(
+            "select comment from duckdb_views() where view_name = 'readings'"
+        ).fetchall()[0][0]
+        assert tag.startswith("oxy:")
+        stand_in(con, tag)
+    assert sensors() == ["stand-in"]  # same files, same tag: kept
+    with warehouse.writer() as con:
+        stand_in(con, "oxy:other")
+    assert sensors() == ["a|1"]  # a wrong tag: created again
+    with warehouse.writer() as con:
+        stand_in(con, tag)
+    readings_loader(warehouse, _readings({"b|1": [6.0]}))
+    assert sorted(sensors()) == ["a|1", "b|1"]  # a new file: created again
+
+
 def test_register_sensors_keeps_the_first_registration(warehouse: Warehouse) -> None:
     sensor = {
         "sensor_id": "ras1/tank-02/o2",

@@ -1162,12 +1162,16 @@ def file_days(config: Config) -> int:
     return days
 
 
-def layout_changed(warehouse: Warehouse) -> bool:
-    """True when a stored ``anomaly_scores`` file does not fit the configured ``file_days``
-    (then every bucket is rescored and its files rewritten)."""
+def stored_layout(warehouse: Warehouse) -> dict[int, tuple[list[ScoreFile], list[Path]]]:
+    """Per bucket folder of ``anomaly_scores``: its files and its strays (see
+    :func:`_stored_files`), listed once per run (a bucket's files change only when its own
+    batch writes them). A stray means the layout changed: every bucket is rescored."""
     days = file_days(warehouse.config)
     root = warehouse.marts_dir / "anomaly_scores"
-    return any(_stored_files(folder, days)[1] for folder in root.glob("bucket=*"))
+    return {
+        int(folder.name.removeprefix("bucket=")): _stored_files(folder, days)
+        for folder in root.glob("bucket=*")
+    }
 
 
 def _file_targets(
@@ -1208,10 +1212,13 @@ def _write_scores(
     items: list[_BucketWork],
     params: dict[str, Any],
     full: bool,
+    layout: dict[int, tuple[list[ScoreFile], list[Path]]],
 ) -> dict[int, list[ScoreFile]]:
     """Merge the rescored rows of the sensors in ``score_scope`` into their buckets' files, in
     one query over every file to write (:func:`_file_targets`; each file is still replaced on
-    its own, atomically). Returns each bucket's files as they are now.
+    its own, atomically). ``layout``: each bucket's stored files and strays as
+    :func:`stored_layout` listed them at the start of the run. Returns each bucket's files as
+    they are now.
 
     Only the files from the one holding a bucket's first rescored reading on are rewritten;
     the bucket's open block (the one holding its latest reading) is stored a day per file, so
@@ -1230,7 +1237,7 @@ def _write_scores(
     obsolete: list[Path] = []
     for item in items:
         folder = _scores_folder(wh, item.bucket)
-        stored, strays = _stored_files(folder, days)
+        stored, strays = layout.get(item.bucket, ([], []))
         open_block = file_start(item.last_reading, days) if item.last_reading else None
         span = spans.get(item.bucket, (None, None, None))
         targets = _file_targets(stored, days, open_block, span, full)
@@ -1509,7 +1516,8 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
         lb = lookbacks(con, warehouse.config)
         mw = minute_windows(con, warehouse.config)
         create_support_tables(con)
-        full = _upgrade_state(con) or layout_changed(warehouse) or full
+        layout = stored_layout(warehouse)
+        full = _upgrade_state(con) or any(strays for _, strays in layout.values()) or full
         sites = site_sensors(con, warehouse.config)
         bucket_of = dict(zip(sites["sensor_id"], sites["bucket"], strict=True))
         found = _changes(warehouse, con, bucket_of, full, lb)
@@ -1541,7 +1549,7 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
                 if rescored:
                     # the batch's sensors in scope: each file is written once
                     scope_table(con, [c for item in rescored for c in item.changes], lb)
-                    scored = _write_scores(warehouse, con, rescored, params, full)
+                    scored = _write_scores(warehouse, con, rescored, params, full, layout)
                     _write_events(warehouse, con, scored, params, full)
                 sql_rows(
                     con,

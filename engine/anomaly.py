@@ -71,8 +71,6 @@ SCORE_COLUMNS: dict[str, str] = {
 # 32 k let both threads write one (DuckDB writes a file of one row group on one thread;
 # 12 files of a bucket took 38 % longer than 3 month files, with 32 k groups 13 %)
 FILE_ROW_GROUP = 32_768
-# what a query over lake files ``read_parquet($files)`` reads when no file reaches its span
-_NO_FILES = "(from extra_readings where false)"
 
 EVENT_COLUMNS: dict[str, str] = {
     "sensor_id": "varchar",
@@ -773,7 +771,7 @@ def readings_in_scope(
     ]
     query = sql_text("intermediate/int_readings_scope")
     if not paths:  # no lake rows: only extra readings (or nothing) are in scope
-        query = query.replace("read_parquet($files)", _NO_FILES)
+        query = query.replace("read_parquet($files)", "(from extra_readings where false)")
     first_read = sql_rows(con, "score/first_read_from")[0][0]
     return local_readings(con, query, {**params, "files": paths, "first_read": first_read}, mw)
 
@@ -989,8 +987,6 @@ def site_drift(
     con: duckdb.DuckDBPyConnection,
     sites: pl.DataFrame,
     changes: dict[str, datetime],
-    *,
-    stored: bool = True,
 ) -> pl.DataFrame:
     """Per sensor of a site in ``changes`` (each at its site's first changed hour, see
     :func:`with_site_peers`) and hour from a drift window before it: ``site_rel``, the median
@@ -998,10 +994,8 @@ def site_drift(
     same local hour's median over the previous ``drift_baseline_window``, from at least
     ``drift_site_min_days`` days), where at least ``drift_site_min_sensors`` sensors hold one.
     The drift residuals of ``int_hourly_baselines`` are taken against it: what moves the whole
-    site (weather, tide, a bloom) is no fouled probe. The hourly medians of the changed hours
-    are read from the lake (bucket by bucket, one reading per minute as scoring reads them),
-    those before from ``score_hourly`` (``stored``; not under ``--full``, which forgets it):
-    the same for any batching of runs."""
+    site (weather, tide, a bloom) is no fouled probe. Read from the lake (bucket by bucket,
+    hourly medians as stored): the same for any batching of runs."""
     a = wh.config["anomaly"]
     schema = {"sensor_id": pl.String, "hour": pl.Datetime("us"), "site_rel": pl.Float64}
     in_site = sites.filter(pl.col("site").is_not_null() & pl.col("sensor_id").is_in(list(changes)))
@@ -1015,30 +1009,29 @@ def site_drift(
     )
     members = sites.join(in_site.select("site", "first").unique(), on="site")
     members = members.with_columns(read_from=pl.col("first") - reach)
-    members = members.with_columns(fresh_from=pl.col("first") if stored else pl.col("read_from"))
     query = sql_text("intermediate/int_site_hourly_medians")
-    # the lake files that reach the earliest fresh_from, buckets read together while their
+    # the lake files that reach the earliest read_from, buckets read together while their
     # files hold about chunk_rows readings (one query's fixed costs, bounded memory)
     lake = sql_rows(
         con,
         "score/site_lake_files",
-        {"buckets": members["bucket"].unique().to_list(), "read_from": members["fresh_from"].min()},
+        {"buckets": members["bucket"].unique().to_list(), "read_from": members["read_from"].min()},
     )
-    buckets = sorted(members["bucket"].unique().to_list())  # a bucket without files: stored
-    files: dict[int, list[str]] = {b: [] for b in buckets}
-    rows: dict[int, int] = dict.fromkeys(buckets, 0)
+    files: dict[int, list[str]] = {}
+    rows: dict[int, int] = {}
     for bucket, path, n in lake:
-        files[bucket].append(str(wh.root / path))
-        rows[bucket] += int(n)
+        files.setdefault(bucket, []).append(str(wh.root / path))
+        rows[bucket] = rows.get(bucket, 0) + int(n)
     parts = []
-    for group in pack(buckets, [rows[b] for b in buckets], int(a["chunk_rows"])):
+    for group in pack(sorted(files), [rows[b] for b in sorted(files)], int(a["chunk_rows"])):
         scope = members.filter(pl.col("bucket").is_in(group))
-        con.register("site_scope", scope.select("sensor_id", "read_from", "fresh_from"))
+        con.register("site_scope", scope.select("sensor_id", "read_from"))
         try:
-            paths = [f for b in group for f in files[b]]
-            params = {"files": paths, "first_read": scope["fresh_from"].min()}
-            group_query = query if paths else query.replace("read_parquet($files)", _NO_FILES)
-            parts.append(query_frame(con, group_query, bind(group_query, params)))
+            params = {
+                "files": [f for b in group for f in files[b]],
+                "first_read": scope["read_from"].min(),
+            }
+            parts.append(query_frame(con, query, bind(query, params)))
         finally:
             con.unregister("site_scope")
     if not parts:
@@ -1525,7 +1518,7 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
             _drop_orphan_partitions(warehouse, set(found))
         # a sensor's drift reads its site's shared movement: a change rescores the site
         changed = with_site_peers(sites, {s: t for c, _, _ in found.values() for s, t in c})
-        site_rel = site_drift(warehouse, con, sites, changed, stored=not full)
+        site_rel = site_drift(warehouse, con, sites, changed)
         by_bucket: dict[int, list[tuple[str, datetime]]] = {}
         for sensor_id, hour in sorted(changed.items()):
             by_bucket.setdefault(bucket_of[sensor_id], []).append((sensor_id, hour))

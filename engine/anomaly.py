@@ -793,10 +793,10 @@ def _changes(
     buckets = [b for (b,) in sql_rows(con, "score/buckets")]
     lake: dict[int, dict[str, datetime | None]] = {b: {} for b in buckets}
     for bucket, path, min_ts in sql_rows(con, "score/readings_files"):
-        lake.setdefault(bucket, {})[path] = min_ts
+        lake[bucket][path] = min_ts
     scored: dict[int, dict[str, datetime | None]] = {b: {} for b in buckets}
     for bucket, path, min_ts in [] if full else sql_rows(con, "score/scored_files"):
-        scored.setdefault(bucket, {})[path] = min_ts
+        scored[bucket][path] = min_ts
     new = {b: sorted(set(lake[b]) - set(scored[b])) for b in buckets}
     gone = {b: sorted(set(scored[b]) - set(lake[b])) for b in buckets}
     changed: dict[int, dict[str, datetime]] = {b: {} for b in buckets}

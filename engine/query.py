@@ -175,7 +175,7 @@ def _copy_catalog(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> _Snap
         taken |= set(snapshot.marts)
         snapshot.views = [
             (name, sql)
-            for name, sql in sql_rows(catalog, "meta/catalog_views")
+            for name, sql, _comment in sql_rows(catalog, "meta/catalog_views")
             if name not in taken
         ]
     return snapshot

@@ -810,7 +810,7 @@ def _changes(
         gone_from = [scored[b][p] for p in gone[b] if scored[b][p] is not None]
         if gone_from:
             first = (min(gone_from) - lb.ahead).replace(minute=0, second=0, microsecond=0)
-            for (sensor_id,) in sql_rows(con, "score/bucket_sensors", {"bucket": b}):
+            for sensor_id in (s for s, bucket in bucket_of.items() if bucket == b):
                 changed[b][sensor_id] = min(changed[b].get(sensor_id, first), first)
     return {b: (sorted(changed[b].items()), new[b], gone[b]) for b in buckets}
 

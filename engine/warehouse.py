@@ -356,10 +356,8 @@ class Warehouse:
             + (f", row_group_size {int(row_group_size)})" if row_group_size else ")"),
             params or {},
         )
-        rows = check_parquet(staged)
         sub = f"{name}/{partition}" if partition else name
-        self.replace_file(staged, self.resolve(f"marts/{sub}/{filename}"))
-        return rows
+        return self.replace_file(staged, self.resolve(f"marts/{sub}/{filename}"))
 
     def write_mart_files(
         self,
@@ -407,9 +405,7 @@ class Warehouse:
                 files = sorted((staged / f"{key}={value}").glob("*.parquet"))
                 if len(files) > 1:
                     raise OxyError(f"internal: {len(files)} staged files for {dest.name}")
-                rows.append(check_parquet(files[0]) if files else 0)
-                if files:
-                    self.replace_file(files[0], dest)
+                rows.append(self.replace_file(files[0], dest) if files else 0)
             return rows
         finally:
             shutil.rmtree(staged, ignore_errors=True)
@@ -532,12 +528,14 @@ class Warehouse:
         shutil.rmtree(out_dir, ignore_errors=True)
         return staged
 
-    def replace_file(self, staged: Path, dest: Path, expected_rows: int | None = None) -> None:
-        """Check a staged Parquet file and atomically replace ``dest`` with it (marts)."""
-        check_parquet(staged, expected_rows)
+    def replace_file(self, staged: Path, dest: Path, expected_rows: int | None = None) -> int:
+        """Check a staged Parquet file and atomically replace ``dest`` with it (marts);
+        returns its row count."""
+        rows = check_parquet(staged, expected_rows)
         dest = self.resolve(dest.relative_to(self.root).as_posix())
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged, dest)
+        return rows
 
 
 def check_parquet(path: Path, expected_rows: int | None = None) -> int:

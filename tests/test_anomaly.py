@@ -1105,11 +1105,11 @@ def test_a_run_that_fails_midway_is_redone_by_the_next(
     replaced: list[Path] = []
     replace_file = Warehouse.replace_file
 
-    def fail_on_second(wh: Warehouse, staged: Path, dest: Path, *args: Any) -> None:
+    def fail_on_second(wh: Warehouse, staged: Path, dest: Path, *args: Any) -> int:
         replaced.append(dest)
         if len(replaced) == 2:
             raise RuntimeError("disk full")
-        replace_file(wh, staged, dest, *args)
+        return replace_file(wh, staged, dest, *args)
 
     monkeypatch.setattr(Warehouse, "replace_file", fail_on_second)
     with pytest.raises(RuntimeError, match="disk full"):

@@ -140,7 +140,7 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any], path: str = "") ->
 class Config:
     """Effective configuration: defaults overlaid by the user's file.
 
-    Sections are plain dicts: ``config["anomaly"]["point_z_lo"]``.
+    Sections are plain dicts: ``config["anomaly"]["spike"]["z"]``.
 
     Examples
     --------

@@ -282,7 +282,7 @@ class Windows:
 FLAT_CAP = timedelta(hours=12)  # a flat run is counted up to this long (bounded look-back)
 
 
-def _duration(text: Any, key: str) -> timedelta:
+def duration(text: Any, key: str) -> timedelta:
     """``"90 minutes"``, ``"2 hours"``, ``"28 days"`` (or ``"1h"``-style) as a timedelta."""
     if isinstance(text, bool) or not isinstance(text, str):
         raise OxyError(f"[anomaly] {key} must be a duration such as '2 hours', not {text!r}")
@@ -320,12 +320,12 @@ def windows(config_anomaly: dict[str, Any]) -> Windows:
     w = Windows(
         neighbours=int(a["neighbours"]),
         noise_readings=int(a["noise"]["readings"]),
-        history=_duration(a["history"], "history"),
-        day=_duration(a["collective"]["window"], "collective.window"),
-        drift_window=_duration(d["window"], "drift.window"),
-        drift_gap=_duration(d["gap"], "drift.gap"),
-        drift_reference=_duration(d["reference"], "drift.reference"),
-        max_cadence=_duration(a["max_cadence"], "max_cadence"),
+        history=duration(a["history"], "history"),
+        day=duration(a["collective"]["window"], "collective.window"),
+        drift_window=duration(d["window"], "drift.window"),
+        drift_gap=duration(d["gap"], "drift.gap"),
+        drift_reference=duration(d["reference"], "drift.reference"),
+        max_cadence=duration(a["max_cadence"], "max_cadence"),
     )
     if w.neighbours < 1 or w.noise_readings < 3:
         raise OxyError("[anomaly] neighbours must be >= 1 and noise.readings >= 3")

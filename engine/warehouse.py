@@ -69,12 +69,35 @@ KIND_SCHEMAS: dict[str, pa.Schema] = {"readings": READINGS_SCHEMA}
 
 @functools.cache
 def sql_text(name: str) -> str:
-    """The text of ``sql/<name>.sql`` (e.g. ``"marts/anomaly_scores"``), read once."""
-    path = SQL_DIR / f"{name}.sql"
+    """The text of ``sql/<name>.sql`` (e.g. ``"marts/anomaly_scores"``), read once; or, for
+    ``"<file>#<block>"``, the block headed ``-- name: <block>`` in ``sql/<file>.sql`` (a stage's
+    small bookkeeping queries live in one file of named blocks)."""
+    file, _, block = name.partition("#")
+    path = SQL_DIR / f"{file}.sql"
     try:
-        return path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise OxyError(f"internal: SQL file {path} is missing from the installation") from None
+    if not block:
+        return text
+    blocks = named_blocks(text)
+    if block not in blocks:
+        raise OxyError(f"internal: no query named {block!r} in {path}")
+    return blocks[block]
+
+
+_NAME = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.M)
+
+
+def named_blocks(text: str) -> dict[str, str]:
+    """The ``-- name: NAME`` blocks of a SQL file: each runs to the next name line."""
+    marks = list(_NAME.finditer(text))
+    return {
+        m.group(1): text[
+            m.end() : marks[i + 1].start() if i + 1 < len(marks) else len(text)
+        ].strip()
+        for i, m in enumerate(marks)
+    }
 
 
 _PARAM = re.compile(r"\$([a-z_][a-z0-9_]*)")

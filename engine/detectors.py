@@ -73,10 +73,18 @@ def ramp(statistic: pl.Expr, threshold: float) -> pl.Expr:
 
 
 def _range_score(p: dict[str, Any]) -> pl.Expr:
+    # QARTOD gross range on saturation: suspect above suspect_sat (0.5 rising to just below the
+    # QARTOD fail score), fail from fail_sat on or below zero (1)
     sat = pl.col("saturation")
     suspect, fail = float(p["suspect_sat"]), float(p["fail_sat"])
-    over = ((sat - suspect) / (fail - suspect) * 0.5 + 0.5).clip(0.0, 1.0)
-    return pl.when(pl.col("value") < 0).then(1.0).when(sat > suspect).then(over).otherwise(0.0)
+    over = 0.5 + 0.39 * ((sat - suspect) / (fail - suspect)).clip(0.0, 1.0)
+    return (
+        pl.when((pl.col("value") < 0) | (sat >= fail))
+        .then(1.0)
+        .when(sat > suspect)
+        .then(over)
+        .otherwise(0.0)
+    )
 
 
 def _dropout_score(p: dict[str, Any]) -> pl.Expr:
@@ -89,14 +97,15 @@ def _stuck_score(p: dict[str, Any]) -> pl.Expr:
     # typically holds, at least min_readings readings at the cadence)
     floor = pl.col("cadence_s") * float(p["min_readings"])
     typical = pl.max_horizontal(pl.col("flat_typ") * float(p["ratio"]), floor)
-    return ramp(pl.col("flat_s") / typical, 1.0)
+    return pl.when(pl.col("flat_typ").is_not_null()).then(ramp(pl.col("flat_s") / typical, 1.0))
 
 
 def _spike_score(p: dict[str, Any]) -> pl.Expr:
     # |value - local level| / sigma, sigma = the larger of this local hour's typical noise and
     # the noise around the reading (inside a noise burst a large residual is noise, not a spike)
     sigma = pl.max_horizontal("noise_sigma", pl.col("rough") * CURVE_SIGMA)
-    return ramp(pl.col("resid").abs() / sigma, float(p["z"]))
+    judged = pl.col("noise_sigma").is_not_null()
+    return pl.when(judged).then(ramp(pl.col("resid").abs() / sigma, float(p["z"])))
 
 
 def _noise_score(p: dict[str, Any]) -> pl.Expr:
@@ -105,8 +114,10 @@ def _noise_score(p: dict[str, Any]) -> pl.Expr:
 
 
 def _point_score(p: dict[str, Any]) -> pl.Expr:
-    # rate of change: |step from the previous reading| / this local hour's typical step (MAD)
-    return ramp(pl.col("step").abs() / pl.col("step_sigma"), float(p["z"]))
+    # rate of change: the step from the previous reading, as far as it leaves the level of the
+    # readings before (the step back from a spike is none), / this local hour's typical step
+    into = pl.min_horizontal(pl.col("step").abs(), (pl.col("value") - pl.col("before")).abs())
+    return ramp(into / pl.col("step_sigma"), float(p["z"]))
 
 
 def _collective_score(p: dict[str, Any]) -> pl.Expr:
@@ -133,7 +144,7 @@ DETECTORS: tuple[Detector, ...] = (
         "score_range",
         1,
         True,
-        True,
+        False,
         "#7f0000",
         "saturation outside what water holds: above suspect_sat (injection farms reach "
         "~200 %) to fail_sat, or negative; mg/L via Benson-Krause at the reading's temperature",
@@ -274,9 +285,13 @@ class Windows:
 
     @property
     def hours(self) -> timedelta:
-        """The hourly rows before a rescored hour its baselines need."""
-        drift = self.drift_reference + self.drift_window
-        return max(self.history, drift) + self.day + timedelta(hours=26)
+        """The hourly rows before a rescored hour its baselines need: the spreads of the
+        residuals from a profile over ``history`` reach back twice ``history`` (and the day of
+        the collective offset); the drift's spread over its reference weeks of departures from
+        their own reference weeks, twice the reference and the drift window."""
+        residuals = 2 * self.history + self.day
+        drift = 2 * self.drift_reference + self.drift_window
+        return max(residuals, drift) + timedelta(hours=26)
 
 
 FLAT_CAP = timedelta(hours=12)  # a flat run is counted up to this long (bounded look-back)
@@ -384,8 +399,10 @@ def minute_features(frame: pl.DataFrame, w: Windows) -> pl.DataFrame:
     gap_ok = pl.col("dt_s") <= 2 * pl.col("cadence_s")
     moved = (value != value.shift(1)) | ~_same(1) | ~gap_ok.fill_null(False)
     next_ok = gap_ok.shift(-1) & _same(-1)
+    before = value.shift(1).rolling_median(k, min_samples=1)
     frame = frame.with_columns(
         level=pl.when(_window_ok(k, k)).then(level),
+        before=pl.when(_window_ok(k, 0)).then(before),
         step=pl.when(gap_ok).then(value - value.shift(1)),
         # the second difference: the reading against the mean of its two neighbours (the
         # noise of a smooth signal, where a median of neighbours equals the reading)
@@ -522,9 +539,10 @@ def levels(hourly: pl.DataFrame, w: Windows) -> pl.DataFrame:
     * ``log_level``: log of the hour's median value — as a saturation where the temperature is
       known (a season's temperature moves mg/L, not saturation);
     * ``log_profile``: its median over the previous days of the same local hour;
-    * ``drift_dep``: the median log level of the last ``drift.window`` (24 h) against its own
-      median over (hour - drift.reference, hour - drift.gap] (the weeks before a fouling of up to
-      three weeks started), with ``drift_n`` the hours that reference holds.
+    * ``drift_dep``: the median over the last ``drift.window`` (24 h) of each hour's log level
+      against the median of the same local hour over (hour - drift.reference, hour - drift.gap]
+      (the weeks before a fouling of up to three weeks started); ``drift_n`` the days that
+      reference holds.
 
     ``hourly``: the hourly statistics with ``unit`` (sorted by sensor_id, hour)."""
     q = pl.col
@@ -533,21 +551,36 @@ def levels(hourly: pl.DataFrame, w: Windows) -> pl.DataFrame:
     )
     prof = _same_hour_window(logged, w.history, [q("log_level").median().alias("log_profile")])
     logged = logged.join(prof, on=["sensor_id", "hour"], how="left")
+    # each hour against the same local hour over the reference weeks, then the median of those
+    # departures over the drift window: the diel shape cancels, and an event of hours (a
+    # supply failure) does not move a day's median
+    period = f"{int((w.drift_reference - w.drift_gap).total_seconds())}s"
+    offset = f"-{int(w.drift_reference.total_seconds())}s"
+    reference = (
+        logged.rolling(
+            "hour",
+            period=period,
+            offset=offset,
+            closed="right",
+            group_by=["sensor_id", "local_hour"],
+        )
+        .agg(
+            q("log_level").median().alias("drift_ref"),
+            q("log_level").count().alias("drift_n"),
+        )
+        .drop("local_hour")
+    )
     window = f"{int(w.drift_window.total_seconds())}s"
     min_hours = max(int(w.drift_window / timedelta(hours=1)) // 2, 1)
-    logged = logged.with_columns(
-        drift_day=q("log_level")
+    logged = (
+        logged.join(reference, on=["sensor_id", "hour"], how="left")
+        .sort("sensor_id", "hour")
+        .with_columns(drift_hour=q("log_level") - q("drift_ref"))
+    )
+    return logged.with_columns(
+        drift_dep=q("drift_hour")
         .rolling_median_by("hour", window, closed="right", min_samples=min_hours)
         .over("sensor_id")
-    )
-    reference = _offset_window(
-        logged,
-        w.drift_reference,
-        w.drift_gap,
-        [q("drift_day").median().alias("drift_ref"), q("drift_day").count().alias("drift_n")],
-    )
-    return logged.join(reference, on=["sensor_id", "hour"], how="left").with_columns(
-        drift_dep=q("drift_day") - q("drift_ref")
     )
 
 
@@ -666,16 +699,22 @@ def baselines(
             q("curve_typ") * CURVE_SIGMA,
         ),
     )
-    # pooled floors for the spreads: each hour's at least hour_floor x the sensor's median
+    # pooled floors for the spreads: each hour's at least hour_floor x the spread of the same
+    # residuals over all hours
     pooled_spreads = _all_hours_window(
         frame,
         w.history,
         [
-            q("contextual_spread").median().alias("ctx_all"),
-            q("collective_spread").median().alias("col_all"),
+            q("ctx_resid").quantile(0.75).alias("ctx_all_q75"),
+            q("ctx_resid").quantile(0.25).alias("ctx_all_q25"),
+            q("col_resid").quantile(0.75).alias("col_all_q75"),
+            q("col_resid").quantile(0.25).alias("col_all_q25"),
         ],
     )
-    frame = frame.join(pooled_spreads, on=["sensor_id", "hour"], how="left")
+    frame = frame.join(pooled_spreads, on=["sensor_id", "hour"], how="left").with_columns(
+        ctx_all=(q("ctx_all_q75") - q("ctx_all_q25")) / IQR_SIGMA,
+        col_all=(q("col_all_q75") - q("col_all_q25")) / IQR_SIGMA,
+    )
     min_days = int(a["contextual"]["min_days"])
     ready = q("hours_seen") >= int(a["min_hours"])
     spread_ready = ready & (q("days") >= min_days)
@@ -746,7 +785,7 @@ def drift_scores(levelled: pl.DataFrame, a: dict[str, Any], w: Windows) -> pl.Da
     )
     frame = frame.join(spread, on=["sensor_id", "hour"], how="left")
     z, gate = float(d["z"]), math.log1p(float(d["min_relative"]))
-    min_ref = int(d["min_reference_days"]) * 24
+    min_ref = int(d["min_reference_days"])
     sigma = ((q("rel_q75") - q("rel_q25")) / IQR_SIGMA).fill_null(0.0).clip(lower_bound=gate / z)
     departure = q("drift_rel").abs()
     judged = (q("drift_n") >= min_ref) & q("drift_rel").is_not_null()

@@ -103,7 +103,7 @@ def _stuck_score(p: dict[str, Any]) -> pl.Expr:
 def _spike_score(p: dict[str, Any]) -> pl.Expr:
     # |value - local level| / sigma, sigma = the larger of this local hour's typical noise and
     # the noise around the reading (inside a noise burst a large residual is noise, not a spike)
-    sigma = pl.max_horizontal("noise_sigma", pl.col("rough") * CURVE_SIGMA)
+    sigma = pl.max_horizontal("noise_sigma", pl.col("rough_around") * CURVE_SIGMA)
     judged = pl.col("noise_sigma").is_not_null()
     return pl.when(judged).then(ramp(pl.col("resid").abs() / sigma, float(p["z"])))
 
@@ -140,25 +140,37 @@ def _drift_score(p: dict[str, Any]) -> pl.Expr:
 
 DETECTORS: tuple[Detector, ...] = (
     Detector(
-        "range",
-        "score_range",
-        1,
-        True,
+        "point",
+        "score_point",
+        6,
         False,
-        "#7f0000",
-        "saturation outside what water holds: above suspect_sat (injection farms reach "
-        "~200 %) to fail_sat, or negative; mg/L via Benson-Krause at the reading's temperature",
-        _range_score,
+        False,
+        "#ff7f0e",
+        "the step from the previous reading against the local hour's typical step (QARTOD "
+        "rate of change, calibrated per sensor)",
+        _point_score,
     ),
     Detector(
-        "dropout",
-        "score_dropout",
-        2,
-        True,
-        True,
-        "#000000",
-        "a reading at or below the dropout level: an exact zero is a dropout, not oxygen",
-        _dropout_score,
+        "collective",
+        "score_collective",
+        7,
+        False,
+        False,
+        "#1f77b4",
+        "the level against its hour-of-day profile shifted by the last day's own departure "
+        "from it: a supply failure, a recovery, a level shift within a day of weather",
+        _collective_score,
+    ),
+    Detector(
+        "contextual",
+        "score_contextual",
+        8,
+        False,
+        False,
+        "#2ca02c",
+        "the level against the sensor's hour-of-day profile, moved as its site moved: normal "
+        "for the sensor, wrong for the hour",
+        _contextual_score,
     ),
     Detector(
         "stuck",
@@ -193,39 +205,6 @@ DETECTORS: tuple[Detector, ...] = (
         _noise_score,
     ),
     Detector(
-        "point",
-        "score_point",
-        6,
-        False,
-        False,
-        "#ff7f0e",
-        "the step from the previous reading against the local hour's typical step (QARTOD "
-        "rate of change, calibrated per sensor)",
-        _point_score,
-    ),
-    Detector(
-        "collective",
-        "score_collective",
-        7,
-        False,
-        False,
-        "#1f77b4",
-        "the level against its hour-of-day profile shifted by the last day's own departure "
-        "from it: a supply failure, a recovery, a level shift within a day of weather",
-        _collective_score,
-    ),
-    Detector(
-        "contextual",
-        "score_contextual",
-        8,
-        False,
-        False,
-        "#2ca02c",
-        "the level against the sensor's hour-of-day profile, moved as its site moved: normal "
-        "for the sensor, wrong for the hour",
-        _contextual_score,
-    ),
-    Detector(
         "drift",
         "score_drift",
         9,
@@ -236,6 +215,27 @@ DETECTORS: tuple[Detector, ...] = (
         "site's other sensors where it has some): fouling, a failing membrane, a calibration "
         "offset",
         _drift_score,
+    ),
+    Detector(
+        "dropout",
+        "score_dropout",
+        2,
+        True,
+        True,
+        "#000000",
+        "a reading at or below the dropout level: an exact zero is a dropout, not oxygen",
+        _dropout_score,
+    ),
+    Detector(
+        "range",
+        "score_range",
+        1,
+        True,
+        False,
+        "#7f0000",
+        "saturation outside what water holds: above suspect_sat (injection farms reach "
+        "~200 %) to fail_sat, or negative; mg/L via Benson-Krause at the reading's temperature",
+        _range_score,
     ),
 )
 
@@ -780,13 +780,18 @@ def drift_scores(levelled: pl.DataFrame, a: dict[str, Any], w: Windows) -> pl.Da
         [
             q("drift_rel").quantile(0.75).alias("rel_q75"),
             q("drift_rel").quantile(0.25).alias("rel_q25"),
+            q("drift_rel").abs().quantile(0.9).alias("rel_a90"),
             q("drift_rel").count().alias("rel_n"),
         ],
     )
     frame = frame.join(spread, on=["sensor_id", "hour"], how="left")
     z, gate = float(d["z"]), math.log1p(float(d["min_relative"]))
     min_ref = int(d["min_reference_days"])
-    sigma = ((q("rel_q75") - q("rel_q25")) / IQR_SIGMA).fill_null(0.0).clip(lower_bound=gate / z)
+    # the statistic is slow and its tails heavy (a river's level moves in episodes): its
+    # spread is the larger of the IQR's and the 90th percentile of its size's
+    sigma = pl.max_horizontal(
+        (q("rel_q75") - q("rel_q25")) / IQR_SIGMA, q("rel_a90") / 1.645, pl.lit(gate / z)
+    )
     departure = q("drift_rel").abs()
     judged = (q("drift_n") >= min_ref) & q("drift_rel").is_not_null()
     return frame.select(
@@ -809,14 +814,29 @@ def score_inputs(features: pl.DataFrame, base: pl.DataFrame, w: Windows) -> pl.D
     q = pl.col
     frame = features.join(base, on=["sensor_id", "hour"], how="left")
     clip = q("noise_typ") * 4.0
-    rough = pl.min_horizontal(q("curve").abs(), clip).rolling_mean(
-        w.noise_readings, center=True, min_samples=w.noise_readings // 2 + 1
+    clipped = pl.min_horizontal(q("curve").abs(), clip)
+    n = w.noise_readings
+    half = n // 2
+    window_sum = clipped.fill_null(0.0).rolling_sum(n, center=True, min_samples=1)
+    window_n = clipped.is_not_null().cast(pl.Int32).rolling_sum(n, center=True, min_samples=1)
+    # the noise around a reading for its spike test leaves out the reading and its two
+    # neighbours (their second differences hold the spike itself)
+    own = (
+        clipped.fill_null(0.0) + clipped.shift(1).fill_null(0.0) + clipped.shift(-1).fill_null(0.0)
     )
-    half = w.noise_readings // 2
+    own_n = (
+        clipped.is_not_null().cast(pl.Int32)
+        + clipped.shift(1).is_not_null().cast(pl.Int32)
+        + clipped.shift(-1).is_not_null().cast(pl.Int32)
+    )
+    ok = _window_ok(half, half)
     return frame.with_columns(
         expected=q("prof_start") + (q("prof_end") - q("prof_start")) * frac,
         day_expected=q("prof_start") + (q("prof_end") - q("prof_start")) * frac + q("ctx_offset"),
-        rough=pl.when(_window_ok(half, half)).then(rough),
+        rough=pl.when(ok & (window_n > half)).then(window_sum / window_n),
+        rough_around=pl.when(ok & (window_n - own_n > half)).then(
+            (window_sum - own) / (window_n - own_n)
+        ),
         noise_sigma=q("noise_typ") * CURVE_SIGMA,
     )
 

@@ -98,10 +98,15 @@ def test_each_detector_is_defined_once_and_everything_derives_from_the_list() ->
     assert set(names) <= set(LABEL_TYPES)
 
 
-def test_every_detector_is_described_in_the_docs() -> None:
-    text = (ROOT / "docs" / "detection.md").read_text(encoding="utf-8")
+def test_every_detector_is_described_in_the_docs_and_the_readme() -> None:
+    docs = (ROOT / "docs" / "detection.md").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    scoring = readme.split("## Anomaly scoring", 1)[1].split("\n## ", 1)[0]
+    marts = readme.split("#### `anomaly_scores`", 1)[1].split("\n#### ", 1)[0]
     for d in DETECTORS:
-        assert f"`{d.name}`" in text, d.name
+        assert f"`{d.name}`" in docs, d.name
+        assert f"| `{d.name}` |" in scoring, d.name
+        assert f"| {d.column} | DOUBLE |" in marts, d.column
 
 
 # -- each detector on a built series ------------------------------------------------------------

@@ -179,8 +179,14 @@ def zone_local_hours(
     return hours.gather(index).alias("local_hour")
 
 
+def sensor_dtype(sensor_ids: pl.Series | list[str]) -> pl.Enum:
+    """The dtype sensor ids travel in through a run: an Enum of every id (integer keys for the
+    joins, sorts and windows; sorted like the strings)."""
+    return pl.Enum(sorted(set(pl.Series(sensor_ids, dtype=pl.String).drop_nulls().to_list())))
+
+
 def first_ingested(raw: pl.DataFrame) -> pl.DataFrame:
-    """One row per (sensor_id, ts) of ``raw`` (sensor_id, ts, value, ingested_at), sorted by
+    """One row per (sensor_id, ts) of ``raw`` (sensor_id, ts, value, ingested_at, ...), sorted by
     sensor and time: the first ingested non-null value wins, a null only when every copy is
     null (the ingest rule)."""
     raw = raw.sort("sensor_id", "ts")
@@ -193,17 +199,28 @@ def first_ingested(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.drop("ingested_at")
 
 
+READ_COLUMNS = ("sensor_id", "ts", "value", "ingested_at")
+OPTIONAL_COLUMNS = ("temperature_c", "salinity")
+
+
 def read_readings(
     wh: Warehouse,
     con: duckdb.DuckDBPyConnection,
     buckets: list[int],
     read_from: dict[str, datetime],
+    ids: pl.Enum,
     extra: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """The readings of the sensors of ``read_from`` (each from its time on) in the lake files of
     ``buckets``, plus ``extra`` readings not in the lake (batch inference; ingested after
-    every stored copy): one row per (sensor_id, ts), sorted."""
-    schema = {"sensor_id": pl.String, "ts": pl.Datetime("us"), "value": pl.Float64}
+    every stored copy): one row per (sensor_id, ts), sorted, ``sensor_id`` of dtype ``ids``,
+    with the optional columns (water temperature, salinity) where the lake has them."""
+    schema = {
+        "sensor_id": ids,
+        "ts": pl.Datetime("us"),
+        "value": pl.Float64,
+        **dict.fromkeys(OPTIONAL_COLUMNS, pl.Float64),
+    }
     if not read_from:
         return pl.DataFrame(schema=schema)
     first = min(read_from.values())
@@ -213,24 +230,49 @@ def read_readings(
             con, Q + "readings_files_in_scope", {"buckets": buckets, "read_from": first}
         )
     ]
+    scope = pl.DataFrame(
+        {"sensor_id": list(read_from), "read_from": list(read_from.values())},
+        schema={"sensor_id": ids, "read_from": pl.Datetime("us")},
+    )
     parts = []
     if paths:
-        scope = pl.DataFrame(
-            {"sensor_id": list(read_from), "read_from": list(read_from.values())},
-            schema={"sensor_id": pl.String, "read_from": pl.Datetime("us")},
+        lake = pl.scan_parquet(paths, hive_partitioning=False, missing_columns="insert")
+        present = set(lake.collect_schema().names())
+        optional = [
+            pl.col(c).cast(pl.Float64) if c in present else pl.lit(None, pl.Float64).alias(c)
+            for c in OPTIONAL_COLUMNS
+        ]
+        part = (
+            lake.filter(pl.col("ts") >= first)
+            .select(
+                pl.col("sensor_id").cast(ids, strict=False),
+                pl.col("ts").cast(pl.Datetime("us")),
+                pl.col("value").cast(pl.Float64),
+                pl.col("ingested_at").cast(pl.Datetime("us")),
+                *optional,
+            )
+            .join(scope.lazy(), on="sensor_id")
+            .filter(pl.col("ts") >= pl.col("read_from"))
+            .drop("read_from")
+            .collect()
         )
-        con.register("read_scope", scope)
-        try:
-            query = sql_text(Q + "readings_raw")
-            parts.append(query_frame(con, query, {"files": paths, "read_from": first}))
-        finally:
-            con.unregister("read_scope")
+        parts.append(part)
     if extra is not None and not extra.is_empty():
-        parts.append(extra.select(*schema).with_columns(ingested_at=pl.lit(datetime(9999, 12, 31))))
+        parts.append(
+            extra.select(
+                pl.col("sensor_id").cast(ids),
+                pl.col("ts").cast(pl.Datetime("us")),
+                pl.col("value").cast(pl.Float64),
+                ingested_at=pl.lit(datetime(9999, 12, 31), pl.Datetime("us")),
+                *[
+                    (pl.col(c) if c in extra.columns else pl.lit(None)).cast(pl.Float64).alias(c)
+                    for c in OPTIONAL_COLUMNS
+                ],
+            )
+        )
     if not parts:
         return pl.DataFrame(schema=schema)
-    raw = pl.concat([p.with_columns(pl.col("ingested_at").cast(pl.Datetime("us"))) for p in parts])
-    return first_ingested(raw)
+    return first_ingested(pl.concat(parts, how="diagonal"))
 
 
 def with_sensor_info(
@@ -251,9 +293,12 @@ def with_sensor_info(
 
 
 def _stored_hourly(
-    con: duckdb.DuckDBPyConnection, since: dict[str, datetime], until: dict[str, datetime]
+    con: duckdb.DuckDBPyConnection,
+    since: dict[str, datetime],
+    until: dict[str, datetime],
+    ids: pl.Enum,
 ) -> pl.DataFrame:
-    """The stored ``score_hourly`` rows of each sensor in [since, until)."""
+    """The stored ``score_hourly`` rows of each sensor in [since, until), ids of dtype ``ids``."""
     wanted = pl.DataFrame(
         {
             "sensor_id": list(since),
@@ -267,7 +312,11 @@ def _stored_hourly(
         stored = query_frame(con, sql_text(Q + "score_hourly_stored"))
     finally:
         con.unregister("hourly_wanted")
-    return stored.select(list(detectors.HOURLY_COLUMNS)).cast(detectors.HOURLY_COLUMNS)
+    return (
+        stored.select(list(detectors.HOURLY_COLUMNS))
+        .cast(detectors.HOURLY_COLUMNS)
+        .with_columns(pl.col("sensor_id").cast(ids))
+    )
 
 
 def _site_moves(
@@ -294,7 +343,8 @@ def score_sensors(
     a: dict[str, Any],
     w: Windows,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Score the readings of each sensor from its ``rescore_from`` on.
+    """Score the readings of each sensor from its ``rescore_from`` on (sensor ids of the
+    Enum dtype of ``readings`` and ``sensors``, :func:`sensor_dtype`).
 
     ``readings``: one row per (sensor_id, ts) from at least ``w.minutes`` before each sensor's
     rescore_from (:func:`read_readings`); ``sensors``: sensor_id, timezone, unit, site. The
@@ -306,18 +356,16 @@ def score_sensors(
         return empty
     # hours from `context` on get baselines: the minute windows of the first rescored
     # readings read the features (and the noise clip) of readings that far back
+    ids = readings.schema["sensor_id"]
+    assert isinstance(ids, pl.Enum)
     context = {s: t - w.minutes for s, t in rescore_from.items()}
     frame = with_sensor_info(con, readings, sensors)
     frame = detectors.prepare(frame)
     scope = pl.DataFrame(
         {"sensor_id": list(rescore_from), "rescore_from": list(rescore_from.values())},
-        schema={"sensor_id": pl.String, "rescore_from": pl.Datetime("us")},
+        schema={"sensor_id": ids, "rescore_from": pl.Datetime("us")},
     )
-    stored = _stored_hourly(
-        con,
-        {s: t - w.hours for s, t in context.items()},
-        rescore_from,
-    )
+    stored = _stored_hourly(con, {s: t - w.hours for s, t in context.items()}, rescore_from, ids)
     # the cadence: each hour's median step, stored before rescore_from, recomputed after
     steps = (
         detectors.raw_hourly_steps(frame)
@@ -354,7 +402,10 @@ def score_sensors(
     scored = scored.with_columns(
         prev_ts=pl.when(prev_ok).then(pl.col("ts") - pl.duration(seconds=pl.col("dt_s")))
     )
-    return scored.select(list(SCORE_COLUMNS)).cast(SCORE_COLUMNS), new_hourly
+    return (
+        scored.select(list(SCORE_COLUMNS)).cast(SCORE_COLUMNS),
+        new_hourly.with_columns(pl.col("sensor_id").cast(pl.String)),
+    )
 
 
 # -- sites --------------------------------------------------------------------------------------
@@ -374,7 +425,7 @@ def with_site_peers(sites: pl.DataFrame, changes: dict[str, datetime]) -> dict[s
     changed = pl.DataFrame(
         {"sensor_id": list(changes), "changed": list(changes.values())},
         schema={"sensor_id": pl.String, "changed": pl.Datetime("us")},
-    )
+    ).with_columns(pl.col("sensor_id").cast(sites.schema["sensor_id"]))
     firsts = (
         sites.filter(pl.col("site").is_not_null())
         .join(changed, on="sensor_id")
@@ -404,7 +455,7 @@ def site_stage(
     if in_site.is_empty():
         return 0
     since = (
-        in_site.with_columns(first=pl.col("sensor_id").replace_strict(changes))
+        in_site.with_columns(first=pl.col("sensor_id").cast(pl.String).replace_strict(changes))
         .group_by("site")
         .agg(since=pl.col("first").min().cast(pl.Datetime("us")))
     )
@@ -427,7 +478,7 @@ def site_stage(
             for s, b in zip(members["sensor_id"], members["bucket"], strict=True)
             if b in group
         }
-        raw = read_readings(wh, con, group, wanted)
+        raw = read_readings(wh, con, group, wanted, sites.schema["sensor_id"])  # type: ignore[arg-type]
         if raw.is_empty():
             continue
         frame = detectors.prepare(with_sensor_info(con, raw, members))
@@ -440,12 +491,13 @@ def site_stage(
                 salinity_med=pl.col("salinity").median(),
             )
         )
-    stored = _stored_hourly(con, {s: t - w.hours for s, t in first.items()}, first)
+    ids = sites.schema["sensor_id"]
+    assert isinstance(ids, pl.Enum)
+    stored = _stored_hourly(con, {s: t - w.hours for s, t in first.items()}, first, ids)
     columns = ["sensor_id", "hour", "local_hour", "n", "value_med", "temperature_med"]
     columns.append("salinity_med")
-    fresh = [
-        p.select(columns).cast({c: detectors.HOURLY_COLUMNS[c] for c in columns}) for p in parts
-    ]
+    kinds = {c: detectors.HOURLY_COLUMNS[c] for c in columns if c != "sensor_id"}
+    fresh = [p.select(columns).cast(kinds) for p in parts]
     hourly = (
         pl.concat([stored.select(columns), *fresh])
         .join(members.select("sensor_id", "unit", "site"), on="sensor_id")
@@ -915,6 +967,8 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
         full = _upgrade_state(con) or any(strays for _, strays in layout.values()) or full
         sites = site_sensors(con, a)
         bucket_of = dict(zip(sites["sensor_id"], sites["bucket"], strict=True))
+        ids = sensor_dtype(sites["sensor_id"])
+        sites = sites.with_columns(pl.col("sensor_id").cast(ids))
         found = _changes(warehouse, con, bucket_of, full, w.ahead)
         if full:
             _drop_orphan_partitions(warehouse, set(found))
@@ -948,6 +1002,7 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
                         con,
                         sorted({bucket_of[s] for s in mine}),
                         {s: t - w.minutes for s, t in mine.items()},
+                        ids,
                     )
                     scores, hourly = score_sensors(con, readings, sites, mine, a, w)
                     scored_parts.append(scores)
@@ -1084,6 +1139,8 @@ def score_readings(warehouse: Warehouse, readings: pl.DataFrame) -> pl.DataFrame
             raise OxyError(f"{unknown} sensor(s) of the readings are not registered")
         sites = site_sensors(con, a)
         bucket_of = dict(zip(sites["sensor_id"], sites["bucket"], strict=True))
+        ids = sensor_dtype(sites["sensor_id"])
+        sites = sites.with_columns(pl.col("sensor_id").cast(ids))
         firsts = frame.group_by("sensor_id").agg(pl.col("ts").min().dt.truncate("1h"))
         rescore_from = dict(firsts.iter_rows())
         history = read_readings(
@@ -1091,6 +1148,7 @@ def score_readings(warehouse: Warehouse, readings: pl.DataFrame) -> pl.DataFrame
             con,
             sorted({bucket_of[s] for s in rescore_from}),
             {s: t - w.minutes for s, t in rescore_from.items()},
+            ids,
             extra=frame,
         )
         scored, _ = score_sensors(con, history, sites, rescore_from, a, w)

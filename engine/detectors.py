@@ -407,14 +407,13 @@ def minute_features(frame: pl.DataFrame, w: Windows) -> pl.DataFrame:
         # the second difference: the reading against the mean of its two neighbours (the
         # noise of a smooth signal, where a median of neighbours equals the reading)
         curve=pl.when(gap_ok & next_ok).then(value - (value.shift(1) + value.shift(-1)) / 2),
-        run=moved.cum_sum(),
     )
-    run_start = pl.col("ts").first().over("run")
+    run_start = pl.when(moved).then(pl.col("ts")).forward_fill()
     flat = (pl.col("ts") - run_start).dt.total_seconds().clip(upper_bound=FLAT_CAP.total_seconds())
     return frame.with_columns(
         resid=value - pl.col("level"),
         flat_s=pl.when(value.is_not_null()).then(flat),
-    ).drop("run")
+    )
 
 
 # -- hourly statistics --------------------------------------------------------------------------
@@ -457,9 +456,8 @@ def hourly_statistics(frame: pl.DataFrame) -> pl.DataFrame:
             temperature_med=pl.col("temperature_c").median(),
             salinity_med=pl.col("salinity").median(),
         )
-        .with_columns(pl.col("sensor_id").cast(pl.String))
         .select(list(HOURLY_COLUMNS))
-        .cast(HOURLY_COLUMNS)
+        .cast({k: v for k, v in HOURLY_COLUMNS.items() if k != "sensor_id"})
         .sort("sensor_id", "hour")
     )
 
@@ -944,7 +942,8 @@ def score_frame(
     sensor to its unit and site (None: alone). The warehouse path (``engine.anomaly``) runs the
     same steps bucket by bucket with stored hourly rows."""
     w = windows(a)
-    frame = prepare(readings)
+    ids = pl.Enum(sorted(units))
+    frame = prepare(readings.with_columns(pl.col("sensor_id").cast(ids)))
     cadence = cadence_by_hour(raw_hourly_steps(frame))
     frame = frame.join(cadence, on=["sensor_id", "hour"], how="left").sort("sensor_id", "ts")
     features = minute_features(frame, w)
@@ -955,7 +954,7 @@ def score_frame(
             "unit": [units[s] for s in units],
             "site": [sites.get(s) for s in units],
         },
-        schema={"sensor_id": pl.String, "unit": pl.String, "site": pl.String},
+        schema={"sensor_id": ids, "unit": pl.String, "site": pl.String},
     )
     hourly_meta = hourly.join(meta, on="sensor_id", how="left")
     site_min = int(a["drift"]["site_min_sensors"])
@@ -967,4 +966,7 @@ def score_frame(
     scored = scored.with_columns(
         prev_ts=pl.when(prev_ok).then(pl.col("ts") - pl.duration(seconds=pl.col("dt_s")))
     )
-    return scored.select(list(SCORE_COLUMNS)).cast(SCORE_COLUMNS), hourly
+    return (
+        scored.select(list(SCORE_COLUMNS)).cast(SCORE_COLUMNS),
+        hourly.with_columns(pl.col("sensor_id").cast(pl.String)),
+    )

@@ -135,7 +135,14 @@ def _contextual_score(p: dict[str, Any]) -> pl.Expr:
 
 
 def _drift_score(p: dict[str, Any]) -> pl.Expr:
-    return pl.col("drift_score")
+    # the departure of the day's level (relative to the site) / its own spread over the
+    # reference weeks, where it is at least min_relative of the level (a sensor's accuracy)
+    z, gate = float(p["z"]), math.log1p(float(p["min_relative"]))
+    departure = pl.col("drift_departure")
+    sigma = pl.max_horizontal(pl.col("drift_spread"), pl.lit(gate / z))
+    return pl.when(departure >= gate).then(ramp(departure / sigma, z)).when(
+        departure.is_not_null()
+    ).then(0.0)
 
 
 DETECTORS: tuple[Detector, ...] = (
@@ -756,14 +763,15 @@ def baselines(
         "contextual_sigma",
         "collective_sigma",
         "flat_typ",
-        "drift_score",
+        "drift_departure",
+        "drift_spread",
     )
 
 
 def drift_scores(levelled: pl.DataFrame, a: dict[str, Any], w: Windows) -> pl.DataFrame:
-    """Per sensor and hour, the drift score: the drift departure (:func:`levels`) less its
-    site's (where the site has enough sensors), in units of that statistic's own spread over
-    its reference period, where it is at least ``min_relative`` of the level."""
+    """Per sensor and hour, the drift departure (:func:`levels`) less its site's (where the
+    site has enough sensors) and that statistic's own spread over its reference period (the
+    drift detector compares the two)."""
     d = a["drift"]
     q = pl.col
     frame = levelled.sort("sensor_id", "hour").with_columns(
@@ -783,22 +791,18 @@ def drift_scores(levelled: pl.DataFrame, a: dict[str, Any], w: Windows) -> pl.Da
         ],
     )
     frame = frame.join(spread, on=["sensor_id", "hour"], how="left")
-    z, gate = float(d["z"]), math.log1p(float(d["min_relative"]))
     min_ref = int(d["min_reference_days"])
+    judged = (q("drift_n") >= min_ref) & q("drift_rel").is_not_null()
     # the statistic is slow and its tails heavy (a river's level moves in episodes): its
     # spread is the larger of the IQR's and the 90th percentile of its size's
-    sigma = pl.max_horizontal(
-        (q("rel_q75") - q("rel_q25")) / IQR_SIGMA, q("rel_a90") / 1.645, pl.lit(gate / z)
-    )
-    departure = q("drift_rel").abs()
-    judged = (q("drift_n") >= min_ref) & q("drift_rel").is_not_null()
+    spread = pl.max_horizontal(
+        (q("rel_q75") - q("rel_q25")) / IQR_SIGMA, q("rel_a90") / 1.645
+    ).fill_null(0.0)
     return frame.select(
         "sensor_id",
         "hour",
-        drift_score=pl.when(judged & (departure >= gate))
-        .then(ramp(departure / sigma, z))
-        .when(judged)
-        .then(0.0),
+        drift_departure=pl.when(judged).then(q("drift_rel").abs()),
+        drift_spread=pl.when(judged).then(spread),
     )
 
 

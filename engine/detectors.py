@@ -140,9 +140,12 @@ def _drift_score(p: dict[str, Any]) -> pl.Expr:
     z, gate = float(p["z"]), math.log1p(float(p["min_relative"]))
     departure = pl.col("drift_departure")
     sigma = pl.max_horizontal(pl.col("drift_spread"), pl.lit(gate / z))
-    return pl.when(departure >= gate).then(ramp(departure / sigma, z)).when(
-        departure.is_not_null()
-    ).then(0.0)
+    return (
+        pl.when(departure >= gate)
+        .then(ramp(departure / sigma, z))
+        .when(departure.is_not_null())
+        .then(0.0)
+    )
 
 
 DETECTORS: tuple[Detector, ...] = (
@@ -283,7 +286,12 @@ class Windows:
     def ahead(self) -> timedelta:
         """How far ahead of a reading its scores may look: the readings of its windows, and the
         rest of its hour (its hour's statistics)."""
-        return self.reach * 2 * self.max_cadence + timedelta(hours=1)
+        return self.ahead_at(self.max_cadence)
+
+    def ahead_at(self, cadence: timedelta) -> timedelta:
+        """:attr:`ahead` for a sensor whose cadence is at most ``cadence`` (a window spans at
+        most twice its readings at the cadence, and never more than at ``max_cadence``)."""
+        return self.reach * 2 * min(cadence, self.max_cadence) + timedelta(hours=1)
 
     @property
     def minutes(self) -> timedelta:
@@ -389,11 +397,14 @@ def cadence_by_hour(hourly_dt: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _window_ok(k_before: int, k_after: int) -> pl.Expr:
+def _window_ok(k_before: int, k_after: int, w: Windows) -> pl.Expr:
     """The rows ``k_before`` back and ``k_after`` ahead belong to the sensor and span at most
-    twice the window's nominal length at the cadence (no gap inside)."""
+    twice the window's nominal length at the cadence (no gap inside), and at most that at
+    ``max_cadence`` (the windows of a sparser sensor are not used: every window is bounded)."""
     span = (pl.col("ts").shift(-k_after) - pl.col("ts").shift(k_before)).dt.total_seconds()
-    nominal = (k_before + k_after) * pl.col("cadence_s")
+    nominal = (k_before + k_after) * pl.min_horizontal(
+        pl.col("cadence_s"), pl.lit(w.max_cadence.total_seconds())
+    )
     return _same(k_before) & _same(-k_after) & (span <= 2 * nominal)
 
 
@@ -408,8 +419,8 @@ def minute_features(frame: pl.DataFrame, w: Windows) -> pl.DataFrame:
     next_ok = gap_ok.shift(-1) & _same(-1)
     before = value.shift(1).rolling_median(k, min_samples=1)
     frame = frame.with_columns(
-        level=pl.when(_window_ok(k, k)).then(level),
-        before=pl.when(_window_ok(k, 0)).then(before),
+        level=pl.when(_window_ok(k, k, w)).then(level),
+        before=pl.when(_window_ok(k, 0, w)).then(before),
         step=pl.when(gap_ok).then(value - value.shift(1)),
         # the second difference: the reading against the mean of its two neighbours (the
         # noise of a smooth signal, where a median of neighbours equals the reading)
@@ -831,7 +842,7 @@ def score_inputs(features: pl.DataFrame, base: pl.DataFrame, w: Windows) -> pl.D
         + clipped.shift(1).is_not_null().cast(pl.Int32)
         + clipped.shift(-1).is_not_null().cast(pl.Int32)
     )
-    ok = _window_ok(half, half)
+    ok = _window_ok(half, half, w)
     return frame.with_columns(
         expected=q("prof_start") + (q("prof_end") - q("prof_start")) * frac,
         day_expected=q("prof_start") + (q("prof_end") - q("prof_start")) * frac + q("ctx_offset"),

@@ -56,7 +56,7 @@ $(VENV)/.bench: $(BIN)/activate
 	@touch $@
 
 bench: $(VENV)/.bench  ## run every benchmark in bench/ (installs the references and peers: pandas, psutil, mlforecast, ioos-qc, PyHydroQC)
-	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@for script in bench/bench_*.py bench/*_suite.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 demo: install  ## the whole loop on fresh demo data: generate, ingest, score, train, forecast, monitor, report
 	rm -rf $(DEMO) && $(MAKE) demo-data ingest score train forecast

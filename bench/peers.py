@@ -25,7 +25,8 @@ On the LRO sites (real and semi-synthetic) the DO parameters its authors publish
 those very sites (``pyhydroqc.parameters.site_params``: tuned on these files, so a
 tuned-on figure for PyHydroQC); elsewhere range 1-20 mg/L (10-250 %sat), persistence = the
 flat-line fail duration, window 30, alpha 1e-4, minimum threshold 0.15 mg/L (1.5 %sat), and
-the ARIMA order from its own ``pdq`` (pmdarima's auto_arima) on the first 2,000 readings.
+the ARIMA order from its own ``pdq`` (pmdarima's auto_arima) on the first 2,000 rule-corrected
+readings of a background's first seed, reused for its other seeds.
 """
 
 from __future__ import annotations
@@ -161,9 +162,18 @@ def pyhydroqc_params(sensor_id: str, unit: str, cadence_s: float) -> Any:
 
 
 def pyhydroqc_flags(
-    sensor_id: str, ts: np.ndarray, values: np.ndarray, unit: str, cadence_s: float
+    sensor_id: str,
+    ts: np.ndarray,
+    values: np.ndarray,
+    unit: str,
+    cadence_s: float,
+    orders: dict[str, list[int]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """``{"rules": flags, "rules+arima": flags}`` for one sensor (booleans per reading)."""
+    """``{"rules": flags, "rules+arima": flags}`` for one sensor (booleans per reading).
+
+    ``orders`` caches the auto_arima order per background (the sensor id's second level):
+    pmdarima's search takes 20-130 s per series here, the fit itself 2-3 s, and the seeds of
+    one background share its dynamics, so the first seed's order serves the others."""
     import pandas as pd
 
     anomaly_utilities, modeling_utilities, rules_detect, _ = _quiet_import()
@@ -175,7 +185,14 @@ def pyhydroqc_flags(
         frame, _ = rules_detect.persistence(frame, params.persist)
         frame = rules_detect.interpolate(frame)
         rules = frame["anomaly"].to_numpy(dtype=bool)
-        p, d, q = params.pdq or modeling_utilities.pdq(frame["observed"].iloc[:2000])
+        key = sensor_id.split("|")[1] if "|" in sensor_id else sensor_id
+        if params.pdq is None and orders is not None and key in orders:
+            params.pdq = orders[key]
+        if params.pdq is None:
+            params.pdq = list(modeling_utilities.pdq(frame["observed"].iloc[:2000]))
+            if orders is not None:
+                orders[key] = params.pdq
+        p, d, q = params.pdq
         _, residuals, predictions = modeling_utilities.build_arima_model(
             frame["observed"], p, d, q, summary=False, suppress_warnings=False
         )  # its suppress_warnings=True ends with warnings.filterwarnings("default"): global

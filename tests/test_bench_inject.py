@@ -160,3 +160,23 @@ def test_labels_and_ranges_hold_for_any_seed_cadence_and_length(
     max_gap = max(4 * cadence * MINUTE_US, HOUR_US)
     for e in events:  # no event straddles a gap
         assert np.diff(ts[e.first : e.last + 1]).max(initial=0) <= max_gap
+
+
+def test_the_documented_table_of_kinds_is_the_code_s() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "detection-benchmark.md").read_text()
+    rows = {
+        line.split("|")[1].strip().strip("`"): line
+        for line in doc.splitlines()
+        if line.startswith("| `") and line.count("|") == 6
+    }
+    for kind in KINDS.values():
+        if kind.readings:
+            duration = f"{kind.readings[0]}–{kind.readings[1]} readings"
+        else:
+            duration = f"{kind.minutes[0]:g}–{kind.minutes[1]:g} min"
+        params = ", ".join(f"`{n}` {a:g}–{b:g}" for n, (a, b) in kind.params.items())
+        expected = f"| `{kind.name}` | {kind.label} | {duration} | {params} | {kind.rate:g} |"
+        assert rows.get(kind.name) == expected
+    assert set(rows) >= set(KINDS)

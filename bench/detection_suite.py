@@ -254,13 +254,15 @@ def qartod_metrics(prepared: Prepared, inputs: pl.DataFrame) -> tuple[dict[str, 
     return {k: evaluate_frame(v, prepared.labels) for k, v in frames.items()}, seconds
 
 
-def pyhydroqc_metrics(prepared: Prepared, inputs: pl.DataFrame) -> tuple[dict[str, Any], float]:
+def pyhydroqc_metrics(
+    prepared: Prepared, inputs: pl.DataFrame, *, auto_order: bool = False
+) -> tuple[dict[str, Any], float]:
     from bench.peers import pyhydroqc_flags
 
     orders: dict[str, list[int]] = {}  # one auto_arima order per background
 
     def flag(sensor_id: str, ts: Any, values: Any, unit: str, cadence_s: float) -> dict:
-        out = pyhydroqc_flags(sensor_id, ts, values, unit, cadence_s, orders)
+        out = pyhydroqc_flags(sensor_id, ts, values, unit, cadence_s, orders, auto_order)
         return {PHQ_RULES: out["rules"], PHQ_ARIMA: out["rules+arima"]}
 
     started = time.perf_counter()
@@ -373,7 +375,7 @@ def pooled_rows(rows: list[dict[str, Any]], marks: dict[str, str]) -> list[tuple
     return out
 
 
-def run_source(p: Prepared, *, pyhydroqc: bool) -> dict[str, Any]:
+def run_source(p: Prepared, *, pyhydroqc: bool, auto_order: bool = False) -> dict[str, Any]:
     """Every method on one prepared source: ``{"methods": {name: metrics}, "wall": {...}}``."""
     methods, wall = {}, {"ingest": p.ingest_s}
     methods[OXY], wall[OXY] = oxy_metrics(p)
@@ -382,7 +384,7 @@ def run_source(p: Prepared, *, pyhydroqc: bool) -> dict[str, Any]:
     qartod, wall["ioos-qc"] = qartod_metrics(p, inputs)
     methods.update(qartod)
     if pyhydroqc:
-        phq, wall["PyHydroQC"] = pyhydroqc_metrics(p, inputs)
+        phq, wall["PyHydroQC"] = pyhydroqc_metrics(p, inputs, auto_order=auto_order)
         methods.update(phq)
     return {"source": p.source, "readings": inputs.height, "methods": methods, "wall": wall}
 
@@ -404,6 +406,12 @@ def main() -> None:
         help="PyHydroQC peer: auto = every source but semi/lro-do_cor and demo-wide (its "
         "ARIMA would add ~10 min and ~1 h), all, off",
     )
+    parser.add_argument(
+        "--pyhydroqc-auto-order",
+        action="store_true",
+        help="PyHydroQC's ARIMA order by its own auto_arima search off the LRO sites "
+        "(default: 1,1,1; the search takes minutes per series)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only (no RESULTS.md)")
     parser.add_argument("--json", type=Path, help="write every figure as JSON here")
     parser.add_argument("--keep", type=Path, help="build the warehouses here and keep them")
@@ -416,7 +424,8 @@ def main() -> None:
         wanted = set(args.only.split(","))
         sources = [s for s in sources if s.name in wanted or s.family in wanted]
     marks = status({s.name: s.family for s in sources}, args.tuned_on.split(","))
-    phq_missing = None if args.pyhydroqc == "off" else pyhydroqc_available()
+    phq_missing = "switched off (`--pyhydroqc off`)" if args.pyhydroqc == "off" else None
+    phq_missing = phq_missing or pyhydroqc_available()
     if phq_missing:
         print(f"PyHydroQC peer not run: {phq_missing}")
 
@@ -429,12 +438,10 @@ def main() -> None:
             t0 = time.perf_counter()
             p = prepare(source, base)
             prepared.append(p)
-            use_phq = (
-                args.pyhydroqc != "off"
-                and not phq_missing
-                and (args.pyhydroqc == "all" or (source.pyhydroqc and source.kind != "demo-wide"))
+            use_phq = not phq_missing and (
+                args.pyhydroqc == "all" or (source.pyhydroqc and source.kind != "demo-wide")
             )
-            row = run_source(p, pyhydroqc=use_phq)
+            row = run_source(p, pyhydroqc=use_phq, auto_order=args.pyhydroqc_auto_order)
             rows.append(row)
             w = row["wall"]
             print(

@@ -67,35 +67,25 @@ def grid_points(grid: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
 
 
 def pool(results: Iterable[Metrics]) -> Metrics:
-    """Metrics of several sources pooled: events, per-type counts and flagged readings added,
-    recall, precision, F1 and flagged fraction recomputed from the sums."""
+    """Metrics of several sources pooled: events (per type) and flagged readings added, the
+    figures recomputed from the sums by ``engine.evaluate.metrics``."""
+    import polars as pl
+
+    from engine.evaluate import metrics
+
     totals = {"readings": 0, "flagged": 0, "flagged_inside": 0}
-    by_type: dict[str, dict[str, float]] = {}
-    events = found = 0
+    types: list[str] = []
+    found: list[bool] = []
     for m in results:
         for key in totals:
             totals[key] += m[key]
         for kind, b in m["by_type"].items():
-            slot = by_type.setdefault(kind, {"events": 0, "found": 0})
-            slot["events"] += b["events"]
-            slot["found"] += b["found"]
-        events += m["events"]
-        found += sum(b["found"] for b in m["by_type"].values())
-    recall = found / events if events else 0.0
-    precision = totals["flagged_inside"] / totals["flagged"] if totals["flagged"] else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {
-        "events": events,
-        "recall": recall,
-        "precision": precision,
-        "f1": f1,
-        **totals,
-        "flagged_fraction": totals["flagged"] / totals["readings"] if totals["readings"] else 0.0,
-        "by_type": {
-            k: {**v, "recall": v["found"] / v["events"] if v["events"] else 0.0}
-            for k, v in sorted(by_type.items())
-        },
-    }
+            types += [kind] * b["events"]
+            found += [True] * b["found"] + [False] * (b["events"] - b["found"])
+    events = pl.DataFrame(
+        {"type": types, "found": found}, schema={"type": pl.String, "found": pl.Boolean}
+    )
+    return metrics(events, totals)
 
 
 def choose(by_point: list[Mapping[str, Metrics]], held_out: set[str]) -> int:

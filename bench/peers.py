@@ -25,8 +25,10 @@ On the LRO sites (real and semi-synthetic) the DO parameters its authors publish
 those very sites (``pyhydroqc.parameters.site_params``: tuned on these files, so a
 tuned-on figure for PyHydroQC); elsewhere range 1-20 mg/L (10-250 %sat), persistence = the
 flat-line fail duration, window 30, alpha 1e-4, minimum threshold 0.15 mg/L (1.5 %sat), and
-the ARIMA order from its own ``pdq`` (pmdarima's auto_arima) on the first 2,000 rule-corrected
-readings of a background's first seed, reused for its other seeds.
+ARIMA order (1, 1, 1), the one its authors published for DO at two of their six sites
+(``--pyhydroqc-auto-order``: its own ``pdq``, pmdarima's auto_arima, on the first 2,000
+rule-corrected readings of a background's first seed, reused for its other seeds; 70 s to
+10 min per series on this box).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ from typing import Any
 import numpy as np
 
 LRO_SITES = ("MainStreet", "Mendon", "TonyGrove")
+# ARIMA order away from the LRO sites: the one PyHydroQC's authors published for DO at two of
+# their six sites (MainStreet, Waterlab; the others 0,1,5 / 10,1,0 / 10,1,3 / 0,0,5)
+GENERIC_ORDER = (1, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -168,12 +173,15 @@ def pyhydroqc_flags(
     unit: str,
     cadence_s: float,
     orders: dict[str, list[int]] | None = None,
+    auto_order: bool = False,
 ) -> dict[str, np.ndarray]:
     """``{"rules": flags, "rules+arima": flags}`` for one sensor (booleans per reading).
 
-    ``orders`` caches the auto_arima order per background (the sensor id's second level):
-    pmdarima's search takes 20-130 s per series here, the fit itself 2-3 s, and the seeds of
-    one background share its dynamics, so the first seed's order serves the others."""
+    Away from the LRO sites the ARIMA order is ``GENERIC_ORDER`` or, with ``auto_order``,
+    PyHydroQC's own ``pdq`` (pmdarima's auto_arima) on the first 2,000 rule-corrected
+    readings, cached in ``orders`` per background (the sensor id's second level: the seeds of
+    one background share its dynamics). The search took 70 s to 10 min per one-minute series
+    on this shared box, the fit itself 2-3 s."""
     import pandas as pd
 
     anomaly_utilities, modeling_utilities, rules_detect, _ = _quiet_import()
@@ -186,6 +194,8 @@ def pyhydroqc_flags(
         frame = rules_detect.interpolate(frame)
         rules = frame["anomaly"].to_numpy(dtype=bool)
         key = sensor_id.split("|")[1] if "|" in sensor_id else sensor_id
+        if params.pdq is None and not auto_order:
+            params.pdq = list(GENERIC_ORDER)
         if params.pdq is None and orders is not None and key in orders:
             params.pdq = orders[key]
         if params.pdq is None:

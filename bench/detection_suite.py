@@ -221,6 +221,22 @@ def peer_inputs(prepared: Prepared) -> pl.DataFrame:
     return frame.unique(["sensor_id", "ts"], keep="first").sort("sensor_id", "ts")
 
 
+def labelled_readings(inputs: pl.DataFrame, labels: pl.DataFrame) -> int:
+    """Readings inside a labelled window (no tolerance): what a perfect detector flags."""
+    import duckdb
+
+    con = duckdb.connect(config={"threads": 2, "memory_limit": "2GB"})
+    try:
+        con.register("r", inputs.select("sensor_id", "ts").to_arrow())
+        con.register("l", labels.select("sensor_id", "start_ts", "end_ts").to_arrow())
+        return con.execute(
+            "select count(*) from r semi join l on r.sensor_id = l.sensor_id "
+            "and r.ts between l.start_ts and l.end_ts"
+        ).fetchall()[0][0]
+    finally:
+        con.close()
+
+
 def _per_sensor(
     inputs: pl.DataFrame, flag: Callable[[str, Any, Any, str, float], dict[str, Any]]
 ) -> dict[str, pl.DataFrame]:
@@ -293,19 +309,22 @@ def summary_table(
     rows: list[dict[str, Any]], marks: dict[str, str], pooled: list[tuple[str, dict]]
 ) -> str:
     """F1 of every method per source, then pooled rows."""
-    head = "| source | tuned | cadence | readings | events | " + " | ".join(METHODS) + " |"
-    lines = [head, "|" + "---|" * (5 + len(METHODS))]
+    head = "| source | tuned | cadence | readings | labelled % | events | "
+    head += " | ".join(METHODS) + " |"
+    lines = [head, "|" + "---|" * (6 + len(METHODS))]
     for r in rows:
         name = r["source"].name
         lines.append(
             f"| {name} | {marks[name]} | {r['source'].cadence} | {r['readings']:,} | "
+            f"{100 * r['labelled'] / max(r['readings'], 1):.1f} | "
             f"{r['methods'][OXY]['events']:,} | "
             + " | ".join(_f1(r["methods"].get(m)) for m in METHODS)
             + " |"
         )
     for label, by_method in pooled:
         lines.append(
-            f"| **{label}** | | | {by_method[OXY]['readings']:,} | {by_method[OXY]['events']:,} | "
+            f"| **{label}** | | | {by_method[OXY]['readings']:,} | | "
+            f"{by_method[OXY]['events']:,} | "
             + " | ".join(_f1(by_method.get(m)) for m in METHODS)
             + " |"
         )
@@ -386,7 +405,13 @@ def run_source(p: Prepared, *, pyhydroqc: bool, auto_order: bool = False) -> dic
     if pyhydroqc:
         phq, wall["PyHydroQC"] = pyhydroqc_metrics(p, inputs, auto_order=auto_order)
         methods.update(phq)
-    return {"source": p.source, "readings": inputs.height, "methods": methods, "wall": wall}
+    return {
+        "source": p.source,
+        "readings": inputs.height,
+        "labelled": labelled_readings(inputs, p.labels),
+        "methods": methods,
+        "wall": wall,
+    }
 
 
 def main() -> None:
@@ -535,7 +560,9 @@ def report(
             "precision): see docs/detection-benchmark.md. *tuned* says whether today's "
             "defaults were tuned on the source (`--tuned-on`). Readings the ingest "
             f"quarantined with a reason ({quarantined:,} in all) count as flagged for oxy and "
-            "the seed's rules; the peers see them as values.",
+            "the seed's rules; the peers see them as values. *labelled %*: readings inside a "
+            "labelled window, what a perfect detector would flag (judge each method's "
+            "*flagged %* in the second table against it).",
             "",
             summary_table(rows, marks, pooled),
             "",

@@ -15,10 +15,12 @@ Placement rules (:func:`inject`):
 
 * **warm-up** -- nothing starts before ``max(1 day, min(3 days, 20 % of the span))``: every
   detector has at least a day of the sensor's own history before the first event;
-* **drift** starts at least 2 days in and lasts at most half of the time from day 2 to the
-  end (a 21-day fouling only in a series of 44 days or more; none in a 40-hour one); any other
-  event lasts at most a quarter of the time from the warm-up to the end (a 40-hour series
-  holds several short events rather than one long one);
+* **drift** starts at least 2 days in and lasts at most a third of the time from day 2 to the
+  end (a 21-day fouling only in a series of 65 days or more; none in a 40-hour one); at most
+  two per series, and in a series of under 30 eligible days only on half of the seeds;
+* any other event lasts at most an eighth of the time from the warm-up to the end, and all
+  of them together take at most 15 % of it (a short series holds a few short events, not
+  a few long ones; the labelled share stays far from the whole series);
 * events end before the series does, keep ``margin`` (a quarter of the event's duration, at
   least 1 h and at most 12 h; 12 h around a drift) free on each side, never overlap, and never
   straddle a gap of more than ``max(4 readings, 1 h)``;
@@ -37,6 +39,9 @@ from typing import Any
 import numpy as np
 
 MINUTE_US = 60_000_000
+DRIFT_SHARE = 3  # a drift lasts at most a third of the time from day 2 to the end
+EVENT_SHARE = 8  # any other event at most an eighth of the time after the warm-up ...
+BUDGET = 0.15  # ... and all of them together at most 15 % of it
 HOUR_US = 60 * MINUTE_US
 DAY_US = 24 * HOUR_US
 # the sentinels an export may write for "no reading" (oxy's [ingest] sentinels hold them all)
@@ -286,24 +291,34 @@ def inject(
     end_ok = int(t_us[-1]) - max(cadence, 10 * MINUTE_US)
     eligible_days = max(0.0, (end_ok - first_ok) / DAY_US)
     timeline = _Timeline(t_us, cadence)
+    budget = int(BUDGET * (end_ok - first_ok))  # time the non-drift events may take in all
     events: list[Event] = []
     names = tuple(KINDS) if kinds is None else kinds
     # the longest kinds first: they need room, the short ones fit in between
     for name in sorted(names, key=lambda k: -(KINDS[k].minutes or (0.0, 0.0))[1]):
         kind = KINDS[name]
         count = max(1, int(rng.poisson(kind.rate * eligible_days / 30.0)))
-        if name == "drift":
-            count = min(count, 2)
+        if name == "drift":  # at most two; in a series under 30 days, on half of the seeds
+            count = min(count, 2) if eligible_days >= 30 or rng.random() < 0.5 else 0
         for _ in range(count):
             params = _params(kind, rng)
             start_lo = max(first_ok, int(t_us[0]) + 2 * DAY_US) if name == "drift" else first_ok
-            longest = (end_ok - start_lo) // (2 if name == "drift" else 4)
+            longest = (end_ok - start_lo) // (DRIFT_SHARE if name == "drift" else EVENT_SHARE)
             duration = _duration(kind, rng, longest)
             if duration is not None and duration < 0:
                 break  # this kind does not fit this series
+            if name != "drift" and (duration or 0) > budget:
+                continue  # the short kinds' share of the series is spent
             event = _place(
                 kind, params, duration, start_lo, end_ok, t_us, original, out, rng, timeline
             )
+            if event is not None and name != "drift":
+                cost = int(t_us[event.last] - t_us[event.first]) + cadence
+                if cost > budget:  # longer than drawn (a spike over a gap): undo it
+                    out[event.first : event.last + 1] = original[event.first : event.last + 1]
+                    timeline.busy.pop()
+                    continue
+                budget -= cost
             if event is not None:
                 events.append(event)
                 if on_event is not None:

@@ -149,3 +149,21 @@ def test_the_calibration_file_does_not_overlap_the_lro_files() -> None:
     assert found["calibration_intervals"] == 13
     assert found["overlapping"] == 0
     assert found["calibration_span"][1] < found["file_spans"][0][0]
+
+
+def test_evaluate_counts_level_shift_like_any_other_non_drift_type() -> None:
+    ts = [datetime(2024, 1, 1, 0, m) for m in range(30)]
+    flags = pl.DataFrame(
+        {"sensor_id": ["s"] * 30, "ts": ts, "is_anomaly": [10 <= m <= 12 for m in range(30)]}
+    )
+    labels = pl.DataFrame(
+        {
+            "sensor_id": ["s", "s"],
+            "start_ts": [ts[11], ts[25]],
+            "end_ts": [ts[20], ts[28]],
+            "type": ["level_shift", "level_shift"],
+        }
+    ).with_row_index("event_id")
+    result = evaluate_frame(flags, labels)
+    assert result["by_type"] == {"level_shift": {"events": 2, "found": 1, "recall": 0.5}}
+    assert result["precision"] == 1.0  # minute 10 is within the 2-minute lead

@@ -25,7 +25,8 @@ def background(days: float, cadence_min: int, seed: int = 0, gaps: int = 0) -> t
     ts = np.arange(0, int(days * DAY_US), cadence_min * MINUTE_US, dtype=np.int64)
     for _ in range(gaps):
         start = int(rng.integers(0, ts.size))
-        ts = np.r_[ts[:start], ts[start + int(rng.integers(5, 60)) :]]
+        length = int(rng.integers(5, max(6, min(60, ts.size // 10))))
+        ts = np.r_[ts[:start], ts[start + length :]]
     phase = 2 * np.pi * ts / DAY_US
     values = 8.0 + 2.0 * np.sin(phase) + rng.normal(0.0, 0.03, ts.size)
     return ts, np.round(values, 3)
@@ -48,7 +49,7 @@ def check_ranges(ts: np.ndarray, original: np.ndarray, out: np.ndarray, events: 
     cadence = int(np.median(np.diff(ts)))
     short = [e for e in events if e.kind != "drift"]
     used = sum(int(ts[e.last] - ts[e.first]) + cadence for e in short)
-    assert used <= 0.15 * (span - warmup_us(span)) + cadence  # the short kinds' budget
+    assert used <= 0.15 * max(0, span - warmup_us(span)) + cadence  # the short kinds' budget
     assert sum(e.kind == "drift" for e in events) <= 2
     for e in events:
         kind = KINDS[e.kind]

@@ -122,8 +122,53 @@ def prepare(folder: Path, config: Config) -> Prepared:
     )
 
 
-def evaluate(p: Prepared, a: dict[str, Any]) -> dict[str, float]:
-    flags = detectors.detector_scores(p.inputs, a)["is_anomaly"]
+def flags_of(p: Prepared, a: dict[str, Any]) -> pl.Series:
+    """``is_anomaly`` of every reading under the settings ``a``."""
+    return detectors.detector_scores(p.inputs, a)["is_anomaly"]
+
+
+def detector_flags(p: Prepared, a: dict[str, Any], grid: dict[str, list[Any]]) -> dict:
+    """Per detector and per value of its grid key, its own flags (``score >= threshold``); the
+    detectors outside the grid together under ``None``. A grid point's flags are the OR of
+    one column per detector (a reading is flagged when any detector's score reaches the
+    severity threshold), so a point costs a few boolean ORs, not a rescoring."""
+    frame = p.inputs.with_columns(saturation=detectors.saturation(p.inputs, a))
+    threshold = float(a["severity_threshold"])
+    tuned = {key.split(".")[0] for key in grid}
+    out: dict[Any, pl.Series] = {}
+    for d in detectors.DETECTORS:
+        keys = [k for k in grid if k.split(".")[0] == d.name]
+        if not keys:
+            continue
+        for values in itertools.product(*(grid[k] for k in keys)):
+            section = {
+                **a[d.name],
+                **{k.split(".")[1]: v for k, v in zip(keys, values, strict=True)},
+            }
+            score = frame.select(d.score(section).fill_nan(None).fill_null(0.0))
+            out[(d.name, values)] = score.to_series() >= threshold
+    fixed = [
+        frame.select(d.score(a.get(d.name, {})).fill_nan(None).fill_null(0.0)).to_series()
+        >= threshold
+        for d in detectors.DETECTORS
+        if d.name not in tuned
+    ]
+    out[None] = pl.Series([False] * frame.height) if not fixed else fixed[0]
+    for extra in fixed[1:]:
+        out[None] = out[None] | extra
+    return out
+
+
+def point_flags(flags: dict, grid: dict[str, list[Any]], point: dict[str, Any]) -> pl.Series:
+    result = flags[None]
+    for d in detectors.DETECTORS:
+        keys = [k for k in grid if k.split(".")[0] == d.name]
+        if keys:
+            result = result | flags[(d.name, tuple(point[k] for k in keys))]
+    return result
+
+
+def evaluate(p: Prepared, flags: pl.Series) -> dict[str, float]:
     flagged = int(flags.sum())
     inside = int((flags & p.inside).sum())
     member = p.membership.with_columns(flag=flags.gather(p.membership["row"]))
@@ -170,7 +215,7 @@ def main() -> None:
     defaults = {}
     for folder in folders:
         p = prepare(folder, base)
-        defaults[p.name] = evaluate(p, base["anomaly"])
+        defaults[p.name] = evaluate(p, flags_of(p, base["anomaly"]))
     points: list[dict[str, Any]] = []
     results: list[dict[str, dict[str, float]]] = []
     shapes = itertools.product(*structure.values())
@@ -188,10 +233,13 @@ def main() -> None:
         inner = [
             dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())
         ]
+        columns = {p.name: detector_flags(p, a, grid) for p in prepared}
         for i, point in enumerate(inner):
-            results.append({p.name: evaluate(p, with_point(a, point)) for p in prepared})
+            results.append(
+                {p.name: evaluate(p, point_flags(columns[p.name], grid, point)) for p in prepared}
+            )
             points.append({**shape, **point})
-            if i % 50 == 0:
+            if i % 250 == 0:
                 print(f"  {i + 1}/{len(inner)} points ({time.perf_counter() - started:.0f} s)")
     families = sorted({p.family for p in prepared})
 

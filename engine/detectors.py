@@ -626,6 +626,23 @@ def site_movement(levelled: pl.DataFrame, min_sensors: int) -> pl.DataFrame:
     )
 
 
+def _spread_quantiles(column: str, prefix: str) -> list[pl.Expr]:
+    q = pl.col(column)
+    return [
+        q.quantile(x).alias(f"{prefix}_q{round(100 * x):02d}") for x in (0.05, 0.25, 0.75, 0.95)
+    ]
+
+
+def _spread(prefix: str) -> pl.Expr:
+    """A residual's spread from its quantiles: the larger of the IQR's sigma and the 5-95 %
+    range's (a residual's tails are heavier than a normal's where weather moves it in
+    episodes; the wider tails give the wider scale)."""
+    q = pl.col
+    iqr = (q(f"{prefix}_q75") - q(f"{prefix}_q25")) / IQR_SIGMA
+    tails = (q(f"{prefix}_q95") - q(f"{prefix}_q05")) / (2 * 1.645)
+    return pl.max_horizontal(iqr, tails)
+
+
 def baselines(
     hourly: pl.DataFrame, sites: pl.DataFrame | None, a: dict[str, Any], w: Windows
 ) -> pl.DataFrame:
@@ -668,11 +685,9 @@ def baselines(
         frame,
         w.history,
         [
-            q("ctx_resid").quantile(0.75).alias("ctx_q75"),
-            q("ctx_resid").quantile(0.25).alias("ctx_q25"),
+            *_spread_quantiles("ctx_resid", "ctx"),
             q("ctx_resid").count().alias("days"),
-            q("col_resid").quantile(0.75).alias("col_q75"),
-            q("col_resid").quantile(0.25).alias("col_q25"),
+            *_spread_quantiles("col_resid", "col"),
             q("level_mad").median().alias("level_mad_typ"),
             q("curve_mean").median().alias("curve_typ_h"),
             q("step_med").median().alias("step_typ_h"),
@@ -707,11 +722,11 @@ def baselines(
     frame = frame.with_columns(
         # no level is known better than the noise of one reading
         contextual_spread=pl.max_horizontal(
-            (((q("ctx_q75") - q("ctx_q25")) / IQR_SIGMA) ** 2 + within**2).sqrt(),
+            (_spread("ctx") ** 2 + within**2).sqrt(),
             q("curve_typ") * CURVE_SIGMA,
         ),
         collective_spread=pl.max_horizontal(
-            (((q("col_q75") - q("col_q25")) / IQR_SIGMA) ** 2 + within**2).sqrt(),
+            (_spread("col") ** 2 + within**2).sqrt(),
             q("curve_typ") * CURVE_SIGMA,
         ),
     )
@@ -720,16 +735,10 @@ def baselines(
     pooled_spreads = _all_hours_window(
         frame,
         w.history,
-        [
-            q("ctx_resid").quantile(0.75).alias("ctx_all_q75"),
-            q("ctx_resid").quantile(0.25).alias("ctx_all_q25"),
-            q("col_resid").quantile(0.75).alias("col_all_q75"),
-            q("col_resid").quantile(0.25).alias("col_all_q25"),
-        ],
+        [*_spread_quantiles("ctx_resid", "ctx_all"), *_spread_quantiles("col_resid", "col_all")],
     )
     frame = frame.join(pooled_spreads, on=["sensor_id", "hour"], how="left").with_columns(
-        ctx_all=(q("ctx_all_q75") - q("ctx_all_q25")) / IQR_SIGMA,
-        col_all=(q("col_all_q75") - q("col_all_q25")) / IQR_SIGMA,
+        ctx_all=_spread("ctx_all"), col_all=_spread("col_all")
     )
     min_days = int(a["contextual"]["min_days"])
     ready = q("hours_seen") >= int(a["min_hours"])
@@ -803,7 +812,11 @@ def drift_scores(levelled: pl.DataFrame, a: dict[str, Any], w: Windows) -> pl.Da
     )
     frame = frame.join(spread, on=["sensor_id", "hour"], how="left")
     min_ref = int(d["min_reference_days"])
-    judged = (q("drift_n") >= min_ref) & q("drift_rel").is_not_null()
+    # judged once the reference holds min_reference_days of each hour, and the statistic's own
+    # history over the reference weeks as many days (its spread is no guess)
+    judged = (
+        (q("drift_n") >= min_ref) & (q("rel_n") >= 24 * min_ref) & q("drift_rel").is_not_null()
+    )
     # the statistic is slow and its tails heavy (a river's level moves in episodes): its
     # spread is the larger of the IQR's and the 90th percentile of its size's
     spread = pl.max_horizontal(

@@ -13,7 +13,9 @@ Usage::
     .venv/bin/python bench/detection_suite.py --keep /tmp/suite --no-write --pyhydroqc off
     .venv/bin/python bench/tune_detection.py /tmp/suite [--grid grid.toml]
 
-The grid is a TOML (bench/detection_grid.toml: the last one searched) of ``"section.key" = [values]`` under ``[anomaly]`` (default: :data:`GRID`).
+The grid is a TOML of ``"section.key" = [values]`` under ``[anomaly]`` (and ``[structure]``
+for settings that change the inputs); default :data:`GRID`; bench/detection_grid.toml holds the
+last one searched.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import click
 
 from engine import OxyError, __version__
 from engine.config import Config
+from engine.progress import totals_line, wanted, warehouse_totals
 from engine.warehouse import Warehouse
 
 
@@ -40,7 +41,12 @@ class Context:
     @property
     def progress(self) -> bool:
         """Progress bars on stderr: for a person at a terminal, never under --quiet/--json."""
-        return not (self.quiet or self.as_json) and sys.stderr.isatty()
+        return wanted(quiet=self.quiet, as_json=self.as_json)
+
+    def totals(self, *extra: str) -> str:
+        """The warehouse-wide line that ends a summary (after what this run did)."""
+        with self.warehouse.reader() as con:
+            return totals_line(warehouse_totals(con), *extra)
 
     def echo(self, message: str = "", **kwargs: Any) -> None:
         """Human output (suppressed by --quiet and --json)."""
@@ -207,7 +213,21 @@ def ingest_command(ctx: Context, files: tuple[Path, ...], source: str | None) ->
         progress=ctx.progress,
         on_result=lambda r: ctx.echo(r.summary()),
     )
-    ctx.result([r.to_dict() for r in results])
+
+    def human() -> None:
+        read = sum(r.rows_read for r in results)
+        click.echo(
+            f"this run: {len(results)} file(s), read {read:,} = "
+            f"{sum(r.accepted for r in results):,} accepted + "
+            f"{sum(r.duplicates for r in results):,} duplicate + "
+            f"{sum(r.quarantined for r in results):,} quarantined; "
+            f"{sum(r.new_sensors for r in results)} new sensor(s)"
+        )
+        click.echo(ctx.totals())
+
+    ctx.result([r.to_dict() for r in results], human if len(results) > 1 else None)
+    if len(results) == 1:
+        ctx.echo(ctx.totals())
 
 
 # --- query commands (sql, status) ---------------------------------------------------
@@ -314,14 +334,21 @@ def score(ctx: Context, full: bool) -> None:
     from engine.anomaly import score as score_readings_in_warehouse
 
     summary = score_readings_in_warehouse(ctx.warehouse, full=full, progress=ctx.progress)
-    ctx.result(
-        summary.as_dict(),
-        lambda: ctx.echo(
-            f"scored {summary.rows_scored:,} readings of {summary.sensors_rescored} sensor(s) "
-            f"in {summary.buckets_scored} bucket(s) in {summary.seconds:.1f} s; "
-            f"{summary.anomalies:,} anomalous readings, {summary.events:,} events"
-        ),
-    )
+
+    def human() -> None:
+        what = "everything again" if summary.full else "new readings only"
+        click.echo(
+            f"this run ({what}): scored {summary.rows_scored:,} readings of "
+            f"{summary.sensors_rescored} sensor(s) in {summary.buckets_scored} bucket(s) "
+            f"in {summary.seconds:.1f} s"
+        )
+        click.echo(
+            ctx.totals(
+                f"{summary.anomalies:,} anomalous readings in {summary.events:,} anomaly events"
+            )
+        )
+
+    ctx.result(summary.as_dict(), human)
 
 
 @oxy.command()
@@ -373,8 +400,13 @@ def train(ctx: Context) -> None:
     from engine.forecast import render_train
     from engine.forecast import train as train_model
 
-    result = train_model(ctx.warehouse, echo=ctx.echo)
-    ctx.result(result.as_dict(), lambda: click.echo(render_train(result)))
+    result = train_model(ctx.warehouse, echo=ctx.echo, progress=ctx.progress)
+
+    def human() -> None:
+        click.echo(render_train(result))
+        click.echo(ctx.totals())
+
+    ctx.result(result.as_dict(), human)
 
 
 @oxy.command("forecast")
@@ -408,15 +440,17 @@ def forecast_command(ctx: Context, sensors: tuple[str, ...], horizon: str | None
         progress=ctx.progress,
     )
     other = ", ".join(f"{n} {k}" for k, n in sorted(summary.statuses.items()) if k != "ok")
-    ctx.result(
-        summary.as_dict(),
-        lambda: click.echo(
-            f"run {summary.run_id}: {summary.rows:,} forecast rows for "
+
+    def human() -> None:
+        click.echo(
+            f"this run: run {summary.run_id}: {summary.rows:,} forecast rows for "
             f"{summary.forecast_sensors} of {summary.sensors} sensor(s)"
             + (f"; no forecast: {other} (see forecast_status)" if other else "")
             + f" in {summary.seconds:.1f} s"
-        ),
-    )
+        )
+        click.echo(ctx.totals())
+
+    ctx.result(summary.as_dict(), human)
 
 
 # --- operations commands (promote, rollback, infer, monitor, report) ---------------

@@ -32,10 +32,10 @@ from typing import Any, Literal, TypeVar
 
 import duckdb
 import polars as pl
-from tqdm import tqdm
 
 from engine import OxyError
 from engine.config import Config
+from engine.progress import bar as progress_bar
 from engine.warehouse import (
     Warehouse,
     bind,
@@ -1524,7 +1524,7 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
             by_bucket.setdefault(bucket_of[sensor_id], []).append((sensor_id, hour))
         files = {b: (new, gone) for b, (_, new, gone) in found.items()}
         work = _bucket_work(con, files, by_bucket, lb)
-        bar = tqdm(total=len(work), desc="score", unit=" bucket", disable=not progress, leave=False)
+        bar = progress_bar(total=len(work), desc="score", unit="bucket", enabled=progress)
         for batch in _batches(work, chunk_rows):
             con.execute("begin")
             staged: list[Path] | None = None

@@ -594,6 +594,22 @@ def infer_command(ctx: Context, file: Path, source: str, output: Path) -> None:
     ctx.result(result.to_dict(), human)
 
 
+class IsoTime(click.ParamType):
+    """``2024-03-01``, ``2024-03-01T06:00`` or with an offset (``2024-03-01T06:00+01:00``)."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from datetime import datetime
+
+        if isinstance(value, datetime):
+            return value
+        try:
+            return datetime.fromisoformat(str(value).replace(" ", "T", 1))
+        except ValueError:
+            self.fail(f"{value!r} is not a time like 2024-03-01 or 2024-03-01T06:00", param, ctx)
+
+
 @oxy.command("report")
 @click.option(
     "--output",
@@ -602,26 +618,67 @@ def infer_command(ctx: Context, file: Path, source: str, output: Path) -> None:
     default=None,
     help="Folder for index.html, sensor pages and img/ (default: <warehouse>/report).",
 )
+@click.option(
+    "--sensor",
+    "sensors",
+    multiple=True,
+    metavar="ID",
+    help="Give this sensor a page (repeatable; default: the worst report.max_sensors).",
+)
+@click.option(
+    "--from",
+    "start",
+    type=IsoTime(),
+    help="Window start (default: --to minus report.history). Site-local unless --utc.",
+)
+@click.option(
+    "--to",
+    "end",
+    type=IsoTime(),
+    help="Window end (default: the fleet's latest reading). Site-local unless --utc.",
+)
+@click.option("--utc", is_flag=True, help="Show and read times in UTC instead of site local.")
 @pass_ctx
 @handle_errors
-def report_command(ctx: Context, output: Path | None) -> None:
+def report_command(
+    ctx: Context,
+    output: Path | None,
+    sensors: tuple[str, ...],
+    start: Any,
+    end: Any,
+    utc: bool,
+) -> None:
     """Write the static HTML report (fleet overview + per-sensor pages with PNG plots).
+
+    Each sensor page lists every anomaly event in the window, each linked to its own plot;
+    time axes are in the site's local time (named on the axis) unless --utc.
 
     \b
     Example:
       oxy report --output report && xdg-open report/index.html
+      oxy report --sensor 'fjordras|cage3|do' --from 2024-10-20 --to 2024-10-28
     """
     from engine.report import build_report
 
-    result = build_report(ctx.warehouse, output, progress=ctx.progress)
+    result = build_report(
+        ctx.warehouse,
+        output,
+        sensors=list(sensors) or None,
+        start=start,
+        end=end,
+        utc=utc,
+        progress=ctx.progress,
+    )
 
     def human() -> None:
         click.echo(
-            f"report: {result.index} ({len(result.sensor_pages)} sensor pages, "
-            f"{len(result.images)} plots)"
+            f"this run: {result.index} ({len(result.sensor_pages)} sensor pages, "
+            f"{result.events} events, {len(result.images)} plots; window "
+            f"{result.start:%Y-%m-%d %H:%M} to {result.end:%Y-%m-%d %H:%M} UTC)"
         )
         for note in result.notes:
             click.echo(f"  note: {note}")
+        click.echo(ctx.totals())
 
     ctx.result(result.to_dict(), human)
 

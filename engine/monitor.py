@@ -41,7 +41,7 @@ does. Checks whose inputs do not exist yet are recorded as ``skipped`` with a re
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -140,29 +140,37 @@ class Limits:
         return "warn" if value > self.warn else "ok"
 
 
+_SCALES: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[float], float]]] = {
+    "linear": (lambda x: x, lambda y: y),
+    # counts and PSI (a sum of squared departures): the square root steadies their spread
+    "sqrt": (lambda x: np.sqrt(np.maximum(x, 0)), lambda y: max(y, 0.0) ** 2),
+    # errors: multiplicative
+    "log": (lambda x: np.log(np.maximum(x, 1e-12)), math.exp),
+}
+
+
 def limits(
     history: Sequence[float],
     cfg: dict[str, Any],
     *,
     floor_warn: float,
     floor_alert: float,
-    log_offset: float | None = None,
+    scale: str = "linear",
     min_spread: float = 0.0,
     floor_above_median: bool = False,
 ) -> Limits:
     """Warn/alert levels of a statistic from its values over the sensor's earlier windows.
 
-    ``median + z x 1.4826 MAD`` of ``history`` at ``warn_z`` / ``alert_z`` (on
-    ``log(x + log_offset)`` when given: rates, PSI and errors are positive and skewed), the
-    spread at least ``min_spread`` (``min_log_spread`` on the log scale), each level at least
-    its floor (with ``floor_above_median``, the floors are added to the history's median).
+    ``median + z x 1.4826 MAD`` of ``history`` at ``warn_z`` / ``alert_z``, computed on the
+    ``scale`` that steadies the statistic's spread (``sqrt`` for rates and PSI, ``log`` for
+    errors), the spread at least ``min_spread`` (in that scale), each level at least its floor
+    (with ``floor_above_median``, the floors are added to the history's median).
 
     Examples
     --------
-    >>> cfg = {"warn_z": 3.0, "alert_z": 5.0, "min_calibration_windows": 5,
-    ...        "min_log_spread": 0.1}
+    >>> cfg = {"warn_z": 3.0, "alert_z": 5.0, "min_calibration_windows": 5}
     >>> lim = limits([0.1, 0.12, 0.09, 0.11, 0.1, 0.3], cfg, floor_warn=0.1, floor_alert=0.25,
-    ...              log_offset=0.01)
+    ...              scale="sqrt", min_spread=0.05)
     >>> lim.calibrated, lim.grade(0.2), lim.grade(2.0)
     (True, 'ok', 'alert')
     >>> limits([0.1], cfg, floor_warn=0.1, floor_alert=0.25).grade(2.0)   # uncalibrated
@@ -177,21 +185,16 @@ def limits(
             False,
             f"uncalibrated: {values.size} earlier window(s), need {need}",
         )
-    if log_offset is not None:
-        scaled = np.log(values + log_offset)
-        min_spread = max(min_spread, float(cfg["min_log_spread"]))
-    else:
-        scaled = values
+    forward, back = _SCALES[scale]
+    scaled = forward(values)
     center = float(np.median(scaled))
     spread = max(1.4826 * float(np.median(np.abs(scaled - center))), min_spread)
-    warn = center + float(cfg["warn_z"]) * spread
-    alert = center + float(cfg["alert_z"]) * spread
-    if log_offset is not None:
-        warn, alert = math.exp(warn) - log_offset, math.exp(alert) - log_offset
-        center = math.exp(center) - log_offset
+    warn = back(center + float(cfg["warn_z"]) * spread)
+    alert = back(center + float(cfg["alert_z"]) * spread)
+    usual = back(center)
     if floor_above_median:
-        floor_warn, floor_alert = center + floor_warn, center + floor_alert
-    basis = f"usual {center:.3g} over {values.size} earlier windows"
+        floor_warn, floor_alert = usual + floor_warn, usual + floor_alert
+    basis = f"usual {usual:.3g} over {values.size} earlier windows"
     return Limits(max(warn, floor_warn), max(alert, floor_alert), True, basis)
 
 
@@ -383,7 +386,12 @@ def anomaly_checks(
             )
             if by_peers
             else limits(
-                rate_history, cfg, floor_warn=floor, floor_alert=2 * floor, log_offset=floor / 10
+                rate_history,
+                cfg,
+                floor_warn=floor,
+                floor_alert=2 * floor,
+                scale="sqrt",
+                min_spread=float(cfg["min_sqrt_spread"]),
             )
         )
         checks.append(
@@ -468,7 +476,14 @@ def forecast_checks(
                 checks.append(Check(scope, name, None, None, "skipped", "no scale"))
                 continue
             earlier = history.get(name, {}).get(scope, [])
-            lim = limits(earlier, cfg, floor_warn=0.0, floor_alert=0.0, log_offset=1e-9)
+            lim = limits(
+                earlier,
+                cfg,
+                floor_warn=0.0,
+                floor_alert=0.0,
+                scale="log",
+                min_spread=float(cfg["min_log_spread"]),
+            )
             basis = lim.basis
             if not lim.calibrated and name == "forecast_mase":
                 # the arrived minutes' MASE is scaled by the 1-step naive, the test MASE by
@@ -640,7 +655,8 @@ def _drift_check(
         cfg,
         floor_warn=floor_warn,
         floor_alert=floor_alert,
-        log_offset=floor_warn / 10,
+        scale="sqrt",
+        min_spread=float(cfg["min_sqrt_spread"]),
     )
     n_recent, n_ref = map(int, windows[0].sum(axis=1))
     return Check(

@@ -144,7 +144,7 @@ def test_psi_and_interval_helpers() -> None:
     assert parse_interval("1 week") == timedelta(days=7)
 
 
-CAL = {"warn_z": 3.0, "alert_z": 5.0, "min_calibration_windows": 5, "min_log_spread": 0.15}
+CAL = {"warn_z": 3.0, "alert_z": 5.0, "min_calibration_windows": 5}
 
 
 @given(
@@ -152,10 +152,10 @@ CAL = {"warn_z": 3.0, "alert_z": 5.0, "min_calibration_windows": 5, "min_log_spr
     st.floats(0, 1),
     st.floats(0, 1),
     st.floats(0, 20, allow_nan=False),
-    st.booleans(),
+    st.sampled_from(["linear", "sqrt", "log"]),
 )
 def test_limits_respect_floors_order_and_never_alert_uncalibrated(
-    history, floor_a, floor_b, value, log
+    history, floor_a, floor_b, value, scale
 ) -> None:
     floor_warn, floor_alert = sorted((floor_a, floor_b))
     lim = limits(
@@ -163,7 +163,8 @@ def test_limits_respect_floors_order_and_never_alert_uncalibrated(
         CAL,
         floor_warn=floor_warn,
         floor_alert=floor_alert,
-        log_offset=0.01 if log else None,
+        scale=scale,
+        min_spread=0.05,
     )
     assert lim.warn >= floor_warn and lim.alert >= floor_alert and lim.alert >= lim.warn
     assert lim.calibrated == (len(history) >= 5)
@@ -182,18 +183,33 @@ def test_limits_respect_floors_order_and_never_alert_uncalibrated(
 
 def test_limits_follow_the_sensors_own_spread() -> None:
     steady = limits(
-        [0.10, 0.11, 0.09, 0.10, 0.10, 0.11], CAL, floor_warn=0, floor_alert=0, log_offset=0.01
+        [0.10, 0.11, 0.09, 0.10, 0.10, 0.11],
+        CAL,
+        floor_warn=0,
+        floor_alert=0,
+        scale="sqrt",
+        min_spread=0.05,
     )
     moving = limits(
-        [0.1, 0.5, 0.2, 1.0, 0.3, 0.6], CAL, floor_warn=0, floor_alert=0, log_offset=0.01
+        [0.1, 0.5, 0.2, 1.0, 0.3, 0.6],
+        CAL,
+        floor_warn=0,
+        floor_alert=0,
+        scale="sqrt",
+        min_spread=0.05,
     )
-    assert steady.alert < 0.3 < moving.alert
+    assert steady.alert < 0.35 < 3 < moving.alert
     assert moving.grade(0.9) == "ok" and steady.grade(0.9) == "alert"
     # one earlier incident does not raise the levels much (median, MAD)
     incident = limits(
-        [0.10, 0.11, 0.09, 0.10, 0.10, 5.0], CAL, floor_warn=0, floor_alert=0, log_offset=0.01
+        [0.10, 0.11, 0.09, 0.10, 0.10, 5.0],
+        CAL,
+        floor_warn=0,
+        floor_alert=0,
+        scale="sqrt",
+        min_spread=0.05,
     )
-    assert incident.alert < 0.3
+    assert incident.alert == pytest.approx(steady.alert)
 
 
 def test_clean_data_is_quiet_and_missing_stages_are_skipped(
@@ -217,7 +233,7 @@ def test_clean_data_is_quiet_and_missing_stages_are_skipped(
 def test_weather_moves_psi_past_fixed_thresholds_but_not_the_calibrated_ones(
     wh: Warehouse, readings_loader
 ) -> None:
-    readings = clean_readings(("A", "B", "C", "D", "E"), seed=5, weather=0.25)
+    readings = clean_readings(("A", "B", "C", "D", "E"), seed=5, weather=0.1)
     readings_loader(wh, readings)
     write_scores(wh, readings)
     result = run_monitor(wh, now=END)

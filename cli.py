@@ -548,6 +548,7 @@ def monitor_command(ctx: Context, show_all: bool) -> None:
         for c in result.checks:
             if show_all or c.status in ("warn", "alert"):
                 click.echo(f"  {c.status.upper():7} {c.scope:24} {c.check:16} {c.reason}")
+        click.echo(ctx.totals())
 
     ctx.result(result.to_dict(), human)
     if result.status == "alert":

@@ -114,10 +114,12 @@ def excluded_minutes(
         sql_text("intermediate/int_forecast_severity_cutoff"), {"quantile": quantile}
     ).fetchall()
     cutoff = cutoff_row[0][0]
-    note = (
-        f"left out {frame.height:,} readings: severity > {cutoff or 0:.3g} (quantile {quantile}) "
-        f"or a sensor fault ({', '.join(fault_types)})"
-    )
+    faults = f"a sensor fault ({', '.join(fault_types)})"
+    if cutoff is None or cutoff >= 1:  # severity is at most 1: no reading lies above it
+        why = f"{faults}; the {quantile:g} quantile of severity is 1, so none for severity"
+    else:
+        why = f"severity above {cutoff:.3g} (its {quantile:g} quantile) or {faults}"
+    note = f"training leaves out {frame.height:,} readings: {why}"
     return frame.select("sensor_id", pl.col("ts").cast(pl.Datetime("us"))), cutoff, note
 
 

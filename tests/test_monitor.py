@@ -182,34 +182,15 @@ def test_limits_respect_floors_order_and_never_alert_uncalibrated(
 
 
 def test_limits_follow_the_sensors_own_spread() -> None:
-    steady = limits(
-        [0.10, 0.11, 0.09, 0.10, 0.10, 0.11],
-        CAL,
-        floor_warn=0,
-        floor_alert=0,
-        scale="sqrt",
-        min_spread=0.05,
-    )
-    moving = limits(
-        [0.1, 0.5, 0.2, 1.0, 0.3, 0.6],
-        CAL,
-        floor_warn=0,
-        floor_alert=0,
-        scale="sqrt",
-        min_spread=0.05,
-    )
+    def levels(history: list[float]):
+        return limits(history, CAL, floor_warn=0, floor_alert=0, scale="sqrt", min_spread=0.05)
+
+    steady = levels([0.10, 0.11, 0.09, 0.10, 0.10, 0.11])
+    moving = levels([0.1, 0.5, 0.2, 1.0, 0.3, 0.6])
     assert steady.alert < 0.35 < 3 < moving.alert
     assert moving.grade(0.9) == "ok" and steady.grade(0.9) == "alert"
-    # one earlier incident does not raise the levels much (median, MAD)
-    incident = limits(
-        [0.10, 0.11, 0.09, 0.10, 0.10, 5.0],
-        CAL,
-        floor_warn=0,
-        floor_alert=0,
-        scale="sqrt",
-        min_spread=0.05,
-    )
-    assert incident.alert == pytest.approx(steady.alert)
+    # one earlier incident does not raise the levels (median, MAD)
+    assert levels([0.10, 0.11, 0.09, 0.10, 0.10, 5.0]).alert == pytest.approx(steady.alert)
 
 
 def test_clean_data_is_quiet_and_missing_stages_are_skipped(

@@ -17,12 +17,14 @@ how much differs from sensor to sensor: fixed thresholds alerted on nearly every
 sensor. So each statistic is graded against *the same statistic over the sensor's earlier
 windows* (:func:`limits`): the windows of the same length ending ``step``, 2 x ``step``, …
 earlier (those that do not overlap the window being judged), at most
-``calibration_windows`` of them. Their median and robust spread (1.4826 x MAD, on a log scale
-for the positive, skewed statistics) give the warn and alert levels at ``warn_z`` and
-``alert_z``; a level is never below the check's floor (e.g. ``psi_alert``), so a sensor whose
-history is very steady does not alert on a trivial change. A forecast's error cannot be
-recomputed for earlier windows (one forecast per sensor is kept), so its history is what
-earlier monitoring runs recorded. With fewer than ``min_calibration_windows`` earlier
+``calibration_windows`` of them. Their median and robust spread (1.4826 x MAD, on the scale
+that steadies the statistic: square root for rates and PSI, log for errors) give the warn and
+alert levels at ``warn_z`` and ``alert_z``; a level is never below the check's floor (e.g.
+``psi_alert``), so a sensor whose history is very steady does not alert on a trivial change.
+A forecast's error cannot be recomputed for earlier windows (one forecast per sensor is kept),
+so its history is what monitoring recorded for the production run while it was fresh (its
+first ``calibration_windows`` runs): a model that slowly goes stale is judged against itself
+then. With fewer than ``min_calibration_windows`` earlier
 windows a check is graded on its floors alone and never above ``warn`` ("uncalibrated").
 
 ``stale`` uses the sensor's own cadence: the limit is the largest of ``stale_after``,
@@ -434,10 +436,12 @@ def forecast_checks(
     cfg: dict[str, Any],
     now: datetime,
     as_of: datetime,
+    created_at: datetime | None = None,
 ) -> list[Check]:
     """``forecast_rmse``/``forecast_mase`` of production's latest forecast on arrived minutes,
-    against the values earlier monitoring runs recorded for the same scope (before enough of
-    them exist: against the run's test metric x the ratios, never above ``warn``)."""
+    against the first values monitoring runs recorded for the same scope since the run was
+    created at ``created_at`` (before enough of them exist: against the run's test metric x
+    the ratios, never above ``warn``)."""
     names = ("forecast_rmse", "forecast_mase")
     if run_id is None:
         reason = "no production model yet (run `oxy train`)"
@@ -452,11 +456,17 @@ def forecast_checks(
         reason = f"no readings have arrived since run {run_id}'s latest forecast"
         return [Check("fleet", n, None, None, "skipped", reason) for n in names]
     history: dict[str, dict[str, list[float]]] = {}
+    since = created_at or datetime.min
     if has_relation(con, "monitoring"):
         for name in names:
             for scope, values in con.execute(
                 sql_text("monitor/check_history"),
-                {"check": name, "now": now, "limit": int(cfg["calibration_windows"])},
+                {
+                    "check": name,
+                    "since": since,
+                    "now": now,
+                    "limit": int(cfg["calibration_windows"]),
+                },
             ).fetchall():
                 history.setdefault(name, {})[scope] = list(values)
     min_minutes = int(cfg["forecast_min_minutes"])
@@ -741,6 +751,10 @@ def run_monitor(
             checks = stale_checks(seen, cfg, time)
             checks += anomaly_checks(con, fleet_latest, cfg)
             checks += drift_checks(warehouse, con, fleet_latest, cfg)
-        checks += forecast_checks(con, run_id, split_metrics(meta, "test"), cfg, time, until)
+        created = meta.get("created_at")
+        created_at = datetime.fromisoformat(created).replace(tzinfo=None) if created else None
+        checks += forecast_checks(
+            con, run_id, split_metrics(meta, "test"), cfg, time, until, created_at
+        )
         record_checks(warehouse, con, time, checks)
     return MonitorResult(time, checks)

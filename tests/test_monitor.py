@@ -462,3 +462,19 @@ def test_drift_psi_equals_numpy_psi_of_the_window_values(
             & ~(flagged if sensor == "A" else pl.lit(False))
         )["value"].to_numpy()
         assert found[sensor] == pytest.approx(psi(reference, recent, bins)[0], abs=1e-12)
+
+
+def test_a_model_that_slowly_goes_stale_is_judged_against_itself_when_fresh(
+    wh: Warehouse, readings_loader
+) -> None:
+    readings = clean_readings(("A",))
+    readings_loader(wh, readings)
+    production_with_forecast(wh, readings, bias=0.1)
+    for hours in range(2, 14, 2):  # six runs of the fresh model
+        run_monitor(wh, as_of=LAST_DAY + timedelta(hours=hours))
+    statuses_seen = []
+    for step, bias in enumerate((0.12, 0.14, 0.17, 0.2, 0.24, 0.3)):  # a little worse each run
+        production_with_forecast(wh, readings, bias=bias)
+        result = run_monitor(wh, as_of=LAST_DAY + timedelta(hours=14 + step))
+        statuses_seen.append(check(result, "A", "forecast_rmse").status)
+    assert statuses_seen[0] == "ok" and statuses_seen[-1] == "alert"

@@ -346,11 +346,7 @@ def anomaly_checks(
     by_scope: dict[str, dict[int, tuple[int, float, float]]] = {}
     for scope, k, minutes, rate, median in rows:
         by_scope.setdefault(scope, {})[int(k)] = (minutes, rate, median)
-    sites = dict(
-        con.execute(
-            sql_text("monitor/sensor_sites"), {"site_levels": int(cfg["site_levels"])}
-        ).fetchall()
-    )
+    sites = _sites(con, cfg)
     excess = _site_excess({s: w for s, w in by_scope.items() if s != "fleet"}, sites)
     floor = float(cfg["anomaly_rate_floor"])
     checks = []
@@ -594,6 +590,7 @@ def drift_checks(
     scored = has_relation(con, "anomaly_scores")
     checks: list[Check] = []
     pooled: dict[int, np.ndarray] = {}
+    judged: dict[str, dict[int, np.ndarray]] = {}
     for bucket in sorted(readings_buckets(con)):  # one bucket at a time: memory stays flat
         paths = [str(p) for p in warehouse.files(con, "readings", bucket)]
         if not paths:
@@ -639,8 +636,24 @@ def drift_checks(
                     )
                 )
                 continue
-            checks.append(_drift_check(sensor_id, windows, cfg, floor_warn, floor_alert, "values"))
+            judged[sensor_id] = windows
     sql_rows(con, "monitor/flagged_minutes_drop")
+    sites = _sites(con, cfg)
+    psis = {s: {k: psi_of_counts(c) for k, c in w.items()} for s, w in judged.items()}
+    for sensor_id, windows in judged.items():
+        peers = [p for p, site in sites.items() if site and site == sites.get(sensor_id)]
+        peers = [p for p in peers if p != sensor_id and p in psis]
+        checks.append(
+            _drift_check(
+                sensor_id,
+                windows,
+                cfg,
+                floor_warn,
+                floor_alert,
+                "values",
+                {p: psis[p] for p in peers},
+            )
+        )
     if 0 not in pooled:
         fleet = Check("fleet", "drift_psi", None, None, "skipped", "no sensor had enough data")
     else:
@@ -657,18 +670,51 @@ def _drift_check(
     floor_warn: float,
     floor_alert: float,
     what: str,
+    peers: dict[str, dict[int, float]] | None = None,
 ) -> Check:
+    """One ``drift_psi`` check. With at least two site ``peers`` that have the judged window,
+    the calibrated statistic is ``sqrt(PSI)`` minus the peers' median ``sqrt(PSI)`` in the same
+    window (weather shifts a whole site's distributions; a fouled probe shifts alone); the
+    levels are then turned back into PSI for this window, never below the floors."""
     value = psi_of_counts(windows[0])
-    earlier = [psi_of_counts(c) for k, c in sorted(windows.items()) if k > 0]
-    lim = limits(
-        earlier,
-        cfg,
-        floor_warn=floor_warn,
-        floor_alert=floor_alert,
-        scale="sqrt",
-        min_spread=float(cfg["min_sqrt_spread"]),
-    )
+    psi = {k: psi_of_counts(c) for k, c in windows.items()}
+    peer_root = {
+        k: float(np.median([math.sqrt(p[k]) for p in (peers or {}).values() if k in p]))
+        for k in psi
+        if sum(k in p for p in (peers or {}).values()) >= 2
+    }
     n_recent, n_ref = map(int, windows[0].sum(axis=1))
+    if 0 in peer_root:
+        excess = [math.sqrt(psi[k]) - peer_root[k] for k in sorted(peer_root) if k > 0]
+        own = limits(
+            excess,
+            cfg,
+            floor_warn=-math.inf,
+            floor_alert=-math.inf,
+            min_spread=float(cfg["min_sqrt_spread"]),
+        )
+        if not own.calibrated:
+            own = Limits(0.0, 0.0, False, own.basis)
+
+        def back(level: float) -> float:
+            return max(peer_root[0] + level, 0.0) ** 2
+
+        lim = Limits(
+            max(back(own.warn), floor_warn),
+            max(back(own.alert), floor_alert),
+            own.calibrated,
+            f"its site's other sensors {peer_root[0] ** 2:.3g}; {own.basis}",
+        )
+    else:
+        earlier = [psi[k] for k in sorted(psi) if k > 0]
+        lim = limits(
+            earlier,
+            cfg,
+            floor_warn=floor_warn,
+            floor_alert=floor_alert,
+            scale="sqrt",
+            min_spread=float(cfg["min_sqrt_spread"]),
+        )
     return Check(
         scope,
         "drift_psi",
@@ -678,6 +724,12 @@ def _drift_check(
         f"PSI {value:.3f} of {what}, {n_recent} recent vs {n_ref} reference (warn > "
         f"{lim.warn:.3f}, alert > {lim.alert:.3f}; {lim.basis})",
     )
+
+
+def _sites(con: duckdb.DuckDBPyConnection, cfg: dict[str, Any]) -> dict[str, str | None]:
+    """sensor_id -> site (customer + the first ``site_levels`` tag levels; None: no site)."""
+    rows = con.execute(sql_text("monitor/sensor_sites"), {"site_levels": int(cfg["site_levels"])})
+    return dict(rows.fetchall())
 
 
 # -- the run --------------------------------------------------------------------------------

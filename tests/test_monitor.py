@@ -478,3 +478,48 @@ def test_a_model_that_slowly_goes_stale_is_judged_against_itself_when_fresh(
         result = run_monitor(wh, as_of=LAST_DAY + timedelta(hours=14 + step))
         statuses_seen.append(check(result, "A", "forecast_rmse").status)
     assert statuses_seen[0] == "ok" and statuses_seen[-1] == "alert"
+
+
+def site_readings(shift_all: float, shift_one: float) -> pl.DataFrame:
+    """Four probes of one site ("farm|pen|N") moving together with the site's weather; on the
+    last day the whole site moves by ``shift_all`` and probe 3 alone by ``shift_one`` more."""
+    rng = np.random.default_rng(9)
+    minutes = np.arange(DAYS * 1440)
+    site_level = np.repeat(rng.normal(0, 0.1, DAYS), 1440)
+    last = minutes >= (DAYS - 1) * 1440
+    frames = []
+    for probe in range(4):
+        value = (
+            8 + site_level + np.sin(2 * np.pi * minutes / 1440) + rng.normal(0, 0.1, minutes.size)
+        )
+        value[last] += shift_all + (shift_one if probe == 3 else 0)
+        frames.append(
+            pl.DataFrame(
+                {
+                    "sensor_id": f"farm|pen|{probe}",
+                    "ts": [START + timedelta(minutes=int(m)) for m in minutes],
+                    "value": value,
+                }
+            )
+        )
+    return pl.concat(frames)
+
+
+def test_a_site_moving_together_is_weather_a_probe_moving_alone_is_not(
+    tmp_path, config: Config, readings_loader
+) -> None:
+    def drift(readings: pl.DataFrame, name: str, site_levels: int) -> dict[str, str]:
+        overrides = {"monitor": {**CONFIG["monitor"], "site_levels": site_levels}}
+        wh = Warehouse(tmp_path / name, config.with_overrides(overrides))
+        readings_loader(wh, readings)
+        result = run_monitor(wh, now=END)
+        return {c.scope: c.status for c in result.checks if c.check == "drift_psi"}
+
+    front = site_readings(shift_all=1.0, shift_one=0.0)  # a weather front over the site
+    alone, site = drift(front, "alone", 0), drift(front, "site", 1)
+    assert {alone[f"farm|pen|{p}"] for p in range(4)} == {"alert"}
+    assert {site[f"farm|pen|{p}"] for p in range(4)} == {"ok"}
+    fouled = site_readings(shift_all=0.0, shift_one=-1.0)
+    found = drift(fouled, "fouled", 1)
+    assert found["farm|pen|3"] == "alert"
+    assert {found[f"farm|pen|{p}"] for p in range(3)} == {"ok"}

@@ -523,3 +523,68 @@ def test_a_site_moving_together_is_weather_a_probe_moving_alone_is_not(
     found = drift(fouled, "fouled", 1)
     assert found["farm|pen|3"] == "alert"
     assert {found[f"farm|pen|{p}"] for p in range(3)} == {"ok"}
+
+
+def test_monitor_sql_fixed_answers() -> None:
+    """anomaly_windows, sensor_last_seen, sensor_sites and check_history on a handful of rows."""
+    import duckdb
+
+    from engine.warehouse import sql_text
+
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    day = timedelta(days=1)
+    t0 = datetime(2024, 3, 1)
+    con.execute(
+        "create table anomaly_scores as select sensor_id, ts, severity::double as severity, "
+        "is_anomaly from (values "
+        "('a', $t0 + interval 1 hour, 0.9, true), ('a', $t0 + interval 25 hour, 0.1, false), "
+        "('a', $t0 + interval 26 hour, 0.3, false), ('b', $t0 + interval 49 hour, 0.5, true)"
+        ") as t(sensor_id, ts, severity, is_anomaly)",
+        {"t0": t0},
+    )
+    rows = con.execute(
+        sql_text("monitor/anomaly_windows"),
+        {"latest": t0 + 3 * day, "step": day, "recent": day, "origins": 2},
+    ).fetchall()
+    assert rows == [
+        ("a", 1, 2, 0.0, 0.2),  # day 2: two readings, none anomalous, median severity 0.2
+        ("a", 2, 1, 1.0, 0.9),  # day 1
+        ("b", 0, 1, 1.0, 0.5),  # day 3 (the judged window)
+        ("fleet", 0, 1, 1.0, 0.5),
+        ("fleet", 1, 2, 0.0, 0.2),
+        ("fleet", 2, 1, 1.0, 0.9),
+    ]
+    # a: every 10 minutes, with a 60-minute pause each day; b: registered, never read
+    stamps = [t0 + timedelta(minutes=10 * i) for i in range(3 * 144)]
+    stamps = [t for t in stamps if not (t.hour == 3 and t.minute < 50)]
+    con.execute(
+        "create table readings as select 'a' as sensor_id, unnest($ts) as ts", {"ts": stamps}
+    )
+    con.execute(
+        "create table sensors as select * from (values ('a', 'farm', ['pen1', 'a']), "
+        "('b', 'farm', ['b'])) as t(sensor_id, customer, levels)"
+    )
+    seen = con.execute(
+        sql_text("monitor/sensor_last_seen"), {"as_of": t0 + 2 * day, "history": 7 * day}
+    ).fetchall()
+    assert seen == [
+        ("a", t0 + 2 * day, 279, t0 + 2 * day, 10.0, 60.0, 3),  # 2 x (144 - 5) + 1 readings
+        ("b", None, 0, t0 + 2 * day, None, None, 0),
+    ]
+    sites = con.execute(sql_text("monitor/sensor_sites"), {"site_levels": 1}).fetchall()
+    assert sites == [("a", "farm\x1fpen1"), ("b", None)]
+    con.execute(
+        'create table monitoring as select time, scope, "check", value::double as value, '
+        "status from (values "
+        "($t0, 'a', 'forecast_rmse', 0.1, 'ok'), ($t0 + interval 1 day, 'a', 'forecast_rmse', "
+        "0.2, 'ok'), ($t0 + interval 2 day, 'a', 'forecast_rmse', 0.3, 'ok'), "
+        "($t0 + interval 1 day, 'a', 'forecast_rmse', null, 'skipped')"
+        ') as t(time, scope, "check", value, status)',
+        {"t0": t0},
+    )
+    history = con.execute(
+        sql_text("monitor/check_history"),
+        {"check": "forecast_rmse", "since": t0, "now": t0 + 3 * day, "limit": 2},
+    ).fetchall()
+    assert history == [("a", [0.1, 0.2])]  # the run's first values, not its latest

@@ -63,6 +63,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 DATA = ROOT.parent / "shared" / "data"
 EPISODE_DAYS = 10
+CONFIG_PATH: Path | None = None  # --config: try other [monitor] settings (no RESULTS.md write)
 DAY = timedelta(days=1)
 KINDS = ("stopped", "fouled", "model stale")
 
@@ -198,8 +199,15 @@ class Episode:
 
 def plan_episodes(source: Source, first_day: datetime, last_day: datetime) -> list[Episode]:
     """Episodes of each kind, round robin over the sensors, starting on staggered days in the
-    judgeable span and spaced so that a sensor has at most one at a time (and recovers)."""
+    judgeable span and spaced so that a sensor has at most one at a time (and recovers); an
+    episode is kept only where its sensor sent data on every one of its days."""
     sensors = sorted(source.timezones)
+    days_with_data = {
+        (sid, day)
+        for sid, day in source.readings.select("sensor_id", pl.col("ts").dt.truncate("1d"))
+        .unique()
+        .iter_rows()
+    }
     span_days = (last_day - first_day).days - EPISODE_DAYS
     if span_days < 1:
         return []
@@ -208,14 +216,15 @@ def plan_episodes(source: Source, first_day: datetime, last_day: datetime) -> li
     rng = np.random.default_rng(0)
     i = 0
     for slot in range(slots):
-        for s, sensor in enumerate(sensors):
+        for sensor in sensors:
             offset = slot * (EPISODE_DAYS + 20) + int(rng.integers(0, 7))
             if offset > span_days:
                 continue
             start = first_day + offset * DAY
+            if any((sensor, start + d * DAY) not in days_with_data for d in range(EPISODE_DAYS)):
+                continue
             episodes.append(Episode(KINDS[i % 3], sensor, start, start + EPISODE_DAYS * DAY))
             i += 1
-            _ = s
     return episodes
 
 
@@ -247,7 +256,7 @@ def load(root: Path, source: Source, readings: pl.DataFrame) -> object:
     from engine.config import Config
     from engine.warehouse import READINGS_SCHEMA, Warehouse
 
-    wh = Warehouse(root, Config.load())
+    wh = Warehouse(root, Config.load(CONFIG_PATH))
     frame = readings.with_columns(
         unit=pl.lit("mg/L"),
         customer=pl.lit(source.name),
@@ -351,15 +360,20 @@ def replay(
     stand_in_run(wh, readings, first_day)
     write_forecast(wh, readings, first_day - DAY, frozen_at(first_day - DAY))
     rows = []
-    day = first_day
-    while day <= last_day:
+    # nights after a day in which no sensor sent anything (a long outage of the whole source,
+    # e.g. LRO between its 2019 and 2020 files) are not replayed: nobody runs the loop then
+    live = set(readings.select((pl.col("ts").dt.truncate("1d") + DAY).unique())["ts"].to_list())
+    day = first_day - DAY
+    while day < last_day:
+        day += DAY
+        if day not in live:
+            continue
         result = run_monitor(wh, as_of=day)
         rows += [
             {"time": day, "scope": c.scope, "check": c.check, "status": c.status}
             for c in result.checks
         ]
         write_forecast(wh, readings, day, frozen_at(day))
-        day += DAY
     return pl.DataFrame(rows)
 
 
@@ -508,7 +522,7 @@ def evaluate_source(source: Source, base: Path) -> dict[str, object]:
     from engine.config import Config
     from engine.monitor import parse_interval
 
-    config = Config.load()
+    config = Config.load(CONFIG_PATH)
     recent = parse_interval(config["monitor"]["recent_window"])
     first, last = judgeable(source.readings, config)
     started = time.perf_counter()
@@ -550,7 +564,10 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=60, help="days of the synthetic sources")
     parser.add_argument("--sensors", type=int, default=100, help="timing fleet")
     parser.add_argument("--timing-days", type=int, default=21)
+    parser.add_argument("--config", type=Path, help="a TOML with other settings (no write)")
     args = parser.parse_args()
+    global CONFIG_PATH
+    CONFIG_PATH = args.config
     base = Path(tempfile.mkdtemp(prefix="oxy-bench-monitor-"))
     started = time.perf_counter()
     try:
@@ -583,7 +600,7 @@ def main() -> None:
         short = short_real_sets()
         for name, span in short:
             print(f"{name}: {span} of data, shorter than one calibrated judgement (not replayed)")
-        if args.only:
+        if args.only or args.config:
             return
         load_avg = os.getloadavg()[0]
         shape, timed = timing(base / "timing", args.sensors, args.timing_days)

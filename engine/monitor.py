@@ -160,6 +160,7 @@ def limits(
     scale: str = "linear",
     min_spread: float = 0.0,
     floor_above_median: bool = False,
+    fmt: str = ".3g",
 ) -> Limits:
     """Warn/alert levels of a statistic from its values over the sensor's earlier windows.
 
@@ -196,7 +197,7 @@ def limits(
     usual = back(center)
     if floor_above_median:
         floor_warn, floor_alert = usual + floor_warn, usual + floor_alert
-    basis = f"usual {usual:.3g} over {values.size} earlier windows"
+    basis = f"usual {usual:{fmt}} over {values.size} earlier windows"
     return Limits(max(warn, floor_warn), max(alert, floor_alert), True, basis)
 
 
@@ -381,6 +382,7 @@ def anomaly_checks(
                 floor_warn=floor,
                 floor_alert=2 * floor,
                 min_spread=floor / 5,
+                fmt=".1%",
             )
             if by_peers
             else limits(
@@ -390,6 +392,7 @@ def anomaly_checks(
                 floor_alert=2 * floor,
                 scale="sqrt",
                 min_spread=float(cfg["min_sqrt_spread"]),
+                fmt=".1%",
             )
         )
         checks.append(

@@ -63,6 +63,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 DATA = ROOT.parent / "shared" / "data"
 EPISODE_DAYS = 10
+CACHE = ROOT / "bench" / "out"
 CONFIG_PATH: Path | None = None  # --config: try other [monitor] settings (no RESULTS.md write)
 DAY = timedelta(days=1)
 KINDS = ("stopped", "fouled", "model stale")
@@ -478,6 +479,7 @@ if {mode!r} == "monitor":
     checks = len(run_monitor(wh).checks)
 else:
     with wh.reader() as con:
+        con.execute("set enable_progress_bar = false")
         checks = len(con.execute(
             "with w as (select max(ts) as latest from readings) "
             "select sensor_id, ts > latest - interval 3 day as recent, count(*), avg(value), "
@@ -511,7 +513,9 @@ def timing(root: Path, sensors: int, days: int) -> tuple[str, dict[str, dict[str
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(done.stderr)
-        out[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+        # the last JSON line (DuckDB may draw a progress line of its own)
+        line = next(x for x in reversed(done.stdout.splitlines()) if x.startswith("{"))
+        out[mode] = json.loads(line)
     return f"{sensors} sensors x {days} days = {readings.height:,} rows", out
 
 
@@ -565,6 +569,9 @@ def main() -> None:
     parser.add_argument("--sensors", type=int, default=100, help="timing fleet")
     parser.add_argument("--timing-days", type=int, default=21)
     parser.add_argument("--config", type=Path, help="a TOML with other settings (no write)")
+    parser.add_argument(
+        "--reuse", action="store_true", help="the sources' figures of the last run (bench/out/)"
+    )
     args = parser.parse_args()
     global CONFIG_PATH
     CONFIG_PATH = args.config
@@ -578,6 +585,9 @@ def main() -> None:
         }
         names = [args.only] if args.only else list(makers)
         results = []
+        if args.reuse:  # the sources' figures of an earlier run (bench/out/), fresh timing
+            results = [json.loads((CACHE / f"monitor-{n}.json").read_text()) for n in names]
+            names = []
         for name in names:
             source = makers[name]()
             if source is None:
@@ -585,6 +595,8 @@ def main() -> None:
                 continue
             result = evaluate_source(source, base)
             results.append(result)
+            CACHE.mkdir(parents=True, exist_ok=True)
+            (CACHE / f"monitor-{name}.json").write_text(json.dumps(result, default=str))
             h = result["healthy"]
             print(
                 f"{name}: {result['sensors']} sensors, {result['rows']:,} rows, runs "

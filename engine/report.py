@@ -50,6 +50,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 
 from engine import OxyError  # noqa: E402
+from engine.detectors import COLOURS  # noqa: E402
 from engine.monitor import END_OF_TIME, parse_interval  # noqa: E402
 from engine.progress import bar as progress_bar  # noqa: E402
 from engine.registry import (  # noqa: E402
@@ -60,20 +61,9 @@ from engine.registry import (  # noqa: E402
 )
 from engine.warehouse import Warehouse, has_relation, query_frame, sql_text  # noqa: E402
 
-# The one place anomaly types get their colour (pages, legends, event tables). When the
-# detector registry lands, point this at it; an unknown type is drawn grey.
-TYPE_COLOURS = {
-    "point": "#d62728",
-    "collective": "#ff7f0e",
-    "contextual": "#9467bd",
-    "stuck": "#8c564b",
-    "spike": "#e377c2",
-    "noise": "#7f7f7f",
-    "sensor_fault": "#bcbd22",
-    "drift": "#17becf",
-    "dropout": "#1f77b4",
-    "range": "#2ca02c",
-}
+# Anomaly types get their colour from the detector registry (pages, legends, event tables);
+# a type it does not know is drawn grey.
+TYPE_COLOURS: dict[str, str] = COLOURS
 UNKNOWN_TYPE_COLOUR = "#aaaaaa"
 SPLIT_KEYS = ("train_start", "train_end", "valid_start", "valid_end", "test_start", "test_end")
 NAIVES = (("naive_day", "naive: same time yesterday"), ("naive_week", "naive: same time last week"))

@@ -4,7 +4,6 @@ beside their naive baselines; every image loads and every link resolves (HTML an
 from __future__ import annotations
 
 import json
-import math
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,6 +16,7 @@ from report_check import check_html, check_in_browser, chromium
 
 from cli import oxy
 from engine.config import Config
+from engine.detectors import COLOURS
 from engine.registry import record_run
 from engine.report import (
     TYPE_COLOURS,
@@ -192,7 +192,10 @@ def test_every_event_is_listed_with_a_plot_in_local_time(wh: Warehouse, readings
     assert page.count("-event-") == 12 and result.events == 12
     # 02:00 UTC on 1 March is 03:00 in Oslo (UTC+1): the table and axes say so
     assert "<th>start (Europe/Oslo)</th>" in page and "<td>2024-03-01 03:00</td>" in page
-    assert f"background:{type_colour('brand_new_type')}" in page  # unknown: grey, no crash
+    # each known type in the detector registry's colour; an unknown one grey, no crash
+    assert f"background:{COLOURS['spike']}" in page and f"background:{COLOURS['drift']}" in page
+    assert type_colour("brand_new_type") not in COLOURS.values()
+    assert f"background:{type_colour('brand_new_type')}" in page
     utc = build_report(wh, wh.root.parent / "utc", sensors=["pond/3"], utc=True)
     utc_page = utc.sensor_pages["pond/3"].read_text()
     assert "<th>start (UTC)</th>" in utc_page and "<td>2024-03-01 02:00</td>" in utc_page
@@ -262,7 +265,7 @@ def test_gaps_are_drawn_as_gaps_and_axes_name_their_zone() -> None:
     assert np.isnan(ydata).sum() == 1  # the line stops at the 3-day gap
     assert ax.get_xlabel() == "time (Europe/Oslo)"
     assert to_utc(datetime(2024, 7, 1, 12), OSLO) == datetime(2024, 7, 1, 10)
-    assert math.isclose(len(TYPE_COLOURS), len(set(TYPE_COLOURS.values())))  # one colour each
+    assert TYPE_COLOURS == COLOURS  # the report draws the registry's colours
 
 
 def test_max_sensors_keeps_the_worst(wh: Warehouse, readings_loader, tmp_path: Path) -> None:

@@ -372,3 +372,68 @@ def test_report_on_the_real_loop(tmp_path: Path, readings_loader) -> None:
         png = result.output / "img" / f"{slug('farm|cage 1')}-{plot}.png"
         assert f"img/{png.name}" in page and png.read_bytes().startswith(PNG_MAGIC)
     check_html(result.index)
+
+
+def test_report_sql_fixed_answers(tmp_path: Path) -> None:
+    """The report's queries on a handful of rows: windows are (start, end], events overlapping
+    the window count, the latest monitor run's alerts come first, the latest forecast only."""
+    import duckdb
+
+    from engine.warehouse import sql_text
+
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    t0, hour = START, timedelta(hours=1)
+    window = {"start": t0 + 10 * hour, "end": t0 + 20 * hour}
+    con.execute(
+        "create table anomaly_events as select * from (values "
+        "('a', $t0 + interval 8 hour, $t0 + interval 11 hour, 180, 'drift', 0.9, 0.5), "
+        "('a', $t0 + interval 9 hour, $t0 + interval 10 hour, 60, 'spike', 0.8, 0.8), "
+        "('a', $t0 + interval 20 hour, $t0 + interval 21 hour, 60, 'noise', 0.7, 0.6), "
+        "('a', $t0 + interval 21 hour, $t0 + interval 22 hour, 60, 'stuck', 0.7, 0.6), "
+        "('b', $t0 + interval 12 hour, $t0 + interval 12 hour, 1, 'point', 0.6, 0.6)"
+        ") as t(sensor_id, start_ts, end_ts, minutes, anomaly_type, peak_severity, "
+        "mean_severity)",
+        {"t0": t0},
+    )
+    events = con.execute(sql_text("report/sensor_events"), {**window, "sensor_id": "a"})
+    # the drift began before the window and ends inside it; the spike ends at its start (out);
+    # the noise starts at its end (in); the stuck run lies after it (out)
+    assert [(r[3], r[2]) for r in events.fetchall()] == [("drift", 180), ("noise", 60)]
+    ranking = con.execute(sql_text("report/anomaly_minutes"), window).fetchall()
+    assert sorted(ranking) == [("a", 240, 2), ("b", 1, 1)]
+    con.execute(
+        'create table monitoring as select time, scope, "check", value::double as value, '
+        "threshold::double as threshold, status, reason from (values "
+        "($t0, 'a', 'stale', 1, 1, 'alert', 'old run'), "
+        "($t0 + interval 1 day, 'b', 'stale', 0, 1, 'ok', ''), "
+        "($t0 + interval 1 day, 'a', 'drift_psi', 0.2, 0.1, 'warn', ''), "
+        "($t0 + interval 1 day, 'c', 'anomaly_rate', 0.9, 0.1, 'alert', '')"
+        ') as t(time, scope, "check", value, threshold, status, reason)',
+        {"t0": t0},
+    )
+    latest = con.execute(sql_text("report/latest_monitoring")).fetchall()
+    assert [(r[1], r[5]) for r in latest] == [("c", "alert"), ("a", "warn"), ("b", "ok")]
+    con.execute(
+        "create table forecasts as select * from (values "
+        "('r1', 'a', $t0, $t0 + interval 1 minute, 1.0, 0.5, 1.5), "
+        "('r1', 'a', $d1, $d1 + interval 2 minute, 3.0, 2.0, 4.0), "
+        "('r1', 'a', $d1, $d1 + interval 1 minute, 2.0, 1.0, 3.0), "
+        "('r2', 'a', $d2, $d2 + interval 1 minute, 9.0, 8.0, 10.0)"
+        ") as t(run_id, sensor_id, origin_ts, ts, yhat, yhat_lo, yhat_hi)",
+        {"t0": t0, "d1": t0 + 24 * hour, "d2": t0 + 48 * hour},
+    )
+    forecast = con.execute(sql_text("report/sensor_forecast"), {"run_id": "r1", "sensor_id": "a"})
+    assert [r[2] for r in forecast.fetchall()] == [2.0, 3.0]  # run r1's latest origin, in order
+    lake = tmp_path / "lake.parquet"
+    pl.DataFrame(
+        {
+            "sensor_id": ["a", "a", "a", "b"],
+            "ts": [t0 + 10 * hour, t0 + 15 * hour, t0 + 20 * hour, t0 + 15 * hour],
+            "value": [1.0, 2.0, 3.0, 4.0],
+        }
+    ).write_parquet(lake)
+    rows = con.execute(
+        sql_text("report/sensor_readings"), {**window, "sensor_id": "a", "paths": [str(lake)]}
+    ).fetchall()
+    assert [r[2] for r in rows] == [2.0, 3.0]  # (start, end]: the reading at start is out

@@ -814,9 +814,7 @@ def drift_scores(levelled: pl.DataFrame, a: dict[str, Any], w: Windows) -> pl.Da
     min_ref = int(d["min_reference_days"])
     # judged once the reference holds min_reference_days of each hour, and the statistic's own
     # history over the reference weeks as many days (its spread is no guess)
-    judged = (
-        (q("drift_n") >= min_ref) & (q("rel_n") >= 24 * min_ref) & q("drift_rel").is_not_null()
-    )
+    judged = (q("drift_n") >= min_ref) & (q("rel_n") >= 24 * min_ref) & q("drift_rel").is_not_null()
     # the statistic is slow and its tails heavy (a river's level moves in episodes): its
     # spread is the larger of the IQR's and the 90th percentile of its size's
     spread = pl.max_horizontal(

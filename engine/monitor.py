@@ -43,7 +43,7 @@ does. Checks whose inputs do not exist yet are recorded as ``skipped`` with a re
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -52,6 +52,7 @@ import duckdb
 import numpy as np
 
 from engine import OxyError
+from engine.config import Config
 from engine.registry import production_run, read_meta, split_metrics
 from engine.warehouse import (
     Warehouse,
@@ -316,7 +317,10 @@ def _site_excess(
 
 
 def anomaly_checks(
-    con: duckdb.DuckDBPyConnection, latest: datetime, cfg: dict[str, Any]
+    con: duckdb.DuckDBPyConnection,
+    latest: datetime,
+    cfg: dict[str, Any],
+    sites: Mapping[str, str | None],
 ) -> list[Check]:
     """``anomaly_rate`` and ``severity_median`` per sensor and fleet, each against the same
     statistic over the scope's earlier windows.
@@ -347,7 +351,6 @@ def anomaly_checks(
     by_scope: dict[str, dict[int, tuple[int, float, float]]] = {}
     for scope, k, minutes, rate, median in rows:
         by_scope.setdefault(scope, {})[int(k)] = (minutes, rate, median)
-    sites = _sites(con, cfg)
     excess = _site_excess({s: w for s, w in by_scope.items() if s != "fleet"}, sites)
     floor = float(cfg["anomaly_rate_floor"])
     checks = []
@@ -573,6 +576,7 @@ def drift_checks(
     con: duckdb.DuckDBPyConnection,
     latest: datetime,
     cfg: dict[str, Any],
+    sites: Mapping[str, str | None],
 ) -> list[Check]:
     """``drift_psi`` per sensor and for the fleet (pooled per-sensor bin counts), each
     against the PSI of the same scope's earlier windows."""
@@ -641,7 +645,6 @@ def drift_checks(
                 continue
             judged[sensor_id] = windows
     sql_rows(con, "monitor/flagged_minutes_drop")
-    sites = _sites(con, cfg)
     psis = {s: {k: psi_of_counts(c) for k, c in w.items()} for s, w in judged.items()}
     for sensor_id, windows in judged.items():
         peers = [p for p, site in sites.items() if site and site == sites.get(sensor_id)]
@@ -729,10 +732,16 @@ def _drift_check(
     )
 
 
-def _sites(con: duckdb.DuckDBPyConnection, cfg: dict[str, Any]) -> dict[str, str | None]:
-    """sensor_id -> site (customer + the first ``site_levels`` tag levels; None: no site)."""
-    rows = con.execute(sql_text("monitor/sensor_sites"), {"site_levels": int(cfg["site_levels"])})
-    return dict(rows.fetchall())
+def sensor_sites(con: duckdb.DuckDBPyConnection, config: Config) -> dict[str, str | None]:
+    """sensor_id -> site, as the scorer defines it (``anomaly.site_levels``; None: no site):
+    the peers a sensor is judged against are the ones its scores were computed with."""
+    result = con.execute(
+        sql_text("score/queries#site_sensors"),
+        {"site_levels": int(config["anomaly"]["site_levels"])},
+    )
+    names = [column[0] for column in result.description]
+    sensor, site = names.index("sensor_id"), names.index("site")
+    return {row[sensor]: row[site] for row in result.fetchall()}
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -804,8 +813,9 @@ def run_monitor(
             ]
         else:
             checks = stale_checks(seen, cfg, time)
-            checks += anomaly_checks(con, fleet_latest, cfg)
-            checks += drift_checks(warehouse, con, fleet_latest, cfg)
+            sites = sensor_sites(con, warehouse.config)
+            checks += anomaly_checks(con, fleet_latest, cfg, sites)
+            checks += drift_checks(warehouse, con, fleet_latest, cfg, sites)
         created = meta.get("created_at")
         created_at = datetime.fromisoformat(created).replace(tzinfo=None) if created else None
         checks += forecast_checks(

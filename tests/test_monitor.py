@@ -19,7 +19,7 @@ from cli import oxy
 from conftest import load_readings
 from engine import OxyError
 from engine.config import Config
-from engine.monitor import limits, parse_interval, psi, run_monitor
+from engine.monitor import limits, parse_interval, psi, run_monitor, sensor_sites
 from engine.registry import record_run
 from engine.warehouse import Warehouse, bucket_of
 
@@ -509,7 +509,7 @@ def test_a_site_moving_together_is_weather_a_probe_moving_alone_is_not(
     tmp_path, config: Config, readings_loader
 ) -> None:
     def drift(readings: pl.DataFrame, name: str, site_levels: int) -> dict[str, str]:
-        overrides = {"monitor": {**CONFIG["monitor"], "site_levels": site_levels}}
+        overrides = {"monitor": CONFIG["monitor"], "anomaly": {"site_levels": site_levels}}
         wh = Warehouse(tmp_path / name, config.with_overrides(overrides))
         readings_loader(wh, readings)
         result = run_monitor(wh, now=END)
@@ -572,8 +572,11 @@ def test_monitor_sql_fixed_answers() -> None:
         ("a", t0 + 2 * day, 279, t0 + 2 * day, 10.0, 60.0, 3),  # 2 x (144 - 5) + 1 readings
         ("b", None, 0, t0 + 2 * day, None, None, 0),
     ]
-    sites = con.execute(sql_text("monitor/sensor_sites"), {"site_levels": 1}).fetchall()
-    assert sites == [("a", "farm\x1fpen1"), ("b", None)]
+    config = Config.load().with_overrides({"anomaly": {"site_levels": 1}})
+    con.execute("alter table sensors add column bucket integer default 0")
+    con.execute("alter table sensors add column timezone varchar default 'UTC'")
+    con.execute("alter table sensors add column unit varchar default 'mg/L'")
+    assert sensor_sites(con, config) == {"a": "farm\x1fpen1", "b": None}  # the scorer's sites
     con.execute(
         'create table monitoring as select time, scope, "check", value::double as value, '
         "status from (values "

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
@@ -107,6 +108,13 @@ def check_html(index: Path) -> dict[str, int]:
     return counts
 
 
+def _above(fd: int, lowest: int = 10) -> int:
+    """``fd`` moved to a descriptor >= ``lowest`` (close-on-exec); the old one is closed."""
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, lowest)
+    os.close(fd)
+    return moved
+
+
 class _DevTools:
     """A headless Chromium driven over ``--remote-debugging-pipe``."""
 
@@ -115,6 +123,10 @@ class _DevTools:
         self.profile = tempfile.mkdtemp(prefix="oxy-chromium-")
         commands_read, self._commands = os.pipe()
         self._replies, replies_write = os.pipe()
+        # The child's ends move above fd 9 first: a pipe end that already is fd 3 or 4 (a
+        # process with few files open) would be clobbered by the other's dup2, or keep its
+        # close-on-exec flag (dup2 onto itself changes nothing) and vanish at exec.
+        commands_read, replies_write = _above(commands_read), _above(replies_write)
 
         def fds() -> None:  # the child reads commands on fd 3 and answers on fd 4
             os.dup2(commands_read, 3)

@@ -354,6 +354,41 @@ def test_the_report_renders_in_headless_chromium(
         check_in_browser(result.index, BROWSER)
 
 
+@pytest.mark.skipif(BROWSER is None, reason="no Chromium installed")
+def test_the_browser_check_runs_in_a_process_with_few_files_open(tmp_path: Path) -> None:
+    """In a fresh process the DevTools pipe ends are fds 3-6: the check must still hand
+    Chromium fds 3 and 4 (it once lost fd 3 to close-on-exec there: a broken pipe)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "dot.png").write_bytes(save_dot(tmp_path / "dot.png"))
+    (tmp_path / "page.html").write_text("<img src='dot.png'>")
+    (tmp_path / "index.html").write_text("<img src='dot.png'><a href='page.html'>p</a>")
+    script = (
+        "import sys; from pathlib import Path; from report_check import check_in_browser; "
+        "print(check_in_browser(Path(sys.argv[1]), sys.argv[2]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "index.html"), str(BROWSER)],
+        cwd=Path(__file__).parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "{'pages': 2, 'images': 2, 'links': 1}"
+
+
+def save_dot(path: Path) -> bytes:
+    """A 4 x 4 PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(0.04, 0.04), dpi=100)
+    fig.savefig(path)
+    plt.close(fig)
+    return path.read_bytes()
+
+
 def test_report_on_the_real_loop(tmp_path: Path, readings_loader) -> None:
     from conftest import FAST_FORECAST
     from engine import anomaly, forecast

@@ -18,6 +18,7 @@ import click
 
 from engine import OxyError, __version__
 from engine.config import Config
+from engine.progress import totals_line, wanted, warehouse_totals
 from engine.warehouse import Warehouse
 
 
@@ -61,7 +62,12 @@ class Context:
     @property
     def progress(self) -> bool:
         """Progress bars on stderr: for a person at a terminal, never under --quiet/--json."""
-        return not (self.quiet or self.as_json) and sys.stderr.isatty()
+        return wanted(quiet=self.quiet, as_json=self.as_json)
+
+    def totals(self, *extra: str) -> str:
+        """The warehouse-wide line that ends a summary (after what this run did)."""
+        with self.warehouse.reader() as con:
+            return totals_line(warehouse_totals(con), *extra)
 
     def echo(self, message: str = "", **kwargs: Any) -> None:
         """Human output (suppressed by --quiet and --json)."""
@@ -257,7 +263,21 @@ def ingest_command(ctx: Context, files: tuple[Path, ...], source: str | None) ->
         progress=ctx.progress,
         on_result=lambda r: ctx.echo(r.summary()),
     )
-    ctx.result([r.to_dict() for r in results])
+
+    def human() -> None:
+        read = sum(r.rows_read for r in results)
+        click.echo(
+            f"this run: {len(results)} file(s), read {read:,} = "
+            f"{sum(r.accepted for r in results):,} accepted + "
+            f"{sum(r.duplicates for r in results):,} duplicate + "
+            f"{sum(r.quarantined for r in results):,} quarantined; "
+            f"{sum(r.new_sensors for r in results)} new sensor(s)"
+        )
+        click.echo(ctx.totals())
+
+    ctx.result([r.to_dict() for r in results], human if len(results) > 1 else None)
+    if len(results) == 1:
+        ctx.echo(ctx.totals())
 
 
 # --- query commands (sql, status) ---------------------------------------------------
@@ -364,14 +384,21 @@ def score(ctx: Context, full: bool) -> None:
     from engine.anomaly import score as score_readings_in_warehouse
 
     summary = score_readings_in_warehouse(ctx.writable_warehouse, full=full, progress=ctx.progress)
-    ctx.result(
-        summary.as_dict(),
-        lambda: ctx.echo(
-            f"scored {summary.rows_scored:,} readings of {summary.sensors_rescored} sensor(s) "
-            f"in {summary.buckets_scored} bucket(s) in {summary.seconds:.1f} s; "
-            f"{summary.anomalies:,} anomalous readings, {summary.events:,} events"
-        ),
-    )
+
+    def human() -> None:
+        what = "everything again" if summary.full else "new readings only"
+        click.echo(
+            f"this run ({what}): scored {summary.rows_scored:,} readings of "
+            f"{summary.sensors_rescored} sensor(s) in {summary.buckets_scored} bucket(s) "
+            f"in {summary.seconds:.1f} s"
+        )
+        click.echo(
+            ctx.totals(
+                f"{summary.anomalies:,} anomalous readings in {summary.events:,} anomaly events"
+            )
+        )
+
+    ctx.result(summary.as_dict(), human)
 
 
 @oxy.command()
@@ -423,8 +450,13 @@ def train(ctx: Context) -> None:
     from engine.forecast import render_train
     from engine.forecast import train as train_model
 
-    result = train_model(ctx.writable_warehouse, echo=ctx.echo)
-    ctx.result(result.as_dict(), lambda: click.echo(render_train(result)))
+    result = train_model(ctx.writable_warehouse, echo=ctx.echo, progress=ctx.progress)
+
+    def human() -> None:
+        click.echo(render_train(result))
+        click.echo(ctx.totals())
+
+    ctx.result(result.as_dict(), human)
 
 
 @oxy.command("forecast")
@@ -458,15 +490,17 @@ def forecast_command(ctx: Context, sensors: tuple[str, ...], horizon: str | None
         progress=ctx.progress,
     )
     other = ", ".join(f"{n} {k}" for k, n in sorted(summary.statuses.items()) if k != "ok")
-    ctx.result(
-        summary.as_dict(),
-        lambda: click.echo(
-            f"run {summary.run_id}: {summary.rows:,} forecast rows for "
+
+    def human() -> None:
+        click.echo(
+            f"this run: run {summary.run_id}: {summary.rows:,} forecast rows for "
             f"{summary.forecast_sensors} of {summary.sensors} sensor(s)"
             + (f"; no forecast: {other} (see forecast_status)" if other else "")
             + f" in {summary.seconds:.1f} s"
-        ),
-    )
+        )
+        click.echo(ctx.totals())
+
+    ctx.result(summary.as_dict(), human)
 
 
 # --- operations commands (promote, rollback, infer, monitor, report) ---------------
@@ -564,6 +598,7 @@ def monitor_command(ctx: Context, show_all: bool) -> None:
         for c in result.checks:
             if show_all or c.status in ("warn", "alert"):
                 click.echo(f"  {c.status.upper():7} {c.scope:24} {c.check:16} {c.reason}")
+        click.echo(ctx.totals())
 
     ctx.result(result.to_dict(), human)
     if result.status == "alert":
@@ -610,6 +645,22 @@ def infer_command(ctx: Context, file: Path, source: str, output: Path) -> None:
     ctx.result(result.to_dict(), human)
 
 
+class IsoTime(click.ParamType):
+    """``2024-03-01``, ``2024-03-01T06:00`` or with an offset (``2024-03-01T06:00+01:00``)."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from datetime import datetime
+
+        if isinstance(value, datetime):
+            return value
+        try:
+            return datetime.fromisoformat(str(value).replace(" ", "T", 1))
+        except ValueError:
+            self.fail(f"{value!r} is not a time like 2024-03-01 or 2024-03-01T06:00", param, ctx)
+
+
 @oxy.command("report")
 @click.option(
     "--output",
@@ -618,26 +669,67 @@ def infer_command(ctx: Context, file: Path, source: str, output: Path) -> None:
     default=None,
     help="Folder for index.html, sensor pages and img/ (default: <warehouse>/report).",
 )
+@click.option(
+    "--sensor",
+    "sensors",
+    multiple=True,
+    metavar="ID",
+    help="Give this sensor a page (repeatable; default: the worst report.max_sensors).",
+)
+@click.option(
+    "--from",
+    "start",
+    type=IsoTime(),
+    help="Window start (default: --to minus report.history). Site-local unless --utc.",
+)
+@click.option(
+    "--to",
+    "end",
+    type=IsoTime(),
+    help="Window end (default: the fleet's latest reading). Site-local unless --utc.",
+)
+@click.option("--utc", is_flag=True, help="Show and read times in UTC instead of site local.")
 @pass_ctx
 @handle_errors
-def report_command(ctx: Context, output: Path | None) -> None:
+def report_command(
+    ctx: Context,
+    output: Path | None,
+    sensors: tuple[str, ...],
+    start: Any,
+    end: Any,
+    utc: bool,
+) -> None:
     """Write the static HTML report (fleet overview + per-sensor pages with PNG plots).
+
+    Each sensor page lists every anomaly event in the window, each linked to its own plot;
+    time axes are in the site's local time (named on the axis) unless --utc.
 
     \b
     Example:
       oxy report --output report && xdg-open report/index.html
+      oxy report --sensor 'fjordras|cage3|do' --from 2024-10-20 --to 2024-10-28
     """
     from engine.report import build_report
 
-    result = build_report(ctx.warehouse, output, progress=ctx.progress)
+    result = build_report(
+        ctx.warehouse,
+        output,
+        sensors=list(sensors) or None,
+        start=start,
+        end=end,
+        utc=utc,
+        progress=ctx.progress,
+    )
 
     def human() -> None:
         click.echo(
-            f"report: {result.index} ({len(result.sensor_pages)} sensor pages, "
-            f"{len(result.images)} plots)"
+            f"this run: {result.index} ({len(result.sensor_pages)} sensor pages, "
+            f"{result.events} events, {len(result.images)} plots; window "
+            f"{result.start:%Y-%m-%d %H:%M} to {result.end:%Y-%m-%d %H:%M} UTC)"
         )
         for note in result.notes:
             click.echo(f"  note: {note}")
+        click.echo(ctx.totals())
 
     ctx.result(result.to_dict(), human)
 

@@ -30,11 +30,11 @@ from typing import Any, TypeVar
 
 import duckdb
 import polars as pl
-from tqdm import tqdm
 
 from engine import OxyError, detectors
 from engine.config import Config
 from engine.detectors import DETECTORS, SCORE_COLUMNS, Windows
+from engine.progress import bar as progress_bar
 from engine.warehouse import (
     Warehouse,
     bind,
@@ -993,7 +993,7 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
             by_bucket.setdefault(bucket_of[sensor_id], []).append((sensor_id, hour))
         files = {b: (new, gone) for b, (_, new, gone) in found.items()}
         work = _bucket_work(con, files, by_bucket, w)
-        bar = tqdm(total=len(work), desc="score", unit=" bucket", disable=not progress, leave=False)
+        bar = progress_bar(total=len(work), desc="score", unit="bucket", enabled=progress)
         for batch in pack(work, [sum(item.estimates) for item in work], chunk_rows):
             con.execute("begin")
             try:

@@ -1391,7 +1391,7 @@ def test_files_of_another_layout_are_rescored_and_replaced(
 def test_file_days_outside_a_month_is_a_clear_error(warehouse: Warehouse, days: object) -> None:
     from engine import OxyError
 
-    with pytest.raises(OxyError, match="file_days must be a whole number of days"):
+    with pytest.raises(OxyError, match="file_days.* a whole number"):
         anomaly.file_days(warehouse.config.with_overrides({"anomaly": {"file_days": days}}))
 
 
@@ -1664,6 +1664,5 @@ def test_site_settings_outside_whole_numbers_are_a_clear_error(
 ) -> None:
     from engine import OxyError
 
-    config = warehouse.config.with_overrides({"anomaly": {key: value}})
-    with pytest.raises(OxyError, match=f"{key} must be a whole number >= 0"):
-        detector_params(config)
+    with pytest.raises(OxyError, match=f"{key}.* a whole number >= 0"):
+        detector_params(warehouse.config.with_overrides({"anomaly": {key: value}}))

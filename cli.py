@@ -91,15 +91,15 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             with contextlib.suppress(OSError):
                 sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more reaches it
             sys.exit(0)
-        except Exception as exc:
-            if os.environ.get("OXY_DEBUG"):
+        except (Exception, BaseException) as exc:  # a library's panic is a BaseException
+            if os.environ.get("OXY_DEBUG") or isinstance(exc, GeneratorExit):
                 raise
             raise click.ClickException(_unexpected(exc)) from None
 
     return wrapper
 
 
-def _unexpected(exc: Exception) -> str:
+def _unexpected(exc: BaseException) -> str:
     import duckdb
 
     if isinstance(exc, OSError):
@@ -115,6 +115,26 @@ def _unexpected(exc: Exception) -> str:
     )
 
 
+def _binary_stdout() -> Any:
+    """stdout as a binary stream (its buffer), for output streamed a batch at a time."""
+    sys.stdout.flush()
+    return getattr(sys.stdout, "buffer", None) or _TextAsBytes(sys.stdout)
+
+
+class _TextAsBytes:
+    """A text stream that takes bytes (UTF-8), for a stdout without a buffer."""
+
+    def __init__(self, text: Any) -> None:
+        self.text = text
+
+    def write(self, data: bytes) -> int:
+        self.text.write(data.decode("utf-8"))
+        return len(data)
+
+    def flush(self) -> None:
+        self.text.flush()
+
+
 class _WarningLines(logging.Handler):
     """The `oxy` logger's warnings as `warning: …` lines on stderr."""
 
@@ -126,7 +146,6 @@ def _print_warnings() -> None:
     logger = logging.getLogger("oxy")
     if not any(isinstance(h, _WarningLines) for h in logger.handlers):
         logger.addHandler(_WarningLines(level=logging.WARNING))
-    logger.propagate = False
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -323,7 +342,7 @@ def sql_command(
 
     if query == "-":
         query = sys.stdin.read()
-    stream = click.get_binary_stream("stdout") if fmt in ("csv", "json") else None
+    stream = _binary_stdout() if fmt in ("csv", "json") else None
     result = run_sql(
         ctx.warehouse,
         query,

@@ -288,7 +288,8 @@ def check_model_text(text: str) -> str | None:
     ``feature_names``; ``tree_sizes`` whose byte counts cut the text into exactly one
     ``Tree=i`` block each, followed by ``end of trees``; in each tree ``num_leaves`` >= 1,
     no categorical or linear parts, arrays of ``num_leaves - 1`` (internal) and
-    ``num_leaves`` (leaf) numbers that parse, finite thresholds and leaf values, split
+    ``num_leaves`` (leaf) numbers that parse, thresholds that are numbers (LightGBM writes
+    ``inf``) and finite leaf values, split
     features within the header's features, and child indices that form one binary tree.
 
     Examples
@@ -389,8 +390,10 @@ def _check_tree(block: str, index: int, max_feature: int) -> str | None:
         }
     except ValueError:
         return f"tree {index}: an array holds something that is not a number"
-    if not all(math.isfinite(v) for k in ("threshold", "leaf_value") for v in numbers.get(k, [])):
-        return f"tree {index}: a threshold or leaf value is not finite"
+    if any(math.isnan(v) for v in numbers.get("threshold", [])):  # +-inf: LightGBM writes it
+        return f"tree {index}: a threshold is not a number"
+    if not all(math.isfinite(v) for v in numbers.get("leaf_value", [])):
+        return f"tree {index}: a leaf value is not finite"
     if any(not 0 <= f <= max_feature for f in ints.get("split_feature", [])):
         return f"tree {index}: a split feature is outside the model's features"
     if any(not 0 <= d <= 255 for d in ints.get("decision_type", [])):

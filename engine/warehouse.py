@@ -395,6 +395,11 @@ class Warehouse:
                 con.execute("copy from database oxy_catalog to memory")
             finally:
                 con.execute("detach oxy_catalog")
+            # views over files under this root (a warehouse moved or copied elsewhere reads
+            # its own files, not those of the path it was written at); a view over a damaged
+            # file stays as copied (the check below names the file)
+            self.refresh_views(con, keep_broken=True)
+            self.refresh_mart_views(con, keep_broken=True)
             if check:
                 self.problems = self.check_files(con)
                 for problem in self.problems:
@@ -528,7 +533,7 @@ class Warehouse:
         rows = sql_rows(con, "meta/lake_file_paths", {"kind": kind, "bucket": bucket})
         return [self.root / r[0] for r in rows]
 
-    def refresh_views(self, con: duckdb.DuckDBPyConnection) -> None:
+    def refresh_views(self, con: duckdb.DuckDBPyConnection, *, keep_broken: bool = False) -> None:
         """(Re)create one view per file-backed kind over exactly its committed files.
 
         Each view carries a digest of its definition as its comment; a view whose files did
@@ -551,7 +556,12 @@ class Warehouse:
             tag = "oxy:" + hashlib.sha256(body.encode()).hexdigest()[:32]
             if tags.get(kind) == tag:
                 continue
-            con.execute(f"create or replace view {kind} as {body}")
+            try:
+                con.execute(f"create or replace view {kind} as {body}")
+            except duckdb.Error:
+                if not keep_broken:
+                    raise
+                continue
             con.execute(f"comment on view {kind} is {quote_literal(tag)}")
 
     def mart_names(self) -> list[str]:
@@ -565,7 +575,9 @@ class Warehouse:
     def mart_glob(self, name: str) -> str:
         return str(self.marts_dir / name / "**" / "*.parquet")
 
-    def refresh_mart_views(self, con: duckdb.DuckDBPyConnection) -> None:
+    def refresh_mart_views(
+        self, con: duckdb.DuckDBPyConnection, *, keep_broken: bool = False
+    ) -> None:
         """One catalog view per mart, over its folder (files there are only ever complete).
 
         A mart that mirrors a catalog table of the same name (``model_runs``,
@@ -579,11 +591,15 @@ class Warehouse:
         for name in self.mart_names():
             if name in tables or quote_literal(self.mart_glob(name)) in views.get(name, ""):
                 continue
-            con.execute(
-                f"create or replace view {name} as select * from read_parquet("
-                f"{quote_literal(self.mart_glob(name))}, hive_partitioning = true, "
-                "union_by_name = true)"
-            )
+            try:
+                con.execute(
+                    f"create or replace view {name} as select * from read_parquet("
+                    f"{quote_literal(self.mart_glob(name))}, hive_partitioning = true, "
+                    "union_by_name = true)"
+                )
+            except duckdb.Error:
+                if not keep_broken:
+                    raise
 
     def write_mart(
         self,

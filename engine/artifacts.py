@@ -38,7 +38,7 @@ import lightgbm as lgb
 
 from engine import OxyError
 from engine.features import FEATURES
-from engine.warehouse import Warehouse
+from engine.warehouse import Warehouse, fsync_path
 
 MODEL_FILE = "model.txt"
 META_FILE = "meta.json"
@@ -80,14 +80,6 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def new_run_id() -> str:
     """``YYYYmmddTHHMMSS-xxxxxx`` (UTC): sorts by creation time."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -113,9 +105,9 @@ def save_run(
         manifest = {name: _sha256(tmp / name) for name in (MODEL_FILE, META_FILE)}
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         for name in (MODEL_FILE, META_FILE, MANIFEST_FILE):
-            _fsync(tmp / name)
+            fsync_path(tmp / name)
         os.replace(tmp, final)
-        _fsync(final.parent)
+        fsync_path(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -173,7 +165,7 @@ def _verified_files(path: Path) -> tuple[str, dict[str, Any]]:
     """``(model text, meta)`` of a run folder, each read once and checked against the
     manifest (so what is checked is what is parsed)."""
     name = path.name
-    manifest = _read_json(path / MANIFEST_FILE, name)
+    manifest = read_json(path / MANIFEST_FILE, f"run {name}")
     if not isinstance(manifest, dict):
         raise OxyError(f"run {name}: {MANIFEST_FILE} is not an object of file -> sha256")
     contents: dict[str, bytes] = {}
@@ -204,15 +196,17 @@ def _verified_files(path: Path) -> tuple[str, dict[str, Any]]:
     return model_text, meta
 
 
-def _read_json(path: Path, name: str) -> Any:
+def read_json(path: Path, label: str, missing: str | None = None) -> Any:
+    """The JSON in ``path``, or one line (``label: meta.json is not valid JSON (…)``; a
+    missing file says ``missing``, by default ``label: no meta.json in <folder>``)."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise OxyError(f"run {name}: no {path.name} in {path.parent}") from None
+        raise OxyError(missing or f"{label}: no {path.name} in {path.parent}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise OxyError(f"run {name}: {path.name} is not valid JSON ({exc})") from None
+        raise OxyError(f"{label}: {path.name} is not valid JSON ({exc})") from None
     except OSError as exc:
-        raise OxyError(f"run {name}: {path.name} cannot be read ({exc.strerror})") from None
+        raise OxyError(f"{label}: {path.name} cannot be read ({exc.strerror})") from None
 
 
 def _check_features(name: str, where: str, names: Any) -> None:

@@ -349,7 +349,14 @@ NAMES = ListOf(Text(), min_len=0)
 
 # Every key of every section but [anomaly] (whose keys get their spec from the default's type,
 # see inferred_spec; a key declared here wins over the inference). Keys of a nested table are
-# dotted: "ingest.mg/L" is the table `"mg/L" = { min, max }` of [ingest].
+# dotted: "ingest.mg/L" is the table `"mg/L" = { min, max }` of [ingest], and a sub-table's
+# key is "anomaly.point.z_range" for `[anomaly.point] z_range = [4.0, 8.5]`. For example:
+#   "anomaly.point.z_range": Span(Number(lo=0.0)),  # [lo, hi], 0 <= lo < hi
+#   "anomaly.point.window": Duration(),             # "60 minutes" (DuckDB and monitor read it)
+#   "anomaly.severity_threshold": PROBABILITY,      # in (0, 1)
+#   "anomaly.run.file_days": Count(1, 31),          # a whole number of days, 1 to 31
+#   "anomaly.run.memory_limit": Size(),             # "1500MB"
+# and a rule between two keys goes in RELATIONS ("anomaly.a_lo", "anomaly.a_hi").
 SPECS: dict[str, Spec] = {
     # [warehouse]
     "warehouse.memory_limit": Size(),

@@ -33,8 +33,8 @@ import duckdb
 import polars as pl
 
 from engine import OxyError
-from engine.artifacts import RUN_ID, run_dir, runs_dir, verify_run
-from engine.warehouse import Problem, Warehouse, sql_text
+from engine.artifacts import RUN_ID, read_json, run_dir, runs_dir, verify_run
+from engine.warehouse import Problem, Warehouse, fsync_path, sql_text
 
 POINTER_NAME = "production.json"
 # Test hook: seconds to sleep after the new pointer is durable on disk but before it
@@ -70,14 +70,7 @@ def read_meta(warehouse: Warehouse, run_id: str) -> dict[str, Any]:
     """``meta.json`` of a registered run (clear error when the run does not exist, or when
     its meta is not an object with object ``metrics`` and ``split``)."""
     path = run_dir(warehouse, run_id) / "meta.json"
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OxyError(f"no run {run_id!r} in {runs_dir(warehouse)}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise OxyError(f"run {run_id!r}: meta.json is not valid JSON ({exc})") from None
-    except OSError as exc:
-        raise OxyError(f"run {run_id!r}: meta.json cannot be read ({exc.strerror})") from None
+    meta = read_json(path, f"run {run_id!r}", f"no run {run_id!r} in {runs_dir(warehouse)}")
     problem = None
     if not isinstance(meta, dict):
         problem = f"is not an object but {type(meta).__name__}"
@@ -185,14 +178,6 @@ def read_pointer(warehouse: Warehouse, *, repair: bool = False) -> dict[str, Any
     return pointer
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_pointer(warehouse: Warehouse, pointer: Mapping[str, Any]) -> None:
     """Replace the pointer atomically: temp file, fsync, ``os.replace``, directory fsync."""
     path = pointer_path(warehouse)
@@ -209,7 +194,7 @@ def _write_pointer(warehouse: Warehouse, pointer: Mapping[str, Any]) -> None:
     if pause:
         time.sleep(float(pause))
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def _set_production(warehouse: Warehouse, run_id: str, action: str, reason: str) -> None:

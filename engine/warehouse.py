@@ -1269,7 +1269,7 @@ class _Journal:
             json.dump({"jid": self.jid, "rels": self.rels}, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        _fsync_dir(self.folder)
+        fsync_path(self.folder)
 
     def saved(self) -> set[str]:
         snapshot = self.folder / "snap"
@@ -1338,7 +1338,8 @@ def _remove_empty_dirs(folder: Path) -> None:
                 os.rmdir(entry.path)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (a folder: its entries, after a rename into it)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

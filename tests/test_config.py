@@ -170,11 +170,12 @@ def test_good_values_of_every_kind_are_accepted(tmp_path: Path) -> None:
 
 
 def test_every_default_passes_its_own_spec_and_every_spec_names_a_key() -> None:
-    from engine.config import SPECS, _defaults, _lookup, validate
+    from engine.config import RELATIONS, SPECS, _defaults, _lookup, validate
 
     defaults = _defaults()
     validate(defaults, defaults)  # the built-in defaults are valid
-    missing = [key for key in SPECS if _lookup(defaults, key) is None]
+    keys = [*SPECS, *(key for pair in RELATIONS for key in pair)]
+    missing = [key for key in keys if _lookup(defaults, key) is None]
     assert missing == []  # a spec of a key that no longer exists is a stale spec
 
 

@@ -84,12 +84,12 @@ def check_warehouse(warehouse: Warehouse, *, deep: bool = True) -> CheckReport:
     with warehouse.reader(check=False) as con:
         problems = warehouse.check_files(con, deep=deep)
         lake = (
-            sql_rows(con, "integrity/lake_files_count")[0][0]
+            sql_rows(con, "integrity#lake_files_count")[0][0]
             if has_relation(con, "lake_files")
             else 0
         )
         marts = (
-            sql_rows(con, "integrity/mart_files_count")[0][0]
+            sql_rows(con, "integrity#mart_files_count")[0][0]
             if has_relation(con, "mart_files")
             else 0
         )

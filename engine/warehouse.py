@@ -44,6 +44,7 @@ import re
 import shlex
 import shutil
 import sys
+import tempfile
 import time
 import uuid
 import zlib
@@ -84,37 +85,37 @@ KIND_SCHEMAS: dict[str, pa.Schema] = {"readings": READINGS_SCHEMA}
 
 
 log = logging.getLogger("oxy")
-_NAME_LINE = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 
 @functools.cache
 def sql_text(name: str) -> str:
-    """The text of ``sql/<name>.sql`` (e.g. ``"marts/anomaly_scores"``), read once.
-
-    A name ``"<file>/<block>"`` whose file holds named blocks (``-- name: <block>`` lines, as
-    in ``sql/integrity.sql``) is that block: small bookkeeping queries of one stage share a
-    file, every model that builds a table keeps its own."""
-    path = SQL_DIR / f"{name}.sql"
-    if path.is_file():
-        return path.read_text(encoding="utf-8")
-    file, _, block = name.rpartition("/")
-    blocks = _named_blocks(file) if file else {}
-    if block in blocks:
-        return blocks[block]
-    raise OxyError(f"internal: SQL file {path} is missing from the installation")
-
-
-@functools.cache
-def _named_blocks(file: str) -> dict[str, str]:
+    """The text of ``sql/<name>.sql`` (e.g. ``"marts/anomaly_scores"``), read once; or, for
+    ``"<file>#<block>"``, the block headed ``-- name: <block>`` in ``sql/<file>.sql`` (a stage's
+    small bookkeeping queries live in one file of named blocks)."""
+    file, _, block = name.partition("#")
     path = SQL_DIR / f"{file}.sql"
-    if not path.is_file():
-        return {}
-    text = path.read_text(encoding="utf-8")
-    marks = list(_NAME_LINE.finditer(text))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise OxyError(f"internal: SQL file {path} is missing from the installation") from None
+    if not block:
+        return text
+    blocks = named_blocks(text)
+    if block not in blocks:
+        raise OxyError(f"internal: no query named {block!r} in {path}")
+    return blocks[block]
+
+
+_NAME = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.M)
+
+
+def named_blocks(text: str) -> dict[str, str]:
+    """The ``-- name: NAME`` blocks of a SQL file: each runs to the next name line."""
+    marks = list(_NAME.finditer(text))
     return {
-        m.group(1): text[m.end() : marks[i + 1].start() if i + 1 < len(marks) else len(text)]
-        .strip()
-        .rstrip(";")
+        m.group(1): text[
+            m.end() : marks[i + 1].start() if i + 1 < len(marks) else len(text)
+        ].strip()
         for i, m in enumerate(marks)
     }
 
@@ -292,7 +293,11 @@ class Warehouse:
         con.execute("set TimeZone = 'UTC'")
         if self.root.is_dir():
             tmp = self.staging_dir / "duckdb_tmp"
-            tmp.mkdir(parents=True, exist_ok=True)
+            try:
+                tmp.mkdir(parents=True, exist_ok=True)
+            except OSError:  # a read-only warehouse: a reader spills to the system's temp
+                tmp = Path(tempfile.gettempdir()) / f"oxy-duckdb-{os.getuid()}"
+                tmp.mkdir(parents=True, exist_ok=True)
             con.execute("set temp_directory = ?", [str(tmp)])
 
     def exists(self) -> bool:
@@ -421,8 +426,7 @@ class Warehouse:
         A failure inside (an error, Ctrl-C) rolls the open transaction back and puts its mart
         files back as they were; a full disk is one line, ``no space left on …``.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._open_lock()
         try:
             self._take_lock(fd)
             os.ftruncate(fd, 0)
@@ -491,13 +495,41 @@ class Warehouse:
         for problem in self.problems:
             log.warning(problem.line())
 
+    def require_writable(self) -> None:
+        """Fail fast, before any work, where a writing command could not write the root
+        (or create it): a read-only mount, a folder another uid owns."""
+        probe = self.root
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if probe.is_dir() and os.access(probe, os.W_OK | os.X_OK):
+            return
+        if probe.is_dir() and os.statvfs(probe).f_flag & os.ST_RDONLY:
+            raise self._not_writable("Read-only file system")
+        raise self._not_writable("Permission denied" if probe.is_dir() else "Not a directory")
+
+    def _not_writable(self, reason: str | None) -> OxyError:
+        return OxyError(
+            f"warehouse {self.root} is not writable by uid {os.getuid()} ({reason}): this "
+            "command writes to it; make it writable or mount it read-write "
+            "(`oxy sql` and `oxy status` only read)"
+        )
+
+    def _open_lock(self) -> int:
+        """The lock file's descriptor, creating the root; a clear error where it cannot be
+        written (a read-only mount, a folder another uid owns, a path under a file)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            return os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise self._not_writable(exc.strerror) from None
+
     # -- catalog ---------------------------------------------------------------------
     def _ensure_catalog(self, con: duckdb.DuckDBPyConnection) -> None:
         before = {r[0] for r in sql_rows(con, "meta/catalog_tables")}
         for path in sorted((SQL_DIR / "catalog").glob("*.sql")):
             con.execute(path.read_text(encoding="utf-8"))
-        if not sql_rows(con, "integrity/lake_files_have_bytes")[0][0]:
-            sql_rows(con, "integrity/lake_files_add_bytes")  # a catalog of an older oxy
+        if not sql_rows(con, "integrity#lake_files_have_bytes")[0][0]:
+            sql_rows(con, "integrity#lake_files_add_bytes")  # a catalog of an older oxy
         self._record_lake_sizes(con)
         if "mart_files" not in before:
             self._adopt_marts(con)
@@ -507,13 +539,13 @@ class Warehouse:
     def _record_lake_sizes(self, con: duckdb.DuckDBPyConnection) -> None:
         """Record the size of lake files an older oxy listed without one (when the file is
         there with the row count it was listed with: a damaged file stays a problem)."""
-        for path, rows in sql_rows(con, "integrity/lake_files_without_bytes"):
+        for path, rows in sql_rows(con, "integrity#lake_files_without_bytes"):
             file = self.root / path
             try:
                 if pq.read_metadata(file).num_rows == rows:
                     sql_rows(
                         con,
-                        "integrity/lake_file_bytes",
+                        "integrity#lake_file_bytes",
                         {"path": path, "bytes": file.stat().st_size},
                     )
             except (OSError, pa.ArrowInvalid):
@@ -877,7 +909,7 @@ class Warehouse:
                 con.execute("begin")
                 try:
                     self._bookkeep(con, record, forget)
-                    sql_rows(con, "integrity/mart_journal_open", {"jid": journal.jid})
+                    sql_rows(con, "integrity#mart_journal_open", {"jid": journal.jid})
                     con.execute("commit")
                 except BaseException:
                     con.execute("rollback")
@@ -900,9 +932,9 @@ class Warehouse:
         forget: list[str] | None,
     ) -> None:
         if record is not None:
-            sql_rows(con, "integrity/mart_file_record", record)
+            sql_rows(con, "integrity#mart_file_record", record)
         if forget:
-            sql_rows(con, "integrity/mart_files_forget", {"paths": forget})
+            sql_rows(con, "integrity#mart_files_forget", {"paths": forget})
 
     def _mart_record(self, file: Path, rel: str, rows: int) -> dict[str, Any]:
         """The ``mart_files`` row of a (staged) mart file that will live at ``rel``."""
@@ -925,7 +957,7 @@ class Warehouse:
 
     def _record_mart_file(self, con: duckdb.DuckDBPyConnection, file: Path, rows: int) -> None:
         rel = file.relative_to(self.root).as_posix()
-        sql_rows(con, "integrity/mart_file_record", self._mart_record(file, rel, rows))
+        sql_rows(con, "integrity#mart_file_record", self._mart_record(file, rel, rows))
 
     def _mart_files_now(self) -> set[str]:
         """Every file under ``marts/``, relative to the root."""
@@ -948,11 +980,11 @@ class Warehouse:
                 _link(source, snapshot / rel)
         journal.write_meta()
         if txid is not None:
-            sql_rows(con, "integrity/mart_journal_open", {"jid": journal.jid})
+            sql_rows(con, "integrity#mart_journal_open", {"jid": journal.jid})
         return journal
 
     def _committed(self, con: duckdb.DuckDBPyConnection, journal: _Journal) -> bool:
-        return bool(sql_rows(con, "integrity/mart_journal_committed", {"jid": journal.jid})[0][0])
+        return bool(sql_rows(con, "integrity#mart_journal_committed", {"jid": journal.jid})[0][0])
 
     def _resolve(self, con: duckdb.DuckDBPyConnection, journal: _Journal) -> None:
         """A journal whose transaction is over: kept if it committed, else undone."""
@@ -967,8 +999,8 @@ class Warehouse:
         saved = journal.saved()
         gone = sorted(rel for rel in saved if not (self.root / rel).exists())
         if gone:
-            sql_rows(con, "integrity/mart_files_forget", {"paths": gone})
-        sql_rows(con, "integrity/mart_journal_close", {"jid": journal.jid})
+            sql_rows(con, "integrity#mart_files_forget", {"paths": gone})
+        sql_rows(con, "integrity#mart_journal_close", {"jid": journal.jid})
         txid = _explicit_txid(con)
         if txid is None:
             journal.remove()
@@ -991,7 +1023,7 @@ class Warehouse:
                 journal.remove()
 
     def _discard(self, con: duckdb.DuckDBPyConnection, journal: _Journal) -> None:
-        sql_rows(con, "integrity/mart_journal_close", {"jid": journal.jid})
+        sql_rows(con, "integrity#mart_journal_close", {"jid": journal.jid})
         journal.remove()
 
     def _restore(self, journal: _Journal) -> None:
@@ -1027,7 +1059,7 @@ class Warehouse:
                 self._restore(journal)
         for folder in self.staging_dir.glob(f"{_JOURNAL_PREFIX}*"):
             shutil.rmtree(folder, ignore_errors=True)  # unreadable: opened, nothing changed yet
-        sql_rows(con, "integrity/mart_journal_clear")
+        sql_rows(con, "integrity#mart_journal_clear")
 
     def _abandon(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
         """After a failure inside :meth:`writer`: roll back, undo the open transactions' mart
@@ -1057,12 +1089,12 @@ class Warehouse:
         with contextlib.suppress(duckdb.TransactionException):
             con.execute("rollback")  # a transaction the caller left open ends as close() ends it
         self._settle_all(con, journals)
-        listed = [r[0] for r in sql_rows(con, "integrity/mart_file_paths")]
+        listed = [r[0] for r in sql_rows(con, "integrity#mart_file_paths")]
         gone = [
             p for p in listed if p not in self._missing_at_open and not (self.root / p).exists()
         ]
         if gone:
-            sql_rows(con, "integrity/mart_files_forget", {"paths": gone})
+            sql_rows(con, "integrity#mart_files_forget", {"paths": gone})
 
     def _settle_all(self, con: duckdb.DuckDBPyConnection, journals: list[_Journal]) -> None:
         for journal in journals:
@@ -1090,7 +1122,7 @@ class Warehouse:
         pending = [j for j in _Journal.on_disk(self.staging_dir) if j is not None]
         covered = set().union(*(j.touched(self.root) for j in pending)) if pending else set()
         if "lake_files" in tables:
-            rows = sql_rows(con, "integrity/lake_files_listed")
+            rows = sql_rows(con, "integrity#lake_files_listed")
             found = []
             for kind, path, bucket, nrows, nbytes, min_ts, max_ts in rows:
                 state = _file_state(self.root / path, nrows, nbytes, deep)
@@ -1115,7 +1147,7 @@ class Warehouse:
         if "mart_files" in tables:
             listed = set()
             for mart, path, bucket, nrows, nbytes, min_ts, max_ts in sql_rows(
-                con, "integrity/mart_files_listed"
+                con, "integrity#mart_files_listed"
             ):
                 listed.add(path)
                 state = (
@@ -1175,7 +1207,7 @@ class Warehouse:
         sources: dict[str, tuple[str, str]] = {}
         if ids and "ingest_log" in tables:
             for ingest_id, path, source in sql_rows(
-                con, "integrity/ingest_sources", {"ids": sorted(set(ids.values()))}
+                con, "integrity#ingest_sources", {"ids": sorted(set(ids.values()))}
             ):
                 sources[ingest_id] = (path, source)
         repairs = {}
@@ -1194,7 +1226,7 @@ class Warehouse:
     def _score_bookkeeping(self, con: duckdb.DuckDBPyConnection) -> list[Problem]:
         """``anomaly_scores`` holds one row per reading of the lake files ``score_files`` lists
         (when none of those is gone from the lake: then the next score removes its rows)."""
-        scores, readings, gone = sql_rows(con, "integrity/scores_against_lake")[0]
+        scores, readings, gone = sql_rows(con, "integrity#scores_against_lake")[0]
         if gone or not scores or scores == readings:
             return []
         return [

@@ -185,13 +185,14 @@ def quote_literal(text: str) -> str:
 
 # The command that writes each mart again (a problem with one of its files names it).
 MART_REPAIRS: dict[str, str] = {
-    "anomaly_scores": "oxy score --full",
-    "anomaly_events": "oxy score --full",
+    "anomaly_scores": "oxy score (it rescores the span of a missing or damaged file)",
+    "anomaly_events": "oxy score (it rescores the bucket of a missing or damaged file)",
     "forecasts": "oxy forecast",
     "forecast_status": "oxy forecast",
     "monitoring": "oxy monitor",
     "model_runs": "oxy train (model_runs is rewritten by every train, promote and rollback)",
 }
+_SCORED_MARTS = ("anomaly_scores", "anomaly_events")  # `oxy score` rescores their damage
 _SPAN_COLUMNS = ("ts", "start_ts", "origin_ts", "time")  # a mart file's time span comes from these
 
 
@@ -273,6 +274,7 @@ class Warehouse:
         self._journals: dict[int, tuple[duckdb.DuckDBPyConnection, _Journal]] = {}
         self._settled: list[_Journal] = []  # committed journals whose discard waits on a commit
         self._missing_at_open: set[str] = set()
+        self._writer_con: duckdb.DuckDBPyConnection | None = None  # while writer() is open
 
     # -- connections -----------------------------------------------------------------
     def _settings(self) -> dict[str, Any]:
@@ -445,6 +447,7 @@ class Warehouse:
                 self._recover_journals(con)
                 self._sweep_orphans(con)
                 self._check_at_open(con, allow_problems)
+                self._writer_con = con
                 yield con
             except BaseException as exc:
                 failed = True
@@ -454,6 +457,7 @@ class Warehouse:
                     raise full from None
                 raise
             finally:
+                self._writer_con = None
                 if not failed:
                     self._settle(con)
                 with contextlib.suppress(duckdb.Error):
@@ -846,13 +850,16 @@ class Warehouse:
         """Check a staged Parquet file and atomically replace ``dest`` with it (marts);
         returns its row count.
 
-        With the writer's ``con`` (as :meth:`write_mart` and :meth:`write_mart_files` pass it),
-        a mart file is journalled and recorded in ``mart_files`` (size, rows, bucket, time
-        span) in ``con``'s transaction: if that transaction does not commit, the file as it
-        was comes back (:class:`_Journal`). Outside a transaction the replacement and its
-        record commit together on their own.
+        A mart file is journalled and recorded in ``mart_files`` (size, rows, bucket, time
+        span) in the transaction of the writer's connection (``con``, as :meth:`write_mart`
+        and :meth:`write_mart_files` pass it; by default the connection of this warehouse's
+        open :meth:`writer`, as the scorer's polars writes call it): if that transaction does
+        not commit, the file as it was comes back (:class:`_Journal`). Outside a transaction
+        the replacement and its record commit together on their own. Without a writer (or
+        for a file outside ``marts/``) the file is only replaced atomically.
         """
         rows = check_parquet(staged, expected_rows)
+        con = con if con is not None else self._writer_con
         dest = self.resolve(dest.relative_to(self.root).as_posix())
         dest.parent.mkdir(parents=True, exist_ok=True)
         rel = dest.relative_to(self.root).as_posix()
@@ -884,6 +891,54 @@ class Warehouse:
                 target.unlink()
 
         self._change_marts(con, rels, remove, forget=rels)
+
+    def forget_damaged_scores(self, con: duckdb.DuckDBPyConnection) -> list[Problem]:
+        """Make the next scoring write again what the check at :meth:`writer` open found
+        missing or damaged in ``anomaly_scores`` and ``anomaly_events``; returns those problems.
+
+        The scorer's watermark (``score_files``) forgets the lake files of the damaged file's
+        bucket whose readings overlap its recorded time span (an events file: every lake
+        file of its bucket), so the scorer takes their readings for new and rescores the
+        span; a damaged file still on disk is removed, and its ``mart_files`` row is
+        forgotten (the rescoring records the file it writes). One transaction: a kill before
+        its commit leaves the damage for the next run to find again.
+        """
+        damaged = [
+            p
+            for p in self.problems
+            if p.area == "mart"
+            and p.table in _SCORED_MARTS
+            and p.kind in {"missing", "truncated", "changed", "unreadable", "rows"}
+        ]
+        if not damaged:
+            return []
+        con.execute("begin")
+        try:
+            for p in damaged:
+                whole = p.table == "anomaly_events" or p.min_ts is None or p.max_ts is None
+                sql_rows(
+                    con,
+                    "integrity#score_files_forget_overlapping",
+                    {
+                        "bucket": p.bucket,
+                        "min_ts": None if whole else p.min_ts,
+                        "max_ts": None if whole else p.max_ts,
+                    },
+                )
+                if (self.root / p.path).exists():
+                    self.remove_mart_path(con, self.root / p.path)
+            sql_rows(con, "integrity#mart_files_forget", {"paths": [p.path for p in damaged]})
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
+        gone = {p.path for p in damaged}
+        self._missing_at_open -= gone
+        self.problems = [p for p in self.problems if p.path not in gone]
+        log.warning(
+            f"rescoring the spans of {len(damaged)} missing or damaged anomaly mart file(s)"
+        )
+        return damaged
 
     # -- the mart journal ----------------------------------------------------------------
     def _change_marts(
@@ -1178,7 +1233,7 @@ class Warehouse:
                             path,
                             mart,
                             "in the mart's folder, but no write recorded it",
-                            f"remove it, then {_mart_repair(mart)}",
+                            f"remove it, then {_mart_repair(mart, rebuild=True)}",
                         )
                     )
             if deep and {"score_files", "lake_files"} <= tables:
@@ -1236,7 +1291,7 @@ class Warehouse:
                 "marts/anomaly_scores",
                 "anomaly_scores",
                 f"{scores:,} score rows for {readings:,} readings of the lake files scored",
-                _mart_repair("anomaly_scores"),
+                _mart_repair("anomaly_scores", rebuild=True),
                 rows=readings,
             )
         ]
@@ -1417,7 +1472,11 @@ def _time_span(meta: pq.FileMetaData) -> tuple[Any, Any]:
     return (low, high) if isinstance(low, datetime) and isinstance(high, datetime) else (None, None)
 
 
-def _mart_repair(mart: str) -> str:
+def _mart_repair(mart: str, *, rebuild: bool = False) -> str:
+    """The command that repairs a file of ``mart``; ``rebuild``: one that writes all of it
+    (a stray file or rows that disagree with the lake: no span to rescore is known)."""
+    if rebuild and mart in _SCORED_MARTS:
+        return "oxy score --full"
     return MART_REPAIRS.get(mart, f"the oxy command that writes the {mart} mart")
 
 

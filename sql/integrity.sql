@@ -90,3 +90,19 @@ from lake_files
 -- name: mart_files_count
 select count(*)
 from mart_files
+
+-- name: score_files_forget_overlapping
+-- The scorer's watermark forgets the readings lake files of bucket $bucket whose span meets
+-- [$min_ts, $max_ts] (null: every one of the bucket), so that `oxy score` rescores them.
+delete from score_files
+where
+    bucket = $bucket
+    and path in (
+        select path
+        from lake_files
+        where
+            kind = 'readings'
+            and bucket = $bucket
+            and ($max_ts is null or coalesce(min_ts, $max_ts) <= $max_ts)
+            and ($min_ts is null or coalesce(max_ts, $min_ts) >= $min_ts)
+    )

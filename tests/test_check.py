@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from cli import oxy
 from engine.anomaly import score
 from engine.check import check_warehouse
-from engine.warehouse import Warehouse
+from engine.warehouse import Warehouse, query_frame
 
 T0 = datetime(2024, 3, 1)
 
@@ -73,13 +73,55 @@ def test_each_damaged_file_is_named_with_its_span_and_repair(scored: Warehouse) 
         line.startswith(f"  MISSING      {rel_score} (anomaly_scores, bucket ") for line in lines
     )
     assert "repair: `oxy forget ingest-a` (the ingest that wrote it)" in out
-    assert "repair: oxy score --full" in out
+    assert "repair: oxy score (it rescores the span of a missing or damaged file)" in out
     code, out = _run(scored, "--json", "check")
     payload = json.loads(out)
     assert code == 2 and not payload["ok"]
     missing = next(p for p in payload["problems"] if p["kind"] == "missing")
     assert missing["table"] == "anomaly_scores" and missing["bucket"] is not None
     assert missing["min_ts"] >= "2024-03-01" and missing["rows"] > 0
+
+
+def _marts(wh: Warehouse) -> tuple[pl.DataFrame, pl.DataFrame]:
+    with wh.reader(check=False) as con:
+        scores = query_frame(con, "select * exclude (bucket) from anomaly_scores")
+        events = query_frame(con, "select * exclude (bucket) from anomaly_events")
+    return scores.sort("sensor_id", "ts"), events.sort("sensor_id", "start_ts", "anomaly_type")
+
+
+@pytest.mark.parametrize(
+    ("mart", "damage"),
+    [("anomaly_scores", "delete"), ("anomaly_scores", "truncate"), ("anomaly_events", "delete")],
+)
+def test_oxy_score_rescores_the_span_of_a_missing_or_damaged_file(
+    warehouse: Warehouse, readings_loader: Callable[..., None], mart: str, damage: str
+) -> None:
+    """The probe's case: one deleted anomaly_scores file made `oxy score` say "scored 0
+    readings" and repair nothing. Now the span is rescored, to the clean run's result."""
+    data = pl.concat([_series(f"site|s{i}", 10, i) for i in range(3)])  # files of 7 + 1 days
+    readings_loader(warehouse, data.filter(pl.col("ts") < T0 + timedelta(days=6)), batch_id="a")
+    readings_loader(warehouse, data.filter(pl.col("ts") >= T0 + timedelta(days=6)), batch_id="b")
+    score(warehouse)
+    clean_scores, clean_events = _marts(warehouse)
+    files = sorted((warehouse.marts_dir / mart).rglob("*.parquet"))
+    victim = files[len(files) // 2]
+    if damage == "delete":
+        victim.unlink()
+    else:
+        victim.write_bytes(victim.read_bytes()[:-100])
+    assert {p.kind for p in check_warehouse(warehouse).problems} == {
+        "missing" if damage == "delete" else "truncated"
+    }
+    summary = score(warehouse)
+    assert summary.rows_scored > 0
+    scores, events = _marts(warehouse)
+    assert scores.select("sensor_id", "ts").equals(clean_scores.select("sensor_id", "ts"))
+    np.testing.assert_allclose(scores["severity"], clean_scores["severity"], atol=1e-9)
+    assert scores.drop("severity").equals(clean_scores.drop("severity"))
+    keys = ["sensor_id", "start_ts", "end_ts", "anomaly_type"]
+    assert events.select(keys).equals(clean_events.select(keys))
+    assert check_warehouse(warehouse).problems == []
+    assert score(warehouse).rows_scored == 0  # repaired: nothing left to rescore
 
 
 def test_quick_checks_sizes_and_deep_reads_footers_and_row_counts(scored: Warehouse) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from pathlib import Path
 
 import duckdb
@@ -31,7 +32,11 @@ def _status_raising(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None
         ),
         (
             PermissionError(errno.EACCES, "Permission denied", "/wh"),
-            "Error: Permission denied (/wh)",
+            f"Error: cannot access /wh: Permission denied for uid {os.getuid()}",
+        ),
+        (
+            OSError(errno.EIO, "Input/output error", "/wh/x"),
+            "Error: Input/output error (/wh/x)",
         ),
         (
             duckdb.IOException("IO Error: disk\nLINE 1"),

@@ -785,6 +785,36 @@ def test_a_committed_transaction_keeps_its_mart_files_and_records_them(
     assert [p.name for p in warehouse.staging_dir.iterdir()] == ["duckdb_tmp"]
 
 
+@pytest.mark.parametrize("end", ["rollback", "commit"])
+def test_a_file_replaced_without_a_connection_joins_the_writers_transaction(
+    warehouse: Warehouse, end: str
+) -> None:
+    """The scorer writes its files with polars and calls replace_file(staged, dest): inside a
+    writer, the replacement is journalled and recorded as write_mart's are."""
+    import polars as pl
+
+    _four_parts(warehouse)
+    before = _mart_hashes(warehouse)
+    dest = warehouse.marts_dir / "m/bucket=01/data.parquet"
+    with warehouse.writer() as con:
+        con.execute("begin")
+        staged = warehouse.staging_path()
+        pl.DataFrame({"v": [7, 8]}).write_parquet(staged)
+        assert warehouse.replace_file(staged, dest, expected_rows=2) == 2
+        con.execute(end)
+    with warehouse.reader() as con:
+        rows = con.execute(
+            "select rows from mart_files where path = 'marts/m/bucket=01/data.parquet'"
+        ).fetchall()
+        values = con.execute("select list(v order by v) from m").fetchall()
+    if end == "rollback":
+        assert _mart_hashes(warehouse) == before and rows == [(1,)]
+        assert values == [([1, 2, 4],)]
+    else:
+        assert rows == [(2,)] and values == [([2, 4, 7, 8],)]
+    assert _problems(warehouse, deep=True) == []
+
+
 _KILLED_WRITER = """
 import os, signal, sys
 from engine.config import Config

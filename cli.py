@@ -1,13 +1,18 @@
 """`oxy`: the command line. Each command parses its arguments and calls one engine function.
 
-Engine errors (`engine.OxyError`) become one clear line and exit code 1, never a traceback.
+Engine errors (`engine.OxyError`) become one clear line and exit code 1, never a traceback;
+so do the errors no engine function turned into one (a full disk, a database error, a bug:
+`OXY_DEBUG=1` shows its traceback). Warnings of the engine (the `oxy` logger: a file that is
+not as the catalog recorded it, …) are printed to stderr as `warning: …` lines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -85,6 +90,11 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text[:500]
+
+
 # A file a command cannot write or read where the user put it (a read-only mount, a folder
 # owned by another uid, a full disk): the user's to fix, so one line, not a traceback.
 _USER_FILE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
@@ -96,11 +106,19 @@ def file_error_message(exc: OSError) -> str | None:
         return None
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"cannot access {exc.filename}: {exc.strerror} for uid {os.getuid()}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"no space left on device ({exc.filename}): free some space and run the command again"
+        )
     return f"cannot write {exc.filename}: {exc.strerror}"
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn engine errors into a one-line `Error: ...` and exit code 1."""
+    """Turn every error into a one-line `Error: ...` and exit code 1 (130 on Ctrl-C).
+
+    Engine errors say what to do; an OS or database error the engine did not expect is named
+    with its cause; anything else is a bug of oxy's, one line too (`OXY_DEBUG=1` re-raises it
+    with its traceback). A closed stdout (`oxy sql … | head`) ends quietly."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -108,16 +126,75 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except OxyError as exc:
             raise click.ClickException(str(exc)) from None
-        except OSError as exc:
-            message = file_error_message(exc)
-            if message is None:
-                raise
-            raise click.ClickException(message) from None
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except BrokenPipeError:
+            with contextlib.suppress(OSError):
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more reaches it
+            sys.exit(0)
+        except OSError as exc:
+            if os.environ.get("OXY_DEBUG"):
+                raise
+            message = file_error_message(exc) or _unexpected(exc)
+            raise click.ClickException(message) from None
+        except (Exception, BaseException) as exc:  # a library's panic is a BaseException
+            if os.environ.get("OXY_DEBUG") or isinstance(exc, GeneratorExit):
+                raise
+            raise click.ClickException(_unexpected(exc)) from None
 
     return wrapper
+
+
+def _unexpected(exc: BaseException) -> str:
+    import duckdb
+
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"no space left on device{where}: free some space and run the command again"
+        return f"{exc.strerror or exc}{where}"
+    if isinstance(exc, duckdb.Error):
+        return f"database error: {_one_line(exc)}"
+    return (
+        f"internal error (a bug in oxy, please report it): {type(exc).__name__}: "
+        f"{_one_line(exc)} (OXY_DEBUG=1 shows the traceback)"
+    )
+
+
+def _binary_stdout() -> Any:
+    """stdout as a binary stream (its buffer), for output streamed a batch at a time."""
+    sys.stdout.flush()
+    return getattr(sys.stdout, "buffer", None) or _TextAsBytes(sys.stdout)
+
+
+class _TextAsBytes:
+    """A text stream that takes bytes (UTF-8), for a stdout without a buffer."""
+
+    def __init__(self, text: Any) -> None:
+        self.text = text
+
+    def write(self, data: bytes) -> int:
+        self.text.write(data.decode("utf-8"))
+        return len(data)
+
+    def flush(self) -> None:
+        self.text.flush()
+
+
+class _WarningLines(logging.Handler):
+    """The `oxy` logger's warnings as `warning: …` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"warning: {record.getMessage()}", err=True)
+
+
+def _print_warnings() -> None:
+    logger = logging.getLogger("oxy")
+    if not any(isinstance(h, _WarningLines) for h in logger.handlers):
+        logger.addHandler(_WarningLines(level=logging.WARNING))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -151,6 +228,7 @@ def oxy(
     """
     from_env = ctx.get_parameter_source("config") is click.core.ParameterSource.ENVIRONMENT
     ctx.obj = Context(warehouse, config, quiet, as_json, config_from_env=from_env)
+    _print_warnings()
 
 
 # --- demo-data commands -------------------------------------------------------------
@@ -304,9 +382,22 @@ def ingest_command(ctx: Context, files: tuple[Path, ...], source: str | None) ->
     type=click.IntRange(min=0),
     help="At most N rows (the printed table defaults to query.table_rows).",
 )
+@click.option(
+    "--allow-incomplete",
+    is_flag=True,
+    help="Answer although a file of a table the query reads is missing or damaged "
+    "(left out, with a warning); refused by default (see `oxy check`).",
+)
 @pass_ctx
 @handle_errors
-def sql_command(ctx: Context, query: str, fmt: str, output: Path | None, limit: int | None) -> None:
+def sql_command(
+    ctx: Context,
+    query: str,
+    fmt: str,
+    output: Path | None,
+    limit: int | None,
+    allow_incomplete: bool,
+) -> None:
     """Run one read-only SQL query over the warehouse's tables and views.
 
     The query runs in a sandbox: it sees `readings`, `sensors`, the marts and the other
@@ -324,14 +415,23 @@ def sql_command(ctx: Context, query: str, fmt: str, output: Path | None, limit: 
 
     if query == "-":
         query = sys.stdin.read()
-    result = run_sql(ctx.warehouse, query, fmt=fmt, output=output, limit=limit)
+    stream = _binary_stdout() if fmt in ("csv", "json") else None
+    result = run_sql(
+        ctx.warehouse,
+        query,
+        fmt=fmt,
+        output=output,
+        limit=limit,
+        stream=stream,
+        allow_incomplete=allow_incomplete,
+    )
     if result.output is not None:
         ctx.result(
             {"rows": result.rows, "output": str(result.output), "format": fmt},
             lambda: click.echo(f"wrote {result.rows:,} rows to {result.output}"),
         )
-    elif result.text is not None:
-        click.echo(result.text, nl=False)
+    elif fmt in ("csv", "json"):
+        pass  # streamed to stdout
     else:
         width = int(ctx.config["query"]["column_width"])
         ctx.result(
@@ -361,6 +461,33 @@ def status_command(ctx: Context, last_ingests: int | None) -> None:
     status = warehouse_status(ctx.warehouse, last_ingests=last_ingests)
     width = int(ctx.config["query"]["column_width"])
     ctx.result(status, lambda: click.echo(render_status(status, column_width=width)))
+
+
+@oxy.command("check")
+@click.option(
+    "--quick", is_flag=True, help="Sizes only (what every writer checks), no footers or models."
+)
+@pass_ctx
+@handle_errors
+def check_command(ctx: Context, quick: bool) -> None:
+    """Check that every file is as the catalog recorded it and that the registry verifies.
+
+    Every lake and mart file listed exists with the size and row count it was written with,
+    marts agree with their bookkeeping, the production pointer and every model run verify
+    (models are loaded in a child process). Prints each problem with the command that
+    repairs it; exits 2 when there is one.
+
+    \b
+    Example:
+      oxy check
+      oxy --json check || notify-operator
+    """
+    from engine.check import check_warehouse, render_check
+
+    report = check_warehouse(ctx.warehouse, deep=not quick)
+    ctx.result(report.to_dict(), lambda: click.echo(render_check(report)))
+    if not report.ok:
+        sys.exit(2)
 
 
 # --- anomaly commands (score, evaluate) ---------------------------------------------

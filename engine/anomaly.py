@@ -966,6 +966,7 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
     chunk_rows = int(a["run"]["chunk_rows"])
     buckets_scored = sensors_rescored = rows = 0
     with warehouse.writer() as con:
+        warehouse.forget_damaged_scores(con)  # missing/damaged score files: rescore their spans
         con.execute("set memory_limit = $m", {"m": a["run"]["memory_limit"]})
         _create_support_tables(con)
         layout = stored_layout(warehouse)

@@ -683,6 +683,7 @@ def test_truncated_parquet_is_refused(tmp_path: Path) -> None:
 
 def test_a_second_writer_is_refused(tmp_path: Path) -> None:
     wh = make_warehouse(tmp_path)
+    wh.config["warehouse"]["lock_timeout_s"] = 0  # fail at once instead of waiting
     path = write(tmp_path / "fjordras.csv", "Timestamp,Tag,Value\n2024-01-01T00:00:00Z,c,1\n")
     with wh.writer(), pytest.raises(OxyError, match="locked by another oxy writer"):
         ingest_files(wh, [path])

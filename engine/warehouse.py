@@ -380,11 +380,16 @@ class Warehouse:
         for name in self.mart_names():
             if name in tables or quote_literal(self.mart_glob(name)) in views.get(name, ""):
                 continue
-            con.execute(
-                f"create or replace view {name} as select * from read_parquet("
-                f"{quote_literal(self.mart_glob(name))}, hive_partitioning = true, "
-                "union_by_name = true)"
-            )
+            self.mart_view(con, name)
+
+    def mart_view(self, con: duckdb.DuckDBPyConnection, name: str) -> None:
+        """The view ``name`` over the mart's folder (in any connection: the catalog's, or a
+        cluster worker's in-memory one)."""
+        con.execute(
+            f"create or replace view {name} as select * from read_parquet("
+            f"{quote_literal(self.mart_glob(name))}, hive_partitioning = true, "
+            "union_by_name = true)"
+        )
 
     def write_mart(
         self,
@@ -591,6 +596,115 @@ class Warehouse:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged, dest)
         return rows
+
+    def remove_file(self, path: Path) -> None:
+        """Remove a published mart file (gone: nothing to do)."""
+        path.unlink(missing_ok=True)
+
+    def remove_tree(self, folder: Path) -> None:
+        """Remove a published mart folder and everything in it."""
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def current(self, path: Path) -> Path:
+        """Where the current content of the published ``path`` is read from (itself here;
+        a :class:`StagedWarehouse` reads what it staged for it)."""
+        return path
+
+    def sweep_units(self) -> None:
+        """Remove what cluster workers staged (:class:`StagedWarehouse` folders) once the
+        writer applied it or gave up; the writer's lock keeps any other run's away."""
+        if self.staging_dir.is_dir():
+            for unit in self.staging_dir.glob("unit-*"):
+                shutil.rmtree(unit, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class FileOp:
+    """One deferred publication step: ``replace`` a published file (``dest``, relative to the
+    root) by a checked staged file of ``rows`` rows, or ``remove`` a file or ``remove_tree`` a
+    folder (``dest``)."""
+
+    kind: str  # 'replace' | 'remove' | 'remove_tree'
+    dest: str
+    staged: str | None = None
+    rows: int | None = None
+
+
+class StagedWarehouse(Warehouse):
+    """A warehouse whose mart writes stay under ``.staging/`` until the writer applies them.
+
+    A worker of a cluster run (:mod:`engine.cluster`) writes through one: every
+    :meth:`replace_file`, :meth:`remove_file` and :meth:`remove_tree` is recorded in
+    :attr:`ops` instead of done, and :meth:`current` points a later read of a replaced file at
+    its staged copy. The client, the one writer, replays the ops in order with
+    :func:`apply_file_ops` inside the transaction that records them, so published files and
+    the catalog change together, as in the embedded engine. A worker never opens the catalog.
+    """
+
+    def __init__(self, root: str | Path, config: Config | None = None) -> None:
+        super().__init__(root, config)
+        self.unit_dir = self.staging_dir / f"unit-{uuid.uuid4().hex}"
+        self.ops: list[FileOp] = []
+        self._staged_for: dict[Path, Path] = {}
+
+    def replace_file(self, staged: Path, dest: Path, expected_rows: int | None = None) -> int:
+        rows = check_parquet(staged, expected_rows)
+        dest = self.resolve(dest.relative_to(self.root).as_posix())
+        self.unit_dir.mkdir(parents=True, exist_ok=True)
+        kept = self.unit_dir / f"{uuid.uuid4().hex}.parquet"
+        os.replace(staged, kept)  # out of a caller's temporary folder, which it removes
+        self._staged_for[dest] = kept
+        self.ops.append(FileOp("replace", self._relative(dest), str(kept), rows))
+        return rows
+
+    def remove_file(self, path: Path) -> None:
+        self._staged_for.pop(path, None)
+        self.ops.append(FileOp("remove", self._relative(path)))
+
+    def remove_tree(self, folder: Path) -> None:
+        self._staged_for = {
+            p: s for p, s in self._staged_for.items() if not p.is_relative_to(folder)
+        }
+        self.ops.append(FileOp("remove_tree", self._relative(folder)))
+
+    def current(self, path: Path) -> Path:
+        return self._staged_for.get(path, path)
+
+    def _prepare(self, con: duckdb.DuckDBPyConnection) -> None:
+        super()._prepare(con)
+        # workers may share one file system: each spills into its own folder
+        tmp = self.unit_dir / "duckdb_tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        con.execute("set temp_directory = ?", [str(tmp)])
+
+    def _relative(self, path: Path) -> str:
+        relpath = path.relative_to(self.root).as_posix()
+        return self.resolve(relpath).relative_to(self.root).as_posix()
+
+
+def apply_file_ops(warehouse: Warehouse, ops: Sequence[FileOp]) -> int:
+    """Replay a :class:`StagedWarehouse`'s ops on the published warehouse, in order (call
+    inside the writer's transaction that records them); every staged file is checked (footer,
+    row count) before anything moves. Returns the files replaced."""
+    for op in ops:
+        if op.kind == "replace":
+            assert op.staged is not None
+            check_parquet(Path(op.staged), op.rows)
+    replaced = 0
+    for op in ops:
+        dest = warehouse.resolve(op.dest)
+        if op.kind == "replace":
+            assert op.staged is not None
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(op.staged, dest)
+            replaced += 1
+        elif op.kind == "remove":
+            warehouse.remove_file(dest)
+        elif op.kind == "remove_tree":
+            warehouse.remove_tree(dest)
+        else:
+            raise OxyError(f"internal: unknown file op {op.kind!r}")
+    return replaced
 
 
 def check_parquet(path: Path, expected_rows: int | None = None) -> int:

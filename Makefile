@@ -19,10 +19,10 @@ help:  ## list targets
 $(BIN)/activate: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,cluster]'
 	@touch $(BIN)/activate
 
-install: $(BIN)/activate  ## create .venv and install oxy with dev tools
+install: $(BIN)/activate  ## create .venv and install oxy with dev tools and the cluster extra (Dask)
 
 demo-data: install  ## generate the demo exports into $(DEMO)/
 	$(OXY) demo-data $(DEMO)
@@ -50,7 +50,7 @@ retrain: install  ## nightly loop: ingest what is new, score, train (promote if 
 	$(MAKE) ingest score train forecast
 
 $(VENV)/.bench: $(BIN)/activate
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -e '.[dev,cluster,bench]'
 	@# mlforecast's wheel ships a top-level `tests` package; it must not shadow anything of ours
 	rm -rf $(VENV)/lib/python*/site-packages/tests
 	@touch $@

@@ -39,6 +39,7 @@ import logging
 import os
 import re
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
@@ -164,7 +165,7 @@ class DaskExecutor:
                 leave=False,
             )
             try:
-                for future in distributed.as_completed(futures):
+                for future in distributed.as_completed(futures, loop=self.client.loop):
                     if future.status == "error":
                         future.result()  # raises the task's own error
                     bar.update(1)
@@ -262,9 +263,7 @@ def connect(
                 )
                 client = stack.enter_context(distributed.Client(cluster, timeout=timeout))
             else:
-                client = stack.enter_context(
-                    distributed.Client(spec.address, timeout=timeout, set_as_default=False)
-                )
+                client = stack.enter_context(distributed.Client(spec.address, timeout=timeout))
         except (OSError, TimeoutError) as exc:
             raise OxyError(
                 f"cannot reach the Dask scheduler at {spec.label} within {timeout:g} s: "
@@ -466,19 +465,24 @@ class DistributedPairs:
                 for f, n in zip(ys, self.rows, strict=True)
             ]
         )
-        chunk = max(1, -(-valid.height // max(1, self.executor.workers)))
-        xv = da.from_array(feature_matrix(valid), chunks=(chunk, width))
-        yv = da.from_array(valid["target_z"].to_numpy(), chunks=(chunk,))
-        params = {**model.params, "metric": "l1", "verbose": -1}
-        regressor = DaskLGBMRegressor(client=client, n_estimators=model.num_boost_round, **params)
-        with self.executor._faults("train: lightgbm.dask", xs + ys):
-            regressor.fit(
-                x, y, eval_set=[(xv, yv)], eval_names=["valid"], feature_name=list(FEATURES)
-            )
+        # each worker trains with its own threads: lightgbm.dask sets them
+        params = {k: v for k, v in model.params.items() if k != "num_threads"}
+        regressor = DaskLGBMRegressor(
+            client=client, n_estimators=model.num_boost_round, verbose=-1, **params
+        )
+        with self.executor._faults("train: lightgbm.dask", xs + ys), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Parameter n_jobs will be ignored")
+            regressor.fit(x, y, feature_name=list(FEATURES))
         self.executor.release(xs + ys)
         booster = regressor.booster_
-        curve = regressor.evals_result_["valid"]["l1"]
-        booster.best_iteration = int(np.argmin(curve)) + 1
+        # the validation MAE after each round, here (lightgbm.dask evaluates an eval set on
+        # the workers that hold a part of it only): each tree's output added in turn
+        xv, yv = feature_matrix(valid), valid["target_z"].to_numpy()
+        z, curve = np.zeros(len(yv)), []
+        for i in range(booster.num_trees()):
+            z += booster.predict(xv, start_iteration=i, num_iteration=1)
+            curve.append(float(np.mean(np.abs(z - yv))))
+        booster.best_iteration = int(np.argmin(curve)) + 1 if curve else 0
         return booster
 
     def metrics(self, model: Any) -> dict[str, float]:

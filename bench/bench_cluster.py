@@ -1,0 +1,332 @@
+"""Benchmark oxy on a Dask cluster: embedded vs a LocalCluster of 1 and 2 workers, one run.
+
+On the demo fleet (`oxy demo-data big --sensors-per-site 20 --days 90`: 100 sensors, ~13 M
+readings), each of `oxy score --full`, `oxy train` and `oxy forecast` runs embedded, then with a
+LocalCluster of 1 and of 2 worker processes (1 thread each), every stage in its own client
+subprocess (its peak RSS is its own) with the workers restarted before it (theirs are too).
+The cluster's scheduler runs here, started once: the figures leave out its start-up, which
+`--scheduler local:N` adds to a command (measured once, below the table).
+
+From the task stream (each partition's compute time on its worker) and the client's share
+of each wall time, a cost model for 5,000 sensors x 1 year is written beside the table.
+The figures go to bench/RESULTS.md (section "cluster").
+
+Usage::
+
+    .venv/bin/python bench/bench_cluster.py                       # 100 sensors x 90 days
+    .venv/bin/python bench/bench_cluster.py --sensors-per-site 4 --days 30   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+STAGES = ("score", "train", "forecast")
+TARGET_SENSORS, TARGET_DAYS = 5_000, 365
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.1f}/{five:.1f}"
+
+
+# -- one stage in a subprocess --------------------------------------------------------------
+
+
+def run_stage(stage: str, root: str, scheduler: str | None) -> dict[str, Any]:
+    """Run one stage (the child's side): its wall time and this process's peak RSS."""
+    from engine.anomaly import score
+    from engine.cluster import connect
+    from engine.config import Config
+    from engine.forecast import forecast, train
+    from engine.warehouse import Warehouse
+
+    wh = Warehouse(root, Config.load())
+    quiet = lambda _: None  # noqa: E731
+    started = time.perf_counter()
+    with connect(scheduler, wh.root, wh.config, echo=quiet) if scheduler else _null() as ex:
+        ready = time.perf_counter()
+        if stage == "score":
+            summary = score(wh, full=True, executor=ex)
+            extra = {"rows": summary.rows_scored}
+        elif stage == "train":
+            result = train(wh, echo=quiet, executor=ex)
+            extra = {"test_mae": result.metrics["test"]["mae"]}
+        else:
+            summary = forecast(wh, echo=quiet, executor=ex)
+            extra = {"rows": summary.rows}
+        done = time.perf_counter()
+    return {
+        "seconds": done - ready,
+        "connect_seconds": ready - started,
+        "rss_mb": peak_rss_mb(),
+        **extra,
+    }
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def child(stage: str, root: Path, scheduler: str | None) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--run", stage, "--warehouse", str(root)]
+    if scheduler:
+        cmd += ["--scheduler", scheduler]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- the benchmark --------------------------------------------------------------------------
+
+
+def build(root: Path, sensors_per_site: int, days: int) -> int:
+    """The demo exports ingested (embedded) into a fresh warehouse; its readings."""
+    from engine.config import Config
+    from engine.demo import generate_demo
+    from engine.ingest import ingest_files
+    from engine.warehouse import Warehouse
+
+    exports = root.parent / "exports"
+    generate_demo(exports, sensors_per_site=sensors_per_site, days=days, seed=7)
+    wh = Warehouse(root, Config.load(exports / "sources.toml"))
+    results = ingest_files(wh, [exports])
+    shutil.rmtree(exports)
+    return sum(r.accepted for r in results)
+
+
+def measure(base: Path, work: Path, sensors_per_site: int, days: int) -> str:
+    import distributed
+
+    readings = build(base, sensors_per_site, days)
+    sensors = 5 * sensors_per_site
+    print(f"{sensors} sensors x {days} days: {readings:,} readings (load {load()})", flush=True)
+    rows: list[dict[str, Any]] = []
+    streams: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for workers in (0, 1, 2):
+        wh_root = work / f"w{workers}"
+        shutil.rmtree(wh_root, ignore_errors=True)
+        shutil.copytree(base, wh_root)
+        cluster = client = None
+        if workers:
+            cluster = distributed.LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",
+                silence_logs=logging.ERROR,
+                memory_limit="6GB",
+            )
+            client = distributed.Client(cluster)
+        try:
+            for stage in STAGES:
+                before = load()
+                if client is not None:
+                    client.restart()
+                    with client.get_task_stream() as ts:
+                        found = child(stage, wh_root, cluster.scheduler_address)  # type: ignore[union-attr]
+                    streams[(stage, workers)] = list(ts.data)
+                    rss = client.run(peak_rss_mb)
+                    worker_rss = max(rss.values())
+                else:
+                    found = child(stage, wh_root, None)
+                    worker_rss = None
+                row = {
+                    "stage": stage,
+                    "workers": workers,
+                    "seconds": found["seconds"],
+                    "client_rss": found["rss_mb"],
+                    "worker_rss": worker_rss,
+                    "load": f"{before} -> {load()}",
+                    **{k: v for k, v in found.items() if k in ("rows", "test_mae")},
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        finally:
+            if client is not None:
+                client.close()
+            if cluster is not None:
+                cluster.close()
+    startup = local_startup()
+    return report(rows, streams, readings, sensors, days, startup)
+
+
+def local_startup() -> float:
+    """Seconds `--scheduler local:2` spends starting its cluster and checking the workers."""
+    from engine.cluster import connect
+    from engine.config import Config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        with connect("local:2", tmp, Config.load(), echo=lambda _: None):
+            ready = time.perf_counter()
+    return ready - started
+
+
+def task_stats(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Per oxy task: compute seconds (its 'compute' span), grouped by the stage's label."""
+    out: dict[str, list[float]] = {}
+    for record in records:
+        key = str(record.get("key", ""))
+        if not key.startswith("oxy-"):
+            continue
+        label = key.split("-")[1] if key.count("-") >= 3 else key
+        compute = sum(
+            s["stop"] - s["start"] for s in record.get("startstops", []) if s["action"] == "compute"
+        )
+        out.setdefault(label, []).append(compute)
+    return (
+        {f"{k}_sum": sum(v) for k, v in out.items()}
+        | {f"{k}_max": max(v) for k, v in out.items()}
+        | {f"{k}_n": float(len(v)) for k, v in out.items()}
+    )
+
+
+def report(
+    rows: list[dict[str, Any]],
+    streams: dict[tuple[str, int], list[dict[str, Any]]],
+    readings: int,
+    sensors: int,
+    days: int,
+    startup: float,
+) -> str:
+    by = {(r["stage"], r["workers"]): r for r in rows}
+    lines = [
+        f"{sensors} sensors x {days} days ({readings:,} readings), 2 cores shared with other "
+        "engineers' jobs: the load average (1 min / 5 min) before -> after each stage is beside "
+        "it; timings on this box vary by tens of percent between runs.",
+        "",
+        "| stage | engine | wall s | vs embedded | client peak RSS MB | worker peak RSS MB "
+        "| load |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for stage in STAGES:
+        base = by[(stage, 0)]["seconds"]
+        for workers in (0, 1, 2):
+            r = by[(stage, workers)]
+            engine = "embedded" if workers == 0 else f"LocalCluster, {workers} worker(s)"
+            worker = "-" if r["worker_rss"] is None else f"{r['worker_rss']:.0f}"
+            lines.append(
+                f"| {stage} | {engine} | {r['seconds']:.1f} | {r['seconds'] / base:.2f}x | "
+                f"{r['client_rss']:.0f} | {worker} | {r['load']} |"
+            )
+    lines.append("")
+    lines.append(
+        f"`--scheduler local:2` adds {startup:.1f} s to a command (starting the scheduler and "
+        "two worker processes, checking that they see the warehouse), not in the table."
+    )
+    lines.append("")
+    # -- per-partition costs from the 1-worker run (no contention between workers)
+    scale = TARGET_SENSORS * TARGET_DAYS / (sensors * days)
+    lines.append(
+        f"### Cost model: {TARGET_SENSORS:,} sensors x {TARGET_DAYS} days "
+        f"(~{readings * scale / 1e9:.1f} billion readings, {scale:.0f}x this fleet-time)"
+    )
+    lines.append("")
+    lines.append(
+        "From the 1-worker run: the workers' compute per partition (task stream) and the "
+        "client's serial share (wall time less the workers' compute), each scaled linearly "
+        "with sensor-days (the readings, pairs and forecast rows grow so); N workers share "
+        "the partitions, the client's share does not shrink."
+    )
+    lines.append("")
+    lines.append(
+        "| stage | partitions here | worker compute s here | client serial s here | "
+        "wall at N=8 (h) | wall at N=32 (h) | wall at N=128 (h) | memory per worker |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---|")
+    notes = {
+        "score": "bounded by `[anomaly.run] chunk_rows` (a batch), as embedded",
+        "train": "pairs of its buckets; the fit: all pairs on one process below "
+        "`dask_train_rows`, else spread",
+        "forecast": "one bucket's last 8 days and its week of rows",
+    }
+    for stage in STAGES:
+        stats = task_stats(streams.get((stage, 1), []))
+        work = sum(v for k, v in stats.items() if k.endswith("_sum"))
+        parts = int(sum(v for k, v in stats.items() if k.endswith("_n")))
+        wall = by[(stage, 1)]["seconds"]
+        serial = max(wall - work, 0.0)
+        cells = []
+        for n in (8, 32, 128):
+            cells.append(f"{(serial + work / n) * scale / 3600:.2f}")
+        lines.append(
+            f"| {stage} | {parts} | {work:.1f} | {serial:.1f} | {' | '.join(cells)} | "
+            f"{notes[stage]} |"
+        )
+    lines += ["", *COST_NOTES]
+    return "\n".join(lines)
+
+
+COST_NOTES = [
+    "What the linear model leaves out, and which stage stops scaling first:",
+    "",
+    "- **train stops scaling first.** The workers build the pairs, but up to "
+    "`[cluster] dask_train_rows` (20 M) every pair is gathered and fitted by one `lgb.train` "
+    "on the client, and past it `lightgbm.dask` spreads only the training pairs: the grid's "
+    "validation, the conformal intervals and the rolling-origin backtest still score the "
+    "gathered validation and backtest pairs on the client. At 5,000 sensors the backtest alone "
+    "is ~8,000 pairs per sensor (7 test days, an origin every 2 days, every 5 minutes), "
+    "~40 M pairs of ~45 columns: ~14 GB on one process. The fix is to score the backtest per "
+    "partition on the workers and add up the per-sensor errors (as the training metrics "
+    "already are past the threshold).",
+    "- **score's client share** grows with the fleet but not with the workers: the site "
+    "stage's combine (all sensors' hourly medians: 5,000 x 8,760 hours = 44 M rows), the "
+    "catalog's `score_hourly` insert of as many rows and the file moves, in one transaction; "
+    "and every partition's staged files sit in `.staging/` until it (disk: one copy of the "
+    "rewritten marts).",
+    "- **forecast** is embarrassingly parallel (a bucket per task, 16 buckets by default: at "
+    "most 16 workers are busy; `warehouse.buckets` sets the partitions, and more buckets mean "
+    "more, smaller lake files).",
+    "- 16 buckets also cap the score stage's parallelism: a batch is a group of buckets of "
+    "about `chunk_rows` readings, so a fleet 200x this one has every bucket in its own batch "
+    "and 16 tasks at most; more workers than buckets wait.",
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", choices=STAGES, help=argparse.SUPPRESS)
+    parser.add_argument("--warehouse", help=argparse.SUPPRESS)
+    parser.add_argument("--scheduler", help=argparse.SUPPRESS)
+    parser.add_argument("--sensors-per-site", type=int, default=20)
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--no-write", action="store_true", help="print, do not write RESULTS")
+    args = parser.parse_args()
+    if args.run:
+        print(json.dumps(run_stage(args.run, args.warehouse, args.scheduler)))
+        return
+    from results import write_section
+
+    with tempfile.TemporaryDirectory(prefix="oxy-bench-cluster-") as tmp:
+        body = measure(Path(tmp) / "base", Path(tmp), args.sensors_per_site, args.days)
+    print(body)
+    if not args.no_write:
+        path = write_section("cluster", body, title="Cluster (bench_cluster.py)")
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

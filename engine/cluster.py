@@ -391,6 +391,14 @@ def training_pairs(
         executor.release(futures)
 
 
+def _lightgbm_logs_to_logging() -> None:
+    """On a worker: LightGBM's own log lines (the network set-up of ``lightgbm.dask``) go to
+    the ``lightgbm`` logger, not to the stdout the worker shares with a local client."""
+    import lightgbm as lgb
+
+    lgb.register_logger(logging.getLogger("lightgbm"))
+
+
 def _matrix(frame: Any) -> Any:
     from engine.features import feature_matrix
 
@@ -470,6 +478,7 @@ class DistributedPairs:
         regressor = DaskLGBMRegressor(
             client=client, n_estimators=model.num_boost_round, verbose=-1, **params
         )
+        client.run(_lightgbm_logs_to_logging)
         with self.executor._faults("train: lightgbm.dask", xs + ys), warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Parameter n_jobs will be ignored")
             regressor.fit(x, y, feature_name=list(FEATURES))

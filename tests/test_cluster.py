@@ -148,6 +148,19 @@ def copy_of(root: Path, tmp_path: Path, name: str, config: Config) -> Warehouse:
     return Warehouse(tmp_path / name, config)
 
 
+def pair(
+    ingested: Path, demo: Path, tmp_path: Path, **overrides: Any
+) -> tuple[Config, Warehouse, Warehouse]:
+    """The config and two copies of the ingested warehouse: one embedded, one clustered."""
+    config = config_of(demo, **overrides)
+    embedded = copy_of(ingested, tmp_path, "embedded", config)
+    return config, embedded, copy_of(ingested, tmp_path, "clustered", config)
+
+
+def no_catalog_opened(executor: Any) -> bool:
+    return all(opened == [] for opened in executor.client.run(opened_on_workers).values())
+
+
 def table(wh: Warehouse, query: str) -> pl.DataFrame:
     with wh.reader() as con:
         frame = pl.from_arrow(con.sql(query).to_arrow_table())
@@ -184,9 +197,7 @@ def assert_scored_alike(embedded: Warehouse, clustered: Warehouse) -> None:
 def test_scores_on_a_cluster_equal_embedded_full_and_incremental(
     scheduler: str, ingested: Path, demo: Path, tmp_path: Path
 ) -> None:
-    config = config_of(demo)
-    embedded = copy_of(ingested, tmp_path, "embedded", config)
-    clustered = copy_of(ingested, tmp_path, "clustered", config)
+    config, embedded, clustered = pair(ingested, demo, tmp_path)
     mine = score(embedded)
     with connect(scheduler, clustered.root, config, echo=lambda _: None) as executor:
         theirs = score(clustered, executor=executor)
@@ -203,18 +214,14 @@ def test_scores_on_a_cluster_equal_embedded_full_and_incremental(
         again = score(clustered, executor=executor)
         assert 0 < again.rows_scored < theirs.rows_scored + 1
         assert_scored_alike(embedded, clustered)
-        assert executor.client.run(opened_on_workers) == dict.fromkeys(
-            executor.client.run(lambda: None), []
-        )
+        assert no_catalog_opened(executor)
     assert not list(clustered.staging_dir.glob("unit-*"))  # the workers' files were moved
 
 
 def test_a_killed_worker_is_recomputed_and_nothing_is_committed_twice(
     scheduler: str, ingested: Path, demo: Path, tmp_path: Path
 ) -> None:
-    config = config_of(demo)
-    embedded = copy_of(ingested, tmp_path, "embedded", config)
-    clustered = copy_of(ingested, tmp_path, "clustered", config)
+    config, embedded, clustered = pair(ingested, demo, tmp_path)
     score(embedded)
     marker = tmp_path / "killed"
     with connect(scheduler, clustered.root, config, echo=lambda _: None) as executor:
@@ -252,6 +259,7 @@ def test_many_files_ingest_on_a_cluster_as_embedded(
     mine = ingest_files(embedded, files)
     with connect(scheduler, clustered.root, config, echo=lambda _: None) as executor:
         theirs = ingest_files(clustered, files, executor=executor)
+        assert no_catalog_opened(executor)
     counts = ("rows_read", "accepted", "duplicates", "quarantined", "new_sensors", "status")
     assert [[getattr(r, c) for c in counts] for r in mine] == [
         [getattr(r, c) for c in counts] for r in theirs
@@ -293,9 +301,7 @@ def test_a_bad_file_stops_the_cluster_ingest_where_embedded_stops(
 def test_train_and_forecast_on_a_cluster_equal_embedded(
     scheduler: str, ingested: Path, demo: Path, tmp_path: Path
 ) -> None:
-    config = config_of(demo)
-    embedded = copy_of(ingested, tmp_path, "embedded", config)
-    clustered = copy_of(ingested, tmp_path, "clustered", config)
+    config, embedded, clustered = pair(ingested, demo, tmp_path)
     quiet = lambda _: None  # noqa: E731
     score(embedded)
     mine = train(embedded, echo=quiet)
@@ -304,8 +310,7 @@ def test_train_and_forecast_on_a_cluster_equal_embedded(
         score(clustered, executor=executor)
         theirs = train(clustered, echo=quiet, executor=executor)
         forecast(clustered, echo=quiet, executor=executor)
-        opened = executor.client.run(opened_on_workers)
-    assert all(v == [] for v in opened.values())
+        assert no_catalog_opened(executor)
     for split in ("train", "valid", "test"):
         for metric in ("mae", "rmse", "mase"):
             assert abs(mine.metrics[split][metric] - theirs.metrics[split][metric]) <= 1e-9
@@ -319,9 +324,8 @@ def test_train_and_forecast_on_a_cluster_equal_embedded(
 def test_training_past_the_threshold_fits_with_lightgbm_dask(
     scheduler: str, ingested: Path, demo: Path, tmp_path: Path
 ) -> None:
-    config = config_of(demo, cluster={"connect_timeout_s": 5, "dask_train_rows": 0})
-    embedded = copy_of(ingested, tmp_path, "embedded", config)
-    clustered = copy_of(ingested, tmp_path, "clustered", config)
+    cluster = {"connect_timeout_s": 5, "dask_train_rows": 0}
+    config, embedded, clustered = pair(ingested, demo, tmp_path, cluster=cluster)
     lines: list[str] = []
     mine = train(embedded, echo=lambda _: None)
     with connect(scheduler, clustered.root, config, echo=lambda _: None) as executor:

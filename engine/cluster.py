@@ -247,7 +247,6 @@ def connect(
     distributed = _import_distributed()
     cfg = config["cluster"]
     timeout = float(cfg["connect_timeout_s"])
-    cluster = None
     with contextlib.ExitStack() as stack:
         try:
             if spec.local_workers is not None:
@@ -268,6 +267,12 @@ def connect(
             raise OxyError(
                 f"cannot reach the Dask scheduler at {spec.label} within {timeout:g} s: "
                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            ) from None
+        try:
+            client.wait_for_workers(1, timeout=timeout)
+        except (OSError, TimeoutError):
+            raise OxyError(
+                f"the Dask cluster at {spec.label} has no worker (none joined within {timeout:g} s)"
             ) from None
         root = os.fspath(os.path.abspath(warehouse_root))
         os.makedirs(root, exist_ok=True)  # every command run on a cluster writes the warehouse
@@ -298,7 +303,6 @@ def connect(
                 )
         echo(f"dask: {len(checks)} worker(s) at {spec.label}; dashboard {client.dashboard_link}")
         yield DaskExecutor(client, spec, progress=progress)
-        del cluster
 
 
 # -- training on a cluster ------------------------------------------------------------------

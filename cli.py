@@ -204,6 +204,11 @@ def oxy(
     type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
     help="First minute, UTC.  [default: 2024-10-01]",
 )
+@click.option(
+    "--anomaly-spread",
+    type=click.FloatRange(min=1.0),
+    help="Widen every anomaly range this many times around its centre.  [default: 1.0]",
+)
 @pass_ctx
 @handle_errors
 def demo_data_command(
@@ -214,6 +219,7 @@ def demo_data_command(
     seed: int | None,
     clean_days: int | None,
     start: Any,
+    anomaly_spread: float | None,
 ) -> None:
     """Write realistic, labelled demo exports of 3 customers into OUT_DIR.
 
@@ -226,6 +232,7 @@ def demo_data_command(
     Example:
       oxy demo-data demo_data
       oxy demo-data big --sensors-per-site 20 --days 90   # 100 sensors, ~13 M rows
+      oxy demo-data wide --anomaly-spread 2   # anomaly ranges twice as wide (benchmark)
     """
     from datetime import datetime
 
@@ -237,6 +244,7 @@ def demo_data_command(
         "seed": seed,
         "clean_days": clean_days,
         "start": start,
+        "anomaly_spread": anomaly_spread,
     }
     options = {k: ctx.config["demo"][k] if v is None else v for k, v in given.items()}
     if isinstance(options["start"], str):

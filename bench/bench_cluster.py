@@ -41,6 +41,14 @@ TARGET_SENSORS, TARGET_DAYS = 5_000, 365
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM: reset at exec, unlike ru_maxrss, which a child started
+    by fork + exec inherits from its parent)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -108,7 +116,9 @@ def child(stage: str, root: Path, scheduler: str | None) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--run", stage, "--warehouse", str(root)]
     if scheduler:
         cmd += ["--scheduler", scheduler]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -133,7 +143,15 @@ def build(root: Path, sensors_per_site: int, days: int) -> int:
 def measure(base: Path, work: Path, sensors_per_site: int, days: int) -> str:
     import distributed
 
-    readings = build(base, sensors_per_site, days)
+    # built in a child: this process stays small (its workers are started from it)
+    out = subprocess.run(
+        [sys.executable, __file__, "--build", str(base)]
+        + ["--sensors-per-site", str(sensors_per_site), "--days", str(days)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    readings = int(out.stdout.strip().splitlines()[-1])
     sensors = 5 * sensors_per_site
     print(f"{sensors} sensors x {days} days: {readings:,} readings (load {load()})", flush=True)
     rows: list[dict[str, Any]] = []
@@ -158,8 +176,7 @@ def measure(base: Path, work: Path, sensors_per_site: int, days: int) -> str:
             for stage in stages:
                 before = load()
                 if client is not None:
-                    client.restart()
-                    client.run(warm)
+                    restart(client, workers)
                     with distributed.get_task_stream(client=client) as ts:
                         found = child(stage, wh_root, cluster.scheduler_address)  # type: ignore[union-attr]
                     streams[(stage, workers)] = list(ts.data)
@@ -186,6 +203,17 @@ def measure(base: Path, work: Path, sensors_per_site: int, days: int) -> str:
                 cluster.close()
     startup = local_startup()
     return report(rows, streams, readings, sensors, days, startup)
+
+
+def restart(client: Any, workers: int) -> None:
+    """Fresh worker processes (their peak RSS is the next stage's), warmed; on a loaded box
+    the restart may outlast Dask's wait: wait longer."""
+    try:
+        client.restart(timeout=300, wait_for_workers=False)
+    except TimeoutError:
+        pass
+    client.wait_for_workers(workers, timeout=600)
+    client.run(warm)
 
 
 def local_startup() -> float:
@@ -334,12 +362,16 @@ def main() -> None:
     parser.add_argument("--run", choices=(*STAGES, "train-dask"), help=argparse.SUPPRESS)
     parser.add_argument("--warehouse", help=argparse.SUPPRESS)
     parser.add_argument("--scheduler", help=argparse.SUPPRESS)
+    parser.add_argument("--build", help=argparse.SUPPRESS)
     parser.add_argument("--sensors-per-site", type=int, default=20)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--no-write", action="store_true", help="print, do not write RESULTS")
     args = parser.parse_args()
     if args.run:
         print(json.dumps(run_stage(args.run, args.warehouse, args.scheduler)))
+        return
+    if args.build:
+        print(build(Path(args.build), args.sensors_per_site, args.days))
         return
     from results import write_section
 

@@ -945,13 +945,15 @@ def _changes(
     con: duckdb.DuckDBPyConnection,
     bucket_of: dict[str, int],
     full: bool,
-    ahead: timedelta,
+    w: Windows,
 ) -> dict[int, tuple[list[tuple[str, datetime]], list[str], list[str]]]:
     """Per bucket: per sensor the first hour to rescore; the new and the vanished files.
 
-    Scores look ``ahead`` forward, so the first changed hour is the hour of the earliest new
-    reading less that look-ahead. A vanished file rescores every sensor of its bucket from its
-    first reading on (``score_files.min_ts``)."""
+    Scores look ahead (:meth:`~engine.detectors.Windows.ahead_at` the sensor's sparsest recent
+    cadence), so the first changed hour is the hour of the earliest new reading less that
+    look-ahead. A vanished file rescores every sensor of its bucket from its first reading on
+    (``score_files.min_ts``)."""
+    ahead = w.ahead
     buckets = [b for (b,) in sql_rows(con, Q + "buckets")]
     lake: dict[int, dict[str, datetime | None]] = {b: {} for b in buckets}
     for bucket, path, min_ts in sql_rows(con, Q + "readings_files"):
@@ -964,11 +966,14 @@ def _changes(
     changed: dict[int, dict[str, datetime]] = {b: {} for b in buckets}
     new_files = [str(wh.root / p) for b in buckets for p in new[b]]
     if new_files:
-        for sensor_id, first in sql_rows(
-            con, Q + "first_changed_hours", {"files": new_files, "gap": ahead}
+        for sensor_id, first_ts, sparsest in sql_rows(
+            con, Q + "first_new_readings", {"files": new_files}
         ):
-            if sensor_id in bucket_of:
-                changed[bucket_of[sensor_id]][sensor_id] = first
+            if sensor_id not in bucket_of:
+                continue
+            cadence = w.max_cadence if sparsest is None else timedelta(seconds=float(sparsest))
+            first = (first_ts - w.ahead_at(cadence)).replace(minute=0, second=0, microsecond=0)
+            changed[bucket_of[sensor_id]][sensor_id] = first
     for b in buckets:
         gone_from = [scored[b][p] for p in gone[b] if scored[b][p] is not None]
         if gone_from:
@@ -1129,7 +1134,7 @@ def score(
         bucket_of = dict(zip(sites["sensor_id"], sites["bucket"], strict=True))
         ids = sensor_dtype(sites["sensor_id"])
         sites = sites.with_columns(pl.col("sensor_id").cast(ids))
-        found = _changes(warehouse, con, bucket_of, full, w.ahead)
+        found = _changes(warehouse, con, bucket_of, full, w)
         if full and executor is None:
             _drop_orphan_partitions(warehouse, set(found))
             con.execute("begin")

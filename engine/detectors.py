@@ -135,7 +135,17 @@ def _contextual_score(p: dict[str, Any]) -> pl.Expr:
 
 
 def _drift_score(p: dict[str, Any]) -> pl.Expr:
-    return pl.col("drift_score")
+    # the departure of the day's level (relative to the site) / its own spread over the
+    # reference weeks, where it is at least min_relative of the level (a sensor's accuracy)
+    z, gate = float(p["z"]), math.log1p(float(p["min_relative"]))
+    departure = pl.col("drift_departure")
+    sigma = pl.max_horizontal(pl.col("drift_spread"), pl.lit(gate / z))
+    return (
+        pl.when(departure >= gate)
+        .then(ramp(departure / sigma, z))
+        .when(departure.is_not_null())
+        .then(0.0)
+    )
 
 
 DETECTORS: tuple[Detector, ...] = (
@@ -276,7 +286,12 @@ class Windows:
     def ahead(self) -> timedelta:
         """How far ahead of a reading its scores may look: the readings of its windows, and the
         rest of its hour (its hour's statistics)."""
-        return self.reach * 2 * self.max_cadence + timedelta(hours=1)
+        return self.ahead_at(self.max_cadence)
+
+    def ahead_at(self, cadence: timedelta) -> timedelta:
+        """:attr:`ahead` for a sensor whose cadence is at most ``cadence`` (a window spans at
+        most twice its readings at the cadence, and never more than at ``max_cadence``)."""
+        return self.reach * 2 * min(cadence, self.max_cadence) + timedelta(hours=1)
 
     @property
     def minutes(self) -> timedelta:
@@ -382,11 +397,14 @@ def cadence_by_hour(hourly_dt: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _window_ok(k_before: int, k_after: int) -> pl.Expr:
+def _window_ok(k_before: int, k_after: int, w: Windows) -> pl.Expr:
     """The rows ``k_before`` back and ``k_after`` ahead belong to the sensor and span at most
-    twice the window's nominal length at the cadence (no gap inside)."""
+    twice the window's nominal length at the cadence (no gap inside), and at most that at
+    ``max_cadence`` (the windows of a sparser sensor are not used: every window is bounded)."""
     span = (pl.col("ts").shift(-k_after) - pl.col("ts").shift(k_before)).dt.total_seconds()
-    nominal = (k_before + k_after) * pl.col("cadence_s")
+    nominal = (k_before + k_after) * pl.min_horizontal(
+        pl.col("cadence_s"), pl.lit(w.max_cadence.total_seconds())
+    )
     return _same(k_before) & _same(-k_after) & (span <= 2 * nominal)
 
 
@@ -401,8 +419,8 @@ def minute_features(frame: pl.DataFrame, w: Windows) -> pl.DataFrame:
     next_ok = gap_ok.shift(-1) & _same(-1)
     before = value.shift(1).rolling_median(k, min_samples=1)
     frame = frame.with_columns(
-        level=pl.when(_window_ok(k, k)).then(level),
-        before=pl.when(_window_ok(k, 0)).then(before),
+        level=pl.when(_window_ok(k, k, w)).then(level),
+        before=pl.when(_window_ok(k, 0, w)).then(before),
         step=pl.when(gap_ok).then(value - value.shift(1)),
         # the second difference: the reading against the mean of its two neighbours (the
         # noise of a smooth signal, where a median of neighbours equals the reading)
@@ -608,6 +626,23 @@ def site_movement(levelled: pl.DataFrame, min_sensors: int) -> pl.DataFrame:
     )
 
 
+def _spread_quantiles(column: str, prefix: str) -> list[pl.Expr]:
+    q = pl.col(column)
+    return [
+        q.quantile(x).alias(f"{prefix}_q{round(100 * x):02d}") for x in (0.05, 0.25, 0.75, 0.95)
+    ]
+
+
+def _spread(prefix: str) -> pl.Expr:
+    """A residual's spread from its quantiles: the larger of the IQR's sigma and the 5-95 %
+    range's (a residual's tails are heavier than a normal's where weather moves it in
+    episodes; the wider tails give the wider scale)."""
+    q = pl.col
+    iqr = (q(f"{prefix}_q75") - q(f"{prefix}_q25")) / IQR_SIGMA
+    tails = (q(f"{prefix}_q95") - q(f"{prefix}_q05")) / (2 * 1.645)
+    return pl.max_horizontal(iqr, tails)
+
+
 def baselines(
     hourly: pl.DataFrame, sites: pl.DataFrame | None, a: dict[str, Any], w: Windows
 ) -> pl.DataFrame:
@@ -650,11 +685,9 @@ def baselines(
         frame,
         w.history,
         [
-            q("ctx_resid").quantile(0.75).alias("ctx_q75"),
-            q("ctx_resid").quantile(0.25).alias("ctx_q25"),
+            *_spread_quantiles("ctx_resid", "ctx"),
             q("ctx_resid").count().alias("days"),
-            q("col_resid").quantile(0.75).alias("col_q75"),
-            q("col_resid").quantile(0.25).alias("col_q25"),
+            *_spread_quantiles("col_resid", "col"),
             q("level_mad").median().alias("level_mad_typ"),
             q("curve_mean").median().alias("curve_typ_h"),
             q("step_med").median().alias("step_typ_h"),
@@ -689,11 +722,11 @@ def baselines(
     frame = frame.with_columns(
         # no level is known better than the noise of one reading
         contextual_spread=pl.max_horizontal(
-            (((q("ctx_q75") - q("ctx_q25")) / IQR_SIGMA) ** 2 + within**2).sqrt(),
+            (_spread("ctx") ** 2 + within**2).sqrt(),
             q("curve_typ") * CURVE_SIGMA,
         ),
         collective_spread=pl.max_horizontal(
-            (((q("col_q75") - q("col_q25")) / IQR_SIGMA) ** 2 + within**2).sqrt(),
+            (_spread("col") ** 2 + within**2).sqrt(),
             q("curve_typ") * CURVE_SIGMA,
         ),
     )
@@ -702,16 +735,10 @@ def baselines(
     pooled_spreads = _all_hours_window(
         frame,
         w.history,
-        [
-            q("ctx_resid").quantile(0.75).alias("ctx_all_q75"),
-            q("ctx_resid").quantile(0.25).alias("ctx_all_q25"),
-            q("col_resid").quantile(0.75).alias("col_all_q75"),
-            q("col_resid").quantile(0.25).alias("col_all_q25"),
-        ],
+        [*_spread_quantiles("ctx_resid", "ctx_all"), *_spread_quantiles("col_resid", "col_all")],
     )
     frame = frame.join(pooled_spreads, on=["sensor_id", "hour"], how="left").with_columns(
-        ctx_all=(q("ctx_all_q75") - q("ctx_all_q25")) / IQR_SIGMA,
-        col_all=(q("col_all_q75") - q("col_all_q25")) / IQR_SIGMA,
+        ctx_all=_spread("ctx_all"), col_all=_spread("col_all")
     )
     min_days = int(a["contextual"]["min_days"])
     ready = q("hours_seen") >= int(a["min_hours"])
@@ -756,14 +783,15 @@ def baselines(
         "contextual_sigma",
         "collective_sigma",
         "flat_typ",
-        "drift_score",
+        "drift_departure",
+        "drift_spread",
     )
 
 
 def drift_scores(levelled: pl.DataFrame, a: dict[str, Any], w: Windows) -> pl.DataFrame:
-    """Per sensor and hour, the drift score: the drift departure (:func:`levels`) less its
-    site's (where the site has enough sensors), in units of that statistic's own spread over
-    its reference period, where it is at least ``min_relative`` of the level."""
+    """Per sensor and hour, the drift departure (:func:`levels`) less its site's (where the
+    site has enough sensors) and that statistic's own spread over its reference period (the
+    drift detector compares the two)."""
     d = a["drift"]
     q = pl.col
     frame = levelled.sort("sensor_id", "hour").with_columns(
@@ -783,22 +811,20 @@ def drift_scores(levelled: pl.DataFrame, a: dict[str, Any], w: Windows) -> pl.Da
         ],
     )
     frame = frame.join(spread, on=["sensor_id", "hour"], how="left")
-    z, gate = float(d["z"]), math.log1p(float(d["min_relative"]))
     min_ref = int(d["min_reference_days"])
+    # judged once the reference holds min_reference_days of each hour, and the statistic's own
+    # history over the reference weeks as many days (its spread is no guess)
+    judged = (q("drift_n") >= min_ref) & (q("rel_n") >= 24 * min_ref) & q("drift_rel").is_not_null()
     # the statistic is slow and its tails heavy (a river's level moves in episodes): its
     # spread is the larger of the IQR's and the 90th percentile of its size's
-    sigma = pl.max_horizontal(
-        (q("rel_q75") - q("rel_q25")) / IQR_SIGMA, q("rel_a90") / 1.645, pl.lit(gate / z)
-    )
-    departure = q("drift_rel").abs()
-    judged = (q("drift_n") >= min_ref) & q("drift_rel").is_not_null()
+    spread = pl.max_horizontal(
+        (q("rel_q75") - q("rel_q25")) / IQR_SIGMA, q("rel_a90") / 1.645
+    ).fill_null(0.0)
     return frame.select(
         "sensor_id",
         "hour",
-        drift_score=pl.when(judged & (departure >= gate))
-        .then(ramp(departure / sigma, z))
-        .when(judged)
-        .then(0.0),
+        drift_departure=pl.when(judged).then(q("drift_rel").abs()),
+        drift_spread=pl.when(judged).then(spread),
     )
 
 
@@ -827,7 +853,7 @@ def score_inputs(features: pl.DataFrame, base: pl.DataFrame, w: Windows) -> pl.D
         + clipped.shift(1).is_not_null().cast(pl.Int32)
         + clipped.shift(-1).is_not_null().cast(pl.Int32)
     )
-    ok = _window_ok(half, half)
+    ok = _window_ok(half, half, w)
     return frame.with_columns(
         expected=q("prof_start") + (q("prof_end") - q("prof_start")) * frac,
         day_expected=q("prof_start") + (q("prof_end") - q("prof_start")) * frac + q("ctx_offset"),

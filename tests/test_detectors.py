@@ -103,9 +103,19 @@ def test_every_detector_is_described_in_the_docs_and_the_readme() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     scoring = readme.split("## Anomaly scoring", 1)[1].split("\n## ", 1)[0]
     marts = readme.split("#### `anomaly_scores`", 1)[1].split("\n#### ", 1)[0]
+    a = Config.load()["anomaly"]
+    rows = {
+        line.split("|")[1].strip(" `"): line
+        for line in scoring.splitlines()
+        if line.startswith("| `")
+    }
     for d in DETECTORS:
         assert f"`{d.name}`" in docs, d.name
-        assert f"| `{d.name}` |" in scoring, d.name
+        assert d.name in rows, d.name
+        for key, value in a[d.name].items():  # a default the table names is the default
+            if f"`{d.name}.{key}` =" in rows[d.name]:
+                named = rows[d.name].split(f"`{d.name}.{key}` =")[1].split("|")[0].strip()
+                assert float(named) == float(value), (d.name, key)
         assert f"| {d.column} | DOUBLE |" in marts, d.column
 
 

@@ -19,12 +19,23 @@ where kind = 'readings'
 select bucket, path, min_ts
 from score_files
 
--- name: first_changed_hours
--- Per sensor of the new lake files $files: the first hour whose scores they can change (the
--- hour of the earliest new reading, $gap earlier: scores look that far ahead).
-select sensor_id, date_trunc('hour', min(ts) - $gap) as first_hour
-from read_parquet($files)
-group by sensor_id
+-- name: first_new_readings
+-- Per sensor of the new lake files $files: its earliest new reading, and the sparsest hourly
+-- median step (seconds) of its scored hours in the two days before it (null: none scored),
+-- which bounds how far the windows of the readings before it reach.
+with
+new as (
+    select sensor_id, min(ts) as first_ts
+    from read_parquet($files)
+    group by sensor_id
+)
+select n.sensor_id, n.first_ts, max(h.dt_med) as sparsest_step
+from new as n
+left join score_hourly as h
+    on h.sensor_id = n.sensor_id
+    and h.hour >= n.first_ts - interval 2 days
+    and h.hour < n.first_ts
+group by n.sensor_id, n.first_ts
 
 -- name: bucket_sizes
 -- Per bucket of $buckets: the readings stored, the sensors registered and the latest reading.

@@ -50,6 +50,11 @@ from tqdm import tqdm
 from engine import OxyError, __version__
 from engine.config import Config
 
+try:
+    from distributed.diagnostics.plugin import WorkerPlugin
+except ImportError:  # the cluster extra is not installed: connect() says so
+    WorkerPlugin = object  # type: ignore[assignment,misc]
+
 SCHEDULER_ENV = "OXY_SCHEDULER"
 R = TypeVar("R")
 _LOCAL = re.compile(r"^local(?::(\d+))?$")
@@ -107,6 +112,32 @@ def _import_distributed() -> Any:
             "--scheduler needs dask.distributed, which is not installed: pip install 'oxy[cluster]'"
         ) from None
     return distributed
+
+
+class LocalWorkerOutput(WorkerPlugin):  # type: ignore[misc]
+    """On the workers of a cluster started here (``local[:N]``), which share this process's
+    stdout: what they print goes to stderr (this process's stdout is a command's result, e.g.
+    ``--json``). Set up again on a restarted worker. LightGBM's native log lines need it:
+    its log callback and level are per thread, so ``lightgbm.dask``'s network set-up on a
+    worker's task thread prints to stdout whatever Python logger is registered."""
+
+    def setup(self, worker: Any) -> None:
+        import sys
+
+        sys.stdout.flush()
+        os.dup2(2, 1)
+
+
+class _LightGBMLog:
+    """LightGBM's Python-side logger here: info lines (``lightgbm.dask``'s "Finding random
+    open ports for workers") to the ``lightgbm`` logger instead of stdout, its default;
+    warnings as warnings, as by default."""
+
+    def info(self, msg: str) -> None:
+        logging.getLogger("lightgbm").info(msg)
+
+    def warning(self, msg: str) -> None:
+        warnings.warn(msg, stacklevel=3)
 
 
 def worker_check(root: str) -> tuple[str, bool, bool]:
@@ -261,6 +292,7 @@ def connect(
                     )
                 )
                 client = stack.enter_context(distributed.Client(cluster, timeout=timeout))
+                client.register_plugin(LocalWorkerOutput(), name="oxy-local-worker-output")
             else:
                 client = stack.enter_context(distributed.Client(spec.address, timeout=timeout))
         except (OSError, TimeoutError) as exc:
@@ -395,14 +427,6 @@ def training_pairs(
         executor.release(futures)
 
 
-def _lightgbm_logs_to_logging() -> None:
-    """On a worker: LightGBM's own log lines (the network set-up of ``lightgbm.dask``) go to
-    the ``lightgbm`` logger, not to the stdout the worker shares with a local client."""
-    import lightgbm as lgb
-
-    lgb.register_logger(logging.getLogger("lightgbm"))
-
-
 def _matrix(frame: Any) -> Any:
     from engine.features import feature_matrix
 
@@ -456,6 +480,7 @@ class DistributedPairs:
         these pairs, validated on ``valid`` (a frame), cut at its best round."""
         import dask
         import dask.array as da
+        import lightgbm as lgb
         import numpy as np
         from lightgbm.dask import DaskLGBMRegressor
 
@@ -482,7 +507,7 @@ class DistributedPairs:
         regressor = DaskLGBMRegressor(
             client=client, n_estimators=model.num_boost_round, verbose=-1, **params
         )
-        client.run(_lightgbm_logs_to_logging)
+        lgb.register_logger(_LightGBMLog())
         with self.executor._faults("train: lightgbm.dask", xs + ys), warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Parameter n_jobs will be ignored")
             regressor.fit(x, y, feature_name=list(FEATURES))

@@ -195,13 +195,26 @@ def assert_scored_alike(embedded: Warehouse, clustered: Warehouse) -> None:
 
 
 def test_scores_on_a_cluster_equal_embedded_full_and_incremental(
-    scheduler: str, ingested: Path, demo: Path, tmp_path: Path
+    scheduler: str,
+    ingested: Path,
+    demo: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     config, embedded, clustered = pair(ingested, demo, tmp_path)
     mine = score(embedded)
-    with connect(scheduler, clustered.root, config, echo=lambda _: None) as executor:
+    capsys.readouterr()
+    lines: list[str] = []
+    with connect(scheduler, clustered.root, config, echo=lines.append, progress=True) as executor:
         theirs = score(clustered, executor=executor)
         assert executor.tasks >= 2  # the site stage and at least one batch ran on workers
+        # the dashboard's link, and a progress bar over each stage's partitions (stderr)
+        assert lines == [
+            f"dask: 2 worker(s) at {scheduler}; dashboard {executor.client.dashboard_link}"
+        ]
+        assert lines[0].endswith("/status")
+        bars = capsys.readouterr().err
+        assert "score: sites: 100%" in bars and "score: 100%" in bars and " partition" in bars
         assert_scored_alike(embedded, clustered)
         assert (mine.rows_scored, mine.anomalies, mine.events) == (
             theirs.rows_scored,
@@ -338,6 +351,37 @@ def test_training_past_the_threshold_fits_with_lightgbm_dask(
         assert abs(a - b) <= 0.25 * a, (metric, a, b)
     assert mine.metrics["train"]["n"] == theirs.metrics["train"]["n"]
     assert (Path(theirs.path) / "model.txt").read_text().startswith("tree")
+
+
+def test_local_cluster_from_the_command_line_keeps_stdout_for_the_result(
+    ingested: Path, demo: Path, tmp_path: Path
+) -> None:
+    """`--scheduler local:2` starts and stops its own cluster; lightgbm.dask's log lines, which
+    its workers print to the stdout they share with the command, go to stderr: --json's
+    stdout is the result alone."""
+    config = config_of(demo)
+    wh = copy_of(ingested, tmp_path, "warehouse", config)
+    score(wh)
+    toml = tmp_path / "oxy.toml"
+    toml.write_text(
+        (demo / "first" / "sources.toml").read_text()
+        + '\n[cluster]\ndask_train_rows = 0\nlocal_memory_limit = "2GB"\n'
+        + "\n[forecast]\nlearning_rates = [0.1]\nnum_leaves = [7]\nnum_boost_round = 20\n"
+        + 'valid_days = 3\ntest_days = 2\norigin_every = "3h"\nbacktest_every = "3d"\n'
+        + 'backtest_step = "30m"\n'
+    )
+    run = subprocess.run(
+        [Path(sys.executable).parent / "oxy", "--warehouse", str(wh.root), "--config", str(toml)]
+        + ["--scheduler", "local:2", "--json", "train"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout)  # nothing but the result on stdout
+    assert result["metrics"]["train"]["n"] > 0
+    assert "dask: 2 worker(s) at local:2; dashboard http://" in run.stderr
+    assert "[LightGBM]" in run.stderr  # lightgbm.dask did run on the workers
 
 
 def _state(wh: Warehouse) -> dict[str, Any]:

@@ -3,9 +3,10 @@
 On the demo fleet (`oxy demo-data big --sensors-per-site 20 --days 90`: 100 sensors, ~13 M
 readings), each of `oxy score --full`, `oxy train` and `oxy forecast` runs embedded, then with a
 LocalCluster of 1 and of 2 worker processes (1 thread each), every stage in its own client
-subprocess (its peak RSS is its own) with the workers restarted before it (theirs are too).
-The cluster's scheduler runs here, started once: the figures leave out its start-up, which
-`--scheduler local:N` adds to a command (measured once, below the table).
+subprocess (its peak RSS is its own) against a LocalCluster started fresh for it (its workers'
+peak RSS is the stage's). The cluster runs in this process and is started before the clock:
+the figures leave out its start-up, which `--scheduler local:N` adds to a command (measured
+once, below the table).
 
 From the task stream (each partition's compute time on its worker) and the client's share
 of each wall time, a cost model for 5,000 sensors x 1 year is written beside the table.
@@ -37,7 +38,17 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 STAGES = ("score", "train", "forecast")
+RAW = Path(tempfile.gettempdir()) / "oxy-bench-cluster-raw.json"  # the last run's figures
 TARGET_SENSORS, TARGET_DAYS = 5_000, 365
+
+
+def command() -> str:
+    """This run's command line, as bench/results.py prints it."""
+    import shlex
+
+    from results import _relative
+
+    return " ".join(shlex.quote(a) for a in [".venv/bin/python", *_relative(sys.argv)])
 
 
 def peak_rss_mb() -> float:
@@ -61,8 +72,8 @@ def load() -> str:
 
 
 def warm() -> None:
-    """Import what the workers run, as a long-lived cluster's workers have (the restart that
-    resets their peak RSS also empties them)."""
+    """Import what the workers run, as a long-lived cluster's workers have (the fresh cluster
+    that resets their peak RSS also empties them)."""
     import engine.anomaly
     import engine.cluster
     import engine.forecast
@@ -89,7 +100,7 @@ def run_stage(stage: str, root: str, scheduler: str | None) -> dict[str, Any]:
         ready_rss = peak_rss_mb()  # imported, connected: before the stage's own work
         if stage == "score":
             summary = score(wh, full=True, executor=ex)
-            extra = {"rows": summary.rows_scored}
+            extra = {"rows": summary.rows_scored, "row_bytes": score_row_bytes(wh)}
         elif stage == "train":
             result = train(wh, echo=quiet, executor=ex)
             extra = {"test_mae": result.metrics["test"]["mae"]}
@@ -104,6 +115,16 @@ def run_stage(stage: str, root: str, scheduler: str | None) -> dict[str, Any]:
         "ready_rss_mb": ready_rss,
         **extra,
     }
+
+
+def score_row_bytes(wh: Any) -> float:
+    """Bytes per row of the scores a batch holds in memory until its files are written (one
+    anomaly_scores file read back into polars)."""
+    import polars as pl
+
+    files = sorted((wh.marts_dir / "anomaly_scores").rglob("*.parquet"))
+    frame = pl.read_parquet(max(files, key=lambda p: p.stat().st_size))
+    return frame.estimated_size() / max(frame.height, 1)
 
 
 class _null:
@@ -159,70 +180,58 @@ def measure(base: Path, work: Path, sensors_per_site: int, days: int) -> str:
     sensors = 5 * sensors_per_site
     print(f"{sensors} sensors x {days} days: {readings:,} readings (load {load()})", flush=True)
     rows: list[dict[str, Any]] = []
-    streams: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    stats: dict[str, dict[str, float]] = {}  # per "stage/workers": task_stats
     for workers in (0, 1, 2):
         stages = STAGES if workers < 2 else (*STAGES, "train-dask")
         wh_root = work / f"w{workers}"
         shutil.rmtree(wh_root, ignore_errors=True)
         shutil.copytree(base, wh_root)
-        cluster = client = None
-        if workers:
-            cluster = distributed.LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=":0",
-                silence_logs=logging.ERROR,
-                memory_limit="6GB",
-            )
-            client = distributed.Client(cluster)
-            client.register_plugin(LocalWorkerOutput(), name="oxy-local-worker-output")
-        try:
-            for stage in stages:
-                before = load()
-                idle = None
-                if client is not None:
-                    restart(client, workers)
+        for stage in stages:
+            before = load()
+            idle = worker_rss = None
+            if workers:
+                # a fresh cluster per stage: its workers' peak RSS is this stage's (a restart
+                # of the same cluster once never brought its worker back on the loaded box)
+                with (
+                    distributed.LocalCluster(
+                        n_workers=workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=":0",
+                        silence_logs=logging.ERROR,
+                        memory_limit="6GB",
+                    ) as cluster,
+                    distributed.Client(cluster) as client,
+                ):
+                    client.register_plugin(LocalWorkerOutput(), name="oxy-local-worker-output")
+                    client.wait_for_workers(workers, timeout=600)
+                    client.run(warm)
                     idle = max(client.run(peak_rss_mb).values())  # warmed, before the stage
                     with distributed.get_task_stream(client=client) as ts:
-                        found = child(stage, wh_root, cluster.scheduler_address)  # type: ignore[union-attr]
-                    streams[(stage, workers)] = list(ts.data)
-                    rss = client.run(peak_rss_mb)
-                    worker_rss = max(rss.values())
-                else:
-                    found = child(stage, wh_root, None)
-                    worker_rss = None
-                row = {
-                    "stage": stage,
-                    "workers": workers,
-                    "seconds": found["seconds"],
-                    "client_rss": found["rss_mb"],
-                    "client_idle_rss": found["ready_rss_mb"],
-                    "worker_rss": worker_rss,
-                    "worker_idle_rss": idle,
-                    "load": f"{before} -> {load()}",
-                    **{k: v for k, v in found.items() if k in ("rows", "test_mae")},
-                }
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-        finally:
-            if client is not None:
-                client.close()
-            if cluster is not None:
-                cluster.close()
+                        found = child(stage, wh_root, cluster.scheduler_address)
+                    stats[f"{stage}/{workers}"] = task_stats(list(ts.data))
+                    worker_rss = max(client.run(peak_rss_mb).values())
+            else:
+                found = child(stage, wh_root, None)
+            row = {
+                "stage": stage,
+                "workers": workers,
+                "seconds": found["seconds"],
+                "client_rss": found["rss_mb"],
+                "client_idle_rss": found["ready_rss_mb"],
+                "worker_rss": worker_rss,
+                "worker_idle_rss": idle,
+                "load": f"{before} -> {load()}",
+                **{k: v for k, v in found.items() if k in ("rows", "test_mae", "row_bytes")},
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     startup = local_startup()
-    return report(rows, streams, readings, sensors, days, startup)
-
-
-def restart(client: Any, workers: int) -> None:
-    """Fresh worker processes (their peak RSS is the next stage's), warmed; on a loaded box
-    the restart may outlast Dask's wait: wait longer."""
-    try:
-        client.restart(timeout=300, wait_for_workers=False)
-    except TimeoutError:
-        pass
-    client.wait_for_workers(workers, timeout=600)
-    client.run(warm)
+    raw = {"rows": rows, "stats": stats, "readings": readings, "sensors": sensors}
+    raw |= {"days": days, "startup": startup}
+    RAW.write_text(json.dumps({**raw, "command": command()}, indent=1))
+    print(f"raw figures in {RAW} (--render re-writes the section from them)", flush=True)
+    return report(**raw)
 
 
 def local_startup() -> float:
@@ -257,7 +266,7 @@ def task_stats(records: list[dict[str, Any]]) -> dict[str, float]:
 
 def report(
     rows: list[dict[str, Any]],
-    streams: dict[tuple[str, int], list[dict[str, Any]]],
+    stats: dict[str, dict[str, float]],
     readings: int,
     sensors: int,
     days: int,
@@ -294,7 +303,7 @@ def report(
         "two worker processes, checking that they see the warehouse), not in the table."
     )
     lines.append("")
-    lines += cost_model(by, streams, readings, sensors, days)
+    lines += cost_model(by, stats, readings, sensors, days)
     lines += ["", *COST_NOTES]
     return "\n".join(lines)
 
@@ -304,7 +313,7 @@ NS = (4, 16, 64)  # workers in the cost model
 
 def cost_model(
     by: dict[tuple[str, int], dict[str, Any]],
-    streams: dict[tuple[str, int], list[dict[str, Any]]],
+    stats: dict[str, dict[str, float]],
     readings: int,
     sensors: int,
     days: int,
@@ -330,11 +339,13 @@ def cost_model(
         f"~{target / buckets / 1e6:.0f} M readings, past `chunk_rows` = {chunk_rows / 1e6:g} M: "
         "every score batch is one bucket). Score and forecast from the 1-worker run, train from "
         "the lightgbm.dask run on 2 workers (at that size the ~58 M training pairs are past "
-        "`dask_train_rows`). Memory per worker: its idle peak RSS (restarted, warmed) plus the "
-        "stage's peak above it, scaled by what one task holds: score, a batch's readings (its "
-        "scores are held until its files are written); forecast, a bucket's sensors (8 days "
-        "each); train, the training pairs a worker keeps for the fit (all of them over "
-        "min(N, buckets) workers).",
+        "`dask_train_rows`). Memory per worker: its idle peak RSS (fresh, warmed) plus the "
+        "stage's peak above it, scaled by what one task holds (an upper bound: part of that "
+        "excess is fixed): score, a chunk's working set scaled to a full `chunk_rows` plus the "
+        "batch's score rows, held twice until its files are written (the parts and their "
+        "concatenation; bytes per row measured on this run's mart); forecast, a bucket's "
+        "sensors (8 days each); train, the training pairs a worker keeps for the fit (all of "
+        "them over min(N, buckets) workers).",
         "",
         "| stage | tasks here | worker compute s here | client serial s here | "
         + " | ".join(f"N = {n}: wall h, GB per worker" for n in NS)
@@ -344,9 +355,9 @@ def cost_model(
     for stage in STAGES:
         measured = ("train-dask", 2) if stage == "train" else (stage, 1)
         row = by[measured]
-        stats = task_stats(streams.get(measured, []))
-        work = sum(v for k, v in stats.items() if k.endswith("_sum"))
-        mine = {k.removesuffix("_n"): int(v) for k, v in stats.items() if k.endswith("_n")}
+        tasks_of = stats.get(f"{measured[0]}/{measured[1]}", {})
+        work = sum(v for k, v in tasks_of.items() if k.endswith("_sum"))
+        mine = {k.removesuffix("_n"): int(v) for k, v in tasks_of.items() if k.endswith("_n")}
         tasks = sum(n for k, n in mine.items() if k != "other")
         serial = max(row["seconds"] - work / measured[1], 0.0)
         idle, peak = row["worker_idle_rss"], row["worker_rss"]
@@ -355,14 +366,20 @@ def cost_model(
         for n in NS:
             wall = (serial + work / min(n, buckets)) * scale / 3600
             if stage == "score":
-                here = readings / max(mine.get("score", 1), 1)
-                held = max(target / buckets, min(chunk_rows, target)) / here
+                # a chunk's working set (scaled to a full chunk) + the batch's score rows, twice
+                # (the chunks' parts and their concatenation)
+                batch_here = readings / max(mine.get("score", 1), 1)
+                batch_target = max(target / buckets, min(chunk_rows, target))
+                chunk_here = min(batch_here, chunk_rows)
+                row_mb = row["row_bytes"] / 2**20
+                working = max(above - 2 * row_mb * batch_here, 0.0) * chunk_rows / chunk_here
+                memory = idle + working + 2 * row_mb * batch_target
             elif stage == "forecast":
                 here = sensors / max(mine.get("forecast", 1), 1)
-                held = TARGET_SENSORS / buckets / here
+                memory = idle + above * TARGET_SENSORS / buckets / here
             else:
-                held = scale * measured[1] / min(n, buckets)
-            cells.append(f"{wall:.2f} h, {(idle + above * held) / 1024:.1f} GB")
+                memory = idle + above * scale * measured[1] / min(n, buckets)
+            cells.append(f"{wall:.2f} h, {memory / 1024:.1f} GB")
         lines.append(f"| {stage} | {tasks} | {work:.1f} | {serial:.1f} | {' | '.join(cells)} |")
     return lines
 
@@ -409,6 +426,9 @@ def main() -> None:
     parser.add_argument("--sensors-per-site", type=int, default=20)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--no-write", action="store_true", help="print, do not write RESULTS")
+    parser.add_argument(
+        "--render", action="store_true", help=f"no run: the section from the last run's {RAW}"
+    )
     args = parser.parse_args()
     if args.run:
         print(json.dumps(run_stage(args.run, args.warehouse, args.scheduler)))
@@ -418,11 +438,17 @@ def main() -> None:
         return
     from results import write_section
 
-    with tempfile.TemporaryDirectory(prefix="oxy-bench-cluster-") as tmp:
-        body = measure(Path(tmp) / "base", Path(tmp), args.sensors_per_site, args.days)
+    cmd = None
+    if args.render:
+        raw = json.loads(RAW.read_text())
+        cmd = raw.pop("command")  # the section says how its figures were measured
+        body = report(**raw)
+    else:
+        with tempfile.TemporaryDirectory(prefix="oxy-bench-cluster-") as tmp:
+            body = measure(Path(tmp) / "base", Path(tmp), args.sensors_per_site, args.days)
     print(body)
     if not args.no_write:
-        path = write_section("cluster", body, title="Cluster (bench_cluster.py)")
+        path = write_section("cluster", body, title="Cluster (bench_cluster.py)", command=cmd)
         print(f"wrote {path}")
 
 

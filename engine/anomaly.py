@@ -21,7 +21,6 @@ result current:
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,11 +30,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import polars as pl
-from tqdm import tqdm
 
 from engine import OxyError, detectors
 from engine.config import Config
 from engine.detectors import DETECTORS, SCORE_COLUMNS, Windows
+from engine.progress import bar as progress_bar
 from engine.warehouse import (
     FileOp,
     StagedWarehouse,
@@ -1126,6 +1125,7 @@ def score(
     chunk_rows = int(a["run"]["chunk_rows"])
     buckets_scored = sensors_rescored = rows = 0
     with warehouse.writer() as con:
+        warehouse.forget_damaged_scores(con)  # missing/damaged score files: rescore their spans
         con.execute("set memory_limit = $m", {"m": a["run"]["memory_limit"]})
         _create_support_tables(con)
         layout = stored_layout(warehouse)
@@ -1161,12 +1161,8 @@ def score(
             con.execute("begin")
             site_stage(warehouse, con, sites, changed, a, w)
             con.execute("commit")
-        bar = tqdm(
-            total=len(work),
-            desc="score",
-            unit=" bucket",
-            disable=not progress or executor is not None,
-            leave=False,
+        bar = progress_bar(
+            total=len(work), desc="score", unit="bucket", enabled=progress and executor is None
         )
         for batch in batches if executor is None else []:
             con.execute("begin")
@@ -1427,7 +1423,7 @@ def _score_on_cluster(
             sql_rows(con, Q + "score_hourly_forget_changed")
             if result.hourly is not None:
                 sql_rows(con, Q + "score_hourly_store_files", {"files": [result.hourly]})
-            apply_file_ops(wh, result.ops)
+            apply_file_ops(wh, con, result.ops)
             for item in batch:
                 _prune_months(_scores_folder(wh, item.bucket))
             _record_files(con, batch)
@@ -1488,7 +1484,7 @@ def _drop_orphan_partitions(warehouse: Warehouse, buckets: set[int]) -> None:
             continue
         for part in folder.glob("bucket=*"):
             if int(part.name.removeprefix("bucket=")) not in buckets:
-                shutil.rmtree(part, ignore_errors=True)
+                warehouse.remove_tree(part)  # journalled and forgotten in the writer's catalog
 
 
 def _totals(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> tuple[int, int]:

@@ -45,10 +45,9 @@ from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from tqdm import tqdm
-
 from engine import OxyError, __version__
 from engine.config import Config
+from engine.progress import bar as progress_bar
 
 try:
     from distributed.diagnostics.plugin import WorkerPlugin
@@ -188,12 +187,8 @@ class DaskExecutor:
                 key = f"oxy-{name}-{i:05d}-{run}"
                 futures.append(self.client.submit(fn, *job, key=key, pure=False))
             self.tasks += len(futures)
-            bar = tqdm(
-                total=len(futures),
-                desc=label,
-                unit=" partition",
-                disable=not self.progress,
-                leave=False,
+            bar = progress_bar(
+                total=len(futures), desc=label, unit="partition", enabled=self.progress
             )
             try:
                 for future in distributed.as_completed(futures, loop=self.client.loop):

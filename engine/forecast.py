@@ -34,7 +34,6 @@ import duckdb
 import lightgbm as lgb
 import numpy as np
 import polars as pl
-from tqdm import tqdm
 
 from engine import OxyError
 from engine.artifacts import Run, latest_run, load_run, save_run
@@ -51,6 +50,7 @@ from engine.features import (
     sensor_series,
     steps_up,
 )
+from engine.progress import bar as progress_bar
 from engine.warehouse import (
     StagedWarehouse,
     Warehouse,
@@ -120,10 +120,12 @@ def excluded_minutes(
         sql_text("intermediate/int_forecast_severity_cutoff"), {"quantile": quantile}
     ).fetchall()
     cutoff = cutoff_row[0][0]
-    note = (
-        f"left out {frame.height:,} readings: severity > {cutoff or 0:.3g} (quantile {quantile}) "
-        f"or a sensor fault ({', '.join(fault_types)})"
-    )
+    faults = f"a sensor fault ({', '.join(fault_types)})"
+    if cutoff is None or cutoff >= 1:  # severity is at most 1: no reading lies above it
+        why = f"{faults}; the {quantile:g} quantile of severity is 1, so none for severity"
+    else:
+        why = f"severity above {cutoff:.3g} (its {quantile:g} quantile) or {faults}"
+    note = f"training leaves out {frame.height:,} readings: {why}"
     return frame.select("sensor_id", pl.col("ts").cast(pl.Datetime("us"))), cutoff, note
 
 
@@ -534,6 +536,7 @@ def training_frames(
     s: Mapping[str, Any],
     echo: Callable[[str], None],
     executor: Executor | None = None,
+    progress: bool = False,
 ) -> tuple[Any, pl.DataFrame, pl.DataFrame, dict[str, Any], list[str]]:
     """``(train, valid, backtest, span, notes)`` pair frames, one lake bucket at a time
     (:func:`bucket_pairs`). With ``executor`` the buckets' pairs are built on a cluster's
@@ -556,7 +559,9 @@ def training_frames(
         buckets = readings_buckets(con)
         if executor is None:
             parts = []
-            for bucket in buckets:
+            for bucket in progress_bar(
+                buckets, desc="train: features", unit="bucket", enabled=progress
+            ):
                 part = bucket_pairs(
                     bucket_readings(warehouse, con, bucket, excluded=excluded),
                     bucket,
@@ -660,6 +665,7 @@ def train(
     warehouse: Warehouse,
     *,
     echo: Callable[[str], None] = print,
+    progress: bool = False,
     executor: Executor | None = None,
 ) -> TrainResult:
     """Train, backtest and save one global model; record it in the registry.
@@ -677,7 +683,7 @@ def train(
     started = time.perf_counter()
     s = _settings(warehouse)
     train_pairs, valid_pairs, test_pairs, span, notes = training_frames(
-        warehouse, s, echo, executor
+        warehouse, s, echo, executor, progress
     )
     for note in notes:
         echo(note)
@@ -699,6 +705,8 @@ def train(
         "max_bin": 63,
     }
     grid_results, best = [], None
+    grid_size = len(s["learning_rates"]) * len(s["num_leaves"])
+    fits = progress_bar(total=grid_size, desc="train: grid", unit="model", enabled=progress)
     for lr in s["learning_rates"]:
         for leaves in s["num_leaves"]:
             params = {**base, "learning_rate": lr, "num_leaves": leaves}
@@ -727,6 +735,8 @@ def train(
             )
             if best is None or mae < best[0]:
                 best = (mae, model, params)
+            fits.update()
+    fits.close()
     assert best is not None
     model = best[1]
     valid_z = model.predict_z(valid_pairs)
@@ -1005,18 +1015,25 @@ def forecast(
             ]
             buckets = []  # the loop below has nothing left to do
             try:
-                for part in executor.map(forecast_job, jobs, label="forecast"):
-                    if part is None:
-                        continue
-                    apply_file_ops(warehouse, part.ops)
-                    sensors += part.sensors
-                    rows += part.rows
-                    forecast_sensors += part.statuses.get("ok", 0)
-                    for name, n in part.statuses.items():
-                        statuses[name] = statuses.get(name, 0) + n
+                parts = executor.map(forecast_job, jobs, label="forecast")
+                con.execute("begin")  # every bucket's partitions, recorded, in one transaction
+                try:
+                    for part in parts:
+                        if part is None:
+                            continue
+                        apply_file_ops(warehouse, con, part.ops)
+                        sensors += part.sensors
+                        rows += part.rows
+                        forecast_sensors += part.statuses.get("ok", 0)
+                        for name, n in part.statuses.items():
+                            statuses[name] = statuses.get(name, 0) + n
+                    con.execute("commit")
+                except BaseException:
+                    con.execute("rollback")
+                    raise
             finally:
                 warehouse.sweep_units()
-        bar = tqdm(buckets, desc="forecast", unit=" bucket", disable=not progress, leave=False)
+        bar = progress_bar(buckets, desc="forecast", unit="bucket", enabled=progress)
         reader = con.cursor()  # the next bucket is read while this one is forecast
 
         def read(bucket: int) -> tuple[SeriesGrid, pl.DataFrame | None] | None:

@@ -37,6 +37,7 @@ from cli import oxy  # noqa: E402
 from conftest import FAST_FORECAST  # noqa: E402
 from engine import OxyError  # noqa: E402
 from engine.anomaly import score  # noqa: E402
+from engine.check import check_warehouse  # noqa: E402
 from engine.cluster import connect, parse_scheduler  # noqa: E402
 from engine.config import Config  # noqa: E402
 from engine.demo import generate_demo  # noqa: E402
@@ -229,6 +230,35 @@ def test_scores_on_a_cluster_equal_embedded_full_and_incremental(
         assert_scored_alike(embedded, clustered)
         assert no_catalog_opened(executor)
     assert not list(clustered.staging_dir.glob("unit-*"))  # the workers' files were moved
+    # the files the client committed are recorded as embedded writes are (size, rows)
+    assert check_warehouse(clustered).problems == []
+    assert table(clustered, "select count(*) as n from mart_files")["n"][0] == table(
+        embedded, "select count(*) as n from mart_files"
+    )["n"][0]
+
+
+@pytest.mark.parametrize("mart", ["anomaly_scores", "anomaly_events"])
+def test_a_cluster_score_repairs_a_missing_or_damaged_score_file(
+    scheduler: str, ingested: Path, demo: Path, tmp_path: Path, mart: str
+) -> None:
+    """`oxy score` rescores the span of a deleted or truncated anomaly mart file on a cluster
+    too: to the clean run's result, recorded, and nothing left to rescore after."""
+    config, embedded, clustered = pair(ingested, demo, tmp_path)
+    score(embedded)
+    with connect(scheduler, clustered.root, config, echo=lambda _: None) as executor:
+        score(clustered, executor=executor)
+        files = sorted((clustered.marts_dir / mart).rglob("*.parquet"))
+        assert len(files) >= 2
+        files[0].unlink()
+        files[-1].write_bytes(files[-1].read_bytes()[:-100])
+        kinds = sorted(p.kind for p in check_warehouse(clustered).problems)
+        assert kinds == ["missing", "truncated"]
+        repaired = score(clustered, executor=executor)
+        assert repaired.rows_scored > 0
+        assert_scored_alike(embedded, clustered)
+        assert check_warehouse(clustered).problems == []
+        assert score(clustered, executor=executor).rows_scored == 0
+        assert no_catalog_opened(executor)
 
 
 def test_a_killed_worker_is_recomputed_and_nothing_is_committed_twice(
@@ -332,6 +362,7 @@ def test_train_and_forecast_on_a_cluster_equal_embedded(
         query = f"select * exclude (run_id, bucket) from {name} order by all"
         assert_same(table(embedded, query), table(clustered, query), name)
     assert table(clustered, "select count(*) as n from forecasts")["n"][0] > 0
+    assert check_warehouse(clustered).problems == []  # forecast partitions recorded too
 
 
 def test_training_past_the_threshold_fits_with_lightgbm_dask(
@@ -465,17 +496,48 @@ def test_staged_writes_publish_nothing_until_applied(warehouse: Warehouse) -> No
     old = pl.DataFrame({"x": [1, 2]})
     old.write_parquet(folder / "a.parquet")
     old.write_parquet(folder / "b.parquet")
-    staged = StagedWarehouse(warehouse.root, warehouse.config)
-    new = staged.staging_path()
-    pl.DataFrame({"x": [3]}).write_parquet(new)
-    staged.replace_file(new, folder / "a.parquet", expected_rows=1)
-    staged.remove_file(folder / "b.parquet")
-    assert pl.read_parquet(folder / "a.parquet")["x"].to_list() == [1, 2]  # untouched
-    assert (folder / "b.parquet").exists()
-    assert pl.read_parquet(staged.current(folder / "a.parquet"))["x"].to_list() == [3]
-    assert apply_file_ops(warehouse, staged.ops) == 1
+
+    def stage() -> StagedWarehouse:
+        """A worker's writes while the client holds the writer (as in a cluster run)."""
+        staged = StagedWarehouse(warehouse.root, warehouse.config)
+        new = staged.staging_path()
+        pl.DataFrame({"x": [3]}).write_parquet(new)
+        staged.replace_file(new, folder / "a.parquet", expected_rows=1)
+        staged.remove_file(folder / "b.parquet")
+        assert pl.read_parquet(folder / "a.parquet")["x"].to_list() == [1, 2]  # untouched
+        assert (folder / "b.parquet").exists()
+        assert pl.read_parquet(staged.current(folder / "a.parquet"))["x"].to_list() == [3]
+        return staged
+
+    for outcome in ("rollback", "commit"):
+        with warehouse.writer() as con:  # the older files are adopted: listed with sizes
+            staged = stage()
+            con.execute("begin")
+            assert apply_file_ops(warehouse, con, staged.ops) == 1
+            con.execute(outcome)
+        if outcome == "rollback":  # put back with the transaction
+            assert pl.read_parquet(folder / "a.parquet")["x"].to_list() == [1, 2]
+            assert (folder / "b.parquet").exists()
     assert pl.read_parquet(folder / "a.parquet")["x"].to_list() == [3]
     assert not (folder / "b.parquet").exists()
+    # recorded as the embedded engine records its writes: `oxy check` finds nothing wrong
+    listed = table(warehouse, "select path, rows, bytes from mart_files order by path")
+    a = folder / "a.parquet"
+    assert listed.rows() == [(str(a.relative_to(warehouse.root)), 1, a.stat().st_size)]
+    with warehouse.reader() as con:
+        assert warehouse.check_files(con, deep=True) == []
+
+
+def test_a_warehouse_sent_to_a_worker_leaves_its_writer_connection_behind(
+    warehouse: Warehouse,
+) -> None:
+    """Score jobs and ingest scans carry the client's Warehouse, whose open writer connection
+    (DuckDB) cannot be pickled and must not travel: a copy holds paths and config only."""
+    pl.DataFrame({"x": [1]}).write_parquet(warehouse.staging_path())  # makes the root
+    with warehouse.writer():
+        copy = cloudpickle.loads(cloudpickle.dumps(warehouse))
+    assert copy.root == warehouse.root and copy.config.data == warehouse.config.data
+    assert copy._writer_con is None and copy._journals == {}
 
 
 @pytest.mark.parametrize(

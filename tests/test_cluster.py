@@ -232,9 +232,10 @@ def test_scores_on_a_cluster_equal_embedded_full_and_incremental(
     assert not list(clustered.staging_dir.glob("unit-*"))  # the workers' files were moved
     # the files the client committed are recorded as embedded writes are (size, rows)
     assert check_warehouse(clustered).problems == []
-    assert table(clustered, "select count(*) as n from mart_files")["n"][0] == table(
-        embedded, "select count(*) as n from mart_files"
-    )["n"][0]
+    assert (
+        table(clustered, "select count(*) as n from mart_files")["n"][0]
+        == table(embedded, "select count(*) as n from mart_files")["n"][0]
+    )
 
 
 @pytest.mark.parametrize("mart", ["anomaly_scores", "anomaly_events"])
@@ -392,7 +393,7 @@ def test_local_cluster_from_the_command_line_keeps_stdout_for_the_result(
     stdout is the result alone."""
     config = config_of(demo)
     wh = copy_of(ingested, tmp_path, "warehouse", config)
-    score(wh)
+    embedded = score(wh)
     toml = tmp_path / "oxy.toml"
     toml.write_text(
         (demo / "first" / "sources.toml").read_text()
@@ -401,18 +402,45 @@ def test_local_cluster_from_the_command_line_keeps_stdout_for_the_result(
         + 'valid_days = 3\ntest_days = 2\norigin_every = "3h"\nbacktest_every = "3d"\n'
         + 'backtest_step = "30m"\n'
     )
-    run = subprocess.run(
-        [Path(sys.executable).parent / "oxy", "--warehouse", str(wh.root), "--config", str(toml)]
-        + ["--scheduler", "local:2", "--json", "train"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    command = [Path(sys.executable).parent / "oxy", "--warehouse", str(wh.root)]
+    command += ["--config", str(toml), "--scheduler", "local:2", "--json"]
+    run = subprocess.run([*command, "score", "--full"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout)  # nothing but the result on stdout
+    assert result["full"] and result["rows_scored"] == embedded.rows_scored
+    assert (result["anomalies"], result["events"]) == (embedded.anomalies, embedded.events)
+    assert "dask: 2 worker(s) at local:2; dashboard http://" in run.stderr
+    run = subprocess.run([*command, "train"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout)
     assert result["metrics"]["train"]["n"] > 0
     assert "dask: 2 worker(s) at local:2; dashboard http://" in run.stderr
     assert "[LightGBM]" in run.stderr  # lightgbm.dask did run on the workers
+
+
+def test_the_command_line_draws_a_bar_over_partitions_on_a_terminal(
+    ingested: Path, demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a terminal, `oxy --scheduler local:2 score` prints the cluster and its dashboard
+    link, then a bar over each stage's partitions, all on stderr; stdout keeps the summary."""
+    import cli
+
+    config = config_of(demo)
+    wh = copy_of(ingested, tmp_path, "warehouse", config)
+    toml = tmp_path / "oxy.toml"
+    toml.write_text((demo / "first" / "sources.toml").read_text())
+    monkeypatch.setattr(cli, "wanted", lambda **_: True)  # as if stderr were a terminal
+    result = CliRunner().invoke(
+        oxy,
+        ["--warehouse", str(wh.root), "--config", str(toml), "--scheduler", "local:2", "score"],
+    )
+    assert result.exit_code == 0, result.output
+    err = result.stderr
+    assert err.startswith("dask: 2 worker(s) at local:2; dashboard http://"), err[:300]
+    for stage in ("score: sites", "score"):
+        assert f"{stage}: 100%" in err, err[-1000:]
+    assert " partition" in err and " bucket" not in err  # the cluster's bars, not embedded's
+    assert result.stdout.startswith("this run (new readings only): scored ")
 
 
 def _state(wh: Warehouse) -> dict[str, Any]:

@@ -179,6 +179,7 @@ def measure(base: Path, work: Path, sensors_per_site: int, days: int) -> str:
     readings = int(out.stdout.strip().splitlines()[-1])
     sensors = 5 * sensors_per_site
     print(f"{sensors} sensors x {days} days: {readings:,} readings (load {load()})", flush=True)
+    started = time.gmtime()
     rows: list[dict[str, Any]] = []
     stats: dict[str, dict[str, float]] = {}  # per "stage/workers": task_stats
     for workers in (0, 1, 2):
@@ -229,6 +230,9 @@ def measure(base: Path, work: Path, sensors_per_site: int, days: int) -> str:
     startup = local_startup()
     raw = {"rows": rows, "stats": stats, "readings": readings, "sensors": sensors}
     raw |= {"days": days, "startup": startup}
+    raw["measured"] = (
+        f"{time.strftime('%Y-%m-%d %H:%M', started)}-{time.strftime('%H:%M', time.gmtime())} UTC"
+    )
     RAW.write_text(json.dumps({**raw, "command": command()}, indent=1))
     print(f"raw figures in {RAW} (--render re-writes the section from them)", flush=True)
     return report(**raw)
@@ -271,10 +275,12 @@ def report(
     sensors: int,
     days: int,
     startup: float,
+    measured: str | None = None,
 ) -> str:
     by = {(r["stage"], r["workers"]): r for r in rows}
     lines = [
-        f"{sensors} sensors x {days} days ({readings:,} readings), 2 cores shared with other "
+        (f"Run {measured} (the stamp above is when the section was written). " if measured else "")
+        + f"{sensors} sensors x {days} days ({readings:,} readings), 2 cores shared with other "
         "engineers' jobs: the load average (1 min / 5 min) before -> after each stage is beside "
         "it; timings on this box vary by tens of percent between runs.",
         "",
@@ -298,6 +304,25 @@ def report(
                 f"{r['client_rss']:.0f} | {worker} | {r['load']} |"
             )
     lines.append("")
+    maes = {(r["stage"], r["workers"]): r["test_mae"] for r in rows if "test_mae" in r}
+    gathered = {maes[k] for k in maes if k[0] == "train"}
+    if maes:
+        same = (
+            f"the same in every gathered train row ({next(iter(gathered)):.4f})"
+            if len(gathered) == 1
+            else "NOT the same in the gathered train rows ("
+            + ", ".join(f"{v:.4f}" for k, v in sorted(maes.items()) if k[0] == "train")
+            + ")"
+        )
+        lines.append(f"Test MAE (mg/L) of the trained model: {same}")
+        if ("train-dask", 2) in maes and ("train", 0) in maes:
+            dask, base = maes[("train-dask", 2)], maes[("train", 0)]
+            lines[-1] += (
+                f"; lightgbm.dask {dask:.4f} ({(dask / base - 1) * 100:+.1f} % against embedded: "
+                "data-parallel trees, and no early stopping)"
+            )
+        lines[-1] += "."
+        lines.append("")
     lines.append(
         f"`--scheduler local:2` adds {startup:.1f} s to a command (starting the scheduler and "
         "two worker processes, checking that they see the warehouse), not in the table."

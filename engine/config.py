@@ -204,6 +204,25 @@ class Size(Spec):
         return None if size >= self.min_bytes else "too small"
 
 
+class WorkerMemory(Size):
+    """A Dask worker's ``memory_limit``: a memory size (Dask reads no percentage) or ``auto``
+    (its share of the machine's RAM)."""
+
+    @property
+    def allowed(self) -> str:  # type: ignore[override]
+        return (
+            f"a memory size of at least {self.min_bytes / 1e6:g}MB such as '4GB' or '1500MB' "
+            "(KB/MB/GB/TB, KiB/MiB/GiB/TiB), or 'auto'"
+        )
+
+    def check(self, value: Any) -> str | None:
+        if value == "auto":
+            return None
+        if isinstance(value, str) and _PERCENT.match(value):
+            return "not a memory size"
+        return super().check(value)
+
+
 _WORDS = re.compile(r"^(\d+(?:\.\d+)?) (minute|hour|day|week)s?$")
 _COMPACT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
 _COMPACT_UNITS = {"m": 1, "min": 1, "minute": 1, "minutes": 1, "h": 60, "hour": 60}
@@ -356,6 +375,13 @@ SPECS: dict[str, Spec] = {
     "warehouse.threads": Count(1, 256),
     "warehouse.buckets": Count(1, 4096),
     "warehouse.lock_timeout_s": Number(lo=0.0, hi=86400.0),
+    # [cluster] (engine/cluster.py)
+    "cluster.local_workers": Count(1, 256),
+    "cluster.local_threads": Count(1, 256),
+    "cluster.local_memory_limit": WorkerMemory(),
+    "cluster.dashboard_address": Text(),
+    "cluster.connect_timeout_s": Number(lo=0.0, hi=86400.0, lo_open=True),
+    "cluster.dask_train_rows": Count(0),
     # [ingest]
     "ingest.sentinels": ListOf(Number(), min_len=0),
     "ingest.mg/L": Limits(),

@@ -35,7 +35,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
@@ -48,6 +48,9 @@ from engine import OxyError
 from engine.config import TIME_FORMATS, Config, SourceMapping
 from engine.progress import bar as progress_bar
 from engine.warehouse import READINGS_SCHEMA, StagedFile, Warehouse, sql_rows, sql_text
+
+if TYPE_CHECKING:
+    from engine.cluster import Executor
 
 CSV_SUFFIXES = (".csv", ".txt", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -107,6 +110,7 @@ def ingest_files(
     source: str | None = None,
     progress: bool = False,
     on_result: Callable[[IngestResult], None] | None = None,
+    executor: Executor | None = None,
 ) -> list[IngestResult]:
     """Ingest files (or folders of exports) into ``warehouse``, one transaction per file.
 
@@ -123,6 +127,10 @@ def ingest_files(
         Show a progress bar (stderr) while reading.
     on_result
         Called after each file commits (e.g. to print its summary at once).
+    executor
+        Parse, validate and stage the files on a cluster's workers in parallel
+        (:class:`engine.cluster.DaskExecutor`, :func:`scan_file`); each file is then committed
+        here, in order, as without it (the duplicate rule compares with earlier files).
 
     Returns
     -------
@@ -137,12 +145,93 @@ def ingest_files(
     jobs = _plan(warehouse.config, paths, source)
     results = []
     with warehouse.writer() as con:
-        for path, mapping in jobs:
-            result = ingest_file(warehouse, con, path, mapping, progress=progress)
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
+        if executor is not None and len(jobs) > 1:
+            scans = executor.map(
+                scan_file, [(warehouse, path, mapping) for path, mapping in jobs], label="ingest"
+            )
+        else:
+            scans = [None] * len(jobs)
+        try:
+            for (path, mapping), scanned in zip(jobs, scans, strict=True):
+                if scanned is None:
+                    result = ingest_file(warehouse, con, path, mapping, progress=progress)
+                else:
+                    result = commit_scan(warehouse, con, scanned)
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+        finally:  # the scans of files a failing file stopped
+            for scanned in scans:
+                if scanned is not None and scanned.scan is not None:
+                    shutil.rmtree(scanned.scan.work, ignore_errors=True)
     return results
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """A digest already computed (a scan made on a cluster worker), as a done future."""
+
+    value: _Digest
+
+    def result(self) -> _Digest:
+        return self.value
+
+
+@dataclass(frozen=True)
+class ScannedFile:
+    """What :func:`scan_file` returns: the scan with every good row spilled under
+    ``.staging/`` (or the file's one-line error), and when it started."""
+
+    scan: _Scan | None
+    started: datetime
+    error: OxyError | None = None
+
+
+def scan_file(warehouse: Warehouse, path: Path, mapping: SourceMapping) -> ScannedFile:
+    """Steps 1 and 3 of the module docstring for one file, on a cluster worker: hash, parse,
+    validate and convert it, spilling its rows under ``.staging/`` (nothing is committed;
+    :func:`commit_scan` does that on the client). A malformed file gives its error, raised
+    when its turn to commit comes, as the embedded ingest raises it."""
+    started = _utcnow()
+    try:
+        kind = _file_kind(path)
+        if path.stat().st_size == 0:
+            raise OxyError(f"{path}: empty file")
+        digest = _digest(path)
+        scan = _Scan(
+            warehouse, path, kind, mapping, warehouse.staging_path(suffix=""), _Resolved(digest)
+        )
+        try:
+            scan.run()
+            scan.spill()
+        except BaseException:
+            shutil.rmtree(scan.work, ignore_errors=True)
+            raise
+        return ScannedFile(scan, started)
+    except OxyError as exc:
+        return ScannedFile(None, started, exc)
+
+
+def commit_scan(
+    warehouse: Warehouse, con: duckdb.DuckDBPyConnection, scanned: ScannedFile
+) -> IngestResult:
+    """Commit a file :func:`scan_file` scanned on a worker (steps 2, 4 and 5 of the module
+    docstring) through the writer connection ``con``."""
+    if scanned.error is not None or scanned.scan is None:
+        raise scanned.error or OxyError("internal: a scan without a result")
+    scan = scanned.scan
+    # the file's ingest time (ingested_at, which orders "first ingested wins") is when its
+    # commit starts here, so files keep the order of the command line, as embedded
+    started = max(_utcnow(), scanned.started)
+    ingest_id = f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    try:
+        digest = scan.digest.result()
+        previous = _previous(con, digest, scan.mapping)
+        if not previous:
+            return _commit(warehouse, con, scan, ingest_id, started)
+        return _skipped(con, ingest_id, scan.mapping, scan.path, digest, previous, started)
+    finally:
+        shutil.rmtree(scan.work, ignore_errors=True)
 
 
 def ingest_file(
@@ -181,6 +270,19 @@ def ingest_file(
             finally:
                 shutil.rmtree(work, ignore_errors=True)
     assert digest is not None
+    return _skipped(con, ingest_id, mapping, path, digest, previous, started)
+
+
+def _skipped(
+    con: duckdb.DuckDBPyConnection,
+    ingest_id: str,
+    mapping: SourceMapping,
+    path: Path,
+    digest: _Digest,
+    previous: list[tuple[Any, ...]],
+    started: datetime,
+) -> IngestResult:
+    """Log a file whose bytes were ingested before for the same source (nothing else)."""
     first_id, rows_read, quarantined = previous[0]
     result = IngestResult(
         ingest_id=ingest_id,
@@ -312,9 +414,9 @@ class _Scan:
         kind: str,
         mapping: SourceMapping,
         work: Path,
-        digest: Future[_Digest],
+        digest: Future[_Digest] | _Resolved,
         *,
-        progress: bool,
+        progress: bool = False,
     ) -> None:
         self.warehouse = warehouse
         self.config = warehouse.config
@@ -1165,4 +1267,11 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-__all__ = ["IngestResult", "classify_duplicates", "ingest_file", "ingest_files"]
+__all__ = [
+    "IngestResult",
+    "classify_duplicates",
+    "commit_scan",
+    "ingest_file",
+    "ingest_files",
+    "scan_file",
+]

@@ -40,6 +40,12 @@ PROFILE_SHIFT_MIN = 15  # the profile reads the 30-min trailing mean 15 min afte
 #: Lags of the seed (minutes), read at the origin; rounded up to the sensor's cadence.
 LAGS_MIN: tuple[int, ...] = (1, 5, 60)
 
+#: Lags (minutes, rounded up to the cadence) of the sensor's recent volatility: the mean
+#: ``|reading - reading lag earlier|`` over the :data:`VOL_DAYS` before a minute. Interpolated
+#: in log(lag) at a horizon (capped at a day), it is the scale of that horizon's intervals.
+VOL_LAGS_MIN: tuple[int, ...] = (1, 15, 60, 360, 1440)
+VOL_DAYS = 7
+
 #: Model inputs, in this order (stored in each run's meta.json and checked on load).
 FEATURES: tuple[str, ...] = (
     "horizon_min",
@@ -51,6 +57,7 @@ FEATURES: tuple[str, ...] = (
     "origin_minute_sin",
     "origin_minute_cos",
     "origin_day_of_week",
+    "origin_z",
     "lag_1m_z",
     "lag_5m_z",
     "lag_60m_z",
@@ -63,6 +70,7 @@ FEATURES: tuple[str, ...] = (
     "profile_shift_z",
     "profile_3d_z",
     "profile_days",
+    "vol_z",
 )
 
 #: Raw per-reading statistics computed by :func:`sensor_series`.
@@ -200,7 +208,7 @@ class SeriesGrid:
             arr = np.full(size, np.nan)
             arr[idx] = frame[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
             columns[name] = arr
-        return cls(
+        grid = cls(
             sensor_ids=stats["sensor_id"].to_list(),
             start=stats["start"].to_numpy(),
             cadence=stats["cadence"].to_numpy(),
@@ -208,6 +216,8 @@ class SeriesGrid:
             offset=stats["offset"].to_numpy(),
             columns=columns,
         )
+        grid.columns |= volatility_columns(grid)
+        return grid
 
     def position(self, sensor_ids: Sequence[str]) -> np.ndarray:
         """Grid position of each sensor id (-1 when the grid does not hold it)."""
@@ -245,6 +255,62 @@ class SeriesGrid:
     def last_minute(self) -> np.ndarray:
         """Each sensor's last reading (minutes since 1970)."""
         return self.start + (self.n - 1) * self.cadence
+
+
+def volatility_columns(grid: SeriesGrid) -> dict[str, np.ndarray]:
+    """``vol_<lag>m`` per slot: mean ``|value - value lag earlier|`` over the slots of the
+    :data:`VOL_DAYS` days up to and including it (NaN with fewer than a day's worth)."""
+    values = grid.columns["value"]
+    out = {f"vol_{lag}m": np.full(len(values), np.nan) for lag in VOL_LAGS_MIN}
+    for pos in range(len(grid.sensor_ids)):
+        lo, n, cad = int(grid.offset[pos]), int(grid.n[pos]), int(grid.cadence[pos])
+        v = values[lo : lo + n]
+        window = max(VOL_DAYS * MINUTES_PER_DAY // cad, 1)
+        need = max(MINUTES_PER_DAY // cad // 4, 2)
+        for lag in VOL_LAGS_MIN:
+            k = int(steps_up(lag, cad)) // cad
+            if k >= n:
+                continue
+            d = np.full(n, np.nan)
+            d[k:] = np.abs(v[k:] - v[:-k])
+            ok = np.isfinite(d)
+            total = np.concatenate([[0.0], np.cumsum(np.where(ok, d, 0.0))])
+            count = np.concatenate([[0], np.cumsum(ok)])
+            end = np.arange(1, n + 1)
+            begin = np.maximum(end - window, 0)
+            c = count[end] - count[begin]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = (total[end] - total[begin]) / c
+            out[f"vol_{lag}m"][lo : lo + n] = np.where(c >= need, mean, np.nan)
+    return out
+
+
+def volatility_at(
+    grid: SeriesGrid, where: Located, origin: np.ndarray, horizon: np.ndarray
+) -> np.ndarray:
+    """The sensor's recent volatility at ``origin`` for ``horizon``: ``vol_<lag>m`` interpolated
+    in log(lag) at ``min(horizon, 1 day)`` between the lags (rounded to the cadence)."""
+    lags = np.array(VOL_LAGS_MIN, dtype=np.int64)
+    vols = np.stack([grid.at(f"vol_{lag}m", where, origin) for lag in VOL_LAGS_MIN], axis=1)
+    eff = steps_up(lags[None, :], where.cadence[:, None]).astype(np.float64)
+    h = np.clip(horizon.astype(np.float64), eff[:, 0], MINUTES_PER_DAY)
+    # Unknown lags (short history) take the nearest known one.
+    known = np.isfinite(vols)
+    filled = vols.copy()
+    for j in range(1, len(lags)):
+        filled[:, j] = np.where(known[:, j], filled[:, j], filled[:, j - 1])
+    for j in range(len(lags) - 2, -1, -1):
+        filled[:, j] = np.where(np.isfinite(filled[:, j]), filled[:, j], filled[:, j + 1])
+    x = np.log(eff)
+    lh = np.log(h)
+    out = filled[:, -1].copy()
+    for j in range(len(lags) - 1):
+        inside = (lh >= x[:, j]) & (lh <= x[:, j + 1])
+        span = np.where(x[:, j + 1] > x[:, j], x[:, j + 1] - x[:, j], 1.0)
+        w = np.clip((lh - x[:, j]) / span, 0.0, 1.0)
+        value = filled[:, j] * (1 - w) + filled[:, j + 1] * w
+        out = np.where(inside & ~np.isnan(value), value, out)
+    return out
 
 
 def steps_up(minutes: np.ndarray | int, cadence: np.ndarray | int) -> np.ndarray:
@@ -288,6 +354,12 @@ def _baseline_and_scale(
     mean_1d = grid.at("rolling_mean_1d", where, origin)
     mean_60m = grid.at("rolling_mean_60m", where, origin)
     floor = 1e-3 + 0.01 * np.abs(np.nan_to_num(mean_60m))
+    profile_origin, _ = _profile(grid, where, origin, np.ones_like(origin))
+    profile_origin = np.where(np.isfinite(profile_origin), profile_origin, mean_1d)
+    last = grid.at("value", where, origin)
+    baseline = np.where(np.isfinite(profile_target), profile_target, mean_1d)
+    scale = np.fmax(grid.at("rolling_std_1d", where, origin), floor)
+    volatility = volatility_at(grid, where, origin, horizon)
     return {
         "where": where,
         "cadence": grid.cadence[np.where(pos >= 0, pos, 0)],
@@ -296,8 +368,13 @@ def _baseline_and_scale(
         "profile_days": days,
         "mean_1d": mean_1d,
         "mean_60m": mean_60m,
-        "baseline": np.where(np.isfinite(profile_target), profile_target, mean_1d),
-        "scale": np.fmax(grid.at("rolling_std_1d", where, origin), floor),
+        "baseline": baseline,
+        "scale": scale,
+        "profile_origin": profile_origin,
+        "last": last,
+        "vol": np.fmax(np.where(np.isfinite(volatility), volatility, scale), floor),
+        "last_day": grid.at("value", where, target - steps_up(horizon, MINUTES_PER_DAY)),
+        "last_week": grid.at("value", where, target - MINUTES_PER_WEEK),
     }
 
 
@@ -305,7 +382,7 @@ def pair_base(
     grid: SeriesGrid, pos: np.ndarray, origin: np.ndarray, horizon: np.ndarray
 ) -> pl.DataFrame:
     """The columns of :func:`pair_frame` a pair needs to turn a predicted z into a reading:
-    ``pos, origin_t, target_t, horizon_min, cadence_min, baseline, scale``."""
+    ``pos, origin_t, target_t, horizon_min, cadence_min`` and :data:`BASE_COLUMNS`."""
     b = _baseline_and_scale(grid, pos, origin, horizon)
     return pl.DataFrame(
         {
@@ -314,10 +391,15 @@ def pair_base(
             "target_t": b["target"],
             "horizon_min": horizon,
             "cadence_min": b["cadence"],
-            "baseline": b["baseline"],
-            "scale": b["scale"],
+            **{name: b[name] for name in BASE_COLUMNS},
         }
     )
+
+
+#: What turns a predicted z into a reading, its interval and its seasonal-naive alternatives:
+#: the baseline and scale, the origin's reading and profile (the anchor), the horizon's
+#: volatility (interval scale), and both seasonal naives.
+BASE_COLUMNS = ("baseline", "scale", "profile_origin", "last", "vol", "last_day", "last_week")
 
 
 def pair_frame(
@@ -325,32 +407,25 @@ def pair_frame(
 ) -> pl.DataFrame:
     """Raw quantities of each pair, all known at ``origin`` (minutes since 1970).
 
-    Columns: ``pos, origin_t, target_t, horizon_min, cadence_min, baseline, scale``, the
-    origin's lags and rolling statistics, ``last_day``, ``last_week``, ``profile_origin``,
-    ``profile_days`` and ``actual`` (the reading at the target, NaN if none: only for
-    training and scoring; never a feature).
+    Columns: ``pos, origin_t, target_t, horizon_min, cadence_min``, :data:`BASE_COLUMNS`, the
+    origin's lags and rolling statistics, ``profile_days`` and ``actual`` (the reading at the
+    target, NaN if none: only for training and scoring; never a feature).
     """
     b = _baseline_and_scale(grid, pos, origin, horizon)
     target, profile_first, mean_1d = b["target"], b["profile_first"], b["mean_1d"]
     where = b["where"]
-    profile_origin, _ = _profile(grid, where, origin, np.ones_like(origin))
     profile_3d, _ = _profile(grid, where, target, profile_first, 3)
-    profile_origin = np.where(np.isfinite(profile_origin), profile_origin, mean_1d)
     raw = {
         "pos": pos,
         "origin_t": origin,
         "target_t": target,
         "horizon_min": horizon,
         "cadence_min": b["cadence"],
-        "baseline": b["baseline"],
-        "scale": b["scale"],
-        "profile_origin": profile_origin,
+        **{name: b[name] for name in BASE_COLUMNS},
         "profile_days": b["profile_days"],
         "profile_3d": profile_3d,
         "rolling_mean_60m": b["mean_60m"],
         "rolling_std_60m": grid.at("rolling_std_60m", where, origin),
-        "last_day": grid.at("value", where, target - steps_up(horizon, MINUTES_PER_DAY)),
-        "last_week": grid.at("value", where, target - MINUTES_PER_WEEK),
         "last_day_smooth": grid.at(
             "smooth_30m", where, target - profile_first * MINUTES_PER_DAY + PROFILE_SHIFT_MIN
         ),
@@ -368,6 +443,17 @@ def pair_frame(
 
 def _z(column: str, reference: str) -> pl.Expr:
     return (pl.col(column) - pl.col(reference)) / pl.col("scale")
+
+
+def origin_z() -> pl.Expr:
+    """The reading at the origin itself relative to its profile (the seed's lags start one
+    step before it)."""
+    return _z("last", "profile_origin").alias("origin_z")
+
+
+def vol_z() -> pl.Expr:
+    """The horizon's recent volatility in units of the daily spread."""
+    return (pl.col("vol") / pl.col("scale")).alias("vol_z")
 
 
 def lag_z(lag: int) -> pl.Expr:
@@ -424,8 +510,10 @@ def minute_cos(column: str) -> pl.Expr:
 
 
 def target_z() -> pl.Expr:
-    """What the model learns: the target reading relative to the baseline, in scale units."""
-    return _z("actual", "baseline").alias("target_z")
+    """What the model learns: the target reading relative to the pair's ``anchor`` (the
+    baseline plus the origin's decaying departure, see ``engine.forecast.anchor``; the
+    baseline when no anchor column is given), in scale units."""
+    return _z("actual", "anchor").alias("target_z")
 
 
 def _local_calendar(frame: pl.DataFrame, timezones: Sequence[str], column: str) -> pl.DataFrame:
@@ -460,7 +548,11 @@ def feature_frame(pairs: pl.DataFrame, timezones: Sequence[str]) -> pl.DataFrame
         return pairs.with_columns(pl.col(f).cast(pl.Float64) for f in (*FEATURES, "target_z"))
     pairs = _local_calendar(pairs, timezones, "origin_t")
     pairs = _local_calendar(pairs, timezones, "target_t")
+    if "anchor" not in pairs.columns:
+        pairs = pairs.with_columns(pl.col("baseline").alias("anchor"))
     return pairs.with_columns(
+        origin_z(),
+        vol_z(),
         *(lag_z(lag) for lag in LAGS_MIN),
         rolling_mean_60m_z(),
         rolling_std_60m_z(),

@@ -69,14 +69,15 @@ def test_split_boundaries_and_meta(trained: tuple[Warehouse, forecast.TrainResul
     }
     assert meta["features"] == list(forecast.FEATURES)
     assert set(meta["metrics"]) >= {"train", "valid", "test", "backtest"}
-    assert meta["notes"] == ["no anomaly_scores (run `oxy score`): training on all readings"]
+    assert meta["notes"][0] == "no anomaly_scores (run `oxy score`): training on all readings"
     assert meta["versions"]["lightgbm"]
 
 
 def test_training_pairs_respect_the_split(trained: tuple[Warehouse, forecast.TrainResult]) -> None:
     wh, _ = trained
     settings = forecast._settings(wh)
-    train, valid, test, span, _ = forecast.training_frames(wh, settings, lambda _: None)
+    frames = forecast.training_frames(wh, settings, lambda _: None)
+    train, valid, test, span = frames.train, frames.valid, frames.backtest, frames.span
     to_min = int((span["split"]["valid_start"] - datetime(1970, 1, 1)).total_seconds() // 60)
     test_min = to_min + 7 * 1440
     assert train["target_t"].max() < to_min
@@ -92,7 +93,9 @@ def test_forecast_shape_and_status(trained: tuple[Warehouse, forecast.TrainResul
     wh, result = trained
     summary = forecast.forecast(wh, echo=lambda _: None)
     assert summary.run_id == result.run_id
-    assert summary.statuses == {"ok": 3, "insufficient_history": 1}
+    assert summary.forecast_sensors == 3
+    assert summary.statuses.get("insufficient_history") == 1
+    assert summary.statuses.get("ok", 0) + summary.statuses.get("fallback", 0) == 3
     with wh.reader() as con:
         rows = pl.from_arrow(
             con.sql(
@@ -112,7 +115,15 @@ def test_forecast_shape_and_status(trained: tuple[Warehouse, forecast.TrainResul
     new = status.filter(pl.col("sensor_id") == "farm|new").row(0, named=True)
     assert new["status"] == "insufficient_history" and new["steps"] == 0
     assert "need 48.0 h" in new["reason"]
-    assert status.filter(pl.col("status") == "ok")["steps"].to_list() == [10080, 10080, 672]
+    forecast_rows = status.filter(pl.col("status").is_in(["ok", "fallback"]))
+    assert forecast_rows["steps"].to_list() == [10080, 10080, 672]
+    assert new["method"] == "none"
+    chosen = result.metrics and forecast.load_run(wh, result.run_id).meta["sensor_methods"]
+    for row in forecast_rows.iter_rows(named=True):
+        method = chosen[row["sensor_id"]]["method"]
+        assert row["method"] == method
+        assert row["status"] == ("ok" if method == "model" else "fallback")
+        assert row["reason"].startswith("backtest MASE") and row["mase_scale"] > 0
 
 
 def test_forecast_one_sensor_keeps_the_others(
@@ -185,12 +196,20 @@ def test_one_step_predictions_follow_readings(
         new.select("sensor_id", "ts").cast({"ts": pl.Datetime("us")})
     )
     assert got["yhat"].is_not_null().all()
-    # The one-step forecast of the next minute is the forecast mart's first step.
+    # The one-step forecast of the next minute is the forecast mart's first step (when the run
+    # serves farm|a with the model both ways), else the last reading (persistence).
     with wh.reader() as con:
         first = con.execute(
             "select yhat from forecasts where sensor_id = 'farm|a' and horizon_min = 1"
         ).fetchall()
-    if first:
+        last_value = con.execute(
+            "select value from readings where sensor_id = 'farm|a' order by ts desc limit 1"
+        ).fetchall()[0][0]
+    one_step = run.meta["one_step"]["sensors"]["farm|a"]
+    served = run.meta["sensor_methods"]["farm|a"]["method"]
+    if one_step == "persistence":
+        assert got["yhat"][0] == pytest.approx(last_value, rel=1e-12)
+    elif first and served == "model":
         assert got["yhat"][0] == pytest.approx(first[0][0], rel=1e-9)
 
 
@@ -359,4 +378,4 @@ def test_lean_pairs_predict_what_full_pairs_predict() -> None:
     assert lean_pairs.select(keys).equals(full_pairs.select(keys))
     np.testing.assert_allclose(lean_z, full_z, rtol=0, atol=0)
     assert features.height == lean_pairs["knot"].sum() < lean_pairs.height
-    assert "last_day" not in lean_pairs.columns  # no backtest lookups between knots
+    assert "lag_60m" not in lean_pairs.columns  # no feature lookups between knots

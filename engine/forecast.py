@@ -346,13 +346,17 @@ def predict_z(
 #: Horizon bins (minutes) of the anchor's decay: how much of the origin's departure from its
 #: profile is still there h minutes later, fitted on the training pairs.
 ANCHOR_EDGES: tuple[int, ...] = (0, 1, 2, 5, 15, 30, 60, 120, 240, 480, 1440, 2880, 5760, 10080)
-MIN_ANCHOR_PAIRS = 50
+MIN_ANCHOR_PAIRS = 20
+MIN_ANCHOR_PROFILE_DAYS = 3  # the fit uses pairs whose profile averages at least this many days
 
 
 def fit_anchor(pairs: pl.DataFrame) -> list[list[float]]:
     """``[[horizon_min, beta], ...]``: per horizon bin, the least-squares ``beta`` of
     ``(actual - baseline) = beta * (origin reading - origin profile)`` (both in scale units,
-    clipped to +-10; beta clipped to [0, 1.5]), at the bin's geometric middle."""
+    clipped to +-10; beta clipped to [0, 1.5]), at the bin's geometric middle. Only pairs whose
+    profile holds :data:`MIN_ANCHOR_PROFILE_DAYS` days count: without one, the "departure"
+    is the daily cycle itself, which persists over short horizons and would inflate beta."""
+    pairs = pairs.filter(pl.col("profile_days") >= MIN_ANCHOR_PROFILE_DAYS)
     scale = pairs["scale"].to_numpy()
     departure = np.clip((pairs["last"] - pairs["profile_origin"]).to_numpy() / scale, -10, 10)
     target = np.clip((pairs["actual"] - pairs["baseline"]).to_numpy() / scale, -10, 10)
@@ -500,6 +504,14 @@ def interval_bounds(
     return prediction + q_lo * volatility, prediction + q_hi * volatility
 
 
+#: Disjoint horizon ranges (upper bound, minutes) in which each sensor's method is chosen.
+PIECES: tuple[tuple[str, int], ...] = (("first_hour", 60), ("rest_of_day", 1440), ("week", 10080))
+
+
+def _piece_of(horizon: np.ndarray) -> np.ndarray:
+    return np.minimum(np.searchsorted([u for _, u in PIECES], horizon), len(PIECES) - 1)
+
+
 def apply_forecast(
     frame: pl.DataFrame,
     z: np.ndarray,
@@ -509,22 +521,27 @@ def apply_forecast(
 ) -> pl.DataFrame:
     """``frame`` with ``anchor, yhat_model, yhat, yhat_lo, yhat_hi, method``.
 
-    ``yhat_model`` is the model (``anchor + z * scale``); ``yhat`` is each sensor's method
-    (``methods``, else the run's per-sensor choice ``meta["sensor_methods"]``, else the
-    model): a seasonal naive where the backtest found it better (the model where the naive's
-    reading is missing), with that method's intervals.
+    ``yhat_model`` is the model (``anchor + z * scale``); ``yhat`` is each sensor's method in
+    each horizon range (:data:`PIECES`): ``methods`` (sensor -> one method for every range),
+    else the run's per-sensor choice ``meta["sensor_methods"]``, else the model. A seasonal
+    naive serves where the backtest found it better (the model where its reading is
+    missing), with that method's intervals.
     """
     frame = with_anchor(frame, meta["anchor"])
     model = frame["anchor"].to_numpy() + z * frame["scale"].to_numpy()
     frame = frame.with_columns(pl.Series("yhat_model", model))
-    chosen = methods
-    if chosen is None:
-        chosen = {s: v["method"] for s, v in (meta.get("sensor_methods") or {}).items()}
-    method = frame["sensor_id"].replace_strict(
-        dict(chosen), default="model", return_dtype=pl.String
-    )
-    method = method.to_numpy()
     horizon, vol = frame["horizon_min"].to_numpy(), frame["vol"].to_numpy()
+    if methods is not None:
+        chosen = {sid: [m] * len(PIECES) for sid, m in methods.items()}
+    else:
+        chosen = {s: v["pieces"] for s, v in (meta.get("sensor_methods") or {}).items()}
+    piece = _piece_of(horizon)
+    method = np.full(len(model), "model", dtype=object)
+    for k in range(len(PIECES)):
+        per_sensor = {sid: pieces[k] for sid, pieces in chosen.items() if pieces[k] != "model"}
+        if per_sensor:
+            got = frame["sensor_id"].replace_strict(per_sensor, default="model").to_numpy()
+            method = np.where(piece == k, got, method)
     yhat, lo, hi = model.copy(), np.full(len(model), np.nan), np.full(len(model), np.nan)
     used = np.full(len(model), "model", dtype=object)
     tables = meta["intervals"]["methods"]
@@ -597,36 +614,59 @@ def backtest_report(scored: pl.DataFrame) -> dict[str, Any]:
 
 
 def choose_methods(scored: pl.DataFrame) -> dict[str, dict[str, Any]]:
-    """Per sensor of the backtest: each method's MASE (over the week's comparable rows) and
-    the chosen one -- the model unless a seasonal naive's MASE is lower."""
-    rows = _comparable(scored)
+    """Per sensor of the backtest and per horizon range (:data:`PIECES`): each method's MASE
+    over the range's comparable rows, and the chosen method -- the model unless a seasonal
+    naive's MASE there is lower. ``{sensor: {"pieces": [method per range], "mase": {range:
+    {method: MASE}}}}``."""
+    rows = _comparable(scored).with_columns(
+        pl.Series("_piece", _piece_of(_comparable(scored)["horizon_min"].to_numpy()))
+    )
     out: dict[str, dict[str, Any]] = {}
     for (sid,), part in rows.group_by("sensor_id"):
-        scores = {m: fleet_mase(part, column) for m, column in METHODS.items()}
-        best = min(scores, key=lambda m: scores[m] if math.isfinite(scores[m]) else math.inf)
-        if (
-            not math.isfinite(scores["model"])
-            or best != "model"
-            and not (scores[best] < scores["model"])
-        ):
+        pieces, table = [], {}
+        for k, (name, _) in enumerate(PIECES):
+            rows_k = part.filter(pl.col("_piece") == k)
+            scores = {m: fleet_mase(rows_k, column) for m, column in METHODS.items()}
             best = "model"
-        out[str(sid)] = {"method": best, **{m: round(v, 4) for m, v in scores.items()}}
+            for m in ("naive_day", "naive_week"):
+                if math.isfinite(scores[m]) and scores[m] < scores[best]:
+                    best = m
+            if not math.isfinite(scores["model"]):
+                best = "model"
+            pieces.append(best)
+            table[name] = {m: round(v, 4) for m, v in scores.items() if math.isfinite(v)}
+        out[str(sid)] = {"pieces": pieces, "mase": table}
     return dict(sorted(out.items()))
+
+
+def method_name(pieces: Sequence[str]) -> str:
+    """``forecast_status.method``: ``model``, ``naive_day``, ``naive_week``, or the methods by
+    horizon range joined by `` then `` (e.g. ``model then naive_week``)."""
+    names = [m for i, m in enumerate(pieces) if i == 0 or m != pieces[i - 1]]
+    return " then ".join(names)
 
 
 def method_reason(choice: Mapping[str, Any] | None) -> str:
     """The ``forecast_status.reason`` of a sensor's backtest choice."""
     if not choice:
         return "not in the run's backtest: model"
-    method = choice["method"]
-    naive = method
-    if method == "model":
-        naive = min(("naive_day", "naive_week"), key=lambda m: choice.get(m, math.inf))
-    compared = f"backtest MASE {choice['model']:.3f} vs {NAIVE_NAMES[naive]} {choice[naive]:.3f}"
-    if method == "model":
-        return f"{compared}: model"
-    period = "last day" if method == "naive_day" else "last week"
-    return f"{compared}: the model lost, the forecast repeats the {period}"
+    parts = []
+    for (name, _), method in zip(PIECES, choice["pieces"], strict=True):
+        scores = choice["mase"].get(name) or {}
+        if "model" not in scores:
+            continue
+        naive = method
+        if method == "model":
+            naives = [m for m in ("naive_day", "naive_week") if m in scores]
+            if not naives:
+                continue
+            naive = min(naives, key=scores.__getitem__)
+        label = name.replace("_", " ")
+        parts.append(
+            f"{label}: model {scores['model']:.3f} vs {NAIVE_NAMES[naive]} {scores[naive]:.3f}"
+            + ("" if method == "model" else f" -> {NAIVE_NAMES[method]}")
+        )
+    return "backtest MASE " + "; ".join(parts) if parts else "no comparable backtest: model"
 
 
 # -- training ---------------------------------------------------------------------------
@@ -1012,11 +1052,12 @@ def train(warehouse: Warehouse, *, echo: Callable[[str], None] = print) -> Train
         "test": test,
         "backtest": report,
     }
-    fallbacks = {k: v for k, v in sensor_methods.items() if v["method"] != "model"}
+    fallbacks = {k: v for k, v in sensor_methods.items() if set(v["pieces"]) != {"model"}}
     if fallbacks:
         notes.append(
-            f"{len(fallbacks)} of {len(sensor_methods)} sensor(s) lost to a seasonal naive on "
-            f"the backtest and fall back to it: {', '.join(list(fallbacks)[:5])}"
+            f"{len(fallbacks)} of {len(sensor_methods)} sensor(s) lost to a seasonal naive in "
+            "some horizon range of the backtest and fall back to it there: "
+            + ", ".join(f"{k} ({method_name(v['pieces'])})" for k, v in list(fallbacks.items())[:5])
             + (" ..." if len(fallbacks) > 5 else "")
         )
     meta = {
@@ -1377,7 +1418,9 @@ def forecast_grid(
             }
         )
     choices = run.meta.get("sensor_methods") or {}
-    methods = {s: (choices.get(s) or {}).get("method", "model") for s in grid.sensor_ids}
+    methods = {
+        s: method_name((choices.get(s) or {}).get("pieces", ["model"])) for s in grid.sensor_ids
+    }
     reasons = {s: method_reason(choices.get(s)) for s in grid.sensor_ids}
     extra = pl.DataFrame(
         {

@@ -9,7 +9,8 @@ the ``monitoring`` table (then refreshes the ``monitoring`` mart):
   the recent window compared with the reference window;
 * ``forecast_rmse`` and ``forecast_mase`` — per sensor and fleet: the production run's
   latest forecast against the readings that arrived since its origin, compared with the
-  run's test metrics;
+  run's test metrics (MASE as :mod:`engine.metrics` defines it, with the scale
+  ``oxy forecast`` stored in ``forecast_status``);
 * ``drift_psi`` — per sensor and fleet: population stability index of the value
   distribution, recent window vs reference window (reference deciles per sensor; reference
   minutes flagged anomalous are left out, so the baseline is normal behaviour).
@@ -30,12 +31,14 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import polars as pl
 
 from engine import OxyError
 from engine.registry import production_run, read_meta, split_metrics, test_window
 from engine.warehouse import (
     Warehouse,
     has_relation,
+    query_frame,
     readings_buckets,
     run_sql,
     sql_rows,
@@ -188,6 +191,31 @@ def anomaly_checks(
     return checks
 
 
+def forecast_errors(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """``scope, minutes, rmse, mae, mase`` of run ``run_id``'s latest forecast of each sensor
+    on the minutes that arrived since its origin, and for the fleet (``scope = 'fleet'``).
+
+    MASE uses each sensor's scale stored in ``forecast_status.mase_scale`` (null without one).
+    """
+    scales: list[tuple[str, float]] = []
+    if has_relation(con, "forecast_status"):
+        try:
+            scales = con.execute(
+                sql_text("intermediate/int_monitor_forecast_scales"), {"run_id": run_id}
+            ).fetchall()
+        except duckdb.BinderException:  # a forecast_status mart from before mase_scale
+            scales = []
+    return query_frame(
+        con,
+        sql_text("intermediate/int_monitor_forecast_errors"),
+        {
+            "run_id": run_id,
+            "scale_sensors": [s for s, _ in scales],
+            "scale_values": [float(v) for _, v in scales],
+        },
+    )
+
+
 def forecast_checks(
     con: duckdb.DuckDBPyConnection,
     run_id: str | None,
@@ -202,27 +230,28 @@ def forecast_checks(
     if not has_relation(con, "forecasts"):
         reason = "no forecasts yet (run `oxy forecast`)"
         return [Check("fleet", n, None, None, "skipped", reason) for n in names]
-    rows = con.execute(
-        sql_text("intermediate/int_monitor_forecast_errors"), {"run_id": run_id}
-    ).fetchall()
+    rows = forecast_errors(con, run_id).rows()
     if not rows or all(r[1] == 0 for r in rows):
         reason = f"no readings have arrived since run {run_id}'s latest forecast"
         return [Check("fleet", n, None, None, "skipped", reason) for n in names]
     min_minutes = int(cfg["forecast_min_minutes"])
     warn_ratio, alert_ratio = float(cfg["forecast_warn_ratio"]), float(cfg["forecast_alert_ratio"])
     checks = []
-    for scope, minutes, rmse, _mae, naive_mae in sorted(rows, key=lambda r: (r[0] != "fleet", r)):
+    for scope, minutes, rmse, _mae, mase in sorted(rows, key=lambda r: (r[0] != "fleet", r)):
         if minutes < min_minutes:
             reason = f"only {minutes} minutes arrived (< {min_minutes})"
             checks += [Check(scope, n, None, None, "skipped", reason) for n in names]
             continue
-        mase = _mae / naive_mae if naive_mae else None
         for name, value, ref in (
             ("forecast_rmse", rmse, test_metrics.get("rmse")),
             ("forecast_mase", mase, test_metrics.get("mase")),
         ):
             if value is None or ref is None or not math.isfinite(ref) or ref <= 0:
-                why = "no test metric on the production run" if value is not None else "no scale"
+                why = (
+                    "no test metric on the production run"
+                    if value is not None
+                    else "no MASE scale in forecast_status (run `oxy forecast`)"
+                )
                 checks.append(Check(scope, name, value, None, "skipped", why))
                 continue
             status = _grade(value, ref * warn_ratio, ref * alert_ratio)

@@ -36,7 +36,7 @@ import polars as pl  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from engine import OxyError  # noqa: E402
-from engine.monitor import parse_interval  # noqa: E402
+from engine.monitor import forecast_errors, parse_interval  # noqa: E402
 from engine.registry import (  # noqa: E402
     production_predictions,
     production_run,
@@ -164,9 +164,7 @@ def fleet_facts(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> FleetFa
     elif not has_relation(con, "forecasts"):
         forecast_note = "no forecasts yet (run `oxy forecast`)"
     else:
-        errors = query_frame(
-            con, sql_text("intermediate/int_monitor_forecast_errors"), {"run_id": run_id}
-        )
+        errors = forecast_errors(con, run_id)
         errors = errors.filter(pl.col("scope") != "fleet").rename({"scope": "sensor_id"})
         if errors.height:
             forecast_error = errors.select(

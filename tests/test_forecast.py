@@ -120,7 +120,7 @@ def test_forecast_shape_and_status(trained: tuple[Warehouse, forecast.TrainResul
     assert new["method"] == "none"
     chosen = result.metrics and forecast.load_run(wh, result.run_id).meta["sensor_methods"]
     for row in forecast_rows.iter_rows(named=True):
-        method = chosen[row["sensor_id"]]["method"]
+        method = forecast.method_name(chosen[row["sensor_id"]]["pieces"])
         assert row["method"] == method
         assert row["status"] == ("ok" if method == "model" else "fallback")
         assert row["reason"].startswith("backtest MASE") and row["mase_scale"] > 0
@@ -206,7 +206,7 @@ def test_one_step_predictions_follow_readings(
             "select value from readings where sensor_id = 'farm|a' order by ts desc limit 1"
         ).fetchall()[0][0]
     one_step = run.meta["one_step"]["sensors"]["farm|a"]
-    served = run.meta["sensor_methods"]["farm|a"]["method"]
+    served = run.meta["sensor_methods"]["farm|a"]["pieces"][0]
     if one_step == "persistence":
         assert got["yhat"][0] == pytest.approx(last_value, rel=1e-12)
     elif first and served == "model":

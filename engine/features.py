@@ -41,9 +41,11 @@ PROFILE_SHIFT_MIN = 15  # the profile reads the 30-min trailing mean 15 min afte
 LAGS_MIN: tuple[int, ...] = (1, 5, 60)
 
 #: Lags (minutes, rounded up to the cadence) of the sensor's recent volatility: the mean
-#: ``|reading - reading lag earlier|`` over the :data:`VOL_DAYS` before a minute. Interpolated
-#: in log(lag) at a horizon (capped at a day), it is the scale of that horizon's intervals.
-VOL_LAGS_MIN: tuple[int, ...] = (1, 15, 60, 360, 1440)
+#: ``|reading - reading lag earlier|`` over the :data:`VOL_DAYS` before a minute -- one step
+#: (the noise and short-term wander) and one day (the daily seasonal naive's error, which the
+#: daily cycle does not inflate). Interpolated in log(lag) at a horizon (capped at a day), it
+#: is the scale of that horizon's intervals.
+VOL_LAGS_MIN: tuple[int, ...] = (1, 1440)
 VOL_DAYS = 7
 
 #: Model inputs, in this order (stored in each run's meta.json and checked on load).
@@ -372,7 +374,7 @@ def _baseline_and_scale(
         "scale": scale,
         "profile_origin": profile_origin,
         "last": last,
-        "vol": np.fmax(np.where(np.isfinite(volatility), volatility, scale), floor),
+        "vol": np.fmax(np.where(np.isfinite(volatility), volatility, scale), 1e-9),
         "last_day": grid.at("value", where, target - steps_up(horizon, MINUTES_PER_DAY)),
         "last_week": grid.at("value", where, target - MINUTES_PER_WEEK),
     }

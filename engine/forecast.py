@@ -506,6 +506,7 @@ def interval_bounds(
 
 #: Disjoint horizon ranges (upper bound, minutes) in which each sensor's method is chosen.
 PIECES: tuple[tuple[str, int], ...] = (("first_hour", 60), ("rest_of_day", 1440), ("week", 10080))
+MIN_PIECE_ROWS = 30  # fewer comparable backtest rows in a range: the model serves it
 
 
 def _piece_of(horizon: np.ndarray) -> np.ndarray:
@@ -616,8 +617,8 @@ def backtest_report(scored: pl.DataFrame) -> dict[str, Any]:
 def choose_methods(scored: pl.DataFrame) -> dict[str, dict[str, Any]]:
     """Per sensor of the backtest and per horizon range (:data:`PIECES`): each method's MASE
     over the range's comparable rows, and the chosen method -- the model unless a seasonal
-    naive's MASE there is lower. ``{sensor: {"pieces": [method per range], "mase": {range:
-    {method: MASE}}}}``."""
+    naive's MASE there is lower (over at least :data:`MIN_PIECE_ROWS` rows).
+    ``{sensor: {"pieces": [method per range], "mase": {range: {method: MASE}}}}``."""
     rows = _comparable(scored).with_columns(
         pl.Series("_piece", _piece_of(_comparable(scored)["horizon_min"].to_numpy()))
     )
@@ -631,7 +632,7 @@ def choose_methods(scored: pl.DataFrame) -> dict[str, dict[str, Any]]:
             for m in ("naive_day", "naive_week"):
                 if math.isfinite(scores[m]) and scores[m] < scores[best]:
                     best = m
-            if not math.isfinite(scores["model"]):
+            if not math.isfinite(scores["model"]) or rows_k.height < MIN_PIECE_ROWS:
                 best = "model"
             pieces.append(best)
             table[name] = {m: round(v, 4) for m, v in scores.items() if math.isfinite(v)}

@@ -19,7 +19,7 @@ before, so the scale is 0.1 and a forecast that is 0.05 off everywhere has MASE 
 >>> import numpy as np
 >>> t = np.arange(0, 9 * 1440, 15)
 >>> y = 8 + 0.1 * (t // 1440)
->>> mase_scale(t, y, before=int(t[-1]) + 15)
+>>> round(mase_scale(t, y, before=int(t[-1]) + 15), 9)
 0.1
 >>> mase(np.full(10, 0.05), 0.1)
 0.5

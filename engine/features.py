@@ -40,11 +40,12 @@ PROFILE_SHIFT_MIN = 15  # the profile reads the 30-min trailing mean 15 min afte
 #: Lags of the seed (minutes), read at the origin; rounded up to the sensor's cadence.
 LAGS_MIN: tuple[int, ...] = (1, 5, 60)
 
-#: Lags (minutes, rounded up to the cadence) of the sensor's recent volatility: the mean
-#: ``|reading - reading lag earlier|`` over the :data:`VOL_DAYS` before a minute -- one step
-#: (the noise and short-term wander) and one day (the daily seasonal naive's error, which the
-#: daily cycle does not inflate). Interpolated in log(lag) at a horizon (capped at a day), it
-#: is the scale of that horizon's intervals.
+#: Lags (minutes, rounded up to the cadence) of the sensor's recent volatility over the
+#: :data:`VOL_DAYS` before a minute -- one step (noise and short-term wander: the mean
+#: ``|step - the same step a day earlier| / sqrt 2``, so the daily cycle's own slope does not
+#: count) and one day (the mean ``|reading - reading a day earlier|``, the daily seasonal
+#: naive's error). Interpolated in log(lag) at a horizon (capped at a day), it is the scale
+#: of that horizon's intervals.
 VOL_LAGS_MIN: tuple[int, ...] = (1, 1440)
 VOL_DAYS = 7
 
@@ -269,12 +270,18 @@ def volatility_columns(grid: SeriesGrid) -> dict[str, np.ndarray]:
         v = values[lo : lo + n]
         window = max(VOL_DAYS * MINUTES_PER_DAY // cad, 1)
         need = max(MINUTES_PER_DAY // cad // 4, 2)
+        day = MINUTES_PER_DAY // cad if MINUTES_PER_DAY % cad == 0 else 0
         for lag in VOL_LAGS_MIN:
             k = int(steps_up(lag, cad)) // cad
             if k >= n:
                 continue
             d = np.full(n, np.nan)
             d[k:] = np.abs(v[k:] - v[:-k])
+            if day and k < day and n > day + k:  # a step against the same step a day before
+                step = np.full(n, np.nan)
+                step[k:] = v[k:] - v[:-k]
+                d = np.full(n, np.nan)
+                d[day:] = np.abs(step[day:] - step[:-day]) / math.sqrt(2)
             ok = np.isfinite(d)
             total = np.concatenate([[0.0], np.cumsum(np.where(ok, d, 0.0))])
             count = np.concatenate([[0], np.cumsum(ok)])

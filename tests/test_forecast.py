@@ -387,14 +387,14 @@ def test_lean_pairs_predict_what_full_pairs_predict() -> None:
 
 
 def _noisy_sensors(cadence: int, days: int, scale: float, seed: int) -> pl.DataFrame:
-    """Twelve sensors: the same diel signal, white noise of sd 0.1 (``quiet|k``) or 0.5
+    """24 sensors: the same diel signal, white noise of sd 0.1 (``quiet|k``) or 0.5
     (``noisy|k``), all x ``scale``."""
     rng = np.random.default_rng(seed)
     t = np.arange(0, days * 1440, cadence)
     ts = pl.Series([START + timedelta(minutes=int(m)) for m in t]).cast(pl.Datetime("us"))
     signal = 8 + 1.5 * np.sin(2 * np.pi * t / 1440)
     frames = []
-    for k in range(6):
+    for k in range(12):
         for kind, sd in (("quiet", 0.1), ("noisy", 0.5)):
             frames.append(
                 pl.DataFrame(
@@ -420,7 +420,7 @@ def test_intervals_cover_nominally_per_sensor(cadence: int, scale: float, seed: 
     80 % +- 3 % of the readings of later origins, for quiet and noisy sensors alike (noise
     sd five-fold apart: each interval is scaled by its sensor's recent volatility), at any
     cadence and unit scale."""
-    readings = _noisy_sensors(cadence, 22, scale, seed)
+    readings = _noisy_sensors(cadence, 28, scale, seed)
     grid = forecast.SeriesGrid.from_series(forecast.sensor_series(readings.lazy()))
     signal_of = {
         sid: (int(part["ts"].dt.epoch("s").min() // 60), part["signal"].to_numpy())
@@ -444,7 +444,7 @@ def test_intervals_cover_nominally_per_sensor(cadence: int, scale: float, seed: 
 
     _, h, vol, actual, signal = pairs(8, 15, 30_000)
     table = forecast.conformal_intervals(actual, signal, vol, h, 0.8)
-    pos, h, vol, actual, signal = pairs(15, 16, 20_000)
+    pos, h, vol, actual, signal = pairs(15, 22, 20_000)
     lo, hi = forecast.interval_bounds(signal, vol, h, table)
     inside = (actual >= lo) & (actual <= hi)
     for name, group in (("quiet", quiet[pos]), ("noisy", ~quiet[pos])):

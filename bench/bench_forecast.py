@@ -101,7 +101,7 @@ def demo_source(sensors_per_site: int, days: int, seed: int) -> Source:
         sensors_per_site=sensors_per_site, days=days, seed=seed, clean_days=2 * HOLDOUT_DAYS
     )
     zones = dict(demo.sensors.select("sensor_id", "timezone").iter_rows())
-    readings = demo.readings.select("sensor_id", "ts", "value")
+    readings = demo.readings.select("sensor_id", "ts", "value", "unit")
     label = f"demo seed {seed}, {demo.sensors.height} sensors x {days} d, 1-min"
     source = Source(label, readings, note="the project's generator (a seed not tuned on)")
     source.timezone = json.dumps(zones)  # per-sensor zones, see _zones()
@@ -318,15 +318,17 @@ def mlforecast_peer(history: pl.DataFrame, future: pl.DataFrame) -> Outcome:
 
 
 def load_warehouse(wh: Warehouse, readings: pl.DataFrame, zones: Mapping[str, str], unit: str):
-    """Put canonical readings into a fresh lake (one batch per time zone), as ingest would."""
+    """Put canonical readings into a fresh lake (one batch per time zone and unit), as ingest
+    would; ``unit`` where the readings carry none."""
+    if "unit" not in readings.columns:
+        readings = readings.with_columns(pl.lit(unit).alias("unit"))
     frame = readings.with_columns(
-        pl.lit(unit).alias("unit"),
         pl.lit("bench").alias("customer"),
         pl.lit("bench.csv").alias("source_file"),
         pl.lit(datetime(2024, 1, 1)).alias("ingested_at"),
         pl.col("sensor_id").replace_strict(dict(zones), return_dtype=pl.String).alias("_tz"),
     )
-    for (tz,), part in frame.group_by("_tz"):
+    for (tz, part_unit), part in frame.group_by("_tz", "unit"):
         batch = part.select(READINGS_SCHEMA.names)
         with wh.writer() as con:
             wh.register_sensors(
@@ -337,7 +339,7 @@ def load_warehouse(wh: Warehouse, readings: pl.DataFrame, zones: Mapping[str, st
                         "customer": "bench",
                         "source": "bench",
                         "timezone": tz,
-                        "unit": unit,
+                        "unit": part_unit,
                         "levels": sid.split("|"),
                     }
                     for sid in batch["sensor_id"].unique().sort().to_list()
@@ -345,7 +347,8 @@ def load_warehouse(wh: Warehouse, readings: pl.DataFrame, zones: Mapping[str, st
             )
             con.register("batch_readings", batch.to_arrow().cast(READINGS_SCHEMA))
             con.execute("begin")
-            wh.publish(con, wh.stage_readings(con, f"bench-{str(tz).replace('/', '_')}"))
+            batch_id = f"bench-{str(tz).replace('/', '_')}-{str(part_unit).replace('/', '')}"
+            wh.publish(con, wh.stage_readings(con, batch_id.replace("%", "pct")))
             con.execute("commit")
             con.unregister("batch_readings")
 
@@ -357,6 +360,9 @@ def oxy_method(source: Source, history: pl.DataFrame, future: pl.DataFrame) -> O
     try:
         wh = Warehouse(tmp / "warehouse", Config.load())
         zones = _zones(source, history["sensor_id"].unique().to_list())
+        if "unit" in source.readings.columns:  # each sensor's own unit
+            units = source.readings.select("sensor_id", "unit").unique("sensor_id")
+            history = history.join(units, on="sensor_id", how="left")
         load_warehouse(wh, history, zones, source.unit)
         anomaly.score(wh)
         started = time.perf_counter()

@@ -52,7 +52,7 @@ $(VENV)/.bench: $(BIN)/activate
 	rm -rf $(VENV)/lib/python*/site-packages/tests
 	@touch $@
 
-bench: $(VENV)/.bench  ## run every benchmark in bench/ (installs pandas, psutil, mlforecast for the references)
+bench: $(VENV)/.bench  ## run every benchmark in bench/ (installs pandas, psutil, mlforecast, statsforecast for the references)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 demo: install  ## the whole loop on fresh demo data: generate, ingest, score, train, forecast, monitor, report

@@ -201,7 +201,12 @@ def naive(history: pl.DataFrame, future: pl.DataFrame, period_min: int) -> Outco
     ).sort("lookup")
     hist = history.sort("ts").rename({"ts": "lookup", "value": "yhat"})
     joined = back.join_asof(
-        hist, on="lookup", by="sensor_id", strategy="nearest", tolerance=timedelta(minutes=30)
+        hist,
+        on="lookup",
+        by="sensor_id",
+        strategy="nearest",
+        tolerance=timedelta(minutes=30),
+        check_sortedness=False,  # sorted by lookup above; polars cannot check it per group
     )
     predictions = joined.select(
         "sensor_id",

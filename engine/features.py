@@ -40,13 +40,12 @@ PROFILE_SHIFT_MIN = 15  # the profile reads the 30-min trailing mean 15 min afte
 #: Lags of the seed (minutes), read at the origin; rounded up to the sensor's cadence.
 LAGS_MIN: tuple[int, ...] = (1, 5, 60)
 
-#: Lags (minutes, rounded up to the cadence) of the sensor's recent volatility over the
-#: :data:`VOL_DAYS` before a minute -- one step (noise and short-term wander: the mean
-#: ``|step - the same step a day earlier| / sqrt 2``, so the daily cycle's own slope does not
-#: count) and one day (the mean ``|reading - reading a day earlier|``, the daily seasonal
-#: naive's error). Interpolated in log(lag) at a horizon (capped at a day), it is the scale
-#: of that horizon's intervals.
-VOL_LAGS_MIN: tuple[int, ...] = (1, 1440)
+#: The sensor's recent volatility, two statistics over the :data:`VOL_DAYS` before a minute:
+#: ``vol_step`` -- noise and short-term wander, the mean ``|step - the same step a day
+#: earlier| / sqrt 2`` (so the daily cycle's own slope does not count); ``vol_day`` -- the
+#: mean ``|reading - reading a day earlier|``, the daily seasonal naive's error. Interpolated
+#: in log(horizon) between one step and one day (held beyond), it is the scale of that
+#: horizon's intervals.
 VOL_DAYS = 7
 
 #: Model inputs, in this order (stored in each run's meta.json and checked on load).
@@ -261,27 +260,26 @@ class SeriesGrid:
 
 
 def volatility_columns(grid: SeriesGrid) -> dict[str, np.ndarray]:
-    """``vol_<lag>m`` per slot: mean ``|value - value lag earlier|`` over the slots of the
-    :data:`VOL_DAYS` days up to and including it (NaN with fewer than a day's worth)."""
+    """``vol_step`` and ``vol_day`` per slot (see :data:`VOL_DAYS`): means over the slots of
+    the :data:`VOL_DAYS` days up to and including it (NaN with less than a quarter day)."""
     values = grid.columns["value"]
-    out = {f"vol_{lag}m": np.full(len(values), np.nan) for lag in VOL_LAGS_MIN}
+    out = {name: np.full(len(values), np.nan) for name in ("vol_step", "vol_day")}
     for pos in range(len(grid.sensor_ids)):
         lo, n, cad = int(grid.offset[pos]), int(grid.n[pos]), int(grid.cadence[pos])
         v = values[lo : lo + n]
         window = max(VOL_DAYS * MINUTES_PER_DAY // cad, 1)
         need = max(MINUTES_PER_DAY // cad // 4, 2)
         day = MINUTES_PER_DAY // cad if MINUTES_PER_DAY % cad == 0 else 0
-        for lag in VOL_LAGS_MIN:
-            k = int(steps_up(lag, cad)) // cad
-            if k >= n:
-                continue
-            d = np.full(n, np.nan)
-            d[k:] = np.abs(v[k:] - v[:-k])
-            if day and k < day and n > day + k:  # a step against the same step a day before
-                step = np.full(n, np.nan)
-                step[k:] = v[k:] - v[:-k]
-                d = np.full(n, np.nan)
-                d[day:] = np.abs(step[day:] - step[:-day]) / math.sqrt(2)
+        step = np.full(n, np.nan)
+        step[1:] = v[1:] - v[:-1]
+        day_diff = np.full(n, np.nan)
+        if day and n > day + 1:
+            day_diff[day:] = v[day:] - v[:-day]
+            stat_step = np.full(n, np.nan)
+            stat_step[day:] = np.abs(step[day:] - step[:-day]) / math.sqrt(2)
+        else:  # no whole-day lag on this cadence: plain steps
+            stat_step = np.abs(step)
+        for name, d in (("vol_step", stat_step), ("vol_day", np.abs(day_diff))):
             ok = np.isfinite(d)
             total = np.concatenate([[0.0], np.cumsum(np.where(ok, d, 0.0))])
             count = np.concatenate([[0], np.cumsum(ok)])
@@ -290,36 +288,22 @@ def volatility_columns(grid: SeriesGrid) -> dict[str, np.ndarray]:
             c = count[end] - count[begin]
             with np.errstate(invalid="ignore", divide="ignore"):
                 mean = (total[end] - total[begin]) / c
-            out[f"vol_{lag}m"][lo : lo + n] = np.where(c >= need, mean, np.nan)
+            out[name][lo : lo + n] = np.where(c >= need, mean, np.nan)
     return out
 
 
 def volatility_at(
-    grid: SeriesGrid, where: Located, origin: np.ndarray, horizon: np.ndarray
+    vol_step: np.ndarray, vol_day: np.ndarray, cadence: np.ndarray, horizon: np.ndarray
 ) -> np.ndarray:
-    """The sensor's recent volatility at ``origin`` for ``horizon``: ``vol_<lag>m`` interpolated
-    in log(lag) at ``min(horizon, 1 day)`` between the lags (rounded to the cadence)."""
-    lags = np.array(VOL_LAGS_MIN, dtype=np.int64)
-    vols = np.stack([grid.at(f"vol_{lag}m", where, origin) for lag in VOL_LAGS_MIN], axis=1)
-    eff = steps_up(lags[None, :], where.cadence[:, None]).astype(np.float64)
-    h = np.clip(horizon.astype(np.float64), eff[:, 0], MINUTES_PER_DAY)
-    # Unknown lags (short history) take the nearest known one.
-    known = np.isfinite(vols)
-    filled = vols.copy()
-    for j in range(1, len(lags)):
-        filled[:, j] = np.where(known[:, j], filled[:, j], filled[:, j - 1])
-    for j in range(len(lags) - 2, -1, -1):
-        filled[:, j] = np.where(np.isfinite(filled[:, j]), filled[:, j], filled[:, j + 1])
-    x = np.log(eff)
-    lh = np.log(h)
-    out = filled[:, -1].copy()
-    for j in range(len(lags) - 1):
-        inside = (lh >= x[:, j]) & (lh <= x[:, j + 1])
-        span = np.where(x[:, j + 1] > x[:, j], x[:, j + 1] - x[:, j], 1.0)
-        w = np.clip((lh - x[:, j]) / span, 0.0, 1.0)
-        value = filled[:, j] * (1 - w) + filled[:, j + 1] * w
-        out = np.where(inside & ~np.isnan(value), value, out)
-    return out
+    """The volatility for ``horizon``: ``vol_step`` at one step, ``vol_day`` from a day on,
+    interpolated in log(horizon) between; either alone where the other is unknown."""
+    lo = np.log(np.maximum(cadence, 1).astype(np.float64))
+    hi = math.log(MINUTES_PER_DAY)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.clip((np.log(np.maximum(horizon, 1)) - lo) / np.maximum(hi - lo, 1e-9), 0.0, 1.0)
+    out = vol_step + w * (vol_day - vol_step)
+    out = np.where(np.isnan(vol_step), vol_day, out)
+    return np.where(np.isnan(vol_day), vol_step, out)
 
 
 def steps_up(minutes: np.ndarray | int, cadence: np.ndarray | int) -> np.ndarray:
@@ -360,15 +344,26 @@ def _baseline_and_scale(
     # Days back to the same minute: the latest such day whose smoothed level is known.
     profile_first = -(-(horizon + PROFILE_SHIFT_MIN) // MINUTES_PER_DAY)
     profile_target, days = _profile(grid, where, target, profile_first)
-    mean_1d = grid.at("rolling_mean_1d", where, origin)
-    mean_60m = grid.at("rolling_mean_60m", where, origin)
-    floor = 1e-3 + 0.01 * np.abs(np.nan_to_num(mean_60m))
-    profile_origin, _ = _profile(grid, where, origin, np.ones_like(origin))
-    profile_origin = np.where(np.isfinite(profile_origin), profile_origin, mean_1d)
-    last = grid.at("value", where, origin)
+    # What depends on the origin alone is looked up once per (sensor, origin): a forecast's
+    # thousands of steps share one.
+    first = int(origin.min()) if len(origin) else 0
+    key = (pos.astype(np.int64) + 1) * (1 << 40) + (origin - first)
+    unique, inverse = np.unique(key, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    u_where = grid.locate(unique // (1 << 40) - 1)
+    u_origin = unique % (1 << 40) + first
+    u_mean_1d = grid.at("rolling_mean_1d", u_where, u_origin)
+    u_mean_60m = grid.at("rolling_mean_60m", u_where, u_origin)
+    u_profile, _ = _profile(grid, u_where, u_origin, np.ones_like(u_origin))
+    u_profile = np.where(np.isfinite(u_profile), u_profile, u_mean_1d)
+    u_floor = 1e-3 + 0.01 * np.abs(np.nan_to_num(u_mean_60m))
+    u_scale = np.fmax(grid.at("rolling_std_1d", u_where, u_origin), u_floor)
+    u_step = grid.at("vol_step", u_where, u_origin)
+    u_day = grid.at("vol_day", u_where, u_origin)
+    mean_1d, mean_60m = u_mean_1d[inverse], u_mean_60m[inverse]
+    scale = u_scale[inverse]
     baseline = np.where(np.isfinite(profile_target), profile_target, mean_1d)
-    scale = np.fmax(grid.at("rolling_std_1d", where, origin), floor)
-    volatility = volatility_at(grid, where, origin, horizon)
+    volatility = volatility_at(u_step[inverse], u_day[inverse], where.cadence, horizon)
     return {
         "where": where,
         "cadence": grid.cadence[np.where(pos >= 0, pos, 0)],
@@ -379,8 +374,8 @@ def _baseline_and_scale(
         "mean_60m": mean_60m,
         "baseline": baseline,
         "scale": scale,
-        "profile_origin": profile_origin,
-        "last": last,
+        "profile_origin": u_profile[inverse],
+        "last": grid.at("value", u_where, u_origin)[inverse],
         "vol": np.fmax(np.where(np.isfinite(volatility), volatility, scale), 1e-9),
         "last_day": grid.at("value", where, target - steps_up(horizon, MINUTES_PER_DAY)),
         "last_week": grid.at("value", where, target - MINUTES_PER_WEEK),

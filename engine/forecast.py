@@ -520,7 +520,7 @@ def apply_forecast(
     *,
     methods: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
-    """``frame`` with ``anchor, yhat_model, yhat, yhat_lo, yhat_hi, method``.
+    """``frame`` with ``anchor, yhat_model, yhat, yhat_lo, yhat_hi``.
 
     ``yhat_model`` is the model (``anchor + z * scale``); ``yhat`` is each sensor's method in
     each horizon range (:data:`PIECES`): ``methods`` (sensor -> one method for every range),
@@ -537,21 +537,20 @@ def apply_forecast(
     else:
         chosen = {s: v["pieces"] for s, v in (meta.get("sensor_methods") or {}).items()}
     piece = _piece_of(horizon)
-    method = np.full(len(model), "model", dtype=object)
+    codes = {name: i for i, name in enumerate(METHODS)}  # 0 = the model
+    method = np.zeros(len(model), dtype=np.int8)
     for k in range(len(PIECES)):
-        per_sensor = {sid: pieces[k] for sid, pieces in chosen.items() if pieces[k] != "model"}
+        per_sensor = {sid: codes[p[k]] for sid, p in chosen.items() if p[k] != "model"}
         if per_sensor:
-            got = frame["sensor_id"].replace_strict(per_sensor, default="model").to_numpy()
-            method = np.where(piece == k, got, method)
+            got = frame["sensor_id"].replace_strict(per_sensor, default=0, return_dtype=pl.Int8)
+            method = np.where(piece == k, got.to_numpy(), method)
     yhat, lo, hi = model.copy(), np.full(len(model), np.nan), np.full(len(model), np.nan)
-    used = np.full(len(model), "model", dtype=object)
     tables = meta["intervals"]["methods"]
     for name, column in METHODS.items():
         values = model if name == "model" else frame[column].to_numpy()
-        rows = (method == name) & np.isfinite(values)
+        rows = (method == codes[name]) & np.isfinite(values)
         if name != "model":
             yhat[rows] = values[rows]
-            used[rows] = name
         part_lo, part_hi = interval_bounds(values[rows], vol[rows], horizon[rows], tables[name])
         lo[rows], hi[rows] = part_lo, part_hi
     missing = np.isnan(lo)  # a naive's reading was missing: the model and its interval
@@ -561,7 +560,6 @@ def apply_forecast(
         pl.Series("yhat", yhat),
         pl.Series("yhat_lo", np.fmin(lo, yhat)),
         pl.Series("yhat_hi", np.fmax(hi, yhat)),
-        pl.Series("method", used.astype(str)),
     ).with_columns(pl.col("yhat", "yhat_lo", "yhat_hi").fill_nan(None))
 
 
@@ -1031,6 +1029,24 @@ def train(warehouse: Warehouse, *, echo: Callable[[str], None] = print) -> Train
     }
     meta_model = {"anchor": anchor, "intervals": {"level": s["level"], "methods": tables}}
     scored = score_backtest(frames.backtest, predict, meta_model)
+    # The backtest's coverage above is out of sample (tables from the validation days); the
+    # run's forecasts start after the test days, so its tables are calibrated on both.
+    recent = _comparable(scored)
+    final_tables = {
+        method: conformal_intervals(
+            np.concatenate([actual, recent["actual"].to_numpy()]),
+            np.concatenate(
+                [
+                    valid_model if method == "model" else valid_pairs[column].to_numpy(),
+                    recent[column].to_numpy(),
+                ]
+            ),
+            np.concatenate([vol, recent["vol"].to_numpy()]),
+            np.concatenate([h, recent["horizon_min"].to_numpy()]),
+            s["level"],
+        )
+        for method, column in METHODS.items()
+    }
     report = backtest_report(scored)
     sensor_methods = choose_methods(scored)
     steps = frames.one_step
@@ -1079,7 +1095,12 @@ def train(warehouse: Warehouse, *, echo: Callable[[str], None] = print) -> Train
         "severity_cutoff": span["severity_cutoff"],
         "horizon_min": s["horizon"],
         "predict_every_min": s["predict_every"],
-        **meta_model,
+        "anchor": anchor,
+        "intervals": {
+            "level": s["level"],
+            "calibrated_on": "validation and test days (backtest coverage: validation only)",
+            "methods": final_tables,
+        },
         "sensor_methods": sensor_methods,
         "one_step": one_step,
         "metrics": metrics,
@@ -1137,7 +1158,7 @@ def _predict(
     grouped: bool = False,
     knot_features: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """``frame`` (sorted by sensor, origin, horizon) with ``yhat, yhat_lo, yhat_hi, method``
+    """``frame`` (sorted by sensor, origin, horizon) with ``yhat, yhat_lo, yhat_hi``
     (:func:`apply_forecast`); ``grouped``, ``knot_features``: see :func:`predict_z`."""
     frame, z = predict_z(run.booster.predict, frame, grouped=grouped, knot_features=knot_features)
     return apply_forecast(frame, z, run.meta)

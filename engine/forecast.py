@@ -1,21 +1,24 @@
 """Forecasting: one global LightGBM model, direct multi-horizon, a week ahead.
 
-Strategy (see README "Forecasting"): for a forecast origin ``o`` and horizon ``h`` the
-model predicts the reading at ``o + h`` from features known at ``o`` (:mod:`engine.features`):
-the target's calendar, the same minute on the latest known day and week, the 7-day daily
-profile, and the origin's level relative to that profile (an anomaly that decays with h).
-Its target is the reading minus the profile, in units of the sensor's daily spread, so one
-model serves every sensor, unit and cadence. No rolling forward: a week is one batch predict.
+Strategy (README "Forecasting", docs/forecasting.md): for a forecast origin ``o`` and horizon
+``h`` the model predicts the reading at ``o + h`` from features known at ``o``
+(:mod:`engine.features`). Its target is the reading minus an *anchor* (the 7-day daily profile
+at the target's minute plus beta(h) x the origin's departure from its profile, beta fitted on
+the training pairs), in units of the sensor's daily spread, so one model serves every sensor,
+unit and cadence. No rolling forward: a week is one batch predict.
 
-* :func:`train` — per lake bucket: sampled (origin, horizon) pairs (origins every
-  ``origin_every``, log-uniform horizons) split by target time into train / valid; a small
-  grid chosen on validation MAE; a rolling-origin backtest on the final ``test_days`` with
-  both seasonal naives beside the model; conformal intervals from validation residuals per
-  horizon bucket, with their coverage measured on the backtest; the run saved by
-  :mod:`engine.artifacts` and recorded by :mod:`engine.registry`.
-* :func:`forecast` — the ``forecasts`` and ``forecast_status`` marts.
-* :func:`one_step_predictions` — 1-step-ahead predictions for batch inference.
-* :func:`evaluate_run` — a saved run's backtest metrics on another test window.
+* :func:`train` -- per lake bucket, each sensor split at its own end: sampled (origin,
+  horizon) pairs for train / valid; a small grid chosen on validation MAE; a rolling-origin
+  backtest on each sensor's last ``test_days`` with both seasonal naives beside the model;
+  per sensor and horizon range the better of model and naives (:func:`choose_methods`);
+  volatility-scaled conformal intervals per horizon bucket; the one-step choice (model or
+  persistence); the run saved by :mod:`engine.artifacts` and recorded by
+  :mod:`engine.registry` (which refuses a run that loses to a naive).
+* :func:`forecast` -- the ``forecasts`` and ``forecast_status`` marts.
+* :func:`one_step_predictions` -- 1-step-ahead predictions for batch inference.
+* :func:`evaluate_run` -- a saved run's backtest metrics on another test window.
+
+MASE everywhere is :mod:`engine.metrics`'.
 """
 
 from __future__ import annotations

@@ -624,7 +624,9 @@ def main() -> None:
         train_child(args.train_child)
         return
     if args.only_speed:
-        speed(20, 90, args.seed, print)
+        line = speed(20, 90, args.seed, print)
+        if not args.no_write:
+            write_section("forecast_speed", line, title="Forecasting speed (alone)")
         return
     load_before = os.getloadavg()
     wanted = args.sources.split(",")

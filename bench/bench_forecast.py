@@ -1,8 +1,10 @@
 """Forecasting benchmark: oxy beside the seasonal naives, StatsForecast and mlforecast.
 
-Every source is a list of canonical readings (``sensor_id, ts, value``): the last week of each
-sensor is held out, every method sees only the readings before it, and each forecasts that
-week from the same origin (the sensor's last reading before the week). Methods, one run:
+Every source is a list of canonical readings (``sensor_id, ts, value``). Each sensor is
+forecast from several origins a week apart (``--origins``, default 4): its last week held out,
+forecast from its last reading before it; then the week before that, from the readings before
+it (the later readings dropped); and so on. Every method is refitted per origin on what came
+before it and forecasts the same week from the same origin. Methods, one run:
 
 * ``naive_day`` / ``naive_week`` -- repeat the last day / the last week;
 * ``mstl`` -- StatsForecast MSTL (daily + weekly seasonality, AutoETS trend) and ``autoets``
@@ -16,18 +18,22 @@ week from the same origin (the sensor's last reading before the week). Methods, 
   defaults), ``oxy forecast``: the forecasts mart.
 
 Printed per source and method: MASE (``engine.metrics``: MAE / the sensor's daily-naive
-error over the 7 days before the origin, mean over sensors) for the first hour, first day and
-week, 80 % interval coverage in the same buckets, and wall time (fit + forecast). The table
-goes to bench/RESULTS.md (section ``forecast``). Then oxy's speed on the 100 sensors x 90 days
-demo: training wall time and peak RSS (child process), ``oxy forecast`` and its in-memory part.
+error over the 7 days before the origin, mean over sensors and origins) for the first hour,
+first day and week, 80 % interval coverage in the same buckets, and wall time (fit +
+forecast). The table goes to bench/RESULTS.md (section ``forecast``). Then oxy's speed on the
+100 sensors x 90 days demo: training wall time and peak RSS (child process), ``oxy forecast``
+and its in-memory part.
 
 Sources: ``demo`` (the project's generator, seed 11: not a tuning seed), ``lro`` (the six
 Logan River site-years in ../shared/data/lro, 15-min, raw ``do`` with zeros and values above
-25 mg/L dropped as faults, as NOTES.md says). Other canonical frames plug in through
-:func:`run` (e.g. the detection benchmark's semi-synthetic sources).
+25 mg/L dropped as faults, as NOTES.md says), ``semi`` (the detection suite's semi/lro-do_cor:
+the corrected LRO series with bench/inject.py's anomalies, held out from the detector's tuning;
+its other semi-synthetic backgrounds are shorter than two weeks). Other canonical frames plug
+in through :func:`run`.
 
-    .venv/bin/python bench/bench_forecast.py            # demo 20 x 90, LRO; speed 100 x 90
-    .venv/bin/python bench/bench_forecast.py --quick    # demo 10 x 35, LRO, no speed part
+    .venv/bin/python bench/bench_forecast.py               # demo 20x90, LRO, semi; speed 100x90
+    .venv/bin/python bench/bench_forecast.py --quick       # demo 10x35, LRO, semi 1 seed; 1 origin
+    .venv/bin/python bench/bench_forecast.py --only-speed  # the speed part alone
 """
 
 from __future__ import annotations
@@ -65,18 +71,43 @@ BUCKETS = (("first hour", 60), ("first day", 1440), ("week", 7 * 1440))
 PEER_STEP = 15  # minutes: the peers' series
 PEER_DAYS = 28  # days of history StatsForecast gets
 LEVEL = 80
+ORIGINS = 4  # origins per sensor: its last week held out, then the week before it, ...
 METHODS = ("naive_day", "naive_week", "mstl", "autoets", "mlforecast", "oxy")
 
 
 @dataclass
 class Source:
-    """Canonical readings of one benchmark source (``sensor_id, ts, value`` at least)."""
+    """Canonical readings of one benchmark source (``sensor_id, ts, value`` at least; a
+    ``labelled`` column marks readings inside a labelled anomaly, see :func:`mark_labelled`)."""
 
     name: str
     readings: pl.DataFrame
     timezone: str = "UTC"
     unit: str = "mg/L"
     note: str = ""
+
+
+def mark_labelled(readings: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
+    """``readings`` with ``labelled``: inside a label's ``[start, end]`` of its sensor.
+
+    Every method still sees a labelled reading in its history (a sensor's faults are part of
+    what a forecaster must live with); no labelled reading is scored or enters the MASE scale:
+    an injected spike or sentinel is no oxygen a forecast could have known.
+    """
+    readings = readings.sort("sensor_id", "ts")
+    flags = []
+    by_sensor = {str(k[0]): g for k, g in labels.group_by("sensor_id")}
+    for (sid,), part in readings.group_by("sensor_id", maintain_order=True):
+        t = part["ts"].cast(pl.Datetime("us")).dt.epoch("us").to_numpy()
+        depth = np.zeros(len(t) + 1, dtype=np.int64)
+        got = by_sensor.get(str(sid))
+        if got is not None:
+            starts = got["start"].cast(pl.Datetime("us")).dt.epoch("us").to_numpy()
+            ends = got["end"].cast(pl.Datetime("us")).dt.epoch("us").to_numpy()
+            np.add.at(depth, np.searchsorted(t, starts, "left"), 1)
+            np.add.at(depth, np.searchsorted(t, ends, "right"), -1)
+        flags.append(np.cumsum(depth[:-1]) > 0)
+    return readings.with_columns(pl.Series("labelled", np.concatenate(flags)))
 
 
 @dataclass
@@ -95,13 +126,14 @@ class Outcome:
 def demo_source(sensors_per_site: int, days: int, seed: int) -> Source:
     from engine.demo import simulate
 
-    # The held-out week and the week before it hold no injected anomaly: a sensor whose
+    # The last held-out week and the week before it hold no injected anomaly: a sensor whose
     # history ends inside an injected fault would get no oxy forecast (status sensor_fault).
+    # Earlier origins' weeks may: their labelled readings are not scored (mark_labelled).
     demo = simulate(
         sensors_per_site=sensors_per_site, days=days, seed=seed, clean_days=2 * HOLDOUT_DAYS
     )
     zones = dict(demo.sensors.select("sensor_id", "timezone").iter_rows())
-    readings = demo.readings.select("sensor_id", "ts", "value", "unit")
+    readings = mark_labelled(demo.readings.select("sensor_id", "ts", "value", "unit"), demo.labels)
     label = f"demo seed {seed}, {demo.sensors.height} sensors x {days} d, 1-min"
     source = Source(label, readings, note="the project's generator (a seed not tuned on)")
     source.timezone = json.dumps(zones)  # per-sensor zones, see _zones()
@@ -123,6 +155,7 @@ def lro_source(data: Path = LRO) -> Source | None:
                     "ts"
                 ),
                 pl.col("do").cast(pl.Float64).alias("value"),
+                pl.col("do_qual").is_not_null().alias("labelled"),
             ).filter(pl.col("value").is_not_null() & (pl.col("value") > 0) & (pl.col("value") < 25))
         )
     readings = pl.concat(frames).unique(["sensor_id", "ts"], keep="first").sort("sensor_id", "ts")
@@ -130,7 +163,38 @@ def lro_source(data: Path = LRO) -> Source | None:
         "LRO, 6 site-years, 15-min",
         readings,
         timezone="Etc/GMT+7",
-        note="real river DO, raw do (zeros, > 25 mg/L dropped)",
+        note="real river DO, raw do (zeros, > 25 mg/L dropped; readings with a technician's "
+        "do_qual not scored)",
+    )
+
+
+def semi_source(data: Path = LRO, seeds: Sequence[int] = (1, 2, 3)) -> Source | None:
+    """The detection benchmark's semi/lro-do_cor source (``bench/sources.py``, the same seeds as
+    its full run): the technicians' corrected LRO series where they left no qualifier, with
+    bench/inject.py's anomalies; one sensor per site and seed. The other semi-synthetic
+    backgrounds are too short for a held-out week (see :func:`lake_note`)."""
+    if not data.is_dir():
+        print(f"no LRO data at {data}: semi-synthetic source skipped")
+        return None
+    from bench.sources import lro_background_parts, semi_readings
+
+    parts = semi_readings("semi-lro", lro_background_parts(data), list(seeds))
+    readings = pl.concat([frame.select("sensor_id", "ts", "value") for _, frame, _ in parts])
+    readings = mark_labelled(readings, pl.concat([labels for _, _, labels in parts]))
+    # what oxy's ingest quarantines (sentinels, outside the plausible mg/L range) reaches no
+    # method: a practitioner cleans that before fitting a peer too
+    ingest = Config.load()["ingest"]
+    lo, hi = ingest["mg/L"]["min"], ingest["mg/L"]["max"]
+    readings = readings.filter(
+        pl.col("value").is_between(lo, hi) & ~pl.col("value").is_in(ingest["sentinels"])
+    )
+    return Source(
+        f"semi/lro-do_cor, {readings['sensor_id'].n_unique()} series, 15-min",
+        readings.sort("sensor_id", "ts"),
+        timezone="Etc/GMT+7",
+        note="LRO do_cor with injected anomalies (detection suite, held out there), seeds "
+        + ",".join(map(str, seeds))
+        + "; labelled readings not scored, what ingest quarantines dropped",
     )
 
 
@@ -138,8 +202,9 @@ def lake_note() -> str:
     if not LAKES.is_dir():
         return "lake_mendota: not present"
     return (
-        "lake_mendota: skipped, too short for a held-out week after a week of history "
-        "(Mendota 7 days at 1 min, Sparkling and Trout Bog 9 days at 10 min)"
+        "Too short for a held-out week after a week of history, so not forecast: lake_mendota "
+        "(Mendota 7 days at 1 min, Sparkling and Trout Bog 9 days at 10 min) and the fish pond "
+        "(40 h), and with them the detection suite's semi-synthetic sources on those backgrounds"
     )
 
 
@@ -153,11 +218,22 @@ def _zones(source: Source, sensor_ids: Sequence[str]) -> dict[str, str]:
 # -- the split --------------------------------------------------------------------------
 
 
-def holdout(readings: pl.DataFrame, days: int = HOLDOUT_DAYS) -> tuple[pl.DataFrame, ...]:
+def holdout(
+    readings: pl.DataFrame, days: int = HOLDOUT_DAYS, back: int = 0
+) -> tuple[pl.DataFrame, ...]:
     """``(history, future, origins)``: each sensor's last ``days`` held out; the origin is its
-    last reading before them."""
-    frame = readings.select("sensor_id", pl.col("ts").cast(pl.Datetime("us")), "value")
+    last reading before them. ``back``: the same, ``back`` x ``days`` earlier (the readings after
+    that week are dropped: no method sees them). Both frames carry ``labelled``."""
+    labelled = pl.col("labelled") if "labelled" in readings.columns else pl.lit(False)
+    frame = readings.select(
+        "sensor_id", pl.col("ts").cast(pl.Datetime("us")), "value", labelled.alias("labelled")
+    )
     frame = frame.drop_nulls().sort("sensor_id", "ts")
+    if back:
+        end = frame.group_by("sensor_id").agg(
+            (pl.col("ts").max() - timedelta(days=back * days)).alias("end")
+        )
+        frame = frame.join(end, on="sensor_id").filter(pl.col("ts") <= pl.col("end")).drop("end")
     cut = frame.group_by("sensor_id").agg((pl.col("ts").max() - timedelta(days=days)).alias("cut"))
     frame = frame.join(cut, on="sensor_id")
     history = frame.filter(pl.col("ts") <= pl.col("cut")).drop("cut")
@@ -177,11 +253,15 @@ def _minutes(ts: pl.Series) -> np.ndarray:
 
 
 def scales(history: pl.DataFrame, origins: pl.DataFrame) -> dict[str, float]:
-    """Each sensor's MASE scale (engine.metrics) from the readings up to its origin."""
+    """Each sensor's MASE scale (engine.metrics) from the readings up to its origin (labelled
+    readings are missing values there)."""
     out = {}
     for (sid,), part in history.group_by("sensor_id"):
         origin = int(_minutes(origins.filter(pl.col("sensor_id") == sid)["origin"])[0])
-        out[str(sid)] = mase_scale(_minutes(part["ts"]), part["value"].to_numpy(), origin + 1)
+        values = part.select(
+            pl.when(pl.col("labelled")).then(None).otherwise(pl.col("value")).fill_null(np.nan)
+        ).to_series()
+        out[str(sid)] = mase_scale(_minutes(part["ts"]), values.to_numpy(), origin + 1)
     return out
 
 
@@ -430,60 +510,97 @@ def score(
             "mase": float(np.nanmean(per_sensor)) if per_sensor else math.nan,
             "coverage": float(coverage),
             "missing": int(missing),
+            "readings": part.height,
         }
     return out
+
+
+def _tagged(frame: pl.DataFrame, back: int) -> pl.DataFrame:
+    """Sensor ids tagged with their origin (``<id>@<back>``) for pooled scoring: a sensor's
+    windows of different origins do not overlap, but its MASE is one per origin."""
+    return frame.with_columns((pl.col("sensor_id") + f"@{back}").alias("sensor_id"))
 
 
 def run(
     sources: Sequence[Source],
     methods: Sequence[str] = METHODS,
+    origins: int = ORIGINS,
     echo: Callable[[str], None] = print,
 ) -> list[dict]:
-    """Every method on every source; returns one row per (source, method)."""
+    """Every method on every source from ``origins`` origins per sensor (its last week held
+    out, then the week before it ...); returns one row per (source, method), pooled over the
+    origins: MASE the mean over (sensor, origin), coverage over every held-out reading."""
     rows = []
     for source in sources:
-        history, future, origins = holdout(source.readings)
-        scale = scales(history, origins)
-        echo(
-            f"== {source.name}: {history['sensor_id'].n_unique()} sensors, "
-            f"{history.height:,} history and {future.height:,} held-out readings ({source.note})"
-        )
-        outcomes: dict[str, Outcome] = {}
-        for method in methods:
-            try:
-                if method == "naive_day":
-                    outcome = naive(history, future, 1440)
-                elif method == "naive_week":
-                    outcome = naive(history, future, 7 * 1440)
-                elif method in ("mstl", "autoets"):
-                    outcome = statsforecast_peer(history, future, method)
-                elif method == "mlforecast":
-                    outcome = mlforecast_peer(history, future)
-                elif method == "oxy":
-                    outcome = oxy_method(source, history, future)
-                else:
-                    raise ValueError(method)
-            except ImportError as exc:
-                echo(f"  {method}: not installed ({exc}); `make bench` installs the peers")
+        futures, scale = [], {}
+        predictions: dict[str, list[pl.DataFrame]] = {}
+        seconds: dict[str, float] = {}
+        notes: dict[str, list[str]] = {}
+        extras: dict[str, list[dict]] = {}
+        left_out = 0
+        for back in range(origins):
+            marked, future, first = holdout(source.readings, back=back)
+            history = marked.drop("labelled")
+            future = future.filter(~pl.col("labelled")).drop("labelled")
+            if future.is_empty() or history.is_empty():
                 continue
-            outcomes[method] = outcome
-        # Like for like: the sensors every method forecast (oxy gives none for a sensor whose
-        # history ends in a sensor fault or is too short; the table says how many were left out).
-        common = set(future["sensor_id"].unique().to_list())
-        for outcome in outcomes.values():
-            known = outcome.predictions.group_by("sensor_id").agg(
-                pl.col("yhat").is_not_null().mean().alias("known")
+            echo(
+                f"== {source.name}, origin {back + 1}/{origins}: "
+                f"{history['sensor_id'].n_unique()} sensors, {history.height:,} history and "
+                f"{future.height:,} held-out readings ({source.note})"
             )
-            common &= set(known.filter(pl.col("known") >= 0.5)["sensor_id"].to_list())
-        left_out = future["sensor_id"].n_unique() - len(common)
-        if left_out:
-            echo(f"  {left_out} sensor(s) left out: not forecast by every method")
-        scored_future = future.filter(pl.col("sensor_id").is_in(sorted(common)))
-        for method, outcome in outcomes.items():
-            metrics = score(outcome.predictions, scored_future, scale)
-            row = {"source": source.name, "method": method, "seconds": outcome.seconds}
-            row |= {"note": outcome.note, "extra": outcome.extra, "metrics": metrics}
-            row["sensors"], row["left_out"] = len(common), left_out
+            outcomes: dict[str, Outcome] = {}
+            for method in methods:
+                try:
+                    if method == "naive_day":
+                        outcome = naive(history, future, 1440)
+                    elif method == "naive_week":
+                        outcome = naive(history, future, 7 * 1440)
+                    elif method in ("mstl", "autoets"):
+                        outcome = statsforecast_peer(history, future, method)
+                    elif method == "mlforecast":
+                        outcome = mlforecast_peer(history, future)
+                    elif method == "oxy":
+                        outcome = oxy_method(source, history, future)
+                    else:
+                        raise ValueError(method)
+                except ImportError as exc:
+                    echo(f"  {method}: not installed ({exc}); `make bench` installs the peers")
+                    continue
+                outcomes[method] = outcome
+                echo(f"  {method:<11} {outcome.seconds:.1f} s {outcome.note}")
+                if outcome.extra:
+                    echo(f"    {outcome.extra}")
+            # Like for like: the sensors every method forecast (oxy gives none for a sensor whose
+            # history ends in a sensor fault or is too short; the table says how many were left
+            # out).
+            common = set(future["sensor_id"].unique().to_list())
+            for outcome in outcomes.values():
+                known = outcome.predictions.group_by("sensor_id").agg(
+                    pl.col("yhat").is_not_null().mean().alias("known")
+                )
+                common &= set(known.filter(pl.col("known") >= 0.5)["sensor_id"].to_list())
+            dropped = future["sensor_id"].n_unique() - len(common)
+            if dropped:
+                echo(f"  {dropped} sensor(s) left out: not forecast by every method")
+            left_out += dropped
+            futures.append(_tagged(future.filter(pl.col("sensor_id").is_in(sorted(common))), back))
+            scale |= {f"{sid}@{back}": v for sid, v in scales(marked, first).items()}
+            for method, outcome in outcomes.items():
+                predictions.setdefault(method, []).append(_tagged(outcome.predictions, back))
+                seconds[method] = seconds.get(method, 0.0) + outcome.seconds
+                notes.setdefault(method, []).append(outcome.note)
+                extras.setdefault(method, []).append(outcome.extra)
+        if not futures:
+            echo(f"== {source.name}: no sensor long enough for a held-out week")
+            continue
+        scored_future = pl.concat(futures)
+        pairs = scored_future["sensor_id"].n_unique()
+        for method, parts in predictions.items():
+            metrics = score(pl.concat(parts), scored_future, scale)
+            row = {"source": source.name, "method": method, "seconds": seconds[method]}
+            row |= {"note": "; ".join(n for n in notes[method] if n), "extra": extras[method]}
+            row |= {"metrics": metrics, "sensors": pairs, "left_out": left_out}
             rows.append(row)
             echo(
                 f"  {method:<11}"
@@ -491,10 +608,9 @@ def run(
                     f" {b}: MASE {metrics[b]['mase']:.3f} cov {metrics[b]['coverage']:.1%}"
                     for b, _ in BUCKETS
                 )
-                + f"  ({outcome.seconds:.1f} s) {outcome.note}"
+                + f"  ({seconds[method]:.1f} s over {len(parts)} origin(s), {pairs} "
+                "sensor-origins)"
             )
-            if outcome.extra:
-                echo(f"    {outcome.extra}")
     return rows
 
 
@@ -520,6 +636,14 @@ def table(rows: Sequence[dict]) -> str:
             + " | ".join(f(m[b]["coverage"], True) for b, _ in BUCKETS)
             + f" | {r['seconds']:.1f} |"
         )
+    counts = ["", "Held-out readings scored per source (1st hour / 1st day / week):", ""]
+    for source in dict.fromkeys(r["source"] for r in rows):
+        r = next(r for r in rows if r["source"] == source)
+        n = " / ".join(f"{r['metrics'][b]['readings']:,}" for b, _ in BUCKETS)
+        text = f"- {source}: {r['sensors']} sensor-origins, {n}"
+        if r["left_out"]:
+            text += f" ({r['left_out']} sensor-origin(s) left out: not forecast by every method)"
+        counts.append(text)
     ratios = [
         "",
         "oxy's week MASE against the better seasonal naive and the best peer "
@@ -537,7 +661,7 @@ def table(rows: Sequence[dict]) -> str:
         if best_peer:
             text += f", {got['oxy'] / peers[best_peer]:.2f}x the best peer ({best_peer})"
         ratios.append(text)
-    return head + "\n".join(lines) + "\n" + "\n".join(ratios)
+    return head + "\n".join(lines) + "\n" + "\n".join(counts) + "\n" + "\n".join(ratios)
 
 
 # -- speed on the demo fleet ------------------------------------------------------------
@@ -611,8 +735,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small demo fleet, no speed part")
     parser.add_argument("--seed", type=int, default=11, help="demo seed (not a tuning seed)")
-    parser.add_argument("--sources", default="demo,lro", help="comma list: demo, lro")
+    parser.add_argument("--sources", default="demo,lro,semi", help="comma list: demo, lro, semi")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument(
+        "--origins",
+        type=int,
+        help=f"origins per sensor, a week apart (default {ORIGINS}; --quick: 1)",
+    )
     parser.add_argument("--no-speed", action="store_true")
     parser.add_argument(
         "--only-speed", action="store_true", help="only the speed part (keeps the table)"
@@ -640,9 +769,14 @@ def main() -> None:
         lro = lro_source()
         if lro is not None:
             sources.append(lro)
+    if "semi" in wanted:
+        semi = semi_source(seeds=(1,) if args.quick else (1, 2, 3))
+        if semi is not None:
+            sources.append(semi)
     print(lake_note())
     started = time.perf_counter()
-    rows = run(sources, [m for m in args.methods.split(",") if m])
+    origins = args.origins or (1 if args.quick else ORIGINS)
+    rows = run(sources, [m for m in args.methods.split(",") if m], origins)
     print(f"accuracy part: {time.perf_counter() - started:.0f} s")
     body = table(rows)
     print(body)
@@ -653,14 +787,17 @@ def main() -> None:
     if not args.no_write:
         notes = [
             "",
-            f"Each sensor's last {HOLDOUT_DAYS} days held out, one origin per sensor (its last "
-            "reading before them); MASE = MAE / the sensor's daily-naive MAE over the 7 days "
-            "before the origin (`engine/metrics.py`), mean over sensors. StatsForecast on "
+            f"{origins} origin(s) per sensor, a week apart: its last {HOLDOUT_DAYS} days held out "
+            "from its last reading before them, then the week before that from the data before "
+            "it, and so on (every method refitted per origin on what came before). MASE = MAE / "
+            "the sensor's daily-naive MAE over the 7 days before the origin "
+            "(`engine/metrics.py`), mean over (sensor, origin); coverage pooled over every "
+            "held-out reading; wall s summed over the origins. StatsForecast on "
             f"15-minute series (15-min means of minute data), the last {PEER_DAYS} days; "
             "mlforecast on the same 15-minute series, whole history. Peers' forecasts are "
             "interpolated to each held-out reading. " + lake_note() + ".",
             f"Load average (1 min) {load_before[0]:.2f} at start, {load_after[0]:.2f} at end "
-            "(2 cores shared with other engineers: wall times are noisy).",
+            "(2 cores; wall times are noisy when others run).",
         ]
         if speed_line:
             notes.append("")

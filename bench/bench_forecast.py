@@ -476,10 +476,54 @@ def oxy_method(source: Source, history: pl.DataFrame, future: pl.DataFrame) -> O
             "decision": (result.decision or {}).get("reason", ""),
             "backtest": {k: test.get(k) for k in ("mase", "naive_day_mase", "naive_week_mase")},
             "statuses": summary.statuses,
+            "one_step": one_step(wh, history, future),
         }
         return Outcome(predictions, seconds, note, extra)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def one_step(wh: Warehouse, history: pl.DataFrame, future: pl.DataFrame) -> list[dict]:
+    """``oxy infer``'s one-step predictions of the held-out readings (as if they arrived as new
+    readings, :func:`engine.forecast.one_step_predictions` with the run ``oxy infer`` uses) and
+    persistence (the previous reading) beside them: per sensor, both MAEs and the count."""
+    from engine import forecast
+
+    run = forecast.load_run(wh, forecast.model_run(wh))
+    new = future.select("sensor_id", "ts", "value")
+    predicted = forecast.one_step_predictions(wh, run, new)
+    last = history.sort("ts").group_by("sensor_id").agg(pl.col("ts", "value").last())
+    series = pl.concat([last.select(new.columns), new]).sort("sensor_id", "ts")
+    persistence = series.with_columns(
+        pl.col("value").shift(1).over("sensor_id").alias("persistence")
+    )
+    rows = (
+        new.join(predicted, on=["sensor_id", "ts"], how="left")
+        .join(persistence.select("sensor_id", "ts", "persistence"), on=["sensor_id", "ts"])
+        .filter(pl.col("yhat").is_not_null() & pl.col("persistence").is_not_null())
+    )
+    return (
+        rows.group_by("sensor_id")
+        .agg(
+            (pl.col("value") - pl.col("yhat")).abs().mean().alias("mae"),
+            (pl.col("value") - pl.col("persistence")).abs().mean().alias("persistence_mae"),
+            pl.len().alias("n"),
+        )
+        .sort("sensor_id")
+        .to_dicts()
+    )
+
+
+def one_step_summary(per_sensor: Sequence[dict]) -> str:
+    """One line: the one-step MAE over persistence's, per (sensor, origin)."""
+    ratios = [r["mae"] / r["persistence_mae"] for r in per_sensor if r["persistence_mae"] > 0]
+    if not ratios:
+        return "no one-step predictions"
+    worse = sum(ratio > 1.01 for ratio in ratios)
+    return (
+        f"one-step MAE / persistence MAE: median {np.median(ratios):.3f}, mean "
+        f"{np.mean(ratios):.3f} over {len(ratios)} sensor-origins, more than 1 % worse on {worse}"
+    )
 
 
 # -- scoring ----------------------------------------------------------------------------
@@ -601,6 +645,13 @@ def run(
             row = {"source": source.name, "method": method, "seconds": seconds[method]}
             row |= {"note": "; ".join(n for n in notes[method] if n), "extra": extras[method]}
             row |= {"metrics": metrics, "sensors": pairs, "left_out": left_out}
+            if method == "oxy":
+                row["one_step"] = [
+                    r | {"sensor_id": f"{r['sensor_id']}@{back}"}
+                    for back, extra in enumerate(extras[method])
+                    for r in extra.get("one_step", [])
+                ]
+                echo(f"  oxy infer, {one_step_summary(row['one_step'])}")
             rows.append(row)
             echo(
                 f"  {method:<11}"
@@ -661,7 +712,25 @@ def table(rows: Sequence[dict]) -> str:
         if best_peer:
             text += f", {got['oxy'] / peers[best_peer]:.2f}x the best peer ({best_peer})"
         ratios.append(text)
-    return head + "\n".join(lines) + "\n" + "\n".join(counts) + "\n" + "\n".join(ratios)
+    steps = [
+        "",
+        "`oxy infer`'s one-step predictions of the held-out readings (the model at one step or "
+        "persistence, per sensor as validation chose) against persistence (the previous reading):",
+        "",
+    ]
+    for r in rows:
+        if r["method"] == "oxy" and "one_step" in r:
+            steps.append(f"- {r['source']}: {one_step_summary(r['one_step'])}")
+    return (
+        head
+        + "\n".join(lines)
+        + "\n"
+        + "\n".join(counts)
+        + "\n"
+        + "\n".join(ratios)
+        + "\n"
+        + "\n".join(steps)
+    )
 
 
 # -- speed on the demo fleet ------------------------------------------------------------

@@ -13,7 +13,9 @@ Usage::
     .venv/bin/python bench/detection_suite.py --keep /tmp/suite --no-write --pyhydroqc off
     .venv/bin/python bench/tune_detection.py /tmp/suite [--grid grid.toml]
 
-The grid is a TOML of ``"section.key" = [values]`` under ``[anomaly]`` (default: :data:`GRID`).
+The grid is a TOML of ``"section.key" = [values]`` under ``[anomaly]`` (and ``[structure]``
+for settings that change the inputs); default :data:`GRID`; bench/detection_grid.toml holds the
+last one searched.
 """
 
 from __future__ import annotations
@@ -203,6 +205,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kept", type=Path, help="the --keep folder of detection_suite.py")
     parser.add_argument("--grid", type=Path, help='TOML: [anomaly] "section.key" = [values]')
+    parser.add_argument("--no-write", action="store_true", help="print only (no RESULTS.md)")
     args = parser.parse_args()
     base = Config.load()
     grid, structure = GRID, STRUCTURE
@@ -248,13 +251,18 @@ def main() -> None:
         return sum(r[m]["f1"] for m in members) / len(members)
 
     print("\nheld-out family: F1 at the point chosen on the others (defaults) — the point")
+    rows = [
+        "| held-out family | F1 at the point chosen on the other families | F1 at the defaults "
+        "(chosen on every family) | the point chosen without it |",
+        "|---|---|---|---|",
+    ]
     for fam in families:
         others = [f for f in families if f != fam]
         best = max(range(len(points)), key=lambda i: sum(family_f1(results[i], f) for f in others))
-        print(
-            f"{fam:<18} {family_f1(results[best], fam):.3f} ({family_f1(defaults, fam):.3f}) "
-            f"{points[best]}"
-        )
+        held, tuned = family_f1(results[best], fam), family_f1(defaults, fam)
+        print(f"{fam:<18} {held:.3f} ({tuned:.3f}) {points[best]}")
+        shown = ", ".join(f"{k} {v}" for k, v in points[best].items())
+        rows.append(f"| {fam} | **{held:.3f}** | {tuned:.3f} | {shown} |")
     best = max(range(len(points)), key=lambda i: sum(family_f1(results[i], f) for f in families))
     print(f"\nbest over every family: {points[best]}")
     for p in prepared:
@@ -264,6 +272,22 @@ def main() -> None:
             f"flagged {100 * r['flagged']:.2f} %"
         )
     print(f"({len(points)} points, {time.perf_counter() - started:.0f} s)")
+    if not args.no_write:
+        from bench.results import write_section
+
+        grid_text = "; ".join(f"`{k}` {v}" for k, v in {**structure, **grid}.items())
+        body = (
+            "Each family left out in turn: the thresholds are chosen on the other families (best "
+            "mean F1 over them) and the left-out family is scored at that choice — the held-out "
+            "figure. The suite's own table (section above) scores every source at the defaults, "
+            "which are the point best over every family. F1 here is the mean over a family's "
+            "sources, from this script's evaluation (the suite's rules, without counting "
+            f"quarantined readings). Grid: {grid_text}.\n\n" + "\n".join(rows) + "\n\n"
+            f"Best over every family: {', '.join(f'{k} {v}' for k, v in points[best].items())}."
+        )
+        write_section(
+            "detection-loso", body, title="Detection: leave-one-family-out (held-out figures)"
+        )
 
 
 if __name__ == "__main__":

@@ -43,10 +43,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from engine import OxyError
 from engine.config import TIME_FORMATS, Config, SourceMapping
+from engine.progress import bar as progress_bar
 from engine.warehouse import READINGS_SCHEMA, StagedFile, Warehouse, sql_rows, sql_text
 
 CSV_SUFFIXES = (".csv", ".txt", ".tsv")
@@ -410,12 +410,8 @@ class _Scan:
                 ) from None
             query, params = self._reader_sql(list(columns))
             batch_rows = int(self.config["ingest"]["batch_rows"])
-            bar = tqdm(
-                desc=self.path.name,
-                unit=" rows",
-                unit_scale=True,
-                disable=not self.progress,
-                leave=False,
+            bar = progress_bar(
+                desc=self.path.name, unit="rows", unit_scale=True, enabled=self.progress
             )
             # DuckDB produces batch k+1 while a worker thread converts and processes batch k
             # (both release the GIL); one batch in flight keeps file order and memory bounded

@@ -160,7 +160,7 @@ def test_incremental_equals_full_beyond_the_history(
         value=pl.col("value") + day.map_elements(lambda d: offsets[d], return_dtype=pl.Float64)
     )
     dip = pl.col("ts").is_between(T0 + timedelta(days=60), T0 + timedelta(days=63))
-    data = data.with_columns(pl.when(dip).then(pl.col("value") * 0.7).otherwise("value"))
+    data = data.with_columns(pl.when(dip).then(pl.col("value") * 0.5).otherwise("value"))
     readings_loader(warehouse, data.filter(pl.col("ts") < T0 + timedelta(days=61)), batch_id="a")
     score(warehouse)
     readings_loader(warehouse, data.filter(pl.col("ts") >= T0 + timedelta(days=61)), batch_id="b")
@@ -226,7 +226,7 @@ def test_site_levels_outside_whole_numbers_is_a_clear_error(
         ({"noise": {"ratio": "x"}}, r"\[anomaly.noise\] ratio must be a number > 0"),
         ({"history": "soon"}, "history must be a duration"),
         ({"range": {"fail_sat": 100.0}}, "fail_sat > suspect_sat"),
-        ({"drift": {"gap": "30 days"}}, "reference must be longer than drift.gap"),
+        ({"drift": {"gap": "60 days"}}, "reference must be longer than drift.gap"),
         ({"severity_threshold": 0.95}, "severity_threshold <= qartod_fail_severity"),
     ],
 )

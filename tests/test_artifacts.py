@@ -92,10 +92,12 @@ def test_the_unchecked_edits_really_abort_lightgbm(run: tuple[Warehouse, str, Pa
     _, _, path = run
     text = _edits((path / artifacts.MODEL_FILE).read_text(encoding="utf-8"))["truncated"]
     code = "import sys, lightgbm; lightgbm.Booster(model_str=sys.stdin.read())"
-    # bytes, not text: what the dying process writes may be garbage (seen: 0xff bytes)
     done = subprocess.run(
-        [sys.executable, "-c", code], input=text.encode(), capture_output=True, timeout=120
-    )
+        [sys.executable, "-c", code],
+        input=text.encode("utf-8"),
+        capture_output=True,
+        timeout=120,
+    )  # bytes: LightGBM's dying words can hold any byte of the edited model
     assert done.returncode < 0  # killed by a signal (SIGSEGV / SIGABRT), not an exception
 
 

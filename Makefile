@@ -58,7 +58,7 @@ $(VENV)/.bench: $(BIN)/activate
 	rm -rf $(VENV)/lib/python*/site-packages/tests
 	@touch $@
 
-bench: $(VENV)/.bench  ## run every benchmark in bench/ (installs the references and peers: pandas, psutil, mlforecast, ioos-qc, PyHydroQC)
+bench: $(VENV)/.bench  ## run every benchmark in bench/ (installs the references and peers: pandas, psutil, mlforecast, statsforecast, ioos-qc, PyHydroQC)
 	@for script in bench/bench_*.py bench/*_suite.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 demo: install  ## the whole loop on fresh demo data: generate, ingest, score, train, forecast, monitor, report

@@ -643,7 +643,8 @@ def forecast_command(ctx: Context, sensors: tuple[str, ...], horizon: str | None
     """Forecast each sensor from its last reading into the forecasts mart.
 
     Sensors with too little history or a recent sensor fault get a status (forecast_status
-    mart) instead of a forecast.
+    mart) instead of a forecast; where the run's backtest found a seasonal naive better, it
+    serves that horizon range (status fallback, with the reason).
 
     \b
     Example:
@@ -662,12 +663,15 @@ def forecast_command(ctx: Context, sensors: tuple[str, ...], horizon: str | None
             progress=ctx.progress,
             executor=executor,
         )
-    other = ", ".join(f"{n} {k}" for k, n in sorted(summary.statuses.items()) if k != "ok")
+    served = ("ok", "fallback")
+    other = ", ".join(f"{n} {k}" for k, n in sorted(summary.statuses.items()) if k not in served)
+    fallback = summary.statuses.get("fallback", 0)
 
     def human() -> None:
         click.echo(
             f"this run: run {summary.run_id}: {summary.rows:,} forecast rows for "
             f"{summary.forecast_sensors} of {summary.sensors} sensor(s)"
+            + (f" ({fallback} by a seasonal naive where it beat the model)" if fallback else "")
             + (f"; no forecast: {other} (see forecast_status)" if other else "")
             + f" in {summary.seconds:.1f} s"
         )

@@ -149,6 +149,12 @@ def lro_backgrounds(data: Path) -> pl.DataFrame:
     )
 
 
+def lro_background_parts(data: Path) -> dict[str, pl.DataFrame]:
+    """:func:`lro_backgrounds` as ``{site: ts, value, temperature_c}`` (one series per site)."""
+    bg = lro_backgrounds(data)
+    return {site: part.drop("site") for (site,), part in bg.group_by("site", maintain_order=True)}
+
+
 def _doobs(path: Path, time_column: str, value_column: str, fmt: str) -> pl.DataFrame:
     raw = pl.read_csv(path, separator="\t", infer_schema=False, null_values=["NA", "NaN", ""])
     return raw.select(
@@ -367,15 +373,28 @@ def build_semi(
 ) -> Built:
     """Seeds x backgrounds (``{sensor part: frame}``), each seed its own customer and export."""
     exports, labels = [], []
+    for customer, frame, events in semi_readings(name, backgrounds, seeds):
+        exports.append((customer.replace("-", "_"), frame, customer, timezone))
+        labels.append(events)
+    return _write_source(folder, exports, pl.concat(labels))
+
+
+def semi_readings(
+    name: str, backgrounds: dict[str, pl.DataFrame], seeds: list[int]
+) -> list[tuple[str, pl.DataFrame, pl.DataFrame]]:
+    """``(customer, readings, labels)`` per seed: every background with that seed's anomalies
+    (sensor ``<name>-s<seed>|<part>|do``). Also the forecasting benchmark's semi-synthetic
+    sources (bench/bench_forecast.py), so that both benchmarks see the same series."""
+    out = []
     for seed in seeds:
         customer = f"{name}-s{seed}"
-        frames = []
+        frames, labels = [], []
         for part, background in backgrounds.items():
             frame, events = injected(background, f"{customer}|{part}|do", seed * 1000 + len(frames))
             frames.append(frame)
             labels.append(events)
-        exports.append((customer.replace("-", "_"), pl.concat(frames), customer, timezone))
-    return _write_source(folder, exports, pl.concat(labels))
+        out.append((customer, pl.concat(frames), pl.concat(labels)))
+    return out
 
 
 def build_demo_wide(
@@ -406,10 +425,7 @@ def catalogue(*, quick: bool = False, data: Path = DATA) -> list[Source]:
         return lambda folder: build_semi(folder, name, load(), s, tz)
 
     def lro_bg() -> dict[str, pl.DataFrame]:
-        bg = lro_backgrounds(data / "lro")
-        return {
-            site: part.drop("site") for (site,), part in bg.group_by("site", maintain_order=True)
-        }
+        return lro_background_parts(data / "lro")
 
     sources = [
         Source("lro", "lro", "real", "15 min", lambda f: build_lro(f, data / "lro"), river=True),

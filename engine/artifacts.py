@@ -226,7 +226,9 @@ def check_meta(meta: Any) -> str | None:
     """What is wrong with the shape of a run's ``meta.json`` (None when nothing): an object
     whose keys that oxy reads have their types (``features`` a list of names, ``run_id`` and
     ``created_at`` texts, ``horizon_min`` / ``predict_every_min`` positive whole numbers,
-    ``params`` / ``split`` / ``intervals`` objects, ``metrics`` an object of objects)."""
+    ``params`` / ``split`` / ``intervals`` objects, ``metrics`` an object of objects, each
+    interval table (``intervals.buckets``, ``intervals.methods.<method>``) rows of three finite
+    numbers)."""
     if not isinstance(meta, dict):
         return f"is not an object but {type(meta).__name__}"
     features = meta.get("features")
@@ -244,19 +246,28 @@ def check_meta(meta: Any) -> str | None:
     metrics = meta.get("metrics", {})
     if not isinstance(metrics, dict) or not all(isinstance(m, dict) for m in metrics.values()):
         return "metrics is not an object of per-split objects"
-    buckets = (meta.get("intervals") or {}).get("buckets")
-    if buckets is not None:
-        rows_ok = (
-            isinstance(buckets, list)
-            and buckets
-            and all(
-                isinstance(row, list) and len(row) == 3 and all(_finite_number(v) for v in row)
-                for row in buckets
-            )
-        )
-        if not rows_ok:
-            return "intervals.buckets is not a list of [horizon, lo, hi] rows"
+    intervals = meta.get("intervals") or {}
+    tables = {"intervals.buckets": intervals.get("buckets")}
+    methods = intervals.get("methods")
+    if methods is not None:
+        if not isinstance(methods, dict) or not methods:
+            return "intervals.methods is not an object of method -> interval table"
+        tables.update({f"intervals.methods.{k}": v for k, v in methods.items()})
+    for where, table in tables.items():
+        if table is not None and not _interval_rows(table):
+            return f"{where} is not a list of [horizon, lo, hi] rows"
     return None
+
+
+def _interval_rows(table: Any) -> bool:
+    return (
+        isinstance(table, list)
+        and bool(table)
+        and all(
+            isinstance(row, list) and len(row) == 3 and all(_finite_number(v) for v in row)
+            for row in table
+        )
+    )
 
 
 def _finite_number(value: Any) -> bool:

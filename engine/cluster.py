@@ -342,7 +342,7 @@ def bucket_pairs_job(
     excluded: Any,
     s: dict[str, Any],
     timezones: dict[str, str],
-    bounds: tuple[int, int, int],
+    end: int,
 ) -> Any:
     """:func:`engine.forecast.bucket_pairs` of one bucket on a worker (in-memory DuckDB)."""
     from engine.forecast import bucket_pairs, readings_of_files
@@ -352,15 +352,29 @@ def bucket_pairs_job(
         readings = readings_of_files(con, files, excluded=excluded)
     finally:
         con.close()
-    return bucket_pairs(readings, bucket, s, timezones, bounds)
+    return bucket_pairs(readings, bucket, s, timezones, end)
 
 
-def _sizes(part: Any) -> tuple[int, int, int, int] | None:
-    return None if part is None else (part[0].height, part[1].height, part[2].height, part[3])
+def _sizes(part: Any) -> tuple[int, int] | None:
+    """``(training pairs, sensors)`` of one :class:`engine.forecast.BucketPairs`."""
+    return None if part is None else (part.train.height, part.sensors)
 
 
-def _nth(part: Any, i: int) -> Any:
-    return part[i]
+def _nth(part: Any, name: str) -> Any:
+    return getattr(part, name)
+
+
+def _height(frame: Any) -> int:
+    return int(frame.height)
+
+
+def _anchored(frame: Any, table: list[list[float]]) -> Any:
+    """:func:`engine.forecast.with_anchor` of one partition, pairs without a target dropped."""
+    import polars as pl
+
+    from engine.forecast import with_anchor
+
+    return with_anchor(frame, table).filter(pl.col("target_z").is_not_null())
 
 
 def training_pairs(
@@ -371,10 +385,11 @@ def training_pairs(
     excluded: Any,
     s: dict[str, Any],
     timezones: dict[str, str],
-    bounds: tuple[int, int, int],
+    end: int,
     echo: Callable[[str], None],
-) -> tuple[Any, Any, Any]:
-    """``(train, valid, backtest)`` pairs built per bucket on the workers, concatenated in
+) -> tuple[Any, Any, Any, Any, int]:
+    """``(train, valid, one_step, backtest, early)`` built per bucket on the workers
+    (:class:`engine.forecast.BucketPairs`), concatenated in
     bucket order as the embedded :func:`engine.forecast.training_frames` does. ``train`` is a
     frame (gathered) up to ``[cluster] dask_train_rows`` pairs, else a
     :class:`DistributedPairs` that stays on the workers."""
@@ -387,7 +402,7 @@ def training_pairs(
     by_bucket = excluded.partition_by("bucket", as_dict=True, include_key=False)
     empty = excluded.clear().drop("bucket")
     jobs = [
-        (warehouse, b, files[b], by_bucket.get((b,), empty), s, timezones, bounds) for b in buckets
+        (warehouse, b, files[b], by_bucket.get((b,), empty), s, timezones, end) for b in buckets
     ]
     futures = executor.submit(bucket_pairs_job, jobs, label="train: pairs")
     try:
@@ -395,29 +410,33 @@ def training_pairs(
         sizes = executor.gather([client.submit(_sizes, f) for f in futures], label="train")
         kept = [(b, f, n) for b, f, n in zip(buckets, futures, sizes, strict=True) if n]
         for b, _, n in kept:
-            echo(f"  bucket {b:02d}: {n[3]} sensor(s)")
+            echo(f"  bucket {b:02d}: {n[1]} sensor(s)")
         if not kept:
             raise OxyError("no readings to train on")
         rows = sum(n[0] for _, _, n in kept)
         threshold = int(warehouse.config["cluster"]["dask_train_rows"])
+
+        def gathered(name: str) -> list[Any]:
+            got = [client.submit(_nth, f, name) for _, f, _ in kept]
+            return executor.gather(got, label="train")
+
+        valid, test = pl.concat(gathered("valid")), pl.concat(gathered("backtest"))
+        steps = [frame for frame in gathered("one_step") if frame.height]
+        one_step = pl.concat(steps, how="vertical_relaxed") if steps else pl.DataFrame()
+        early = sum(gathered("early"))
         if rows <= threshold:
-            parts = executor.gather([f for _, f, _ in kept], label="train")
-            train, valid, test = (pl.concat([p[i] for p in parts]) for i in range(3))
-            return train, valid, test
+            train = pl.concat(gathered("train"))
+            return train, valid, one_step, test, early
         echo(
             f"{rows:,} training pairs > [cluster] dask_train_rows {threshold:,}: "
             "lightgbm.dask fits across the workers"
         )
-        valid, test = (
-            pl.concat(
-                executor.gather([client.submit(_nth, f, i) for _, f, _ in kept], label="train")
-            )
-            for i in (1, 2)
-        )
         train = DistributedPairs(
-            executor, [client.submit(_nth, f, 0) for _, f, _ in kept], [n[0] for _, _, n in kept]
+            executor,
+            [client.submit(_nth, f, "train") for _, f, _ in kept],
+            [n[0] for _, _, n in kept],
         )
-        return train, valid, test
+        return train, valid, one_step, test, early
     finally:
         executor.release(futures)
 
@@ -441,7 +460,7 @@ def _error_sums(frame: Any, model_text: str, best: int) -> Any:
 
     booster = lgb.Booster(model_str=model_text)
     z = booster.predict(feature_matrix(frame), num_iteration=best or None)
-    yhat = frame["baseline"].to_numpy() + z * frame["scale"].to_numpy()
+    yhat = frame["anchor"].to_numpy() + z * frame["scale"].to_numpy()
     rows = frame.with_columns(pl.Series("yhat", yhat)).filter(
         pl.col("yhat").is_not_null() & pl.col("actual").is_not_null()
     )
@@ -469,6 +488,26 @@ class DistributedPairs:
 
     def __len__(self) -> int:
         return sum(self.rows)
+
+    def fit_anchor(self) -> list[list[float]]:
+        """:func:`engine.forecast.fit_anchor` of all partitions, from their summed
+        :func:`engine.forecast.anchor_sums`."""
+        from engine.forecast import anchor_sums, anchor_table
+
+        client = self.executor.client
+        parts = [client.submit(anchor_sums, f) for f in self.futures]
+        return anchor_table(sum(self.executor.gather(parts, label="train: anchor")))
+
+    def anchored(self, table: list[list[float]]) -> DistributedPairs:
+        """These pairs with :func:`engine.forecast.with_anchor` applied on the workers
+        (pairs without a target dropped), as new partitions."""
+        client = self.executor.client
+        futures = [client.submit(_anchored, f, table) for f in self.futures]
+        rows = self.executor.gather(
+            [client.submit(_height, f) for f in futures], label="train: anchor"
+        )
+        self.executor.release(self.futures)
+        return DistributedPairs(self.executor, futures, [int(n) for n in rows])
 
     def fit(self, model: Any, valid: Any) -> Any:
         """The booster of ``model`` (a :class:`engine.forecast.DirectForecaster`) fitted on

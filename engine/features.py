@@ -40,6 +40,14 @@ PROFILE_SHIFT_MIN = 15  # the profile reads the 30-min trailing mean 15 min afte
 #: Lags of the seed (minutes), read at the origin; rounded up to the sensor's cadence.
 LAGS_MIN: tuple[int, ...] = (1, 5, 60)
 
+#: The sensor's recent volatility, two statistics over the :data:`VOL_DAYS` before a minute:
+#: ``vol_step`` -- noise and short-term wander, the mean ``|step - the same step a day
+#: earlier| / sqrt 2`` (so the daily cycle's own slope does not count); ``vol_day`` -- the
+#: mean ``|reading - reading a day earlier|``, the daily seasonal naive's error. Interpolated
+#: in log(horizon) between one step and one day (held beyond), it is the scale of that
+#: horizon's intervals.
+VOL_DAYS = 7
+
 #: Model inputs, in this order (stored in each run's meta.json and checked on load).
 FEATURES: tuple[str, ...] = (
     "horizon_min",
@@ -51,6 +59,7 @@ FEATURES: tuple[str, ...] = (
     "origin_minute_sin",
     "origin_minute_cos",
     "origin_day_of_week",
+    "origin_z",
     "lag_1m_z",
     "lag_5m_z",
     "lag_60m_z",
@@ -63,6 +72,7 @@ FEATURES: tuple[str, ...] = (
     "profile_shift_z",
     "profile_3d_z",
     "profile_days",
+    "vol_z",
 )
 
 #: Raw per-reading statistics computed by :func:`sensor_series`.
@@ -200,7 +210,7 @@ class SeriesGrid:
             arr = np.full(size, np.nan)
             arr[idx] = frame[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
             columns[name] = arr
-        return cls(
+        grid = cls(
             sensor_ids=stats["sensor_id"].to_list(),
             start=stats["start"].to_numpy(),
             cadence=stats["cadence"].to_numpy(),
@@ -208,6 +218,8 @@ class SeriesGrid:
             offset=stats["offset"].to_numpy(),
             columns=columns,
         )
+        grid.columns |= volatility_columns(grid)
+        return grid
 
     def position(self, sensor_ids: Sequence[str]) -> np.ndarray:
         """Grid position of each sensor id (-1 when the grid does not hold it)."""
@@ -245,6 +257,53 @@ class SeriesGrid:
     def last_minute(self) -> np.ndarray:
         """Each sensor's last reading (minutes since 1970)."""
         return self.start + (self.n - 1) * self.cadence
+
+
+def volatility_columns(grid: SeriesGrid) -> dict[str, np.ndarray]:
+    """``vol_step`` and ``vol_day`` per slot (see :data:`VOL_DAYS`): means over the slots of
+    the :data:`VOL_DAYS` days up to and including it (NaN with less than a quarter day)."""
+    values = grid.columns["value"]
+    out = {name: np.full(len(values), np.nan) for name in ("vol_step", "vol_day")}
+    for pos in range(len(grid.sensor_ids)):
+        lo, n, cad = int(grid.offset[pos]), int(grid.n[pos]), int(grid.cadence[pos])
+        v = values[lo : lo + n]
+        window = max(VOL_DAYS * MINUTES_PER_DAY // cad, 1)
+        need = max(MINUTES_PER_DAY // cad // 4, 2)
+        day = MINUTES_PER_DAY // cad if MINUTES_PER_DAY % cad == 0 else 0
+        step = np.full(n, np.nan)
+        step[1:] = v[1:] - v[:-1]
+        day_diff = np.full(n, np.nan)
+        if day and n > day + 1:
+            day_diff[day:] = v[day:] - v[:-day]
+            stat_step = np.full(n, np.nan)
+            stat_step[day:] = np.abs(step[day:] - step[:-day]) / math.sqrt(2)
+        else:  # no whole-day lag on this cadence: plain steps
+            stat_step = np.abs(step)
+        for name, d in (("vol_step", stat_step), ("vol_day", np.abs(day_diff))):
+            ok = np.isfinite(d)
+            total = np.concatenate([[0.0], np.cumsum(np.where(ok, d, 0.0))])
+            count = np.concatenate([[0], np.cumsum(ok)])
+            end = np.arange(1, n + 1)
+            begin = np.maximum(end - window, 0)
+            c = count[end] - count[begin]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = (total[end] - total[begin]) / c
+            out[name][lo : lo + n] = np.where(c >= need, mean, np.nan)
+    return out
+
+
+def volatility_at(
+    vol_step: np.ndarray, vol_day: np.ndarray, cadence: np.ndarray, horizon: np.ndarray
+) -> np.ndarray:
+    """The volatility for ``horizon``: ``vol_step`` at one step, ``vol_day`` from a day on,
+    interpolated in log(horizon) between; either alone where the other is unknown."""
+    lo = np.log(np.maximum(cadence, 1).astype(np.float64))
+    hi = math.log(MINUTES_PER_DAY)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.clip((np.log(np.maximum(horizon, 1)) - lo) / np.maximum(hi - lo, 1e-9), 0.0, 1.0)
+    out = vol_step + w * (vol_day - vol_step)
+    out = np.where(np.isnan(vol_step), vol_day, out)
+    return np.where(np.isnan(vol_day), vol_step, out)
 
 
 def steps_up(minutes: np.ndarray | int, cadence: np.ndarray | int) -> np.ndarray:
@@ -285,9 +344,26 @@ def _baseline_and_scale(
     # Days back to the same minute: the latest such day whose smoothed level is known.
     profile_first = -(-(horizon + PROFILE_SHIFT_MIN) // MINUTES_PER_DAY)
     profile_target, days = _profile(grid, where, target, profile_first)
-    mean_1d = grid.at("rolling_mean_1d", where, origin)
-    mean_60m = grid.at("rolling_mean_60m", where, origin)
-    floor = 1e-3 + 0.01 * np.abs(np.nan_to_num(mean_60m))
+    # What depends on the origin alone is looked up once per (sensor, origin): a forecast's
+    # thousands of steps share one.
+    first = int(origin.min()) if len(origin) else 0
+    key = (pos.astype(np.int64) + 1) * (1 << 40) + (origin - first)
+    unique, inverse = np.unique(key, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    u_where = grid.locate(unique // (1 << 40) - 1)
+    u_origin = unique % (1 << 40) + first
+    u_mean_1d = grid.at("rolling_mean_1d", u_where, u_origin)
+    u_mean_60m = grid.at("rolling_mean_60m", u_where, u_origin)
+    u_profile, _ = _profile(grid, u_where, u_origin, np.ones_like(u_origin))
+    u_profile = np.where(np.isfinite(u_profile), u_profile, u_mean_1d)
+    u_floor = 1e-3 + 0.01 * np.abs(np.nan_to_num(u_mean_60m))
+    u_scale = np.fmax(grid.at("rolling_std_1d", u_where, u_origin), u_floor)
+    u_step = grid.at("vol_step", u_where, u_origin)
+    u_day = grid.at("vol_day", u_where, u_origin)
+    mean_1d, mean_60m = u_mean_1d[inverse], u_mean_60m[inverse]
+    scale = u_scale[inverse]
+    baseline = np.where(np.isfinite(profile_target), profile_target, mean_1d)
+    volatility = volatility_at(u_step[inverse], u_day[inverse], where.cadence, horizon)
     return {
         "where": where,
         "cadence": grid.cadence[np.where(pos >= 0, pos, 0)],
@@ -296,8 +372,13 @@ def _baseline_and_scale(
         "profile_days": days,
         "mean_1d": mean_1d,
         "mean_60m": mean_60m,
-        "baseline": np.where(np.isfinite(profile_target), profile_target, mean_1d),
-        "scale": np.fmax(grid.at("rolling_std_1d", where, origin), floor),
+        "baseline": baseline,
+        "scale": scale,
+        "profile_origin": u_profile[inverse],
+        "last": grid.at("value", u_where, u_origin)[inverse],
+        "vol": np.fmax(np.where(np.isfinite(volatility), volatility, scale), 1e-9),
+        "last_day": grid.at("value", where, target - steps_up(horizon, MINUTES_PER_DAY)),
+        "last_week": grid.at("value", where, target - MINUTES_PER_WEEK),
     }
 
 
@@ -305,7 +386,7 @@ def pair_base(
     grid: SeriesGrid, pos: np.ndarray, origin: np.ndarray, horizon: np.ndarray
 ) -> pl.DataFrame:
     """The columns of :func:`pair_frame` a pair needs to turn a predicted z into a reading:
-    ``pos, origin_t, target_t, horizon_min, cadence_min, baseline, scale``."""
+    ``pos, origin_t, target_t, horizon_min, cadence_min`` and :data:`BASE_COLUMNS`."""
     b = _baseline_and_scale(grid, pos, origin, horizon)
     return pl.DataFrame(
         {
@@ -314,10 +395,15 @@ def pair_base(
             "target_t": b["target"],
             "horizon_min": horizon,
             "cadence_min": b["cadence"],
-            "baseline": b["baseline"],
-            "scale": b["scale"],
+            **{name: b[name] for name in BASE_COLUMNS},
         }
     )
+
+
+#: What turns a predicted z into a reading, its interval and its seasonal-naive alternatives:
+#: the baseline and scale, the origin's reading and profile (the anchor), the horizon's
+#: volatility (interval scale), and both seasonal naives.
+BASE_COLUMNS = ("baseline", "scale", "profile_origin", "last", "vol", "last_day", "last_week")
 
 
 def pair_frame(
@@ -325,32 +411,25 @@ def pair_frame(
 ) -> pl.DataFrame:
     """Raw quantities of each pair, all known at ``origin`` (minutes since 1970).
 
-    Columns: ``pos, origin_t, target_t, horizon_min, cadence_min, baseline, scale``, the
-    origin's lags and rolling statistics, ``last_day``, ``last_week``, ``profile_origin``,
-    ``profile_days`` and ``actual`` (the reading at the target, NaN if none: only for
-    training and scoring; never a feature).
+    Columns: ``pos, origin_t, target_t, horizon_min, cadence_min``, :data:`BASE_COLUMNS`, the
+    origin's lags and rolling statistics, ``profile_days`` and ``actual`` (the reading at the
+    target, NaN if none: only for training and scoring; never a feature).
     """
     b = _baseline_and_scale(grid, pos, origin, horizon)
     target, profile_first, mean_1d = b["target"], b["profile_first"], b["mean_1d"]
     where = b["where"]
-    profile_origin, _ = _profile(grid, where, origin, np.ones_like(origin))
     profile_3d, _ = _profile(grid, where, target, profile_first, 3)
-    profile_origin = np.where(np.isfinite(profile_origin), profile_origin, mean_1d)
     raw = {
         "pos": pos,
         "origin_t": origin,
         "target_t": target,
         "horizon_min": horizon,
         "cadence_min": b["cadence"],
-        "baseline": b["baseline"],
-        "scale": b["scale"],
-        "profile_origin": profile_origin,
+        **{name: b[name] for name in BASE_COLUMNS},
         "profile_days": b["profile_days"],
         "profile_3d": profile_3d,
         "rolling_mean_60m": b["mean_60m"],
         "rolling_std_60m": grid.at("rolling_std_60m", where, origin),
-        "last_day": grid.at("value", where, target - steps_up(horizon, MINUTES_PER_DAY)),
-        "last_week": grid.at("value", where, target - MINUTES_PER_WEEK),
         "last_day_smooth": grid.at(
             "smooth_30m", where, target - profile_first * MINUTES_PER_DAY + PROFILE_SHIFT_MIN
         ),
@@ -368,6 +447,17 @@ def pair_frame(
 
 def _z(column: str, reference: str) -> pl.Expr:
     return (pl.col(column) - pl.col(reference)) / pl.col("scale")
+
+
+def origin_z() -> pl.Expr:
+    """The reading at the origin itself relative to its profile (the seed's lags start one
+    step before it)."""
+    return _z("last", "profile_origin").alias("origin_z")
+
+
+def vol_z() -> pl.Expr:
+    """The horizon's recent volatility in units of the daily spread."""
+    return (pl.col("vol") / pl.col("scale")).alias("vol_z")
 
 
 def lag_z(lag: int) -> pl.Expr:
@@ -424,8 +514,10 @@ def minute_cos(column: str) -> pl.Expr:
 
 
 def target_z() -> pl.Expr:
-    """What the model learns: the target reading relative to the baseline, in scale units."""
-    return _z("actual", "baseline").alias("target_z")
+    """What the model learns: the target reading relative to the pair's ``anchor`` (the
+    baseline plus the origin's decaying departure, see ``engine.forecast.anchor``; the
+    baseline when no anchor column is given), in scale units."""
+    return _z("actual", "anchor").alias("target_z")
 
 
 def _local_calendar(frame: pl.DataFrame, timezones: Sequence[str], column: str) -> pl.DataFrame:
@@ -460,7 +552,11 @@ def feature_frame(pairs: pl.DataFrame, timezones: Sequence[str]) -> pl.DataFrame
         return pairs.with_columns(pl.col(f).cast(pl.Float64) for f in (*FEATURES, "target_z"))
     pairs = _local_calendar(pairs, timezones, "origin_t")
     pairs = _local_calendar(pairs, timezones, "target_t")
+    if "anchor" not in pairs.columns:
+        pairs = pairs.with_columns(pl.col("baseline").alias("anchor"))
     return pairs.with_columns(
+        origin_z(),
+        vol_z(),
         *(lag_z(lag) for lag in LAGS_MIN),
         rolling_mean_60m_z(),
         rolling_std_60m_z(),

@@ -1,21 +1,24 @@
 """Forecasting: one global LightGBM model, direct multi-horizon, a week ahead.
 
-Strategy (see README "Forecasting"): for a forecast origin ``o`` and horizon ``h`` the
-model predicts the reading at ``o + h`` from features known at ``o`` (:mod:`engine.features`):
-the target's calendar, the same minute on the latest known day and week, the 7-day daily
-profile, and the origin's level relative to that profile (an anomaly that decays with h).
-Its target is the reading minus the profile, in units of the sensor's daily spread, so one
-model serves every sensor, unit and cadence. No rolling forward: a week is one batch predict.
+Strategy (README "Forecasting", docs/forecasting.md): for a forecast origin ``o`` and horizon
+``h`` the model predicts the reading at ``o + h`` from features known at ``o``
+(:mod:`engine.features`). Its target is the reading minus an *anchor* (the 7-day daily profile
+at the target's minute plus beta(h) x the origin's departure from its profile, beta fitted on
+the training pairs), in units of the sensor's daily spread, so one model serves every sensor,
+unit and cadence. No rolling forward: a week is one batch predict.
 
-* :func:`train` — per lake bucket: sampled (origin, horizon) pairs (origins every
-  ``origin_every``, log-uniform horizons) split by target time into train / valid; a small
-  grid chosen on validation MAE; a rolling-origin backtest on the final ``test_days`` with
-  both seasonal naives beside the model; conformal intervals from validation residuals per
-  horizon bucket, with their coverage measured on the backtest; the run saved by
-  :mod:`engine.artifacts` and recorded by :mod:`engine.registry`.
-* :func:`forecast` — the ``forecasts`` and ``forecast_status`` marts.
-* :func:`one_step_predictions` — 1-step-ahead predictions for batch inference.
-* :func:`evaluate_run` — a saved run's backtest metrics on another test window.
+* :func:`train` -- per lake bucket, each sensor split at its own end: sampled (origin,
+  horizon) pairs for train / valid; a small grid chosen on validation MAE; a rolling-origin
+  backtest on each sensor's last ``test_days`` with both seasonal naives beside the model;
+  per sensor and horizon range the better of model and naives (:func:`choose_methods`);
+  volatility-scaled conformal intervals per horizon bucket; the one-step choice (model or
+  persistence); the run saved by :mod:`engine.artifacts` and recorded by
+  :mod:`engine.registry` (which refuses a run that loses to a naive).
+* :func:`forecast` -- the ``forecasts`` and ``forecast_status`` marts.
+* :func:`one_step_predictions` -- 1-step-ahead predictions for batch inference.
+* :func:`evaluate_run` -- a saved run's backtest metrics on another test window.
+
+MASE everywhere is :mod:`engine.metrics`'.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -38,6 +41,7 @@ import polars as pl
 from engine import OxyError
 from engine.artifacts import Run, latest_run, load_run, save_run
 from engine.features import (
+    BASE_COLUMNS,
     FEATURES,
     MINUTES_PER_DAY,
     PROFILE_DAYS,
@@ -50,6 +54,7 @@ from engine.features import (
     sensor_series,
     steps_up,
 )
+from engine.metrics import fleet_mase, mase_scale
 from engine.progress import bar as progress_bar
 from engine.warehouse import (
     StagedWarehouse,
@@ -74,8 +79,9 @@ HORIZON_BUCKETS: tuple[tuple[str, int], ...] = (
 INTERVAL_EDGES: tuple[int, ...] = (60, 360, 1440, 4320, 10080)  # conformal buckets (minutes)
 MIN_RESIDUALS = 30  # fewer validation residuals in a bucket: use all of them
 # Days of each sensor's latest readings `oxy forecast` reads: every feature of a week-ahead
-# pair looks back at most the profile's days (plus the target's day) from the origin.
-HISTORY_DAYS = PROFILE_DAYS + 1
+# pair looks back at most the profile's days (plus the target's day) from the origin, and the
+# volatility and MASE scales a week of day-apart differences (plus a day of margin).
+HISTORY_DAYS = PROFILE_DAYS + 2
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
 _UNITS = {"m": 1, "min": 1, "minute": 1, "minutes": 1, "h": 60, "hour": 60, "hours": 60}
 _UNITS |= {"d": 1440, "day": 1440, "days": 1440, "w": 10080, "week": 10080, "weeks": 10080}
@@ -193,7 +199,8 @@ def sampled_pairs(
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training pairs: origins every ``origin_every`` minutes (UTC-aligned, at a reading),
-    ``per_origin`` log-uniform horizons each in [cadence, horizon], on the cadence grid."""
+    ``per_origin`` horizons each: one step (the cadence), the rest log-uniform in
+    [cadence, horizon], on the cadence grid."""
     pos_parts, origin_parts = [], []
     for pos in range(len(grid.sensor_ids)):
         first = -(-int(grid.start[pos]) // origin_every) * origin_every
@@ -207,23 +214,35 @@ def sampled_pairs(
     cadence = grid.cadence[pos]
     log_h = rng.uniform(np.log(cadence), np.log(horizon), size=len(pos))
     h = np.minimum(steps_up(np.exp(log_h).astype(np.int64), cadence), horizon // cadence * cadence)
+    h = np.where(np.arange(len(pos)) % per_origin == 0, cadence, h)  # one-step pairs
     return pos, origin, np.maximum(h, cadence)
 
 
 def backtest_pairs(
-    grid: SeriesGrid, *, start: int, end: int, every: int, step: int, horizon: int
+    grid: SeriesGrid,
+    *,
+    start: np.ndarray | int,
+    end: np.ndarray | int,
+    every: int,
+    step: int,
+    horizon: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rolling-origin pairs: origins at ``start``, ``start + every`` ... (snapped back to each
-    sensor's grid), every ``step`` (cadence multiple) up to ``horizon`` and ``end``."""
+    """Rolling-origin pairs: per sensor, origins at ``start``, ``start + every`` ... (snapped
+    back to its grid), every ``step`` (cadence multiple) up to ``horizon`` and ``end``.
+    ``start`` and ``end`` are minutes, one for all sensors or one per grid position."""
+    n = len(grid.sensor_ids)
+    starts = np.broadcast_to(np.asarray(start, dtype=np.int64), (n,))
+    ends = np.broadcast_to(np.asarray(end, dtype=np.int64), (n,))
     pos_parts, origin_parts, h_parts = [], [], []
-    for pos in range(len(grid.sensor_ids)):
+    for pos in range(n):
         cad = int(grid.cadence[pos])
         stride = int(steps_up(step, cad))
-        for o in range(start, end, every):
+        first, stop = int(starts[pos]), int(ends[pos])
+        for o in range(first, stop, every):
             origin = int(grid.start[pos]) + (o - int(grid.start[pos])) // cad * cad
             if origin < grid.start[pos]:
                 continue
-            h = np.arange(stride, min(horizon, end - origin) + 1, stride, dtype=np.int64)
+            h = np.arange(stride, min(horizon, stop - origin) + 1, stride, dtype=np.int64)
             pos_parts.append(np.full(len(h), pos))
             origin_parts.append(np.full(len(h), origin))
             h_parts.append(h)
@@ -236,25 +255,27 @@ def backtest_pairs(
     )
 
 
-def seasonal_scale(grid: SeriesGrid, before: int, days: int | None = None) -> np.ndarray:
-    """Per sensor: mean |reading - reading one day earlier| before minute ``before`` (the
-    MASE scale; only the last ``days`` days when given)."""
-    out = np.full(len(grid.sensor_ids), np.nan)
-    for pos in range(len(grid.sensor_ids)):
-        cad = int(grid.cadence[pos])
-        if MINUTES_PER_DAY % cad:
-            continue
-        lag = MINUTES_PER_DAY // cad
-        lo, n = int(grid.offset[pos]), int(grid.n[pos])
-        values = grid.columns["value"][lo : lo + n]
-        times = grid.start[pos] + np.arange(n) * cad
-        keep = times < before
-        if days is not None:
-            keep &= times >= before - days * MINUTES_PER_DAY
-        diff = np.abs(values[lag:] - values[:-lag])[keep[lag:]]
-        diff = diff[np.isfinite(diff)]
-        if len(diff):
-            out[pos] = max(float(diff.mean()), 1e-9)
+def sensor_windows(grid: SeriesGrid, end: int, test: int, valid: int) -> dict[str, np.ndarray]:
+    """Per grid position: the split boundaries, anchored at the sensor's own end (its last
+    reading, or ``end`` if it reads past it): ``test_end``, ``test_start`` (= end - test) and
+    ``valid_start`` (= test_start - valid). A sensor that stopped reporting early is still
+    validated and backtested on its own last days."""
+    test_end = np.minimum(grid.last_minute() + 1, end).astype(np.int64)
+    test_start = test_end - test
+    return {"test_end": test_end, "test_start": test_start, "valid_start": test_start - valid}
+
+
+def mase_scales(grid: SeriesGrid, before: np.ndarray | int) -> np.ndarray:
+    """Per grid position: :func:`engine.metrics.mase_scale` of its readings before ``before``
+    (minutes; one for all sensors or one per position)."""
+    n = len(grid.sensor_ids)
+    before = np.broadcast_to(np.asarray(before, dtype=np.int64), (n,))
+    out = np.full(n, np.nan)
+    for pos in range(n):
+        lo, count, cad = int(grid.offset[pos]), int(grid.n[pos]), int(grid.cadence[pos])
+        times = grid.start[pos] + np.arange(count, dtype=np.int64) * cad
+        values = grid.columns["value"][lo : lo + count]
+        out[pos] = mase_scale(times, values, int(before[pos]))
     return out
 
 
@@ -346,6 +367,75 @@ def predict_z(
     return pairs, z
 
 
+# -- the anchor: the baseline plus the origin's decaying departure ----------------------
+
+#: Horizon bins (minutes) of the anchor's decay: how much of the origin's departure from its
+#: profile is still there h minutes later, fitted on the training pairs.
+ANCHOR_EDGES: tuple[int, ...] = (0, 1, 2, 5, 15, 30, 60, 120, 240, 480, 1440, 2880, 5760, 10080)
+MIN_ANCHOR_PAIRS = 20
+MIN_ANCHOR_PROFILE_DAYS = 3  # the fit uses pairs whose profile averages at least this many days
+
+
+def fit_anchor(pairs: pl.DataFrame) -> list[list[float]]:
+    """``[[horizon_min, beta], ...]``: per horizon bin, the least-squares ``beta`` of
+    ``(actual - baseline) = beta * (origin reading - origin profile)`` (both in scale units,
+    clipped to +-10; beta clipped to [0, 1.5]), at the bin's geometric middle. Only pairs whose
+    profile holds :data:`MIN_ANCHOR_PROFILE_DAYS` days count: without one, the "departure"
+    is the daily cycle itself, which persists over short horizons and would inflate beta."""
+    return anchor_table(anchor_sums(pairs))
+
+
+def anchor_sums(pairs: pl.DataFrame) -> np.ndarray:
+    """Per horizon bin of :data:`ANCHOR_EDGES`: ``[pairs, a @ a, a @ y]`` (departure ``a``,
+    target ``y``), the sufficient statistics of :func:`fit_anchor` (they add up across
+    partitions)."""
+    pairs = pairs.filter(pl.col("profile_days") >= MIN_ANCHOR_PROFILE_DAYS)
+    scale = pairs["scale"].to_numpy()
+    departure = np.clip((pairs["last"] - pairs["profile_origin"]).to_numpy() / scale, -10, 10)
+    target = np.clip((pairs["actual"] - pairs["baseline"]).to_numpy() / scale, -10, 10)
+    horizon = pairs["horizon_min"].to_numpy()
+    ok = np.isfinite(departure) & np.isfinite(target)
+    sums = np.zeros((len(ANCHOR_EDGES) - 1, 3))
+    for i, (lo, hi) in enumerate(zip(ANCHOR_EDGES[:-1], ANCHOR_EDGES[1:], strict=True)):
+        inside = ok & (horizon > lo) & (horizon <= hi)
+        a, y = departure[inside], target[inside]
+        sums[i] = (inside.sum(), a @ a, a @ y)
+    return sums
+
+
+def anchor_table(sums: np.ndarray) -> list[list[float]]:
+    """:func:`fit_anchor`'s table from :func:`anchor_sums` (of one frame, or summed)."""
+    table = []
+    bins = zip(ANCHOR_EDGES[:-1], ANCHOR_EDGES[1:], strict=True)
+    for (lo, hi), (n, aa, ay) in zip(bins, sums, strict=True):
+        if n >= MIN_ANCHOR_PAIRS and aa > 0:
+            beta = float(np.clip(ay / aa, 0.0, 1.5))
+            table.append([math.sqrt(max(lo, 1) * hi), beta])
+    return table or [[1.0, 0.0]]
+
+
+def anchor_beta(table: Sequence[Sequence[float]], horizon: np.ndarray) -> np.ndarray:
+    """The anchor's ``beta`` at each horizon: the table interpolated in log(horizon)."""
+    x = np.log([row[0] for row in table])
+    return np.interp(np.log(np.maximum(horizon, 1)), x, [row[1] for row in table])
+
+
+def with_anchor(frame: pl.DataFrame, table: Sequence[Sequence[float]]) -> pl.DataFrame:
+    """``anchor`` = baseline + beta(h) x (origin reading - origin profile); with ``actual``,
+    ``target_z`` relative to it."""
+    beta = anchor_beta(table, frame["horizon_min"].to_numpy())
+    departure = (frame["last"] - frame["profile_origin"]).fill_nan(0.0).fill_null(0.0)
+    anchor = frame["baseline"].to_numpy() + beta * departure.to_numpy()
+    out = frame.with_columns(pl.Series("anchor", anchor))
+    if "actual" in out.columns:
+        out = out.with_columns(
+            ((pl.col("actual") - pl.col("anchor")) / pl.col("scale"))
+            .fill_nan(None)
+            .alias("target_z")
+        )
+    return out
+
+
 # -- the model --------------------------------------------------------------------------
 
 
@@ -353,8 +443,9 @@ def predict_z(
 class DirectForecaster:
     """Global direct multi-horizon regressor (scikit-learn-style contract).
 
-    ``fit(train, valid)`` takes :func:`engine.features.feature_frame` rows with
-    ``target_z``; ``predict(frame)`` returns readings (``baseline + z * scale``).
+    ``fit(train, valid)`` takes :func:`engine.features.feature_frame` rows with ``anchor``
+    and ``target_z`` (:func:`with_anchor`); ``predict(frame)`` returns readings
+    (``anchor + z * scale``).
     """
 
     params: dict[str, Any]
@@ -395,85 +486,228 @@ class DirectForecaster:
 
     def predict(self, frame: pl.DataFrame) -> np.ndarray:
         z = self.predict_z(frame)
-        return frame["baseline"].to_numpy() + z * frame["scale"].to_numpy()
+        return frame["anchor"].to_numpy() + z * frame["scale"].to_numpy()
+
+
+# -- intervals, per-sensor methods, metrics ---------------------------------------------
+
+#: What a sensor's forecast can be: the model, or one of the seasonal naives (the column of
+#: the pair frames that holds it).
+METHODS: dict[str, str] = {
+    "model": "yhat_model",
+    "naive_day": "last_day",
+    "naive_week": "last_week",
+}
+NAIVE_NAMES = {"naive_day": "naive (last day)", "naive_week": "naive (last week)"}
 
 
 def conformal_intervals(
-    residual_z: np.ndarray, horizon: np.ndarray, level: float
+    actual: np.ndarray,
+    prediction: np.ndarray,
+    volatility: np.ndarray,
+    horizon: np.ndarray,
+    level: float,
 ) -> list[list[float]]:
-    """``[[upper_horizon_min, q_lo, q_hi], ...]``: residual quantiles per horizon bucket."""
+    """``[[upper_horizon_min, q_lo, q_hi], ...]``: per horizon bucket (:data:`INTERVAL_EDGES`),
+    the conformal quantiles of ``(actual - prediction) / volatility`` (the sensor's recent
+    volatility at that horizon), so an interval is ``prediction + q * volatility``."""
     alpha = (1 - level) / 2
-    finite = np.isfinite(residual_z)
-    pooled = np.quantile(residual_z[finite], [alpha, 1 - alpha]) if finite.any() else [0.0, 0.0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        residual = (actual - prediction) / volatility
+    finite = np.isfinite(residual)
+    pooled = np.quantile(residual[finite], [alpha, 1 - alpha]) if finite.any() else [0.0, 0.0]
     table, lower = [], 0
     for upper in INTERVAL_EDGES:
         inside = finite & (horizon > lower) & (horizon <= upper)
-        enough = inside.sum() >= MIN_RESIDUALS
-        q = np.quantile(residual_z[inside], [alpha, 1 - alpha]) if enough else pooled
+        n = int(inside.sum())
+        if n >= MIN_RESIDUALS:
+            # finite-sample conformal levels: ceil((n + 1) q) / n
+            lo_q = max(math.floor((n + 1) * alpha) / n, 0.0)
+            hi_q = min(math.ceil((n + 1) * (1 - alpha)) / n, 1.0)
+            q = np.quantile(residual[inside], [lo_q, hi_q])
+        else:
+            q = pooled
         table.append([upper, min(float(q[0]), 0.0), max(float(q[1]), 0.0)])
         lower = upper
     return table
 
 
-def apply_intervals(
-    frame: pl.DataFrame, z: np.ndarray, table: Sequence[Sequence[float]]
-) -> pl.DataFrame:
-    """``yhat, yhat_lo, yhat_hi`` from predicted z and the conformal table (lo <= yhat <= hi)."""
+def interval_bounds(
+    prediction: np.ndarray,
+    volatility: np.ndarray,
+    horizon: np.ndarray,
+    table: Sequence[Sequence[float]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, hi)`` of :func:`conformal_intervals`' table around ``prediction``."""
     edges = np.array([row[0] for row in table])
-    idx = np.minimum(np.searchsorted(edges, frame["horizon_min"].to_numpy()), len(edges) - 1)
+    idx = np.minimum(np.searchsorted(edges, horizon), len(edges) - 1)
     q_lo = np.array([row[1] for row in table])[idx]
     q_hi = np.array([row[2] for row in table])[idx]
-    base, scale = frame["baseline"].to_numpy(), frame["scale"].to_numpy()
+    return prediction + q_lo * volatility, prediction + q_hi * volatility
+
+
+#: Disjoint horizon ranges (upper bound, minutes) in which each sensor's method is chosen.
+PIECES: tuple[tuple[str, int], ...] = (("first_hour", 60), ("rest_of_day", 1440), ("week", 10080))
+MIN_PIECE_ROWS = 30  # fewer comparable backtest rows in a range: the model serves it
+
+
+def _piece_of(horizon: np.ndarray) -> np.ndarray:
+    return np.minimum(np.searchsorted([u for _, u in PIECES], horizon), len(PIECES) - 1)
+
+
+def apply_forecast(
+    frame: pl.DataFrame,
+    z: np.ndarray,
+    meta: Mapping[str, Any],
+    *,
+    methods: Mapping[str, str] | None = None,
+) -> pl.DataFrame:
+    """``frame`` with ``anchor, yhat_model, yhat, yhat_lo, yhat_hi``.
+
+    ``yhat_model`` is the model (``anchor + z * scale``); ``yhat`` is each sensor's method in
+    each horizon range (:data:`PIECES`): ``methods`` (sensor -> one method for every range),
+    else the run's per-sensor choice ``meta["sensor_methods"]``, else the model. A seasonal
+    naive serves where the backtest found it better (the model where its reading is
+    missing), with that method's intervals.
+    """
+    frame = with_anchor(frame, meta["anchor"])
+    model = frame["anchor"].to_numpy() + z * frame["scale"].to_numpy()
+    frame = frame.with_columns(pl.Series("yhat_model", model))
+    horizon, vol = frame["horizon_min"].to_numpy(), frame["vol"].to_numpy()
+    if methods is not None:
+        chosen = {sid: [m] * len(PIECES) for sid, m in methods.items()}
+    else:
+        chosen = {s: v["pieces"] for s, v in (meta.get("sensor_methods") or {}).items()}
+    piece = _piece_of(horizon)
+    codes = {name: i for i, name in enumerate(METHODS)}  # 0 = the model
+    method = np.zeros(len(model), dtype=np.int8)
+    for k in range(len(PIECES)):
+        per_sensor = {sid: codes[p[k]] for sid, p in chosen.items() if p[k] != "model"}
+        if per_sensor:
+            got = frame["sensor_id"].replace_strict(per_sensor, default=0, return_dtype=pl.Int8)
+            method = np.where(piece == k, got.to_numpy(), method)
+    yhat, lo, hi = model.copy(), np.full(len(model), np.nan), np.full(len(model), np.nan)
+    tables = meta["intervals"]["methods"]
+    for name, column in METHODS.items():
+        values = model if name == "model" else frame[column].to_numpy()
+        rows = (method == codes[name]) & np.isfinite(values)
+        if name != "model":
+            yhat[rows] = values[rows]
+        part_lo, part_hi = interval_bounds(values[rows], vol[rows], horizon[rows], tables[name])
+        lo[rows], hi[rows] = part_lo, part_hi
+    missing = np.isnan(lo)  # a naive's reading was missing: the model and its interval
+    m_lo, m_hi = interval_bounds(model[missing], vol[missing], horizon[missing], tables["model"])
+    lo[missing], hi[missing] = m_lo, m_hi
     return frame.with_columns(
-        pl.Series("yhat", base + z * scale),
-        pl.Series("yhat_lo", base + (z + q_lo) * scale),
-        pl.Series("yhat_hi", base + (z + q_hi) * scale),
+        pl.Series("yhat", yhat),
+        pl.Series("yhat_lo", np.fmin(lo, yhat)),
+        pl.Series("yhat_hi", np.fmax(hi, yhat)),
     ).with_columns(pl.col("yhat", "yhat_lo", "yhat_hi").fill_nan(None))
 
 
 def error_metrics(frame: pl.DataFrame, prediction: str) -> dict[str, float]:
-    """MAE, RMSE and MASE (mean over sensors of MAE / seasonal scale) of one prediction."""
-    rows = frame.filter(pl.col(prediction).is_not_null() & pl.col("actual").is_not_null())
+    """MAE, RMSE and MASE (:func:`engine.metrics.fleet_mase`) of one prediction."""
+    rows = frame.filter(
+        pl.col(prediction).is_not_null()
+        & pl.col(prediction).is_not_nan()
+        & pl.col("actual").is_not_null()
+        & pl.col("actual").is_not_nan()
+    )
     if rows.is_empty():
         return {"mae": math.nan, "rmse": math.nan, "mase": math.nan, "n": 0}
-    err = rows.select((pl.col("actual") - pl.col(prediction)).alias("e"), "sensor_id", "mase_scale")
-    per_sensor = err.group_by("sensor_id").agg(
-        (pl.col("e").abs().mean() / pl.col("mase_scale").first()).alias("mase")
-    )
+    err = rows.select((pl.col("actual") - pl.col(prediction)).alias("e"))["e"]
     return {
-        "mae": float(err["e"].abs().mean()),
-        "rmse": float(math.sqrt((err["e"] ** 2).mean())),
-        "mase": float(per_sensor["mase"].drop_nans().mean() or math.nan),
+        "mae": float(err.abs().mean()),  # type: ignore[arg-type]
+        "rmse": float(math.sqrt((err**2).mean())),  # type: ignore[arg-type]
+        "mase": fleet_mase(rows, prediction),
         "n": rows.height,
     }
 
 
-def backtest_report(scored: pl.DataFrame) -> dict[str, Any]:
-    """Model and both seasonal naives per horizon bucket, plus interval coverage.
-
-    Only rows where the model and both naives exist are compared (like for like).
-    """
-    rows = scored.filter(
-        pl.col("yhat").is_not_null()
+def _comparable(scored: pl.DataFrame) -> pl.DataFrame:
+    """Backtest rows where the model and both naives exist (like for like)."""
+    return scored.filter(
+        pl.col("yhat_model").is_not_null()
         & pl.col("last_day").is_not_nan()
         & pl.col("last_week").is_not_nan()
         & pl.col("actual").is_not_nan()
-    ).with_columns(pl.col("last_day").alias("naive_day"), pl.col("last_week").alias("naive_week"))
+    )
+
+
+def backtest_report(scored: pl.DataFrame) -> dict[str, Any]:
+    """The model and both seasonal naives per horizon bucket, each with its interval
+    coverage (``scored``: :func:`apply_forecast` of every method on the backtest pairs,
+    with ``lo_<method>`` / ``hi_<method>`` columns)."""
+    rows = _comparable(scored)
     report: dict[str, Any] = {}
     for name, upper in HORIZON_BUCKETS:
         part = rows.filter(pl.col("horizon_min") <= upper)
-        covered = part.select(
-            ((pl.col("actual") >= pl.col("yhat_lo")) & (pl.col("actual") <= pl.col("yhat_hi")))
-            .mean()
-            .alias("c")
-        )["c"][0]
-        report[name] = {
-            "model": error_metrics(part, "yhat"),
-            "naive_day": error_metrics(part, "naive_day"),
-            "naive_week": error_metrics(part, "naive_week"),
-            "coverage": float(covered) if covered is not None else math.nan,
-        }
+        entry: dict[str, Any] = {}
+        for method, column in METHODS.items():
+            entry[method] = error_metrics(part, column)
+            covered = part.select(
+                pl.col("actual").is_between(pl.col(f"lo_{method}"), pl.col(f"hi_{method}")).mean()
+            ).item()
+            entry[method]["coverage"] = float(covered) if covered is not None else math.nan
+        entry["coverage"] = entry["model"]["coverage"]
+        report[name] = entry
     return report
+
+
+def choose_methods(scored: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per sensor of the backtest and per horizon range (:data:`PIECES`): each method's MASE
+    over the range's comparable rows, and the chosen method -- the model unless a seasonal
+    naive's MASE there is lower (over at least :data:`MIN_PIECE_ROWS` rows).
+    ``{sensor: {"pieces": [method per range], "mase": {range: {method: MASE}}}}``."""
+    rows = _comparable(scored).with_columns(
+        pl.Series("_piece", _piece_of(_comparable(scored)["horizon_min"].to_numpy()))
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for (sid,), part in rows.group_by("sensor_id"):
+        pieces, table = [], {}
+        for k, (name, _) in enumerate(PIECES):
+            rows_k = part.filter(pl.col("_piece") == k)
+            scores = {m: fleet_mase(rows_k, column) for m, column in METHODS.items()}
+            best = "model"
+            for m in ("naive_day", "naive_week"):
+                if math.isfinite(scores[m]) and scores[m] < scores[best]:
+                    best = m
+            if not math.isfinite(scores["model"]) or rows_k.height < MIN_PIECE_ROWS:
+                best = "model"
+            pieces.append(best)
+            table[name] = {m: round(v, 4) for m, v in scores.items() if math.isfinite(v)}
+        out[str(sid)] = {"pieces": pieces, "mase": table}
+    return dict(sorted(out.items()))
+
+
+def method_name(pieces: Sequence[str]) -> str:
+    """``forecast_status.method``: ``model``, ``naive_day``, ``naive_week``, or the methods by
+    horizon range joined by `` then `` (e.g. ``model then naive_week``)."""
+    names = [m for i, m in enumerate(pieces) if i == 0 or m != pieces[i - 1]]
+    return " then ".join(names)
+
+
+def method_reason(choice: Mapping[str, Any] | None) -> str:
+    """The ``forecast_status.reason`` of a sensor's backtest choice."""
+    if not choice:
+        return "not in the run's backtest: model"
+    parts = []
+    for (name, _), method in zip(PIECES, choice["pieces"], strict=True):
+        scores = choice["mase"].get(name) or {}
+        if "model" not in scores:
+            continue
+        naive = method
+        if method == "model":
+            naives = [m for m in ("naive_day", "naive_week") if m in scores]
+            if not naives:
+                continue
+            naive = min(naives, key=scores.__getitem__)
+        label = name.replace("_", " ")
+        parts.append(
+            f"{label}: model {scores['model']:.3f} vs {NAIVE_NAMES[naive]} {scores[naive]:.3f}"
+            + ("" if method == "model" else f" -> {NAIVE_NAMES[method]}")
+        )
+    return "backtest MASE " + "; ".join(parts) if parts else "no comparable backtest: model"
 
 
 # -- training ---------------------------------------------------------------------------
@@ -521,14 +755,80 @@ _KEEP = (
     "sensor_id",
     "origin_t",
     "target_t",
-    "baseline",
-    "scale",
     "actual",
-    "last_day",
-    "last_week",
     "target_z",
+    *BASE_COLUMNS,
     *FEATURES,
 )
+ONE_STEP_EVERY = 10  # minutes between the validation origins of the one-step check
+
+
+@dataclass
+class TrainingFrames:
+    """Pair frames of one training run, built one lake bucket at a time."""
+
+    train: pl.DataFrame
+    valid: pl.DataFrame
+    one_step: pl.DataFrame  # one-step pairs over the validation days (model vs persistence)
+    backtest: pl.DataFrame  # rolling-origin pairs over each sensor's test days
+    span: dict[str, Any]
+    notes: list[str]
+
+
+def backtest_frame(
+    grid: SeriesGrid,
+    windows: Mapping[str, np.ndarray],
+    s: Mapping[str, Any],
+    horizon: int,
+    predict_every: int,
+    timezones: Mapping[str, str],
+) -> pl.DataFrame:
+    """Rolling-origin pairs over each sensor's test window, with ``mase_scale`` (the 7 days
+    before the window), knots marked (features only on them)."""
+    scale = pl.DataFrame(
+        {"sensor_id": grid.sensor_ids, "mase_scale": mase_scales(grid, windows["test_start"])}
+    )
+    bt = backtest_pairs(
+        grid,
+        start=windows["test_start"],
+        end=windows["test_end"],
+        every=s["backtest_every"],
+        step=s["backtest_step"],
+        horizon=horizon,
+    )
+    pairs = _pairs_with_features(grid, *bt, timezones, predict_every)
+    pairs = pairs.filter(pl.col("actual").is_not_nan() | pl.col("knot"))
+    return pairs.select(*_KEEP, "knot").join(scale, on="sensor_id")
+
+
+def one_step_frame(
+    grid: SeriesGrid, start: np.ndarray, end: np.ndarray, timezones: Mapping[str, str]
+) -> pl.DataFrame:
+    """One-step pairs (horizon = the cadence) from origins every :data:`ONE_STEP_EVERY`
+    minutes in ``[start, end)`` per sensor, where the origin and the target are readings."""
+    pos_parts, origin_parts, h_parts = [], [], []
+    for pos in range(len(grid.sensor_ids)):
+        cad = int(grid.cadence[pos])
+        every = int(steps_up(ONE_STEP_EVERY, cad))
+        first = int(grid.start[pos]) + max(int(start[pos]) - int(grid.start[pos]), 0) // cad * cad
+        origins = np.arange(first, int(end[pos]) - cad, every, dtype=np.int64)
+        p = np.full(len(origins), pos, dtype=np.int64)
+        known = np.isfinite(grid.at("value", p, origins)) & np.isfinite(
+            grid.at("value", p, origins + cad)
+        )
+        pos_parts.append(p[known])
+        origin_parts.append(origins[known])
+        h_parts.append(np.full(int(known.sum()), cad, dtype=np.int64))
+    if not pos_parts:
+        return pl.DataFrame()
+    pairs = _pairs_with_features(
+        grid,
+        np.concatenate(pos_parts),
+        np.concatenate(origin_parts),
+        np.concatenate(h_parts),
+        timezones,
+    )
+    return pairs.select(_KEEP)
 
 
 def training_frames(
@@ -537,11 +837,16 @@ def training_frames(
     echo: Callable[[str], None],
     executor: Executor | None = None,
     progress: bool = False,
-) -> tuple[Any, pl.DataFrame, pl.DataFrame, dict[str, Any], list[str]]:
-    """``(train, valid, backtest, span, notes)`` pair frames, one lake bucket at a time
-    (:func:`bucket_pairs`). With ``executor`` the buckets' pairs are built on a cluster's
-    workers (:func:`engine.cluster.training_pairs`); ``train`` is then a frame, or, past
-    ``[cluster] dask_train_rows`` pairs, the workers' :class:`engine.cluster.DistributedPairs`."""
+) -> TrainingFrames:
+    """Train, validation, one-step and backtest pairs, one lake bucket at a time
+    (:func:`bucket_pairs`).
+
+    Each sensor's split is anchored at its own end (:func:`sensor_windows`): the last
+    ``test_days`` before it are its backtest, the ``valid_days`` before those its validation.
+    With ``executor`` the buckets' pairs are built on a cluster's workers
+    (:func:`engine.cluster.training_pairs`); ``train`` is then a frame, or, past ``[cluster]
+    dask_train_rows`` pairs, the workers' :class:`engine.cluster.DistributedPairs`.
+    """
     notes: list[str] = []
     if not warehouse.exists():
         raise OxyError(f"no warehouse at {warehouse.root} (run `oxy ingest` first)")
@@ -555,7 +860,6 @@ def training_frames(
         end = int((span_row[1] - datetime(1970, 1, 1)).total_seconds() // 60) + 1
         test_start = end - s["test"]
         valid_start = test_start - s["valid"]
-        bounds = (valid_start, test_start, end)
         buckets = readings_buckets(con)
         if executor is None:
             parts = []
@@ -567,22 +871,32 @@ def training_frames(
                     bucket,
                     s,
                     timezones,
-                    bounds,
+                    end,
                 )
                 if part is not None:
                     parts.append(part)
-                    echo(f"  bucket {bucket:02d}: {part[3]} sensor(s)")
-            train = pl.concat([p[0] for p in parts])
-            valid = pl.concat([p[1] for p in parts])
-            test = pl.concat([p[2] for p in parts])
+                    echo(f"  bucket {bucket:02d}: {part.sensors} sensor(s)")
+            if not parts:
+                raise OxyError("no readings to train on")
+            train: Any = pl.concat([p.train for p in parts])
+            valid = pl.concat([p.valid for p in parts])
+            steps = [p.one_step for p in parts if p.one_step.height]
+            one_step = pl.concat(steps, how="vertical_relaxed") if steps else pl.DataFrame()
+            test = pl.concat([p.backtest for p in parts])
+            early = sum(p.early for p in parts)
         else:
             from engine.cluster import training_pairs
 
             files = {b: [str(p) for p in warehouse.files(con, "readings", b)] for b in buckets}
             in_bucket = dict(sql_rows(con, "meta/sensor_buckets"))
-            train, valid, test = training_pairs(
-                executor, warehouse, files, in_bucket, excluded, s, timezones, bounds, echo
+            train, valid, one_step, test, early = training_pairs(
+                executor, warehouse, files, in_bucket, excluded, s, timezones, end, echo
             )
+    if early:
+        notes.append(
+            f"{early} sensor(s) ended more than a day before the fleet's last reading: each is "
+            "validated and backtested on its own last days"
+        )
     span = {
         "first_ts": span_row[0],
         "last_ts": span_row[1],
@@ -597,7 +911,19 @@ def training_frames(
             "test_end": from_minutes_ts(end),
         },
     }
-    return train, valid, test, span, notes
+    return TrainingFrames(train, valid, one_step, test, span, notes)
+
+
+@dataclass
+class BucketPairs:
+    """One lake bucket's pair frames (:func:`bucket_pairs`)."""
+
+    train: pl.DataFrame
+    valid: pl.DataFrame
+    one_step: pl.DataFrame
+    backtest: pl.DataFrame
+    sensors: int
+    early: int  # sensors whose own end is more than a day before the fleet's
 
 
 def bucket_pairs(
@@ -605,19 +931,20 @@ def bucket_pairs(
     bucket: int,
     s: Mapping[str, Any],
     timezones: Mapping[str, str],
-    bounds: tuple[int, int, int],
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, int] | None:
-    """One bucket's ``(train, valid, backtest, sensors)`` pairs from its ``readings`` (excluded
-    minutes null); ``bounds``: the valid start, test start and end minute. The bucket's horizons
-    are drawn from its own random stream (``seed``, ``bucket``), so buckets can be built in
-    any order, or on a cluster's workers. None: no sensor."""
-    valid_start, test_start, end = bounds
+    end: int,
+) -> BucketPairs | None:
+    """One bucket's pairs from its ``readings`` (excluded minutes null); ``end``: the fleet's
+    end minute. The bucket's horizons are drawn from its own random stream (``seed``,
+    ``bucket``), so buckets can be built in any order, or on a cluster's workers. None: no
+    sensor."""
     grid = SeriesGrid.from_series(sensor_series(readings.lazy()))
     if not grid.sensor_ids:
         return None
     rng = np.random.default_rng([s["seed"], bucket])
-    scale = pl.DataFrame(
-        {"sensor_id": grid.sensor_ids, "mase_scale": seasonal_scale(grid, valid_start)}
+    w = sensor_windows(grid, end, s["test"], s["valid"])
+    early = int((w["test_end"] < end - MINUTES_PER_DAY).sum())
+    valid_scale = pl.DataFrame(
+        {"sensor_id": grid.sensor_ids, "mase_scale": mase_scales(grid, w["valid_start"])}
     )
     pos, origin, horizon = sampled_pairs(
         grid,
@@ -627,22 +954,25 @@ def bucket_pairs(
         rng=rng,
     )
     pairs = _pairs_with_features(grid, pos, origin, horizon, timezones)
-    pairs = pairs.filter(pl.col("target_z").is_not_null()).select(_KEEP)
-    pairs = pairs.join(scale, on="sensor_id")
-    train = pairs.filter(pl.col("target_t") < valid_start)
-    valid = pairs.filter(pl.col("target_t").is_between(valid_start, test_start, "left"))
-    bt = backtest_pairs(
-        grid,
-        start=test_start,
-        end=end,
-        every=s["backtest_every"],
-        step=s["backtest_step"],
-        horizon=s["horizon"],
+    pairs = pairs.with_columns(
+        pl.Series("_valid", w["valid_start"][pos]),
+        pl.Series("_test", w["test_start"][pos]),
+    ).filter(pl.col("target_z").is_not_null())
+    train = (
+        pairs.filter(pl.col("target_t") < pl.col("_valid"))
+        .select(_KEEP)
+        .join(valid_scale, on="sensor_id")
     )
-    pairs = _pairs_with_features(grid, *bt, timezones, s["predict_every"])
-    pairs = pairs.filter(pl.col("actual").is_not_nan() | pl.col("knot"))
-    test = pairs.select(*_KEEP, "knot").join(scale, on="sensor_id")
-    return train, valid, test, len(grid.sensor_ids)
+    valid = (
+        pairs.filter(
+            (pl.col("target_t") >= pl.col("_valid")) & (pl.col("target_t") < pl.col("_test"))
+        )
+        .select(_KEEP)
+        .join(valid_scale, on="sensor_id")
+    )
+    steps = one_step_frame(grid, w["valid_start"], w["test_start"], timezones)
+    test = backtest_frame(grid, w, s, s["horizon"], s["predict_every"], timezones)
+    return BucketPairs(train, valid, steps, test, len(grid.sensor_ids), early)
 
 
 def from_minutes_ts(minutes: int) -> datetime:
@@ -658,6 +988,51 @@ def _versions() -> dict[str, str]:
         "polars": pl.__version__,
         "duckdb": _duckdb.__version__,
         "numpy": np.__version__,
+    }
+
+
+def score_backtest(
+    pairs: pl.DataFrame, predict: Callable[[np.ndarray], np.ndarray], meta: Mapping[str, Any]
+) -> pl.DataFrame:
+    """Backtest pairs with every method's prediction and interval: ``yhat_model`` and
+    ``lo_<method>`` / ``hi_<method>`` for the model and both naives (``meta``: the run's
+    ``anchor`` and ``intervals``)."""
+    pairs, z = predict_z(predict, pairs)
+    scored = apply_forecast(pairs, z, meta, methods={})
+    h, vol = scored["horizon_min"].to_numpy(), scored["vol"].to_numpy()
+    bounds = {}
+    for method, column in METHODS.items():
+        lo, hi = interval_bounds(
+            scored[column].to_numpy(), vol, h, meta["intervals"]["methods"][method]
+        )
+        bounds[f"lo_{method}"], bounds[f"hi_{method}"] = lo, hi
+    return scored.with_columns(pl.Series(k, v) for k, v in bounds.items())
+
+
+def one_step_choice(pairs: pl.DataFrame, model: np.ndarray) -> dict[str, Any]:
+    """Per sensor, on the validation days' one-step pairs: the model or persistence (the last
+    reading), whichever has the lower MAE (persistence on a tie); ``default`` for sensors the
+    run did not see is the fleet's better one."""
+    if pairs.is_empty():
+        return {"default": "persistence", "sensors": {}, "model_mae": None, "persistence_mae": None}
+    frame = pairs.select("sensor_id", "actual", "last").with_columns(
+        (pl.col("actual") - pl.Series(model)).abs().alias("e_model"),
+        (pl.col("actual") - pl.col("last")).abs().alias("e_persistence"),
+    )
+    per_sensor = frame.group_by("sensor_id").agg(pl.col("e_model", "e_persistence").mean())
+    sensors = {
+        sid: "model" if m < p else "persistence"
+        for sid, m, p in per_sensor.sort("sensor_id").iter_rows()
+    }
+    model_mae, persistence_mae = (
+        float(frame["e_model"].mean()),
+        float(frame["e_persistence"].mean()),
+    )  # type: ignore[arg-type]
+    return {
+        "default": "model" if model_mae < persistence_mae else "persistence",
+        "sensors": sensors,
+        "model_mae": model_mae,
+        "persistence_mae": persistence_mae,
     }
 
 
@@ -682,15 +1057,21 @@ def train(
     """
     started = time.perf_counter()
     s = _settings(warehouse)
-    train_pairs, valid_pairs, test_pairs, span, notes = training_frames(
-        warehouse, s, echo, executor, progress
-    )
+    frames = training_frames(warehouse, s, echo, executor, progress)
+    notes, span = frames.notes, frames.span
     for note in notes:
         echo(note)
     echo(f"features in {time.perf_counter() - started:.1f} s")
+    if isinstance(frames.train, pl.DataFrame):
+        anchor = fit_anchor(frames.train)
+        train_pairs = with_anchor(frames.train, anchor).filter(pl.col("target_z").is_not_null())
+    else:  # the workers' pairs: the anchor from their per-partition sums, applied there
+        anchor = frames.train.fit_anchor()
+        train_pairs = frames.train.anchored(anchor)
+    valid_pairs = with_anchor(frames.valid, anchor).filter(pl.col("target_z").is_not_null())
     echo(
         f"{len(train_pairs):,} training, {valid_pairs.height:,} validation, "
-        f"{test_pairs.height:,} backtest pairs"
+        f"{frames.backtest.height:,} backtest pairs"
     )
     base = {
         "objective": "huber",
@@ -739,35 +1120,86 @@ def train(
     fits.close()
     assert best is not None
     model = best[1]
-    valid_z = model.predict_z(valid_pairs)
-    residual = valid_pairs["target_z"].to_numpy() - valid_z
-    table = conformal_intervals(residual, valid_pairs["horizon_min"].to_numpy(), s["level"])
     assert model.booster_ is not None
-    best_trees = model.booster_.best_iteration or None
-    booster_ = model.booster_
-    test_pairs, test_z = predict_z(
-        lambda x: booster_.predict(x, num_iteration=best_trees), test_pairs
-    )
-    scored = apply_intervals(test_pairs, test_z, table)
+    booster = model.booster_
+    booster.best_iteration = booster.best_iteration or booster.current_iteration()
+    best_trees = booster.best_iteration
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return booster.predict(x, num_iteration=best_trees)
+
+    # Conformal intervals of every method from the validation days (out of sample).
+    valid_model = model.predict(valid_pairs)
+    actual = valid_pairs["actual"].to_numpy()
+    vol, h = valid_pairs["vol"].to_numpy(), valid_pairs["horizon_min"].to_numpy()
+    tables = {
+        method: conformal_intervals(
+            actual,
+            valid_model if method == "model" else valid_pairs[column].to_numpy(),
+            vol,
+            h,
+            s["level"],
+        )
+        for method, column in METHODS.items()
+    }
+    meta_model = {"anchor": anchor, "intervals": {"level": s["level"], "methods": tables}}
+    scored = score_backtest(frames.backtest, predict, meta_model)
+    # The backtest's coverage above is out of sample (tables from the validation days); the
+    # run's forecasts start after the test days, so its tables are calibrated on both.
+    recent = _comparable(scored)
+    final_tables = {
+        method: conformal_intervals(
+            np.concatenate([actual, recent["actual"].to_numpy()]),
+            np.concatenate(
+                [
+                    valid_model if method == "model" else valid_pairs[column].to_numpy(),
+                    recent[column].to_numpy(),
+                ]
+            ),
+            np.concatenate([vol, recent["vol"].to_numpy()]),
+            np.concatenate([h, recent["horizon_min"].to_numpy()]),
+            s["level"],
+        )
+        for method, column in METHODS.items()
+    }
+    report = backtest_report(scored)
+    sensor_methods = choose_methods(scored)
+    steps = frames.one_step
+    if steps.height:
+        steps = with_anchor(steps, anchor)
+        step_model = (
+            steps["anchor"].to_numpy() + predict(feature_matrix(steps)) * steps["scale"].to_numpy()
+        )
+    else:
+        step_model = np.zeros(0)
+    one_step = one_step_choice(steps, step_model)
+    test = dict(report["week"]["model"])
+    test["naive_day_mase"] = report["week"]["naive_day"]["mase"]
+    test["naive_week_mase"] = report["week"]["naive_week"]["mase"]
     metrics: dict[str, Any] = {
         "train": error_metrics(
             train_pairs.with_columns(pl.Series("yhat", model.predict(train_pairs))), "yhat"
         )
         if isinstance(train_pairs, pl.DataFrame)
         else train_pairs.metrics(model),
-        "valid": error_metrics(
-            valid_pairs.with_columns(pl.Series("yhat", model.predict(valid_pairs))), "yhat"
-        ),
+        "valid": error_metrics(valid_pairs.with_columns(pl.Series("yhat", valid_model)), "yhat"),
+        "test": test,
+        "backtest": report,
     }
-    report = backtest_report(scored)
-    metrics["test"] = report["week"]["model"]
-    metrics["backtest"] = report
-    booster = model.booster_
-    assert booster is not None
-    booster.best_iteration = booster.best_iteration or booster.current_iteration()
+    fallbacks = {k: v for k, v in sensor_methods.items() if set(v["pieces"]) != {"model"}}
+    if fallbacks:
+        notes.append(
+            f"{len(fallbacks)} of {len(sensor_methods)} sensor(s) lost to a seasonal naive in "
+            "some horizon range of the backtest and fall back to it there: "
+            + ", ".join(f"{k} ({method_name(v['pieces'])})" for k, v in list(fallbacks.items())[:5])
+            + (" ..." if len(fallbacks) > 5 else "")
+        )
     meta = {
-        "created_at": datetime.utcnow().isoformat(timespec="seconds"),
-        "strategy": "direct multi-horizon, target = (reading - 7-day profile) / daily spread",
+        "created_at": datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
+        "strategy": (
+            "direct multi-horizon, target = (reading - anchor) / daily spread, anchor = "
+            "7-day profile + decaying departure of the origin's reading"
+        ),
         "params": {**best[2], "num_boost_round": booster.best_iteration},
         "grid": grid_results,
         "split": {k: v.isoformat() for k, v in span["split"].items()},
@@ -780,7 +1212,14 @@ def train(
         "severity_cutoff": span["severity_cutoff"],
         "horizon_min": s["horizon"],
         "predict_every_min": s["predict_every"],
-        "intervals": {"level": s["level"], "buckets": table},
+        "anchor": anchor,
+        "intervals": {
+            "level": s["level"],
+            "calibrated_on": "validation and test days (backtest coverage: validation only)",
+            "methods": final_tables,
+        },
+        "sensor_methods": sensor_methods,
+        "one_step": one_step,
         "metrics": metrics,
         "notes": notes,
         "versions": _versions(),
@@ -836,10 +1275,10 @@ def _predict(
     grouped: bool = False,
     knot_features: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """``frame`` (sorted by sensor, origin, horizon) with ``yhat, yhat_lo, yhat_hi``;
-    ``grouped``, ``knot_features``: see :func:`predict_z`."""
+    """``frame`` (sorted by sensor, origin, horizon) with ``yhat, yhat_lo, yhat_hi``
+    (:func:`apply_forecast`); ``grouped``, ``knot_features``: see :func:`predict_z`."""
     frame, z = predict_z(run.booster.predict, frame, grouped=grouped, knot_features=knot_features)
-    return apply_intervals(frame, z, run.meta["intervals"]["buckets"])
+    return apply_forecast(frame, z, run.meta)
 
 
 @dataclass
@@ -948,7 +1387,7 @@ def _write_partition(
     if replaced is not None and existing.is_file():
         old = pl.read_parquet(existing, hive_partitioning=False)
         old = old.filter(~pl.col("sensor_id").is_in(list(replaced)))
-        frame = pl.concat([old, frame.select(old.columns)], how="vertical_relaxed")
+        frame = pl.concat([old, frame], how="diagonal_relaxed").select(frame.columns)
     con.register("mart_rows", frame.to_arrow())
     try:
         return warehouse.write_mart(con, name, "select * from mart_rows", partition=partition)
@@ -972,7 +1411,9 @@ def forecast(
 
     Writes the ``forecasts`` mart (``run_id, sensor_id, origin_ts, ts, horizon_min, yhat,
     yhat_lo, yhat_hi``) and the ``forecast_status`` mart (``run_id, sensor_id, origin_ts,
-    status, reason, steps``): a sensor with too little history or a recent sensor fault gets
+    status, method, reason, steps, mase_scale``): a sensor the run's backtest found better
+    served by a seasonal naive is forecast by it (status ``fallback``); a sensor with too
+    little history or a recent sensor fault gets
     a status and no forecast rows.
     """
     started = time.perf_counter()
@@ -1068,7 +1509,7 @@ def forecast(
                 written = writes.submit(_write_bucket, frame, status, bucket)
                 sensors += status.height
                 rows += frame.height
-                forecast_sensors += int((status["status"] == "ok").sum())
+                forecast_sensors += int(status["status"].is_in(["ok", "fallback"]).sum())
                 for name, n in status.group_by("status").len().iter_rows():
                     statuses[name] = statuses.get(name, 0) + n
             if written is not None:
@@ -1138,6 +1579,17 @@ FORECAST_COLUMNS = (
     "yhat_lo",
     "yhat_hi",
 )
+#: forecast_status: one row per sensor and forecast run.
+STATUS_SCHEMA = {
+    "run_id": pl.String,
+    "sensor_id": pl.String,
+    "origin_ts": pl.Datetime("us"),
+    "status": pl.String,
+    "method": pl.String,
+    "reason": pl.String,
+    "steps": pl.Int64,
+    "mase_scale": pl.Float64,
+}
 
 
 def forecast_grid(
@@ -1147,7 +1599,11 @@ def forecast_grid(
     horizon: int,
     timezones: Mapping[str, str],
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Forecast rows of the ``ok`` sensors of one grid, and the status rows of all."""
+    """Forecast rows of the sensors ``status`` calls ``ok``, and the status rows of all.
+
+    A sensor the run's backtest found better served by a seasonal naive gets that naive's
+    forecast and status ``fallback`` (``method`` names it, ``reason`` gives both MASEs).
+    """
     ok = set(status.filter(pl.col("status") == "ok")["sensor_id"].to_list())
     last = grid.last_minute()
     pos_parts, h_parts = [], []
@@ -1187,14 +1643,33 @@ def forecast_grid(
                 "yhat_hi": pl.Float64,
             }
         )
-    origin = pl.DataFrame({"sensor_id": grid.sensor_ids, "origin_t": last})
-    status = status.join(origin, on="sensor_id").select(
+    choices = run.meta.get("sensor_methods") or {}
+    methods = {
+        s: method_name((choices.get(s) or {}).get("pieces", ["model"])) for s in grid.sensor_ids
+    }
+    reasons = {s: method_reason(choices.get(s)) for s in grid.sensor_ids}
+    extra = pl.DataFrame(
+        {
+            "sensor_id": grid.sensor_ids,
+            "origin_t": last,
+            "_method": [methods[s] for s in grid.sensor_ids],
+            "_why": [reasons[s] for s in grid.sensor_ids],
+            "mase_scale": mase_scales(grid, last + 1),
+        }
+    )
+    ok_status = pl.col("status") == "ok"
+    status = status.join(extra, on="sensor_id").select(
         pl.lit(run.run_id).alias("run_id"),
         "sensor_id",
         from_minutes(pl.col("origin_t")).alias("origin_ts"),
-        "status",
-        "reason",
+        pl.when(ok_status & (pl.col("_method") != "model"))
+        .then(pl.lit("fallback"))
+        .otherwise(pl.col("status"))
+        .alias("status"),
+        pl.when(ok_status).then(pl.col("_method")).otherwise(pl.lit("none")).alias("method"),
+        pl.when(ok_status).then(pl.col("_why")).otherwise(pl.col("reason")).alias("reason"),
         pl.col("sensor_id").replace_strict(steps, return_dtype=pl.Int64).alias("steps"),
+        pl.col("mase_scale").fill_nan(None),
     )
     return frame, status
 
@@ -1205,8 +1680,11 @@ def forecast_grid(
 def one_step_predictions(warehouse: Warehouse, run: Run, readings: pl.DataFrame) -> pl.DataFrame:
     """For each new reading, the prediction made one step (its sensor's cadence) earlier.
 
-    Features come from the warehouse's history of those sensors plus ``readings`` (which win
-    on a duplicate minute). Returns ``sensor_id, ts, yhat`` (yhat null when unknown).
+    Per sensor, the run's one-step choice on its validation days (``meta["one_step"]``): the
+    model at a one-step horizon, or persistence (the previous reading) where that was at
+    least as good. Features come from the warehouse's history of those sensors plus
+    ``readings`` (which win on a duplicate minute). Returns ``sensor_id, ts, yhat`` (yhat
+    null when unknown).
     """
     new = readings.select("sensor_id", pl.col("ts").cast(pl.Datetime("us")), "value")
     if new.is_empty():
@@ -1214,7 +1692,7 @@ def one_step_predictions(warehouse: Warehouse, run: Run, readings: pl.DataFrame)
             schema={"sensor_id": pl.String, "ts": pl.Datetime("us"), "yhat": pl.Float64}
         )
     ids = new["sensor_id"].unique().sort().to_list()
-    since = new["ts"].min() - timedelta(days=9)  # type: ignore[operator]
+    since = new["ts"].min() - timedelta(days=HISTORY_DAYS + 1)  # type: ignore[operator]
     timezones: dict[str, str] = {}
     history = new.clear()
     if warehouse.exists():
@@ -1231,9 +1709,18 @@ def one_step_predictions(warehouse: Warehouse, run: Run, readings: pl.DataFrame)
     t = new.select((pl.col("ts").dt.epoch("s") // 60).alias("t"))["t"].to_numpy()
     cad = grid.cadence[np.where(pos >= 0, pos, 0)]
     pairs = _pairs_with_features(grid, pos, t - cad, cad, timezones)
-    predicted = _predict(run, pairs).select(
-        "sensor_id", from_minutes(pl.col("target_t")).alias("ts"), "yhat"
+    predicted = _predict(run, pairs)
+    choice = run.meta.get("one_step") or {}
+    per_sensor = choice.get("sensors") or {}
+    use = predicted["sensor_id"].replace_strict(
+        per_sensor, default=choice.get("default", "model"), return_dtype=pl.String
     )
+    predicted = predicted.with_columns(
+        pl.when(use == "persistence")
+        .then(pl.col("last").fill_nan(None))
+        .otherwise(pl.col("yhat_model").fill_nan(None))
+        .alias("yhat")
+    ).select("sensor_id", from_minutes(pl.col("target_t")).alias("ts"), "yhat")
     return new.select("sensor_id", "ts").join(
         predicted.unique(["sensor_id", "ts"]),
         on=["sensor_id", "ts"],
@@ -1245,12 +1732,13 @@ def one_step_predictions(warehouse: Warehouse, run: Run, readings: pl.DataFrame)
 def evaluate_run(
     warehouse: Warehouse, run_id: str, window: tuple[datetime, datetime]
 ) -> dict[str, float]:
-    """A saved run's backtest metrics (MAE, RMSE, MASE) with ``window`` as the test days.
+    """A saved run's backtest metrics (MAE, RMSE, MASE, both naives' MASE) on ``window``.
 
-    The same procedure as training's backtest (rolling origins from the window's start,
-    compared where both naives exist; MASE scale from before the ``valid_days`` preceding
-    the window), so a run re-evaluated on its own test window reproduces its test metrics
-    (up to the minutes training left out as anomalous).
+    The same procedure as training's backtest: each sensor's window is anchored at its own
+    end (its last reading, or the window's end), rolling origins from its start, compared
+    where both naives exist, MASE scale from the 7 days before it. A run re-evaluated on its
+    own test window reproduces its test metrics (up to the minutes training left out as
+    anomalous).
     """
     s = _settings(warehouse)
     run = load_run(warehouse, run_id)
@@ -1265,32 +1753,28 @@ def evaluate_run(
             )
             if not grid.sensor_ids:
                 continue
-            scale = pl.DataFrame(
-                {
-                    "sensor_id": grid.sensor_ids,
-                    "mase_scale": seasonal_scale(grid, start - s["valid"]),
-                }
-            )
-            bt = backtest_pairs(
+            w = sensor_windows(grid, end, end - start, 0)
+            pairs = backtest_frame(
                 grid,
-                start=start,
-                end=end,
-                every=s["backtest_every"],
-                step=s["backtest_step"],
-                horizon=int(run.meta.get("horizon_min", s["horizon"])),
+                w,
+                s,
+                int(run.meta.get("horizon_min", s["horizon"])),
+                int(run.meta.get("predict_every_min", 1)),
+                timezones,
             )
-            every = int(run.meta.get("predict_every_min", 1))
-            pairs = _pairs_with_features(grid, *bt, timezones, every)
-            pairs = pairs.filter(pl.col("actual").is_not_nan() | pl.col("knot"))
-            parts.append(_predict(run, pairs.select(*_KEEP, "knot").join(scale, on="sensor_id")))
+            parts.append(score_backtest(pairs, run.booster.predict, run.meta))
     if not parts:
         raise OxyError("no readings to evaluate on")
-    found = backtest_report(pl.concat(parts))["week"]["model"]
-    return {k: float(v) for k, v in found.items() if k != "n"}
+    week = backtest_report(pl.concat(parts))["week"]
+    found = {k: float(v) for k, v in week["model"].items() if k not in ("n", "coverage")}
+    found["naive_day_mase"] = float(week["naive_day"]["mase"])
+    found["naive_week_mase"] = float(week["naive_week"]["mase"])
+    return found
 
 
 def render_train(result: TrainResult) -> str:
-    """Human summary of a training run: splits, backtest beside both naives, coverage."""
+    """Human summary of a training run: splits, backtest beside both naives, coverage,
+    per-sensor fallbacks, the one-step check and the registry's decision."""
     m = result.metrics
     lines = [f"run {result.run_id} ({result.seconds:.1f} s): {result.path}"]
     lines.append(
@@ -1301,7 +1785,9 @@ def render_train(result: TrainResult) -> str:
     for split in ("train", "valid", "test"):
         x = m[split]
         lines.append(f"{split:<8}{x['mae']:>10.4f}{x['rmse']:>10.4f}{x['mase']:>8.3f}")
-    lines.append("backtest (rolling origins over the test days), MASE:")
+    lines.append(
+        "backtest (rolling origins over each sensor's test days), MASE and 80% interval coverage:"
+    )
     lines.append(
         f"{'horizon':<12}{'model':>8}{'naive (last day)':>18}{'naive (last week)':>19}"
         f"{'coverage':>10}"
@@ -1312,6 +1798,9 @@ def render_train(result: TrainResult) -> str:
             f"{name:<12}{b['model']['mase']:>8.3f}{b['naive_day']['mase']:>18.3f}"
             f"{b['naive_week']['mase']:>19.3f}{b['coverage']:>10.1%}"
         )
+    for note in result.notes:
+        if "fall back" in note:
+            lines.append(note)
     if result.decision:
         lines.append(f"registry: {result.decision['reason']}")
     return "\n".join(lines)

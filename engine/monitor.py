@@ -10,7 +10,8 @@
   values against the reference window before it (the reference's quantile bins; minutes
   scored anomalous are left out of every reference, so a baseline is normal behaviour);
 * ``forecast_rmse`` and ``forecast_mase`` — per sensor and fleet: the production run's latest
-  forecast against the readings that arrived since its origin.
+  forecast against the readings that arrived since its origin (MASE as :mod:`engine.metrics`
+  defines it, with the scale ``oxy forecast`` stored in ``forecast_status``).
 
 **Calibration.** A diel, weather-driven signal moves a lot from one window to the next, and
 how much differs from sensor to sensor: fixed thresholds alerted on nearly every healthy
@@ -50,6 +51,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import polars as pl
 
 from engine import OxyError
 from engine.config import Config
@@ -57,6 +59,7 @@ from engine.registry import production_run, read_meta, split_metrics
 from engine.warehouse import (
     Warehouse,
     has_relation,
+    query_frame,
     readings_buckets,
     run_sql,
     sql_rows,
@@ -431,6 +434,35 @@ def anomaly_checks(
     return checks
 
 
+def forecast_errors(
+    con: duckdb.DuckDBPyConnection, run_id: str, as_of: datetime = END_OF_TIME
+) -> pl.DataFrame:
+    """``scope, minutes, rmse, mae, mase, mase_scale`` of run ``run_id``'s latest forecast
+    (issued before ``as_of``) of each sensor on the minutes that arrived since its origin (up
+    to ``as_of``), and for the fleet (``scope = 'fleet'``).
+
+    MASE uses the scale stored with that forecast in ``forecast_status.mase_scale`` (null
+    without one).
+    """
+    scales: list[tuple[str, datetime, float]] = []
+    if has_relation(con, "forecast_status"):
+        try:
+            scales = con.execute(sql_text("monitor/forecast_scales"), {"run_id": run_id}).fetchall()
+        except duckdb.BinderException:  # a forecast_status mart from before mase_scale
+            scales = []
+    return query_frame(
+        con,
+        sql_text("monitor/forecast_errors"),
+        {
+            "run_id": run_id,
+            "as_of": as_of,
+            "scale_sensors": [s for s, _, _ in scales],
+            "scale_origins": [o for _, o, _ in scales],
+            "scale_values": [float(v) for _, _, v in scales],
+        },
+    )
+
+
 def forecast_checks(
     con: duckdb.DuckDBPyConnection,
     run_id: str | None,
@@ -451,9 +483,7 @@ def forecast_checks(
     if not has_relation(con, "forecasts"):
         reason = "no forecasts yet (run `oxy forecast`)"
         return [Check("fleet", n, None, None, "skipped", reason) for n in names]
-    rows = con.execute(
-        sql_text("monitor/forecast_errors"), {"run_id": run_id, "as_of": as_of}
-    ).fetchall()
+    rows = forecast_errors(con, run_id, as_of).rows()
     if not rows or all(r[1] == 0 for r in rows):
         reason = f"no readings have arrived since run {run_id}'s latest forecast"
         return [Check("fleet", n, None, None, "skipped", reason) for n in names]
@@ -474,18 +504,20 @@ def forecast_checks(
     min_minutes = int(cfg["forecast_min_minutes"])
     warn_ratio, alert_ratio = float(cfg["forecast_warn_ratio"]), float(cfg["forecast_alert_ratio"])
     checks = []
-    for scope, minutes, rmse, mae, naive_mae in sorted(rows, key=lambda r: (r[0] != "fleet", r)):
+    for scope, minutes, rmse, _mae, mase, _scale in sorted(
+        rows, key=lambda r: (r[0] != "fleet", r)
+    ):
         if minutes < min_minutes:
             reason = f"only {minutes} minutes arrived (< {min_minutes})"
             checks += [Check(scope, n, None, None, "skipped", reason) for n in names]
             continue
-        mase = mae / naive_mae if naive_mae else None
         for name, value, ref in (
             ("forecast_rmse", rmse, test_metrics.get("rmse")),
             ("forecast_mase", mase, test_metrics.get("mase")),
         ):
             if value is None:
-                checks.append(Check(scope, name, None, None, "skipped", "no scale"))
+                why = "no MASE scale in forecast_status for this forecast (run `oxy forecast`)"
+                checks.append(Check(scope, name, None, None, "skipped", why))
                 continue
             earlier = history.get(name, {}).get(scope, [])
             lim = limits(
@@ -497,12 +529,6 @@ def forecast_checks(
                 min_spread=float(cfg["min_log_spread"]),
             )
             basis = lim.basis
-            if not lim.calibrated and name == "forecast_mase":
-                # the arrived minutes' MASE is scaled by the 1-step naive, the test MASE by
-                # the seasonal one: not comparable, so it waits for its own history
-                why = f"not graded yet ({lim.basis}): the test MASE has another scale"
-                checks.append(Check(scope, name, value, None, "ok", why))
-                continue
             if not lim.calibrated:
                 if ref is None or not math.isfinite(ref) or ref <= 0:
                     why = f"no test metric on the production run; {lim.basis}"

@@ -4,7 +4,9 @@ Runs live in ``registry/runs/<run_id>/`` (``model.txt`` + ``meta.json`` + a sha2
 manifest, written by :mod:`engine.artifacts`). This module records each run in the
 ``model_runs`` table and decides which run is *production*:
 
-* the first run recorded is promoted;
+* a run whose test MASE is worse than the better seasonal naive's (repeat the last day /
+  the last week) on the same test window is never promoted, and the reason says so;
+* otherwise the first run recorded is promoted;
 * a later run is promoted only if it beats production on the **same test window**:
   lower test RMSE and test MASE not worse. When the windows differ, production is
   re-evaluated on the candidate's window (``engine.forecast.evaluate_run``) so that
@@ -298,6 +300,26 @@ def _finite(metrics: Mapping[str, float], key: str) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def naive_verdict(candidate: Mapping[str, float]) -> str | None:
+    """Why a run loses to the better seasonal naive on its own test window (None if it does
+    not, or the naives' MASE was not recorded)."""
+    mase = _finite(candidate, "mase")
+    naives = {
+        label: value
+        for key, label in (("naive_day_mase", "last day"), ("naive_week_mase", "last week"))
+        if (value := _finite(candidate, key)) is not None
+    }
+    if mase is None or not naives:
+        return None
+    label = min(naives, key=naives.__getitem__)
+    if mase <= naives[label]:
+        return None
+    return (
+        f"not promoted: test MASE {mase:.4f} is worse than the better seasonal naive "
+        f"(repeat the {label}) {naives[label]:.4f} on the same window"
+    )
+
+
 def decide(
     candidate_id: str,
     candidate: Mapping[str, float],
@@ -308,8 +330,9 @@ def decide(
 ) -> PromotionDecision:
     """The promotion rule on test metrics measured on the same window.
 
-    The candidate needs test RMSE below ``production RMSE x (1 - min_rmse_improvement)``
-    and test MASE not above production's.
+    The candidate's test MASE must not be above the better seasonal naive's (when the
+    metrics hold ``naive_day_mase`` / ``naive_week_mase``); then it needs test RMSE below
+    ``production RMSE x (1 - min_rmse_improvement)`` and test MASE not above production's.
 
     Examples
     --------
@@ -317,8 +340,15 @@ def decide(
     True
     >>> decide("b", {"rmse": 1.0, "mase": 1.1}, "a", {"rmse": 1.2, "mase": 0.9}).promoted
     False
+    >>> decide("a", {"rmse": 1.0, "mase": 0.99, "naive_week_mase": 0.81}, None, None).promoted
+    False
     """
     cand = dict(candidate)
+    verdict = naive_verdict(cand)
+    if verdict is not None:
+        return PromotionDecision(
+            candidate_id, False, verdict, production_id, cand, dict(production or {})
+        )
     if production_id is None:
         return PromotionDecision(candidate_id, True, "first run: promoted", None, cand, {})
     prod = dict(production or {})

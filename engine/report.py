@@ -51,7 +51,7 @@ import polars as pl  # noqa: E402
 
 from engine import OxyError  # noqa: E402
 from engine.detectors import COLOURS  # noqa: E402
-from engine.monitor import END_OF_TIME, parse_interval  # noqa: E402
+from engine.monitor import forecast_errors, parse_interval  # noqa: E402
 from engine.progress import bar as progress_bar  # noqa: E402
 from engine.registry import (  # noqa: E402
     production_predictions,
@@ -261,16 +261,14 @@ def fleet_facts(
     elif not has_relation(con, "forecasts"):
         forecast_note = "no forecasts yet (run `oxy forecast`)"
     else:
-        errors = query_frame(
-            con, sql_text("monitor/forecast_errors"), {"run_id": run_id, "as_of": END_OF_TIME}
-        )
+        errors = forecast_errors(con, run_id)
         errors = errors.filter(pl.col("scope") != "fleet").rename({"scope": "sensor_id"})
         if errors.height:
             forecast_error = errors.select(
                 "sensor_id",
                 pl.col("rmse").alias("forecast_rmse"),
                 pl.col("mae").alias("forecast_mae"),
-                pl.col("naive_mae").alias("naive_mae"),
+                "mase_scale",
                 "minutes",
             )
         else:
@@ -311,7 +309,7 @@ def rank_sensors(facts: FleetFacts) -> pl.DataFrame:
         ranked = ranked.with_columns(
             forecast_rmse=pl.lit(None, pl.Float64),
             forecast_mae=pl.lit(None, pl.Float64),
-            naive_mae=pl.lit(None, pl.Float64),
+            mase_scale=pl.lit(None, pl.Float64),
             minutes=pl.lit(None, pl.Int64),
         )
     return ranked.sort(
@@ -887,19 +885,20 @@ def build_report(
         body.append(_img(result.images[-1], out, "sensors by forecast error"))
         body.append(
             "<p>Each sensor's latest forecast on the minutes that have arrived since its "
-            "origin; its MAE beside the naive MAE (the previous reading) the monitor's "
-            "forecast MASE is measured against.</p>"
+            "origin; its MAE beside its MASE scale (the MAE of repeating the previous day, "
+            "over the 7 days before the origin), which the monitor's forecast MASE divides "
+            "it by.</p>"
         )
         body.append(
             _table(
                 by_error.select(
-                    "sensor_id", "forecast_rmse", "forecast_mae", "naive_mae", "minutes"
+                    "sensor_id", "forecast_rmse", "forecast_mae", "mase_scale", "minutes"
                 ).head(top),
                 link,
                 {
                     "forecast_rmse": "RMSE",
                     "forecast_mae": "MAE",
-                    "naive_mae": "naive MAE (previous reading)",
+                    "mase_scale": "MASE scale (naive: yesterday)",
                     "minutes": "arrived minutes",
                 },
             )

@@ -134,6 +134,11 @@ def test_random_edits_are_refused_or_load_never_crash(run: tuple[Warehouse, str,
         ({"features": list(FEATURES), "horizon_min": -5}, "horizon_min is not a positive"),
         ({"features": list(FEATURES), "metrics": []}, "metrics is not an object"),
         ({"features": list(FEATURES), "intervals": {"buckets": [[1, 2]]}}, "intervals.buckets"),
+        (
+            {"features": list(FEATURES), "intervals": {"methods": {"model": [[60, None, 1]]}}},
+            "intervals.methods.model is not a list of [horizon, lo, hi] rows",
+        ),
+        ({"features": list(FEATURES), "intervals": {"methods": []}}, "intervals.methods is not"),
     ],
 )
 def test_a_malformed_meta_json_is_refused(

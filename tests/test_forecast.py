@@ -10,6 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import FAST_FORECAST, load_readings
 from engine import OxyError, artifacts, forecast
@@ -69,14 +71,15 @@ def test_split_boundaries_and_meta(trained: tuple[Warehouse, forecast.TrainResul
     }
     assert meta["features"] == list(forecast.FEATURES)
     assert set(meta["metrics"]) >= {"train", "valid", "test", "backtest"}
-    assert meta["notes"] == ["no anomaly_scores (run `oxy score`): training on all readings"]
+    assert meta["notes"][0] == "no anomaly_scores (run `oxy score`): training on all readings"
     assert meta["versions"]["lightgbm"]
 
 
 def test_training_pairs_respect_the_split(trained: tuple[Warehouse, forecast.TrainResult]) -> None:
     wh, _ = trained
     settings = forecast._settings(wh)
-    train, valid, test, span, _ = forecast.training_frames(wh, settings, lambda _: None)
+    frames = forecast.training_frames(wh, settings, lambda _: None)
+    train, valid, test, span = frames.train, frames.valid, frames.backtest, frames.span
     to_min = int((span["split"]["valid_start"] - datetime(1970, 1, 1)).total_seconds() // 60)
     test_min = to_min + 7 * 1440
     assert train["target_t"].max() < to_min
@@ -92,7 +95,9 @@ def test_forecast_shape_and_status(trained: tuple[Warehouse, forecast.TrainResul
     wh, result = trained
     summary = forecast.forecast(wh, echo=lambda _: None)
     assert summary.run_id == result.run_id
-    assert summary.statuses == {"ok": 3, "insufficient_history": 1}
+    assert summary.forecast_sensors == 3
+    assert summary.statuses.get("insufficient_history") == 1
+    assert summary.statuses.get("ok", 0) + summary.statuses.get("fallback", 0) == 3
     with wh.reader() as con:
         rows = pl.from_arrow(
             con.sql(
@@ -112,7 +117,15 @@ def test_forecast_shape_and_status(trained: tuple[Warehouse, forecast.TrainResul
     new = status.filter(pl.col("sensor_id") == "farm|new").row(0, named=True)
     assert new["status"] == "insufficient_history" and new["steps"] == 0
     assert "need 48.0 h" in new["reason"]
-    assert status.filter(pl.col("status") == "ok")["steps"].to_list() == [10080, 10080, 672]
+    forecast_rows = status.filter(pl.col("status").is_in(["ok", "fallback"]))
+    assert forecast_rows["steps"].to_list() == [10080, 10080, 672]
+    assert new["method"] == "none"
+    chosen = result.metrics and forecast.load_run(wh, result.run_id).meta["sensor_methods"]
+    for row in forecast_rows.iter_rows(named=True):
+        method = forecast.method_name(chosen[row["sensor_id"]]["pieces"])
+        assert row["method"] == method
+        assert row["status"] == ("ok" if method == "model" else "fallback")
+        assert row["reason"].startswith("backtest MASE") and row["mase_scale"] > 0
 
 
 def test_forecast_one_sensor_keeps_the_others(
@@ -185,12 +198,20 @@ def test_one_step_predictions_follow_readings(
         new.select("sensor_id", "ts").cast({"ts": pl.Datetime("us")})
     )
     assert got["yhat"].is_not_null().all()
-    # The one-step forecast of the next minute is the forecast mart's first step.
+    # The one-step forecast of the next minute is the forecast mart's first step (when the run
+    # serves farm|a with the model both ways), else the last reading (persistence).
     with wh.reader() as con:
         first = con.execute(
             "select yhat from forecasts where sensor_id = 'farm|a' and horizon_min = 1"
         ).fetchall()
-    if first:
+        last_value = con.execute(
+            "select value from readings where sensor_id = 'farm|a' order by ts desc limit 1"
+        ).fetchall()[0][0]
+    one_step = run.meta["one_step"]["sensors"]["farm|a"]
+    served = run.meta["sensor_methods"]["farm|a"]["pieces"][0]
+    if one_step == "persistence":
+        assert got["yhat"][0] == pytest.approx(last_value, rel=1e-12)
+    elif first and served == "model":
         assert got["yhat"][0] == pytest.approx(first[0][0], rel=1e-9)
 
 
@@ -359,4 +380,181 @@ def test_lean_pairs_predict_what_full_pairs_predict() -> None:
     assert lean_pairs.select(keys).equals(full_pairs.select(keys))
     np.testing.assert_allclose(lean_z, full_z, rtol=0, atol=0)
     assert features.height == lean_pairs["knot"].sum() < lean_pairs.height
-    assert "last_day" not in lean_pairs.columns  # no backtest lookups between knots
+    assert "lag_60m" not in lean_pairs.columns  # no feature lookups between knots
+
+
+# -- intervals, fallback, promotion, one step ----------------------------------------------
+
+
+def _noisy_sensors(cadence: int, days: int, scale: float, seed: int) -> pl.DataFrame:
+    """24 sensors: the same diel signal, white noise of sd 0.1 (``quiet|k``) or 0.5
+    (``noisy|k``), all x ``scale``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(0, days * 1440, cadence)
+    ts = pl.Series([START + timedelta(minutes=int(m)) for m in t]).cast(pl.Datetime("us"))
+    signal = 8 + 1.5 * np.sin(2 * np.pi * t / 1440)
+    frames = []
+    for k in range(12):
+        for kind, sd in (("quiet", 0.1), ("noisy", 0.5)):
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "sensor_id": f"{kind}|{k}",
+                        "ts": ts,
+                        "value": scale * (signal + rng.normal(0, sd, len(t))),
+                        "signal": scale * signal,
+                    }
+                )
+            )
+    return pl.concat(frames)
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    cadence=st.sampled_from([1, 5, 15, 30]),
+    scale=st.floats(min_value=0.01, max_value=100.0),
+    seed=st.integers(0, 1000),
+)
+def test_intervals_cover_nominally_per_sensor(cadence: int, scale: float, seed: int) -> None:
+    """Calibrated on one stretch of origins, an 80 % interval around the true signal covers
+    80 % +- 3 % of the readings of later origins, for quiet and noisy sensors alike (noise
+    sd five-fold apart: each interval is scaled by its sensor's recent volatility), at any
+    cadence and unit scale."""
+    readings = _noisy_sensors(cadence, 28, scale, seed)
+    grid = forecast.SeriesGrid.from_series(forecast.sensor_series(readings.lazy()))
+    signal_of = {
+        sid: (int(part["ts"].dt.epoch("s").min() // 60), part["signal"].to_numpy())
+        for (sid,), part in readings.group_by("sensor_id")
+    }
+    rng = np.random.default_rng(seed)
+    t0 = int(grid.start[0])
+    quiet = np.array([s.startswith("quiet") for s in grid.sensor_ids])
+
+    def pairs(first_day: int, last_day: int, n: int) -> tuple[np.ndarray, ...]:
+        pos = rng.integers(0, len(grid.sensor_ids), n)
+        origin = t0 + rng.integers(first_day * 1440, last_day * 1440, n) // cadence * cadence
+        h = forecast.steps_up(rng.integers(1, 5 * 1440, n), cadence)
+        base = forecast.pair_base(grid, pos, origin, h)
+        actual = grid.at("value", pos, origin + h)
+        signal = np.empty(n)
+        for i, (p, target) in enumerate(zip(pos, origin + h, strict=True)):
+            start, values = signal_of[grid.sensor_ids[p]]
+            signal[i] = values[(target - start) // cadence]
+        return pos, h, base["vol"].to_numpy(), actual, signal
+
+    _, h, vol, actual, signal = pairs(8, 15, 30_000)
+    table = forecast.conformal_intervals(actual, signal, vol, h, 0.8)
+    pos, h, vol, actual, signal = pairs(15, 22, 20_000)
+    lo, hi = forecast.interval_bounds(signal, vol, h, table)
+    inside = (actual >= lo) & (actual <= hi)
+    for name, group in (("quiet", quiet[pos]), ("noisy", ~quiet[pos])):
+        assert abs(inside[group].mean() - 0.8) <= 0.03, (name, table)
+
+
+def _weekly_and_trend(days: int) -> pl.DataFrame:
+    """``weekly``: one random week repeated exactly; ``trend``: a diel cycle, a trend and
+    white noise."""
+    rng = np.random.default_rng(5)
+    t = np.arange(0, days * 1440, 5)
+    week = 8 + np.cumsum(rng.normal(0, 0.05, 7 * 1440 // 5))
+    weekly = week[(t // 5) % len(week)]
+    trend = 8 + 1.5 * np.sin(2 * np.pi * t / 1440) + 0.05 * t / 1440 + rng.normal(0, 0.2, len(t))
+    ts = [START + timedelta(minutes=int(m)) for m in t]
+    return pl.concat(
+        [
+            pl.DataFrame({"sensor_id": "weekly", "ts": ts, "value": weekly}),
+            pl.DataFrame({"sensor_id": "trend", "ts": ts, "value": trend}),
+        ]
+    ).with_columns(pl.col("ts").cast(pl.Datetime("us")))
+
+
+STRONGER = {"forecast": {**FAST_FORECAST["forecast"], "num_boost_round": 120, "num_leaves": [15]}}
+
+
+def test_fallback_for_weekly_repetition_not_for_diel_trend(tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path / "wh", Config.load().with_overrides(STRONGER))
+    readings = _weekly_and_trend(35)
+    load_readings(wh, readings)
+    result = forecast.train(wh, echo=lambda _: None)
+    methods = forecast.load_run(wh, result.run_id).meta["sensor_methods"]
+    assert methods["weekly"]["pieces"][-1] == "naive_week"  # the week ahead repeats the last
+    assert set(methods["trend"]["pieces"]) == {"model"}
+    forecast.forecast(wh, echo=lambda _: None)
+    with wh.reader() as con:
+        status = {
+            r[0]: r[1:]
+            for r in con.execute(
+                "select sensor_id, status, method, reason from forecast_status"
+            ).fetchall()
+        }
+        week_ahead = pl.from_arrow(
+            con.sql(
+                "select f.ts, f.yhat, r.value as week_before from forecasts f join readings r "
+                "on r.sensor_id = f.sensor_id and r.ts = f.ts - interval 7 days "
+                "where f.sensor_id = 'weekly' and f.horizon_min > 1440"
+            ).to_arrow_table()
+        )
+    assert status["trend"][:2] == ("ok", "model")
+    assert status["weekly"][0] == "fallback" and status["weekly"][1].endswith("naive_week")
+    assert "-> naive (last week)" in status["weekly"][2]
+    assert isinstance(week_ahead, pl.DataFrame) and week_ahead.height > 1000
+    np.testing.assert_allclose(week_ahead["yhat"], week_ahead["week_before"], rtol=0, atol=1e-12)
+
+
+def test_promotion_refused_for_a_run_that_loses_to_naive(tmp_path: Path) -> None:
+    """Pure weekly repetition: repeating the last week is exact, the model is not; the run is
+    recorded but not promoted, and `oxy train` prints why."""
+    from cli import oxy
+    from engine.registry import list_runs, production_run
+
+    wh = Warehouse(tmp_path / "wh", Config.load().with_overrides(FAST_FORECAST))
+    load_readings(wh, _weekly_and_trend(30).filter(pl.col("sensor_id") == "weekly"))
+    config = tmp_path / "oxy.toml"
+    config.write_text(
+        "[forecast]\nlearning_rates = [0.1]\nnum_leaves = [7]\nnum_boost_round = 30\n"
+        'min_data_in_leaf = 20\nbacktest_every = "3d"\nbacktest_step = "30m"\n'
+    )
+    out = CliRunner().invoke(oxy, ["--warehouse", str(wh.root), "--config", str(config), "train"])
+    assert out.exit_code == 0, out.output
+    line = next(x for x in out.output.splitlines() if x.startswith("registry: "))
+    assert line.startswith("registry: not promoted: test MASE ")
+    assert "worse than the better seasonal naive (repeat the last week)" in line
+    assert production_run(wh) is None
+    (run,) = list_runs(wh)
+    assert not run["promoted"] and run["reason"] == line.removeprefix("registry: ")
+
+
+def test_one_step_never_worse_than_persistence_on_a_random_walk(tmp_path: Path) -> None:
+    """On a random walk the previous reading is the best one-step prediction: oxy's one-step
+    predictions of new readings are at least as good (within 2 %) at 1- and 15-minute
+    cadence."""
+    rng = np.random.default_rng(11)
+    frames = []
+    for sid, cadence in (("walk|1", 1), ("walk|15", 15)):
+        t = np.arange(0, 24 * 1440, cadence)
+        value = 8 + np.cumsum(rng.normal(0, 0.05, len(t)))
+        frames.append(
+            pl.DataFrame(
+                {
+                    "sensor_id": sid,
+                    "ts": [START + timedelta(minutes=int(m)) for m in t],
+                    "value": value,
+                }
+            )
+        )
+    readings = pl.concat(frames).with_columns(pl.col("ts").cast(pl.Datetime("us")))
+    cut = START + timedelta(days=22)
+    wh = Warehouse(tmp_path / "wh", Config.load().with_overrides(FAST_FORECAST))
+    load_readings(wh, readings.filter(pl.col("ts") < cut))
+    result = forecast.train(wh, echo=lambda _: None)
+    run = artifacts.load_run(wh, result.run_id)
+    new = readings.filter(pl.col("ts") >= cut)
+    got = forecast.one_step_predictions(wh, run, new).join(new, on=["sensor_id", "ts"])
+    got = got.sort("sensor_id", "ts").with_columns(
+        pl.col("value").shift(1).over("sensor_id").alias("previous")
+    )
+    got = got.drop_nulls()
+    for (sid,), part in got.group_by("sensor_id"):
+        ours = (part["value"] - part["yhat"]).abs().mean()
+        persistence = (part["value"] - part["previous"]).abs().mean()
+        assert ours <= persistence * 1.02, (sid, ours, persistence, run.meta["one_step"])

@@ -429,6 +429,25 @@ def test_forecast_error_on_minutes_arrived_after_a_real_forecast(tmp_path, readi
     rmse = checks[("s1", "forecast_rmse")]
     assert rmse.status in ("ok", "warn") and "over 1440 arrived minutes" in rmse.reason
     assert f"of run {run_id}" in rmse.reason and rmse.value < 1.0
+    # forecast_mase is engine.metrics' MASE: the arrived minutes' MAE over the scale of the 7
+    # days before the origin, as `oxy forecast` stored it; the two checks agree on this data.
+    from engine.metrics import mase_scale
+
+    mase = checks[("s1", "forecast_mase")]
+    with wh.reader() as con:
+        origin, stored = con.execute(
+            "select origin_ts, mase_scale from forecast_status where sensor_id = 's1'"
+        ).fetchall()[0]
+        (mae,) = con.execute(
+            "select avg(abs(r.value - f.yhat)) from forecasts f join readings r "
+            "using (sensor_id, ts) where f.ts > f.origin_ts"
+        ).fetchall()[0]
+    history = readings.filter(pl.col("ts") <= origin)
+    t = (history["ts"].dt.epoch("s") // 60).to_numpy()
+    before = int((origin - datetime(1970, 1, 1)).total_seconds() // 60) + 1
+    assert stored == pytest.approx(mase_scale(t, history["value"].to_numpy(), before), rel=1e-9)
+    assert mase.value == pytest.approx(mae / stored, rel=1e-9)
+    assert mase.status == rmse.status == "ok", (mase, rmse)
 
 
 @settings(

@@ -230,3 +230,31 @@ def test_promotion_rule_never_promotes_both_ways(r1: float, m1: float, r2: float
     backward = decide("a", {"rmse": r1, "mase": m1}, "b", {"rmse": r2, "mase": m2}).promoted
     assert not (forward and backward)
     assert forward == (r2 < r1 and m2 <= m1)
+
+
+def test_a_run_that_loses_to_a_seasonal_naive_is_never_promoted(warehouse: Warehouse) -> None:
+    """Worse than the better naive on its own test window: refused even as the first run, and
+    even when it beats production; the reason names the naive and both MASEs."""
+    lost = decide(
+        "a", {"rmse": 1.0, "mase": 0.99, "naive_day_mase": 1.2, "naive_week_mase": 0.81}, None, None
+    )
+    assert not lost.promoted
+    assert lost.reason == (
+        "not promoted: test MASE 0.9900 is worse than the better seasonal naive "
+        "(repeat the last week) 0.8100 on the same window"
+    )
+    beats_production = decide(
+        "b", {"rmse": 0.5, "mase": 0.9, "naive_day_mase": 0.85}, "a", {"rmse": 1.0, "mase": 1.0}
+    )
+    assert (
+        not beats_production.promoted and "(repeat the last day) 0.8500" in beats_production.reason
+    )
+    won = decide("a", {"rmse": 1.0, "mase": 0.8, "naive_day_mase": 0.85}, None, None)
+    assert won.promoted and won.reason == "first run: promoted"
+
+    meta = make_run(warehouse, "r1", 1.0, 0.99)
+    meta["metrics"]["test"] |= {"naive_day_mase": 1.3, "naive_week_mase": 0.95}
+    decision = record_run(warehouse, "r1", meta)
+    assert not decision.promoted and production_run(warehouse) is None
+    (row,) = list_runs(warehouse)
+    assert not row["promoted"] and "worse than the better seasonal naive" in row["reason"]

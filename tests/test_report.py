@@ -168,7 +168,7 @@ def test_index_puts_each_headline_metric_beside_its_naive(wh: Warehouse, reading
         ("naive: same time last week", "0.3", "0.35", "2.7"),
     ]
     assert "<th>MAE</th><th>RMSE</th><th>MASE</th>" in table
-    assert "naive MAE (previous reading)" in index  # the forecast-error table's baseline
+    assert "MASE scale (naive: yesterday)" in index  # the forecast-error table's baseline
 
 
 def test_every_event_is_listed_with_a_plot_in_local_time(wh: Warehouse, readings_loader) -> None:

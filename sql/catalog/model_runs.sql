@@ -8,7 +8,7 @@ create table if not exists model_runs (
     test_end    timestamp,
     test_mae    double,               -- mg/L (or %sat): copied from metrics for BI
     test_rmse   double,
-    test_mase   double,               -- unitless: MAE / naive one-step MAE
+    test_mase   double,               -- unitless: MAE / daily seasonal naive MAE (engine/metrics.py)
     promoted    boolean   not null,   -- the promotion rule made it production when recorded
     reason      varchar   not null,   -- why it was (not) promoted
     recorded_at timestamp not null

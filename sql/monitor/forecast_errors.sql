@@ -1,11 +1,21 @@
 -- Error of each sensor's latest forecast of run $run_id (issued before $as_of) on the minutes
--- that have arrived since its origin (up to $as_of), per sensor and for the fleet. The MASE
--- scale is the mean absolute one-step change of the same arrived readings (naive forecast
--- error).
+-- that have arrived since its origin (up to $as_of), per sensor and for the fleet. MASE is
+-- engine/metrics.py's one definition: the sensor's MAE divided by its scale (the daily
+-- seasonal naive's MAE over the 7 days before the forecast's origin), which `oxy forecast`
+-- stored in forecast_status.mase_scale for that origin and the caller passes as
+-- $scale_sensors / $scale_origins / $scale_values; the fleet's MASE is the mean of its
+-- sensors' MASEs, its scale the mean of theirs.
 with forecasts_of_run as (
     select sensor_id, origin_ts, ts, yhat
     from forecasts
     where run_id = $run_id and origin_ts < $as_of
+),
+
+scales as (
+    select
+        unnest($scale_sensors::varchar []) as sensor_id,
+        unnest($scale_origins::timestamp []) as origin_ts,
+        unnest($scale_values::double []) as mase_scale
 ),
 
 latest_origin as (
@@ -17,33 +27,43 @@ latest_origin as (
 arrived as (
     select
         readings.sensor_id,
-        readings.ts,
-        readings.value,
-        f.yhat
+        f.origin_ts,
+        readings.value - f.yhat as error
     from forecasts_of_run as f
     inner join latest_origin using (sensor_id, origin_ts)
     inner join readings on readings.sensor_id = f.sensor_id and readings.ts = f.ts
     where f.ts > f.origin_ts and f.ts <= $as_of
 ),
 
-with_naive as (
+per_sensor as (
     select
-        sensor_id,
-        value - yhat as error,
-        abs(value - lag(value) over w) as naive_error
+        arrived.sensor_id,
+        count(*) as minutes,
+        sqrt(avg(arrived.error * arrived.error)) as rmse,
+        avg(abs(arrived.error)) as mae,
+        avg(abs(arrived.error)) / nullif(any_value(scales.mase_scale), 0) as mase,
+        any_value(scales.mase_scale) as mase_scale
     from arrived
-    window w as (partition by sensor_id order by ts)
+    left join scales using (sensor_id, origin_ts)
+    group by arrived.sensor_id
+),
+
+fleet as (
+    select
+        'fleet' as scope,
+        sum(minutes) as minutes,
+        sqrt(sum(rmse * rmse * minutes) / sum(minutes)) as rmse,
+        sum(mae * minutes) / sum(minutes) as mae,
+        avg(mase) as mase,
+        avg(mase_scale) as mase_scale
+    from per_sensor
+    having count(*) > 0
 ),
 
 per_scope as (
-    select
-        coalesce(sensor_id, 'fleet') as scope,
-        count(*) as minutes,
-        sqrt(avg(error * error)) as rmse,
-        avg(abs(error)) as mae,
-        avg(naive_error) as naive_mae
-    from with_naive
-    group by grouping sets ((sensor_id), ())
+    select sensor_id as scope, minutes, rmse, mae, mase, mase_scale from per_sensor
+    union all
+    select scope, minutes, rmse, mae, mase, mase_scale from fleet
 )
 
 select * from per_scope order by scope

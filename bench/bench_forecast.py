@@ -38,8 +38,8 @@ import polars as pl  # noqa: E402
 
 from engine.config import Config  # noqa: E402
 from engine.warehouse import (  # noqa: E402
-    READINGS_SCHEMA,
     Warehouse,
+    canonical_readings,
     readings_buckets,
     sensor_timezones,
 )
@@ -55,7 +55,7 @@ def load(wh: Warehouse, readings: pl.DataFrame, sensors: pl.DataFrame) -> None:
         frame = part.with_columns(
             pl.lit("bench.csv").alias("source_file"),
             pl.lit(datetime(2024, 1, 1)).alias("ingested_at"),
-        ).select(READINGS_SCHEMA.names)
+        )
         with wh.writer() as con:
             wh.register_sensors(
                 con,
@@ -71,7 +71,7 @@ def load(wh: Warehouse, readings: pl.DataFrame, sensors: pl.DataFrame) -> None:
                     for sid in frame["sensor_id"].unique().sort().to_list()
                 ],
             )
-            con.register("batch_readings", frame.to_arrow().cast(READINGS_SCHEMA))
+            con.register("batch_readings", canonical_readings(frame))
             con.execute("begin")
             wh.publish(con, wh.stage_readings(con, f"bench-{tz.replace('/', '_')}"))
             con.execute("commit")

@@ -32,7 +32,7 @@ def load(root: Path, data: Path) -> Path:
     import polars as pl
 
     from engine.config import Config
-    from engine.warehouse import READINGS_SCHEMA, Warehouse
+    from engine.warehouse import Warehouse, canonical_readings
 
     wh = Warehouse(root, Config.load())
     readings, labels = [], []
@@ -68,7 +68,7 @@ def load(root: Path, data: Path) -> Path:
         pl.lit("lro").alias("customer"),
         pl.lit("lro.csv").alias("source_file"),
         pl.lit(datetime(2024, 1, 1)).alias("ingested_at"),
-    ).select(READINGS_SCHEMA.names)
+    )
     with wh.writer() as con:
         wh.register_sensors(
             con,
@@ -84,7 +84,7 @@ def load(root: Path, data: Path) -> Path:
                 for s in frame["sensor_id"].unique().to_list()
             ],
         )
-        con.register("batch_readings", frame.to_arrow().cast(READINGS_SCHEMA))
+        con.register("batch_readings", canonical_readings(frame))
         con.execute("begin")
         wh.publish(con, wh.stage_readings(con, "lro"))
         con.execute("commit")

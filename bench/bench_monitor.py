@@ -55,7 +55,7 @@ def build(root: Path, sensors: int, days: int) -> int:
     import polars as pl
 
     from engine import anomaly
-    from engine.warehouse import READINGS_SCHEMA, Warehouse
+    from engine.warehouse import Warehouse, canonical_readings
 
     wh = Warehouse(root)
     rng = np.random.default_rng(0)
@@ -90,7 +90,7 @@ def build(root: Path, sensors: int, days: int) -> int:
                 for s in ids
             ],
         )
-        con.register("batch_readings", readings.select(READINGS_SCHEMA.names).to_arrow())
+        con.register("batch_readings", canonical_readings(readings))
         con.execute("begin")
         wh.publish(con, wh.stage_readings(con, "bench"))
         con.execute("commit")

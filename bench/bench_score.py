@@ -92,6 +92,8 @@ def generate(root: Path, sensors: int, days: int, batch_days: int = 30) -> int:
                                 "ingested_at": pa.array(
                                     [datetime(2025, 1, 1)] * int(keep.sum()), pa.timestamp("us")
                                 ),
+                                "temperature_c": pa.nulls(int(keep.sum()), pa.float64()),
+                                "salinity": pa.nulls(int(keep.sum()), pa.float64()),
                             }
                         ).cast(READINGS_SCHEMA)
                     )
@@ -111,7 +113,7 @@ def add_day(root: Path, sensors: int, day: int) -> int:
     import polars as pl
 
     from engine.config import Config
-    from engine.warehouse import READINGS_SCHEMA, Warehouse
+    from engine.warehouse import Warehouse, canonical_readings
 
     wh = Warehouse(root, Config.load())
     rng = np.random.default_rng(day)
@@ -132,9 +134,9 @@ def add_day(root: Path, sensors: int, day: int) -> int:
                 }
             )
         )
-    frame = pl.concat(frames).select(READINGS_SCHEMA.names)
+    frame = pl.concat(frames)
     with wh.writer() as con:
-        con.register("batch_readings", frame.to_arrow().cast(READINGS_SCHEMA))
+        con.register("batch_readings", canonical_readings(frame))
         con.execute("begin")
         wh.publish(con, wh.stage_readings(con, f"new-day-{day}"))
         con.execute("commit")

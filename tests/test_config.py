@@ -54,7 +54,7 @@ def test_user_file_overrides_one_key_and_keeps_the_rest(tmp_path: Path) -> None:
         ("[warehouse]\nthreds = 1\n", "unknown key 'warehouse.threds'"),
         ("[nonsense]\nx = 1\n", "unknown key 'nonsense'"),
         ("[warehouse\n", "not valid TOML"),
-        (SOURCE.replace('"mg/L"', '"ppm"'), "unit must be one of"),
+        (SOURCE.replace('"mg/L"', '"ppb"'), "unit must be one of"),
         (SOURCE.replace('"Europe/Oslo"', '"Mars/Olympus"', 1), "is not an IANA zone"),
         (SOURCE.replace('value_column = "O2"', ""), "missing key(s) ['value_column']"),
         (SOURCE + 'colour = "red"\n', "unknown key(s) ['colour']"),

@@ -47,8 +47,15 @@ def toml_value(value: Any) -> str:
     return json.dumps(value)
 
 
-def make_config(tmp_path: Path, sources: dict[str, dict[str, Any]]) -> Path:
-    lines = []
+# Most tests feed small files with many bad rows on purpose: the bad-fraction guard is off
+# for them (its own tests turn it on).
+NO_GUARD = {"max_bad_fraction": 1.0}
+
+
+def make_config(
+    tmp_path: Path, sources: dict[str, dict[str, Any]], ingest: dict[str, Any] | None = None
+) -> Path:
+    lines = ["[ingest]"] + [f"{k} = {toml_value(v)}" for k, v in (ingest or NO_GUARD).items()]
     for name, keys in sources.items():
         lines.append(f"[sources.{name}]")
         lines += [f"{k} = {toml_value(v)}" for k, v in keys.items()]
@@ -215,7 +222,7 @@ def classify_reference(
     for ordinal, (sensor, minute, value) in enumerate(candidates):
         key = (sensor, minute)
         if key in existing:
-            outcome = "duplicate" if value == existing[key] else "conflict_existing"
+            outcome = "duplicate_existing" if value == existing[key] else "conflict_existing"
             out[ordinal] = (outcome, existing[key])
         elif key in kept:
             outcome = "duplicate" if value == kept[key] else "conflict_in_file"

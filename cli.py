@@ -283,8 +283,9 @@ def _preview_lines(result: Any) -> list[str]:
 def forget_command(ctx: Context, ingest_id: str | None, path: Path | None) -> None:
     """Remove one ingest: its readings, quarantine rows and ingest_log entry, in one transaction.
 
-    Sensors left without readings are unregistered; the next `oxy score` rescores the affected
-    sensors. INGEST_IDs are listed by `oxy status`.
+    The next `oxy score` rescores the affected sensors (scores of the removed readings go);
+    a sensor left without readings and never scored is unregistered. INGEST_IDs are listed by
+    `oxy status`.
 
     \b
     Example:

@@ -148,7 +148,8 @@ class ForgetResult:
     readings: int
     quarantined: int
     sensors_affected: int
-    sensors_removed: list[str]
+    sensors_removed: list[str]  # left without readings, never scored: unregistered
+    sensors_emptied: list[str]  # left without readings, scored: registered until rescored
     later_ingests: list[str]  # ingests after it that reported duplicates or conflicts
 
     def summary(self) -> list[str]:
@@ -168,6 +169,12 @@ class ForgetResult:
         )
         lines.append(
             f"  {self.sensors_affected} sensor(s) affected: the next `oxy score` rescores them"
+            + (
+                f" ({len(self.sensors_emptied)} left without readings stay registered; "
+                "their scores go with that run)"
+                if self.sensors_emptied
+                else ""
+            )
         )
         if self.later_ingests:
             lines.append(
@@ -1630,9 +1637,11 @@ def forget(
     """Remove one ingest -- its lake files, quarantine rows and ``ingest_log`` entry (with the
     skipped repeats of the same file) -- in one transaction.
 
-    ``path`` forgets every successful ingest of that file. Sensors left without readings are
-    unregistered. The next ``oxy score`` notices the vanished lake files and rescores the
-    affected sensors from their first removed reading (scores of removed readings go too).
+    ``path`` forgets every successful ingest of that file. The next ``oxy score`` notices the
+    vanished lake files and rescores the registered sensors of their buckets from the first
+    removed reading (scores of removed readings go too). A sensor left without readings is
+    unregistered when none of its removed readings was scored; otherwise it stays registered,
+    so that run clears its scores.
 
     Examples
     --------
@@ -1661,7 +1670,12 @@ def forget(
             row for i in ids for row in sql_rows(con, _BOOK + "forget_files", {"ingest_id": i})
         ]
         paths = [f[0] for f in files]
-        affected = _file_sensors(con, [str(warehouse.root / p) for p in paths], None)
+        scored = {r[0] for r in sql_rows(con, _BOOK + "forget_scored_files", {"paths": paths})}
+        in_file = {p: _file_sensors(con, [str(warehouse.root / p)], None) for p in paths}
+        affected = set().union(*in_file.values())
+        # a sensor whose removed readings were scored stays registered: the next `oxy score`
+        # rescores the registered sensors of a bucket whose files vanished, clearing its scores
+        was_scored = set().union(*(in_file[p] for p in paths if p in scored))
         every = list(dict.fromkeys(ids + repeats))
         quarantined = sql_rows(con, _BOOK + "forget_quarantine_count", {"ids": every})[0][0]
         later = sql_rows(
@@ -1679,7 +1693,8 @@ def forget(
                 str(p) for b in buckets for p in warehouse.files(con, "readings", bucket=b)
             ]
             kept = _file_sensors(con, remaining, affected) if remaining else set()
-            gone = sorted(affected - kept)
+            empty = affected - kept
+            gone = sorted(empty - was_scored)
             if gone:
                 sql_rows(con, _BOOK + "forget_delete_sensors", {"ids": gone})
             warehouse.refresh_views(con)
@@ -1697,6 +1712,7 @@ def forget(
         quarantined=int(quarantined),
         sensors_affected=len(affected),
         sensors_removed=gone,
+        sensors_emptied=sorted(empty & was_scored),
         later_ingests=[f"{i} ({Path(p).name})" for i, p in later],
     )
 

@@ -55,7 +55,9 @@ NO_GUARD = {"max_bad_fraction": 1.0}
 def make_config(
     tmp_path: Path, sources: dict[str, dict[str, Any]], ingest: dict[str, Any] | None = None
 ) -> Path:
-    lines = ["[ingest]"] + [f"{k} = {toml_value(v)}" for k, v in (ingest or NO_GUARD).items()]
+    lines = ["[ingest]"] + [
+        f"{k} = {toml_value(v)}" for k, v in (NO_GUARD if ingest is None else ingest).items()
+    ]
     for name, keys in sources.items():
         lines.append(f"[sources.{name}]")
         lines += [f"{k} = {toml_value(v)}" for k, v in keys.items()]

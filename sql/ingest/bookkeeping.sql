@@ -90,6 +90,10 @@ from ingest_log as l
 join ingest_log as f on l.sha256 = f.sha256 and l.source = f.source
 where f.ingest_id in (select unnest($ids)) and l.status = 'skipped'
 
+-- name: forget_scored_files
+-- Which of the lake files $paths `oxy score` has scored.
+select path from score_files where path in (select unnest($paths))
+
 -- name: forget_quarantine_count
 -- Quarantined rows of the given ingests.
 select count(*) from quarantine where ingest_id in (select unnest($ids))

@@ -83,7 +83,8 @@ candidates as (  -- each format kind in use parses the text (a constant false sk
             when list_contains($formats, 'excel') and isfinite(time_number)
                 then try(
                     timestamp '1899-12-30'
-                    + to_microseconds(cast(round(time_number * 86400e6) as bigint))
+                    -- Excel keeps milliseconds at best: a serial rounds to the nearest one
+                    + to_milliseconds(cast(round(time_number * 86400e3) as bigint))
                 )
         end as ts_excel,
         case

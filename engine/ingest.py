@@ -59,7 +59,14 @@ from tqdm import tqdm
 
 from engine import OxyError
 from engine.config import Config, SourceMapping
-from engine.ingest_read import CsvLayout, csv_layout, na_values, parse_params, raw_rows
+from engine.ingest_read import (
+    CsvLayout,
+    csv_layout,
+    mixed_line_breaks,
+    na_values,
+    parse_params,
+    raw_rows,
+)
 from engine.warehouse import (
     READINGS_SCHEMA,
     SQL_DIR,
@@ -615,6 +622,8 @@ class _Scan:
         mcon.execute("set enable_progress_bar = false")
         try:
             if self.kind == "csv":
+                if self.options.read_path is None and mixed_line_breaks(self.path):
+                    raise _Retry(self.options, normalise=True)
                 self.layout = csv_layout(self.read_path, self.mapping, quote=self.quote)
                 self.header_line = self.layout.header_line
                 columns = self.layout.columns
@@ -1017,9 +1026,10 @@ class _Scan:
                         physical.append(number)
                         yield text
 
+                csv.field_size_limit((1 << 31) - 1)  # a line of megabytes is one field
                 reader = csv.reader(feed(), **dialect)
                 consumed = 0
-                for record in reader:
+                for record in _records(reader, self.path):
                     spanned = reader.line_num - consumed
                     consumed = reader.line_num
                     start = physical.popleft()
@@ -1071,6 +1081,14 @@ class _Scan:
             }
             for sid in sorted(self.bucket_of)
         ]
+
+
+def _records(reader: Any, path: Path) -> Iterator[list[str]]:
+    """A csv reader's records, its errors as one clear line."""
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise OxyError(f"{path}: cannot locate every record's line ({exc})") from None
 
 
 # -- committing ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ literals, the file stem, column names a wide file puts into sensor ids) is a bou
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import fnmatch
 import re
@@ -41,6 +42,15 @@ class CsvLayout:
     columns: list[str]  # header names (stripped; a BOM removed)
     header_line: int  # 1-based physical line of the header
     skip: int  # lines DuckDB skips to reach the first data line (its count: comment lines not)
+
+
+def mixed_line_breaks(path: Path, sample: int = 1 << 20) -> bool:
+    """Whether the first ``sample`` bytes break lines in more than one way (a lone CR, or
+    CRLF beside LF): such a file is read from a normalised copy."""
+    with path.open("rb") as fh:
+        head = fh.read(sample)
+    crlf = head.count(b"\r\n")
+    return head.count(b"\r") != crlf or (crlf and head.count(b"\n") != crlf)
 
 
 def csv_layout(path: Path, mapping: SourceMapping, *, quote: str) -> CsvLayout:
@@ -86,10 +96,12 @@ def csv_layout(path: Path, mapping: SourceMapping, *, quote: str) -> CsvLayout:
             f"{path}: not valid {mapping.encoding} text (line {line_no + 1}: {exc.reason}); "
             "set `encoding` in the source mapping"
         ) from None
+    fields = line.rstrip("\r\n").split(mapping.delimiter)
     if quote:
-        fields = next(csv.reader([line], delimiter=mapping.delimiter, quotechar=quote))
-    else:
-        fields = line.rstrip("\r\n").split(mapping.delimiter)
+        with contextlib.suppress(csv.Error, StopIteration):  # a broken quote: split plainly
+            fields = next(
+                csv.reader([line.rstrip("\r\n")], delimiter=mapping.delimiter, quotechar=quote)
+            )
     columns = [f.strip() for f in fields]
     return CsvLayout(columns=columns, header_line=line_no, skip=counted)
 

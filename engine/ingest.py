@@ -563,6 +563,10 @@ class _Scan:
         self.ambiguous: list[pl.DataFrame] = []
         self.rows_read = 0  # readings delivered by the reader (rejected lines come on top)
         self.epoch_hints: Counter[str] = Counter()  # implausible epochs that fit another unit
+        self._missing_ids = set(na_values(mapping, self.config))
+        self.id_parts = False  # ids arrive as raw parts (set with the reader's SQL)
+        self._normal: dict[str | None, str | None] = {}  # id as parsed -> sensor id
+        self._invalid: dict[str | None, str | None] = {}  # id as parsed -> why it is none
         self.rejects = pl.DataFrame(schema=_QUARANTINE_COLUMNS)
         self.reject_lines = np.empty(0, dtype=np.int64)
         self._part_no = 0
@@ -580,6 +584,7 @@ class _Scan:
             unquote=self.options.unquote,
         )
         self.width = rows.width
+        self.id_parts = rows.parts
         query = (
             f"with raw_rows as ({rows.select})\n"
             f"select * from (\n{sql_text('staging/readings_parsed')})"
@@ -597,7 +602,7 @@ class _Scan:
         return (
             "read_csv($path, columns = $columns, header = false, skip = $skip, "
             "auto_detect = false, delim = $delim, quote = $quote, escape = $quote, "
-            "encoding = $encoding, comment = $comment, nullstr = $nullstr, store_rejects = true)"
+            "encoding = $encoding, comment = $comment, store_rejects = true)"
         )
 
     def _source_params(self) -> dict[str, Any]:
@@ -612,7 +617,6 @@ class _Scan:
                 "quote": self.quote,
                 "encoding": m.encoding,
                 "comment": m.comment or "",
-                "nullstr": [*na_values(m, self.config), ""],
             }
         return params
 
@@ -732,20 +736,49 @@ class _Scan:
         self._spill_good(good)
 
     def _valid_ids(self, good: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Rows whose sensor id holds a control character (a NUL, a quoted line break) are
-        set aside: an id is a name people type and read. Checked per distinct id."""
+        """Set aside rows without a usable sensor id (see :meth:`_identity`), per distinct id."""
         names = good["sensor_id"].unique().cast(pl.String).to_list()
-        bad = [n for n in names if n is not None and any(ord(c) < 32 or c == "\x7f" for c in n)]
-        if not bad:
+        reasons: dict[str | None, str] = {}
+        for name in names:
+            if name not in self._normal:
+                self._normal[name], self._invalid[name] = self._identity(name)
+            why = self._invalid[name]
+            if why:
+                reasons[name] = why
+        if not reasons:
             return good, good.clear()
-        invalid = pl.col("sensor_id").cast(pl.String).is_in(bad)
+        raw = pl.col("sensor_id").cast(pl.String)
+        named = {n: r for n, r in reasons.items() if n is not None}
+        invalid = raw.is_in(list(named)).fill_null(False)
+        if None in reasons:
+            invalid = invalid | raw.is_null()
         rows = good.filter(invalid).with_columns(
-            reason=pl.lit("invalid sensor identity"),
-            detail=pl.lit("the id holds a control character"),
+            reason=raw.replace_strict(named, default=pl.lit("empty sensor identity")),
+            detail=pl.when(
+                raw.replace_strict(named, default=None) == "invalid sensor identity"
+            ).then(pl.lit("the id holds a control character")),
             raw_time=pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%.f"),
             raw_value=pl.col("value").cast(pl.String),
         )
         return good.filter(~invalid), rows
+
+    def _identity(self, raw: str | None) -> tuple[str | None, str | None]:
+        """(sensor id, None) or (None, reason) for one id as the parse gave it.
+
+        Identity columns arrive as raw parts joined with chr(31): each is trimmed and must be
+        neither empty nor one of ``na_values``; they are joined with ``|``. Any id holding a
+        control character (a NUL, a quoted line break) is invalid: an id is a name people
+        type and read.
+        """
+        if raw is None:
+            return None, "empty sensor identity"
+        parts = [p.strip() for p in raw.split("\x1f")] if self.id_parts else [raw]
+        if any(not p or p in self._missing_ids for p in parts):
+            return None, "empty sensor identity"
+        sensor_id = "|".join(parts)
+        if any(ord(c) < 32 or c == "\x7f" for c in sensor_id):
+            return None, "invalid sensor identity"
+        return sensor_id, None
 
     def _check_epoch_unit(self) -> None:
         """Refuse an epoch column most of whose values fit another unit than the mapping's."""
@@ -881,16 +914,23 @@ class _Scan:
         """The file's integer code of each sensor id (new ids get the next codes)."""
         distinct = ids.unique()
         names = distinct.cast(pl.String).to_list()
-        for sid in names:
+        normal = {}
+        for raw in names:
+            if raw not in self._normal:
+                self._normal[raw], self._invalid[raw] = self._identity(raw)
+            sid = self._normal[raw]
+            assert sid is not None, "rows without an identity were set aside"
+            normal[raw] = sid
             if sid not in self.code_of:  # first seen in this batch
                 self.code_of[sid] = len(self.code_of)
                 self.bucket_of[sid] = zlib.crc32(sid.encode("utf-8")) % self.buckets
         if ids.dtype == pl.Categorical:  # as _frame reads them: map the few categories
             physical = distinct.to_physical().to_numpy()
             lookup = np.zeros(int(physical.max()) + 1, dtype=np.int32)
-            lookup[physical] = [self.code_of[sid] for sid in names]
+            lookup[physical] = [self.code_of[normal[raw]] for raw in names]
             return lookup[ids.to_physical().to_numpy()]
-        return ids.replace_strict(self.code_of, return_dtype=pl.Int32).to_numpy()
+        codes = {raw: self.code_of[sid] for raw, sid in normal.items()}
+        return ids.cast(pl.String).replace_strict(codes, return_dtype=pl.Int32).to_numpy()
 
     def spill(self) -> None:
         for bucket, frames in self.held.items():
@@ -913,6 +953,14 @@ class _Scan:
             yield bucket, frames
 
     def _spill_quarantine(self, bad: pl.DataFrame) -> None:
+        if self.id_parts and "sensor_id" in bad.columns:  # identity parts as one readable id
+            bad = bad.with_columns(
+                pl.col("sensor_id")
+                .cast(pl.String)
+                .str.split("\x1f")
+                .list.eval(pl.element().str.strip_chars())
+                .list.join("|")
+            )
         frame = bad.select(
             "ordinal",
             *[
@@ -1636,6 +1684,8 @@ def _frame(batches: list[pa.RecordBatch]) -> pl.DataFrame:
     table = table.drop_columns(empty)
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
+    if "ts_us" in frame.columns:  # the parse keeps times as epoch microseconds
+        frame = frame.rename({"ts_us": "ts"}).with_columns(pl.col("ts").cast(pl.Datetime("us")))
     return frame
 
 

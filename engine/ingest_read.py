@@ -32,6 +32,7 @@ _RESERVED = ("stem", "file", "column")
 _NO_PATTERN = "%Y-%m-%d oxy-unused %H"
 _MAX_OFFSET_US = 14 * 3600 * 1_000_000  # real UTC offsets lie within -12:00 .. +14:00
 _EPOCH_US = {"epoch_s": 1e6, "epoch_ms": 1e3, "epoch_us": 1.0}
+_EPOCH = datetime(1970, 1, 1)
 _AHEAD = re.compile(r"now\s*(?:([+-])\s*(\d+)\s*(minute|hour|day|week)s?)?")
 
 
@@ -157,6 +158,8 @@ def parse_params(
             kinds.append(name)
     limits = ingest[mapping.canonical_unit]
     lo, hi = time_bounds(config, now)
+    sentinels = [float(s) for s in ingest["sentinels"]]
+    low, high = float(limits["min"]), float(limits["max"])
     return {
         "formats": kinds,
         "format_count": len(kinds),
@@ -164,21 +167,27 @@ def parse_params(
         "patterns_zoned": zoned or [_NO_PATTERN + "%z"],
         "patterns_naive": naive or [_NO_PATTERN],
         "local_zone": mapping.naive_time_zone != "UTC",
-        "min_ts": lo,
-        "max_ts": hi,
+        "min_us": _epoch_us(lo),
+        "max_us": _epoch_us(hi),
+        "range_detail": f"outside {lo:%Y-%m-%d} .. {hi:%Y-%m-%d}",
         "max_offset_us": _MAX_OFFSET_US,
-        "check_na": kind == "parquet",  # a CSV reader turns them into nulls itself
         "na_values": na_values(mapping, config),
         "decimal": mapping.decimal,
-        "sentinels": [float(s) for s in ingest["sentinels"]],
+        "sentinels": sentinels,
+        # only a sentinel inside the plausible range needs a test of every good row
+        "sentinels_inside": any(low <= s * mapping.unit_factor <= high for s in sentinels),
         "unit_factor": mapping.unit_factor,
-        "min_value": float(limits["min"]),
-        "max_value": float(limits["max"]),
+        "min_value": low,
+        "max_value": high,
         "min_temperature": float(ingest["temperature_c"]["min"]),
         "max_temperature": float(ingest["temperature_c"]["max"]),
         "min_salinity": float(ingest["salinity"]["min"]),
         "max_salinity": float(ingest["salinity"]["max"]),
     }
+
+
+def _epoch_us(instant: datetime) -> int:
+    return round((instant - _EPOCH).total_seconds() * 1e6)
 
 
 def na_values(mapping: SourceMapping, config: Config) -> list[str]:
@@ -212,6 +221,7 @@ class RawRows:
     params: dict[str, Any]
     width: int  # readings per record (value columns of a wide file)
     value_columns: list[str]
+    parts: bool  # sensor_id holds the raw identity parts, joined with chr(31)
 
 
 def raw_rows(
@@ -262,7 +272,8 @@ def raw_rows(
     wide = len(values) > 1
 
     # inner: the raw pieces of each record (a wide file: one row per value column)
-    pieces = [f"{_trimmed(ref(c))} as {id_of[c]}" for c in id_columns]
+    trim = _trimmed if m.sensor_id is not None else (lambda expr: expr)
+    pieces = [f"{trim(ref(c))} as {id_of[c]}" for c in id_columns]
     times = [ref(c) for c in m.time_fields]
     if len(times) == 1:
         pieces.append(f"{times[0]} as raw_time")
@@ -317,16 +328,27 @@ def raw_rows(
             parts.append(column_name)
         sensor = f"concat({', '.join(parts)})" if len(parts) != 1 else parts[0]
     else:
-        joined = list(id_of.values()) + ([column_name] if wide else [])
-        sensor = joined[0] if len(joined) == 1 else f"concat_ws('|', {', '.join(joined)})"
+        # identity parts as read, joined with a unit separator: the scan trims them, tests them
+        # for emptiness and joins them with '|' once per distinct id, not per row
+        raw_parts = [f"id_{i}" for i in range(len(id_columns))]
+        joined = raw_parts + ([column_name] if wide else [])
+        sensor = joined[0] if len(joined) == 1 else f"concat({', chr(31), '.join(joined)})"
     if "$value_name" in sensor and "value_name" not in params:
         params["value_name"] = values[0]
-    empty = " or ".join(f"coalesce({p}, '') = ''" for p in id_of.values()) or "false"
+    empty = "false"
+    if m.sensor_id is not None:
+        empty = " or ".join(f"coalesce({p}, '') = ''" for p in id_of.values()) or "false"
     select = (
         f"select {sensor} as sensor_id, ({empty}) as id_empty, raw_time, raw_value, "
         f"raw_temperature, raw_salinity from ({inner})"
     )
-    return RawRows(select=select, params=params, width=len(values), value_columns=values)
+    return RawRows(
+        select=select,
+        params=params,
+        width=len(values),
+        value_columns=values,
+        parts=m.sensor_id is None,
+    )
 
 
 class _ColumnIndex(dict[str, int]):

@@ -6,96 +6,59 @@
 --   time: $formats (the kinds in the order tried: 'iso', 'epoch', 'excel', 'zoned' = strftime
 --   patterns with %z/%Z, 'naive' = other patterns), $format_count, $epoch_us (microseconds per
 --   epoch unit), $patterns_zoned, $patterns_naive, $local_zone (naive times are converted with
---   a zone afterwards), $min_ts, $max_ts (plausible instants), $max_offset_us;
---   values: $check_na, $na_values, $decimal, $sentinels, $unit_factor (to the canonical unit),
---   $min_value, $max_value (canonical unit), $min_temperature, $max_temperature,
---   $min_salinity, $max_salinity.
--- `ts` is the UTC instant when the text carried an offset (or is epoch), else the naive
--- wall-clock time (`is_wall`), converted afterwards with the source's zone in polars.
+--   a zone afterwards), $min_us, $max_us (plausible instants, epoch microseconds),
+--   $max_offset_us, $range_detail;
+--   values: $na_values (texts meaning no value; tested on rows that do not parse only),
+--   $decimal, $sentinels, $sentinels_inside (a sentinel lies in
+--   the plausible range), $unit_factor (to the canonical unit), $min_value, $max_value
+--   (canonical unit), $min_temperature, $max_temperature, $min_salinity, $max_salinity.
+-- Times are epoch microseconds until the end (integer arithmetic; no timestamp conversion per
+-- row). `ts_us` is the UTC instant when the text carried an offset (or is epoch), else the
+-- naive wall-clock time (`is_wall`), converted afterwards with the source's zone in polars.
 with
 raw as (select * from raw_rows),
-trimmed as (
-    select
-        sensor_id,
-        id_empty,
-        -- trim() copies every string: only call it on text with a space (contains() is cheap)
-        nullif(
-            case when contains(raw_time, ' ') then trim(raw_time) else raw_time end, ''
-        ) as raw_time,
-        nullif(
-            case when contains(raw_value, ' ') then trim(raw_value) else raw_value end, ''
-        ) as raw_value,
-        raw_temperature,
-        raw_salinity
-    from raw
-),
-present as (  -- na_values ('NA', 'NULL' ...) mean no value, as an empty field does
-    select
-        sensor_id,
-        id_empty,
-        case when $check_na and list_contains($na_values, raw_time) then null else raw_time end
-            as raw_time,
-        case when $check_na and list_contains($na_values, raw_value) then null else raw_value end
-            as raw_value,
-        raw_temperature,
-        raw_salinity
-    from trimmed
-),
-time_kind as (
+candidates as (  -- each format kind in use reads the text (a constant false skips the rest)
     select
         *,
+        -- ISO: the instant (naive text read as UTC) and the wall clock (an offset dropped);
+        -- their difference is the text's offset
         case
-            when not $local_zone then false  -- naive times are UTC: an offset changes nothing
-            when list_contains($formats, 'iso') then
-                -- a 'Z', a sign after the minutes, or a zone name; cheapest test first (a
-                -- case stops at the first true branch, `or` evaluates every operand)
-                case
-                    when contains(raw_time, 'Z') and ends_with(raw_time, 'Z') then true
-                    when contains(raw_time, 'z') and ends_with(raw_time, 'z') then true
-                    when strpos(raw_time, '+') >= 17 then true  -- no substring copied
-                    when contains(raw_time, '+') and contains(substr(raw_time, 17), '+') then true
-                    when contains(substr(raw_time, 17), '-') then true
-                    else length(raw_time) > 19 and ascii(raw_time[-1]) >= 65
-                end
-            else false
-        end as has_offset,
+            when list_contains($formats, 'iso')
+                then try(epoch_us(try_cast(raw_time as timestamptz)))
+        end as iso_us,
+        case
+            when list_contains($formats, 'iso')
+                and ($local_zone or (length(raw_time) > 19 and ascii(raw_time[-1]) between 48 and 57))
+                then try(epoch_us(try_cast(raw_time as timestamp)))
+        end as iso_wall_us,
         case
             when list_contains($formats, 'epoch') or list_contains($formats, 'excel')
                 then try_cast(raw_time as double)
-        end as time_number
-    from present
-),
-candidates as (  -- each format kind in use parses the text (a constant false skips the rest)
-    select
-        *,
-        -- timestamptz -> UTC timestamp through epoch_us: the cast would go through ICU
-        case
-            when not list_contains($formats, 'iso') then null
-            when has_offset or not $local_zone
-                then try(make_timestamp(epoch_us(try_cast(raw_time as timestamptz))))
-            else try_cast(raw_time as timestamp)
-        end as ts_iso,
-        case
-            when list_contains($formats, 'epoch') and isfinite(time_number)
-                then try(make_timestamp(cast(round(time_number * $epoch_us) as bigint)))
-        end as ts_epoch,
-        case
-            when list_contains($formats, 'excel') and isfinite(time_number)
-                then try(
-                    timestamp '1899-12-30'
-                    -- Excel keeps milliseconds at best: a serial rounds to the nearest one
-                    + to_milliseconds(cast(round(time_number * 86400e3) as bigint))
-                )
-        end as ts_excel,
+        end as time_number,
         case
             when list_contains($formats, 'zoned')
-                then try(make_timestamp(epoch_us(try_strptime(raw_time, $patterns_zoned))))
-        end as ts_zoned,
+                then try(epoch_us(try_strptime(raw_time, $patterns_zoned)))
+        end as zoned_us,
         case
             when list_contains($formats, 'naive')
-                then cast(try_strptime(raw_time, $patterns_naive) as timestamp)
-        end as ts_naive
-    from time_kind
+                then try(epoch_us(try_strptime(raw_time, $patterns_naive)))
+        end as naive_us
+    from raw
+),
+numbers as (
+    select
+        *,
+        case
+            when list_contains($formats, 'epoch') and isfinite(time_number)
+                then try_cast(round(time_number * $epoch_us) as bigint)
+        end as epoch_us,
+        -- Excel serial days from 1899-12-30 (local wall time); Excel keeps milliseconds at best
+        case
+            when list_contains($formats, 'excel') and isfinite(time_number)
+                then try_cast(round(time_number * 86400e3) * 1000 - 2209161600000000 as bigint)
+        end as excel_us,
+        coalesce(iso_wall_us - iso_us, 0) as offset_us
+    from candidates
 ),
 chosen as (  -- the first kind, in the mapping's order, that read the text
     select
@@ -103,21 +66,21 @@ chosen as (  -- the first kind, in the mapping's order, that read the text
         case
             when $format_count = 1 then
                 case
-                    when coalesce(ts_iso, ts_epoch, ts_excel, ts_zoned, ts_naive) is not null
+                    when coalesce(iso_us, epoch_us, excel_us, zoned_us, naive_us) is not null
                         then $formats[1]
                 end
             else list_filter(
                 $formats,
                 lambda k: case k
-                    when 'iso' then ts_iso
-                    when 'epoch' then ts_epoch
-                    when 'excel' then ts_excel
-                    when 'zoned' then ts_zoned
-                    else ts_naive
+                    when 'iso' then iso_us
+                    when 'epoch' then epoch_us
+                    when 'excel' then excel_us
+                    when 'zoned' then zoned_us
+                    else naive_us
                 end is not null
             )[1]
         end as time_hit
-    from candidates
+    from numbers
 ),
 parsed as (
     select
@@ -126,27 +89,25 @@ parsed as (
         raw_time,
         raw_value,
         time_number,
+        case when time_hit = 'iso' then offset_us else 0 end as offset_us,
+        time_hit,
+        -- a naive ISO text under a local zone: no offset, no 'Z', no zone name (a zero offset
+        -- needs a look at the text; any other offset shows in offset_us)
+        time_hit = 'iso' and $local_zone and offset_us = 0 and case
+            when contains(raw_time, 'Z') and ends_with(raw_time, 'Z') then false
+            when contains(raw_time, 'z') and ends_with(raw_time, 'z') then false
+            when strpos(raw_time, '+') >= 17 then false
+            when contains(raw_time, '+') and contains(substr(raw_time, 17), '+') then false
+            when contains(substr(raw_time, 17), '-') then false
+            else not (length(raw_time) > 19 and ascii(rtrim(raw_time)[-1]) >= 65)
+        end as naive_iso,
         case time_hit
-            when 'iso' then ts_iso
-            when 'epoch' then ts_epoch
-            when 'excel' then ts_excel
-            when 'zoned' then ts_zoned
-            when 'naive' then ts_naive
-        end as ts,
-        -- wall-clock times (converted with naive_time_zone afterwards): Excel serial days,
-        -- patterns without %z, ISO text without an offset
-        coalesce(
-            time_hit in ('excel', 'naive') or (time_hit = 'iso' and $local_zone and not has_offset),
-            false
-        ) as is_wall,
-        -- an explicit numeric offset: the instant minus its wall clock must stay within the
-        -- offsets that exist (DuckDB reads '+25:00' as well)
-        case
-            when time_hit = 'iso' and length(raw_time) > 19 and ascii(raw_time[-1]) between 48 and 57
-                then abs(epoch_us(try_cast(raw_time as timestamp)) - epoch_us(ts_iso))
-                    > $max_offset_us
-            else false
-        end as bad_offset,
+            when 'iso' then iso_us
+            when 'epoch' then epoch_us
+            when 'excel' then excel_us
+            when 'zoned' then zoned_us
+            when 'naive' then naive_us
+        end as ts_us,
         try_cast(
             case when $decimal = '.' then raw_value else replace(raw_value, $decimal, '.') end
             as double
@@ -166,16 +127,30 @@ parsed as (
 classified as (
     select
         *,
+        -- wall-clock times (converted with naive_time_zone afterwards): Excel serial days,
+        -- patterns without %z, ISO text without an offset
+        coalesce(time_hit in ('excel', 'naive') or naive_iso, false) as is_wall,
         value_read * $unit_factor as value,
         case
-            when raw_time is null then 'missing timestamp'
-            when ts is null
-                and (time_number is not null or lower(raw_time) in ('infinity', '-infinity'))
+            -- the usual row first: one compound test, so good rows skip every other branch
+            when ts_us between $min_us and $max_us
+                and abs(offset_us) <= $max_offset_us
+                and value_read * $unit_factor between $min_value and $max_value
+                and not id_empty
+                and not ($sentinels_inside and list_contains($sentinels, value_read))
+                then null
+            when raw_time is null or trim(raw_time) = '' or list_contains($na_values, trim(raw_time))
+                then 'missing timestamp'
+            when ts_us is null
+                and (time_number is not null or lower(trim(raw_time)) in ('infinity', '-infinity'))
                 then 'implausible timestamp'
-            when ts is null then 'unparseable timestamp'
-            when bad_offset or ts < $min_ts or ts > $max_ts then 'implausible timestamp'
+            when ts_us is null then 'unparseable timestamp'
+            when abs(offset_us) > $max_offset_us or ts_us < $min_us or ts_us > $max_us
+                then 'implausible timestamp'
             when id_empty then 'empty sensor identity'
-            when raw_value is null then 'missing value'
+            when raw_value is null or trim(raw_value) = ''
+                or list_contains($na_values, trim(raw_value))
+                then 'missing value'
             when value_read is null then 'non-numeric value'
             when isnan(value_read) or isinf(value_read) then 'non-finite value'
             when list_contains($sentinels, value_read) then 'sentinel value'
@@ -188,7 +163,7 @@ classified as (
 described as (
     select
         sensor_id,
-        ts,
+        ts_us,
         is_wall,
         value,
         -- water temperature and salinity ride along when plausible (else null: the reading
@@ -204,25 +179,24 @@ described as (
         reason,
         case
             when reason is null then null
-            when reason = 'implausible timestamp' and bad_offset then 'offset beyond +-14:00'
+            when reason = 'implausible timestamp' and abs(offset_us) > $max_offset_us
+                then 'offset beyond +-14:00'
             when reason = 'implausible timestamp' and time_number is not null
-                and list_contains($formats, 'epoch') then
+                and time_hit is distinct from 'excel' and list_contains($formats, 'epoch') then
                 case  -- which epoch unit would put the number inside the plausible range
-                    when time_number between epoch($min_ts) and epoch($max_ts)
-                        then 'looks like epoch_s'
-                    when time_number / 1e3 between epoch($min_ts) and epoch($max_ts)
-                        then 'looks like epoch_ms'
-                    when time_number / 1e6 between epoch($min_ts) and epoch($max_ts)
-                        then 'looks like epoch_us'
-                    when time_number / 1e9 between epoch($min_ts) and epoch($max_ts)
-                        then 'looks like epoch_ns'
-                    else format('outside {} .. {}', cast($min_ts as date), cast($max_ts as date))
+                    when time_number * 1e6 between $min_us and $max_us then 'looks like epoch_s'
+                    when time_number * 1e3 between $min_us and $max_us then 'looks like epoch_ms'
+                    when time_number between $min_us and $max_us then 'looks like epoch_us'
+                    when time_number / 1e3 between $min_us and $max_us then 'looks like epoch_ns'
+                    else $range_detail
                 end
-            when reason = 'implausible timestamp'
-                then format('outside {} .. {}', cast($min_ts as date), cast($max_ts as date))
+            when reason = 'implausible timestamp' then $range_detail
         end as detail,
-        case when reason is not null or (is_wall and $local_zone) then raw_time end as raw_time,
-        case when reason is not null then raw_value end as raw_value
+        case
+            when reason is not null then nullif(trim(raw_time), '')
+            when is_wall and $local_zone then raw_time
+        end as raw_time,
+        case when reason is not null then nullif(trim(raw_value), '') end as raw_value
     from classified
 )
 select * from described

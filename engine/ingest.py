@@ -574,7 +574,9 @@ class _Scan:
         self._lines: int | None = None  # physical line count, counted only when needed
 
     # reading ------------------------------------------------------------------------
-    def _reader_sql(self, columns: list[str]) -> tuple[str, dict[str, Any]]:
+    def _reader_sql(
+        self, columns: list[str], types: list[str] | None = None
+    ) -> tuple[str, dict[str, Any]]:
         rows = raw_rows(
             self.mapping,
             columns,
@@ -582,6 +584,7 @@ class _Scan:
             self._source(),
             positional=self.kind == "csv",
             unquote=self.options.unquote,
+            types=types,
         )
         self.width = rows.width
         self.id_parts = rows.parts
@@ -633,17 +636,16 @@ class _Scan:
                 columns = self.layout.columns
             else:
                 try:
-                    columns = list(
-                        mcon.sql(
-                            "select * from read_parquet($path) limit 0",
-                            params={"path": str(self.path)},
-                        ).columns
+                    schema = mcon.sql(
+                        "select * from read_parquet($path) limit 0",
+                        params={"path": str(self.path)},
                     )
+                    columns, types = list(schema.columns), [str(t) for t in schema.types]
                 except duckdb.Error as exc:
                     raise OxyError(
                         f"{self.path}: cannot read as {self.kind}: {_first_line(exc)}"
                     ) from None
-            query, params = self._reader_sql(columns)
+            query, params = self._reader_sql(columns, types if self.kind == "parquet" else None)
             self._stream(mcon, query, params)
             if self.kind == "csv":
                 self._collect_rejects(mcon)

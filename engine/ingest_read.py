@@ -1,6 +1,6 @@
 """Reading one export with its source mapping: the file's layout and the SQL that turns its
-columns into raw reading rows (``sensor_id, id_empty, raw_time, raw_value, raw_temperature,
-raw_salinity``) for ``sql/staging/readings_parsed.sql``.
+columns into raw reading rows (``sensor_id, id_empty, raw_time, time_num, time_us, raw_value,
+value_num, raw_temperature, raw_salinity``) for ``sql/staging/readings_parsed.sql``.
 
 The dialect comes from the mapping, never from sniffing: a CSV file's header is found by
 skipping ``skip_rows`` lines, comment lines and blank lines; DuckDB then reads every field as
@@ -33,6 +33,22 @@ _NO_PATTERN = "%Y-%m-%d oxy-unused %H"
 _MAX_OFFSET_US = 14 * 3600 * 1_000_000  # real UTC offsets lie within -12:00 .. +14:00
 _EPOCH_US = {"epoch_s": 1e6, "epoch_ms": 1e3, "epoch_us": 1.0}
 _EPOCH = datetime(1970, 1, 1)
+# format kinds as the parse SQL numbers them (sql/staging/readings_parsed.sql)
+_KIND_CODES = {"typed": 0, "iso": 1, "epoch": 2, "excel": 3, "zoned": 4, "naive": 5}
+_NUMBER_TYPES = {
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+    "FLOAT",
+    "DOUBLE",
+}
 _AHEAD = re.compile(r"now\s*(?:([+-])\s*(\d+)\s*(minute|hour|day|week)s?)?")
 
 
@@ -160,9 +176,12 @@ def parse_params(
     lo, hi = time_bounds(config, now)
     sentinels = [float(s) for s in ingest["sentinels"]]
     low, high = float(limits["min"]), float(limits["max"])
+    codes = [_KIND_CODES[k] for k in kinds]
     return {
-        "formats": kinds,
-        "format_count": len(kinds),
+        "formats": codes,
+        "format_count": len(codes),
+        "first_kind": codes[0],
+        **{f"use_{k}": k in kinds for k in _KIND_CODES if k != "typed"},
         "epoch_us": _EPOCH_US[epoch[0]] if epoch else 1e6,
         "patterns_zoned": zoned or [_NO_PATTERN + "%z"],
         "patterns_naive": naive or [_NO_PATTERN],
@@ -232,11 +251,27 @@ def raw_rows(
     *,
     positional: bool,
     unquote: bool,
+    types: list[str] | None = None,
 ) -> RawRows:
     """The select producing raw reading rows from ``source_sql`` (a ``read_csv`` with
-    positional column names ``c0``... when ``positional``, else a ``read_parquet``)."""
+    positional column names ``c0``... when ``positional``, else a ``read_parquet`` whose
+    column ``types`` let numbers and timestamps pass typed: no round trip through text)."""
     m = mapping
     index = _column_index(columns)
+
+    def kind(name: str) -> str:
+        duck = (types[index[name]] if types else "VARCHAR").upper()
+        if duck == "TIMESTAMP WITH TIME ZONE":
+            return "instant"
+        if duck.startswith("TIMESTAMP"):
+            return "timestamp"
+        if duck in _NUMBER_TYPES or duck.startswith("DECIMAL"):
+            return "number"
+        return "text"
+
+    def typed(name: str) -> str:
+        column = f"c{index[name]}" if positional else _ident(columns[index[name]])
+        return column
 
     def ref(name: str) -> str:
         column = f"c{index[name]}" if positional else _ident(columns[index[name]])
@@ -275,18 +310,49 @@ def raw_rows(
     trim = _trimmed if m.sensor_id is not None else (lambda expr: expr)
     pieces = [f"{trim(ref(c))} as {id_of[c]}" for c in id_columns]
     times = [ref(c) for c in m.time_fields]
-    if len(times) == 1:
+    time_kind = kind(m.time_fields[0]) if len(times) == 1 else "text"
+    # a number is a time as a number only under epoch and Excel formats (202407011200 under
+    # "%Y%m%d%H%M" is read from its digits)
+    numeric_formats = all(f in _EPOCH_US or f == "excel" for f in m.time_formats)
+    time_num = time_us = "null"
+    if time_kind == "number" and numeric_formats:  # epoch numbers or Excel serials
+        pieces.append("cast(null as varchar) as raw_time")
+        time_num = f"cast({typed(m.time_fields[0])} as double)"
+    elif time_kind in ("timestamp", "instant"):  # typed times: no format needed
+        column = typed(m.time_fields[0])
+        # an infinite timestamp has no epoch: its text ('infinity') says it is implausible
+        pieces.append(
+            f"(case when not isfinite({column}) then {ref(m.time_fields[0])} end) as raw_time"
+        )
+        time_us = f"epoch_us({column})"
+    elif len(times) == 1:
         pieces.append(f"{times[0]} as raw_time")
     else:
         any_null = " or ".join(f"{t} is null" for t in times)
         joined_time = f"concat_ws(' ', {', '.join(times)})"
         pieces.append(f"(case when {any_null} then null else {joined_time} end) as raw_time")
+    numbers = all(kind(c) == "number" for c in values)  # typed values pass as doubles
+    value_num = "null"
     if wide:
-        pieces.append(f"unnest([{', '.join(ref(c) for c in values)}]) as raw_value")
+        if numbers:
+            listed = ", ".join(f"cast({typed(c)} as double)" for c in values)
+            pieces.append("cast(null as varchar) as raw_value")
+            pieces.append(f"unnest([{listed}]) as value_num")
+            value_num = "value_num"
+        else:
+            pieces.append(f"unnest([{', '.join(ref(c) for c in values)}]) as raw_value")
         pieces.append("unnest($value_names) as value_name")
         params["value_names"] = values
+    elif numbers:
+        pieces.append("cast(null as varchar) as raw_value")
+        value_num = f"cast({typed(values[0])} as double)"
     else:
         pieces.append(f"{ref(values[0])} as raw_value")
+    if value_num != "value_num":
+        pieces.append(f"cast({value_num} as double) as value_num")
+    pieces.append(f"cast({time_num} as double) as time_num")
+    pieces.append(f"cast({time_us} as bigint) as time_us")
+    params["typed_wall"] = time_kind == "timestamp"  # a naive timestamp is a wall time
     temperature = ref(m.temperature_column) if m.temperature_column else "cast(null as varchar)"
     salinity = ref(m.salinity) if isinstance(m.salinity, str) else "cast(null as varchar)"
     pieces += [f"{temperature} as raw_temperature", f"{salinity} as raw_salinity"]
@@ -339,8 +405,8 @@ def raw_rows(
     if m.sensor_id is not None:
         empty = " or ".join(f"coalesce({p}, '') = ''" for p in id_of.values()) or "false"
     select = (
-        f"select {sensor} as sensor_id, ({empty}) as id_empty, raw_time, raw_value, "
-        f"raw_temperature, raw_salinity from ({inner})"
+        f"select {sensor} as sensor_id, ({empty}) as id_empty, raw_time, time_num, time_us, "
+        f"raw_value, value_num, raw_temperature, raw_salinity from ({inner})"
     )
     return RawRows(
         select=select,

@@ -5,10 +5,12 @@ implausible times, and lake files written before the optional reading columns.""
 
 from __future__ import annotations
 
+import io
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -523,3 +525,56 @@ def test_lake_files_written_before_temperature_and_salinity_still_read(
     ) == [("new.csv", 60, 60), ("old.csv", old_rows, 0)]
     summary = score(wh)
     assert summary.rows_scored == old_rows + 60
+
+
+def parquet(table: pa.Table) -> bytes:
+    out = io.BytesIO()
+    pq.write_table(table, out)
+    return out.getvalue()
+
+
+def test_typed_parquet_columns_read_without_text(tmp_path: Path) -> None:
+    """Numbers and timestamps of a Parquet file pass typed; each still reads as its text
+    would: a naive timestamp is a wall time, an integer under a strftime pattern its digits,
+    an infinite timestamp implausible, a NaN value non-finite, a null one missing."""
+    base = {**BASE_SOURCE, "format": "parquet", "time_column": "t", "value_column": "v"}
+    naive = pa.table(
+        {
+            "t": pa.array([datetime(2024, 7, 1, 12, 0), datetime(2024, 7, 1, 12, 1)]),
+            "Tag": ["c", "c"],
+            "v": pa.array([7.5, None], pa.float32()),
+        }
+    )
+    wh, result = ingest_one(
+        tmp_path / "a", {**base, "naive_time_zone": "Europe/Oslo"}, "x.parquet", parquet(naive)
+    )
+    assert counts(result) == (2, 1, 0, 1)
+    assert query(wh, "select ts, value from readings") == [(datetime(2024, 7, 1, 10, 0), 7.5)]
+    assert query(wh, "select reason, raw_time from quarantine") == [
+        ("missing value", "2024-07-01T12:01:00.000000")
+    ]
+    digits = pa.table(
+        {"t": pa.array([202407011200, 202407011201], pa.int64()), "Tag": ["c", "c"], "v": [7, 8]}
+    )
+    wh, result = ingest_one(
+        tmp_path / "b", {**base, "time_format": "%Y%m%d%H%M"}, "x.parquet", parquet(digits)
+    )
+    assert counts(result) == (2, 2, 0, 0)
+    assert query(wh, "select ts, value from readings order by ts") == [
+        (datetime(2024, 7, 1, 12, 0), 7.0),
+        (datetime(2024, 7, 1, 12, 1), 8.0),
+    ]
+    odd = tmp_path / "odd.parquet"
+    duckdb.sql(
+        "copy (select * from (values "
+        "('infinity'::timestamptz, 'c', 7.0::double), "
+        "('2024-01-01 00:00:00+00'::timestamptz, 'c', 'nan'::double), "
+        "('2024-01-01 00:01:00+00'::timestamptz, 'c', 9.0::double)"
+        ") v(t, Tag, v)) to '" + str(odd) + "' (format parquet)"
+    )
+    wh, result = ingest_one(tmp_path / "c", base, "odd.parquet", odd.read_bytes())
+    assert counts(result) == (3, 1, 0, 2)
+    assert query(wh, "select reason, raw_time, raw_value from quarantine order by line") == [
+        ("implausible timestamp", "infinity", "7.0"),
+        ("non-finite value", "2024-01-01T00:00:00.000000", "nan"),
+    ]

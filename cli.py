@@ -5,6 +5,7 @@ Engine errors (`engine.OxyError`) become one clear line and exit code 1, never a
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -23,19 +24,39 @@ from engine.warehouse import Warehouse
 class Context:
     """What every command gets: the effective config and the warehouse."""
 
-    def __init__(self, warehouse: Path, config: Path | None, quiet: bool, as_json: bool) -> None:
+    def __init__(
+        self,
+        warehouse: Path,
+        config: Path | None,
+        quiet: bool,
+        as_json: bool,
+        *,
+        config_from_env: bool = False,
+    ) -> None:
         self.config_path = config
+        self.config_from_env = config_from_env
         self.warehouse_path = warehouse
         self.quiet = quiet
         self.as_json = as_json
 
     @functools.cached_property
     def config(self) -> Config:
-        return Config.load(self.config_path)
+        try:
+            return Config.load(self.config_path)
+        except OxyError as exc:
+            if self.config_from_env:  # say where a path nobody typed came from
+                raise OxyError(f"{exc} (from $OXY_CONFIG)") from None
+            raise
 
     @functools.cached_property
     def warehouse(self) -> Warehouse:
         return Warehouse(self.warehouse_path, self.config)
+
+    @property
+    def writable_warehouse(self) -> Warehouse:
+        """The warehouse of a command that writes it: checked writable before any work."""
+        self.warehouse.require_writable()
+        return self.warehouse
 
     @property
     def progress(self) -> bool:
@@ -58,6 +79,20 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+# A file a command cannot write or read where the user put it (a read-only mount, a folder
+# owned by another uid, a full disk): the user's to fix, so one line, not a traceback.
+_USER_FILE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def file_error_message(exc: OSError) -> str | None:
+    """One line for a filesystem error the user can fix, or None for anything else."""
+    if exc.errno not in _USER_FILE_ERRNOS or not exc.filename:
+        return None
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"cannot access {exc.filename}: {exc.strerror} for uid {os.getuid()}"
+    return f"cannot write {exc.filename}: {exc.strerror}"
+
+
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn engine errors into a one-line `Error: ...` and exit code 1."""
 
@@ -67,6 +102,11 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except OxyError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            message = file_error_message(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
@@ -78,14 +118,15 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--warehouse",
     type=click.Path(file_okay=False, path_type=Path),
-    default=lambda: os.environ.get("OXY_WAREHOUSE", "warehouse"),
+    default=lambda: os.environ.get("OXY_WAREHOUSE") or "warehouse",
     show_default="./warehouse or $OXY_WAREHOUSE",
     help="Warehouse root directory.",
 )
 @click.option(
     "--config",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=lambda: os.environ.get("OXY_CONFIG"),
+    type=click.Path(path_type=Path),  # a folder or a missing file: Config.load says so
+    envvar="OXY_CONFIG",
+    show_envvar=True,
     help="TOML configuration (overrides built-in defaults; declares [sources.NAME]).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
@@ -102,7 +143,8 @@ def oxy(
       oxy demo-data demo_data && oxy --config demo_data/sources.toml ingest \\
           demo_data/seacage.csv --source seacage
     """
-    ctx.obj = Context(warehouse, config, quiet, as_json)
+    from_env = ctx.get_parameter_source("config") is click.core.ParameterSource.ENVIRONMENT
+    ctx.obj = Context(warehouse, config, quiet, as_json, config_from_env=from_env)
 
 
 # --- demo-data commands -------------------------------------------------------------
@@ -127,6 +169,11 @@ def oxy(
     type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
     help="First minute, UTC.  [default: 2024-10-01]",
 )
+@click.option(
+    "--anomaly-spread",
+    type=click.FloatRange(min=1.0),
+    help="Widen every anomaly range this many times around its centre.  [default: 1.0]",
+)
 @pass_ctx
 @handle_errors
 def demo_data_command(
@@ -137,6 +184,7 @@ def demo_data_command(
     seed: int | None,
     clean_days: int | None,
     start: Any,
+    anomaly_spread: float | None,
 ) -> None:
     """Write realistic, labelled demo exports of 3 customers into OUT_DIR.
 
@@ -149,6 +197,7 @@ def demo_data_command(
     Example:
       oxy demo-data demo_data
       oxy demo-data big --sensors-per-site 20 --days 90   # 100 sensors, ~13 M rows
+      oxy demo-data wide --anomaly-spread 2   # anomaly ranges twice as wide (benchmark)
     """
     from datetime import datetime
 
@@ -160,6 +209,7 @@ def demo_data_command(
         "seed": seed,
         "clean_days": clean_days,
         "start": start,
+        "anomaly_spread": anomaly_spread,
     }
     options = {k: ctx.config["demo"][k] if v is None else v for k, v in given.items()}
     if isinstance(options["start"], str):
@@ -221,7 +271,7 @@ def ingest_command(
                 ctx.echo(line)
 
     results = ingest_files(
-        ctx.warehouse,
+        ctx.writable_warehouse,
         files,
         source=source,
         progress=ctx.progress,
@@ -435,7 +485,7 @@ def score(ctx: Context, full: bool) -> None:
     """
     from engine.anomaly import score as score_readings_in_warehouse
 
-    summary = score_readings_in_warehouse(ctx.warehouse, full=full, progress=ctx.progress)
+    summary = score_readings_in_warehouse(ctx.writable_warehouse, full=full, progress=ctx.progress)
     ctx.result(
         summary.as_dict(),
         lambda: ctx.echo(
@@ -495,7 +545,7 @@ def train(ctx: Context) -> None:
     from engine.forecast import render_train
     from engine.forecast import train as train_model
 
-    result = train_model(ctx.warehouse, echo=ctx.echo)
+    result = train_model(ctx.writable_warehouse, echo=ctx.echo)
     ctx.result(result.as_dict(), lambda: click.echo(render_train(result)))
 
 
@@ -523,7 +573,7 @@ def forecast_command(ctx: Context, sensors: tuple[str, ...], horizon: str | None
     from engine.forecast import forecast as forecast_sensors
 
     summary = forecast_sensors(
-        ctx.warehouse,
+        ctx.writable_warehouse,
         sensor_ids=list(sensors) or None,
         horizon=horizon,
         echo=ctx.echo,
@@ -586,7 +636,7 @@ def promote_command(ctx: Context, run_id: str) -> None:
     """
     from engine.registry import promote
 
-    previous = promote(ctx.warehouse, run_id)
+    previous = promote(ctx.writable_warehouse, run_id)
     ctx.result(
         {"production": run_id, "previous": previous},
         lambda: click.echo(f"production: {run_id} (was {previous or 'none'})"),
@@ -605,7 +655,7 @@ def rollback_command(ctx: Context) -> None:
     """
     from engine.registry import rollback
 
-    current, target = rollback(ctx.warehouse)
+    current, target = rollback(ctx.writable_warehouse)
     ctx.result(
         {"production": target, "previous": current},
         lambda: click.echo(f"production: {target} (rolled back from {current})"),
@@ -628,7 +678,7 @@ def monitor_command(ctx: Context, show_all: bool) -> None:
     """
     from engine.monitor import run_monitor
 
-    result = run_monitor(ctx.warehouse)
+    result = run_monitor(ctx.writable_warehouse)
 
     def human() -> None:
         counts = ", ".join(f"{n} {s}" for s, n in result.counts().items() if n)

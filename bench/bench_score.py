@@ -1,16 +1,20 @@
-"""Benchmark `oxy score`: full and incremental scoring against references measured in the run.
+"""Benchmark `oxy score`: full and incremental scoring, against references measured in the run.
 
-Targets (issue 3): full scoring of 100 sensors x 90 days (~13 M rows) <= 4 s wall and
-<= 1.5 GB peak RSS; >= 3.5x faster than a pandas groupby-rolling implementation of the seed's
-rules on the same rows; incremental scoring of one new day for 100 sensors <= 1 s;
-200 sensors x 1 year (~105 M rows) <= 2 GB peak RSS (``--big``).
+Targets (issue 21): a full `oxy score --full` of the readings of
+`oxy demo-data big --sensors-per-site 20 --days 90` (100 sensors, ~12.8 M readings) at least
+5x faster than a pandas implementation of the seed's rules on the same rows, with peak RSS
+<= 1.5 GB; one new day for 100 sensors <= 1 s; 200 sensors x 365 days (~105 M readings) with
+peak RSS <= 2 GB (``--big``). References in the same run: the pandas seed rules, a bare DuckDB
+Parquet copy of the readings, and polars writing the finished ``anomaly_scores`` rows (the
+output's own floor).
 
-Every measured step runs in its own subprocess so that its peak RSS is its own.
+Every measured step runs in its own subprocess so that its peak RSS is its own. The figures go
+to bench/RESULTS.md (section "score").
 
 Usage::
 
     .venv/bin/python bench/bench_score.py                 # 100 sensors x 90 days
-    .venv/bin/python bench/bench_score.py --pairs 5       # 5 pandas / oxy seed-rule pairs
+    .venv/bin/python bench/bench_score.py --pairs 3       # 3 pandas / oxy full-run pairs
     .venv/bin/python bench/bench_score.py --big           # + 200 sensors x 365 days (RSS)
     .venv/bin/python bench/bench_score.py --only-big      # just the 200 x 365 RSS run
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -40,8 +45,59 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _stage(wh: Any, con: Any, frame: Any, batch: str) -> None:
+    from engine.warehouse import canonical_readings
+
+    con.register("batch_readings", canonical_readings(frame))
+    con.execute("begin")
+    wh.publish(con, wh.stage_readings(con, batch))
+    con.execute("commit")
+    con.unregister("batch_readings")
+
+
+def demo_warehouse(root: Path, sensors_per_site: int, days: int) -> tuple[int, int]:
+    """The readings of ``oxy demo-data big --sensors-per-site N --days D`` in a warehouse: all
+    but the last day as the first batches (one per export), scored; the last day as a new
+    batch, not scored. Returns (readings, readings of the last day)."""
+    import polars as pl
+
+    from engine.anomaly import score
+    from engine.config import Config
+    from engine.demo import simulate
+    from engine.warehouse import Warehouse
+
+    demo = simulate(sensors_per_site=sensors_per_site, days=days, seed=7)
+    wh = Warehouse(root, Config.load())
+    mappings = demo.sources
+    sensors = [
+        {
+            "sensor_id": row["sensor_id"],
+            "customer": row["customer"],
+            "source": row["source"],
+            "timezone": row["timezone"],
+            "unit": row["unit"],
+            "levels": row["sensor_id"].split(mappings[row["source"]].sensor_separator),
+        }
+        for row in demo.sensors.iter_rows(named=True)
+    ]
+    readings = demo.readings.with_columns(
+        source_file=pl.lit("demo.csv"), ingested_at=pl.lit(datetime(2025, 1, 1))
+    )
+    last_day = demo.start + timedelta(days=days - 1)
+    with wh.writer() as con:
+        wh.register_sensors(con, sensors)
+        for (customer,), part in readings.filter(pl.col("ts") < last_day).group_by("customer"):
+            _stage(wh, con, part.sort("sensor_id", "ts"), f"base-{customer}")
+    score(wh)
+    new = readings.filter(pl.col("ts") >= last_day).sort("sensor_id", "ts")
+    with wh.writer() as con:
+        _stage(wh, con, new, "last-day")
+    return readings.height, new.height
+
+
 def generate(root: Path, sensors: int, days: int, batch_days: int = 30) -> int:
-    """Synthetic minute readings (diel cycle, noise, 0.2 % missing minutes) as lake batches."""
+    """Synthetic minute readings (diel cycle, noise, 0.2 % missing minutes) as lake batches:
+    the 200 x 365 memory run (cheaper to make than the demo's physics)."""
     import numpy as np
     import pyarrow as pa
 
@@ -68,36 +124,35 @@ def generate(root: Path, sensors: int, days: int, batch_days: int = 30) -> int:
             ],
         )
         for first_day in range(0, days, batch_days):
-            n_days = min(batch_days, days - first_day)
-            minutes = np.arange(first_day * 1440, (first_day + n_days) * 1440)
-            ts = np.datetime64(START, "us") + minutes.astype("timedelta64[m]")
+            span = min(batch_days, days - first_day)
+            minutes = np.arange(first_day * 1440, (first_day + span) * 1440)
             for chunk in range(0, sensors, 25):
                 parts = []
                 for s in ids[chunk : chunk + 25]:
                     keep = rng.random(minutes.size) > 0.002
-                    value = (
-                        8
-                        + 1.5 * np.sin(2 * np.pi * (minutes / 1440 - 0.3))
-                        + rng.normal(0, 0.04, minutes.size)
-                    )
+                    m = minutes[keep]
+                    value = 8 + 1.5 * np.sin(2 * np.pi * (m / 1440 - 0.3))
+                    value = np.round(value + rng.normal(0, 0.04, m.size), 2)
                     parts.append(
                         pa.table(
                             {
-                                "sensor_id": pa.array([s] * int(keep.sum())),
-                                "ts": pa.array(ts[keep]),
-                                "value": pa.array(np.round(value[keep], 2)),
-                                "unit": pa.array(["mg/L"] * int(keep.sum())),
-                                "customer": pa.array(["bench"] * int(keep.sum())),
-                                "source_file": pa.array(["bench.csv"] * int(keep.sum())),
-                                "ingested_at": pa.array(
-                                    [datetime(2025, 1, 1)] * int(keep.sum()), pa.timestamp("us")
+                                "sensor_id": pa.array([s] * m.size),
+                                "ts": pa.array(
+                                    np.datetime64(START, "us") + m.astype("timedelta64[m]")
                                 ),
-                                "temperature_c": pa.nulls(int(keep.sum()), pa.float64()),
-                                "salinity": pa.nulls(int(keep.sum()), pa.float64()),
+                                "value": pa.array(value),
+                                "unit": pa.array(["mg/L"] * m.size),
+                                "customer": pa.array(["bench"] * m.size),
+                                "source_file": pa.array(["bench.csv"] * m.size),
+                                "ingested_at": pa.array(
+                                    [datetime(2025, 1, 1)] * m.size, type=pa.timestamp("us")
+                                ),
+                                "temperature_c": pa.nulls(m.size, pa.float64()),
+                                "salinity": pa.nulls(m.size, pa.float64()),
                             }
-                        ).cast(READINGS_SCHEMA)
+                        )
                     )
-                batch = pa.concat_tables(parts)
+                batch = pa.concat_tables(parts).cast(READINGS_SCHEMA)
                 rows += batch.num_rows
                 con.register("batch_readings", batch)
                 con.execute("begin")
@@ -107,73 +162,46 @@ def generate(root: Path, sensors: int, days: int, batch_days: int = 30) -> int:
     return rows
 
 
-def add_day(root: Path, sensors: int, day: int) -> int:
-    """One more day of readings for every sensor, as one new ingest batch."""
-    import numpy as np
-    import polars as pl
-
-    from engine.config import Config
-    from engine.warehouse import Warehouse, canonical_readings
-
-    wh = Warehouse(root, Config.load())
-    rng = np.random.default_rng(day)
-    minutes = np.arange(day * 1440, (day + 1) * 1440)
-    frames = []
-    for i in range(sensors):
-        value = 8 + 1.5 * np.sin(2 * np.pi * (minutes / 1440 - 0.3)) + rng.normal(0, 0.04, 1440)
-        frames.append(
-            pl.DataFrame(
-                {
-                    "sensor_id": f"bench|site{i // 10:02d}|probe{i % 10}",
-                    "ts": [START + timedelta(minutes=int(m)) for m in minutes],
-                    "value": np.round(value, 2),
-                    "unit": "mg/L",
-                    "customer": "bench",
-                    "source_file": "bench-new.csv",
-                    "ingested_at": datetime(2025, 2, 1),
-                }
-            )
-        )
-    frame = pl.concat(frames)
-    with wh.writer() as con:
-        con.register("batch_readings", canonical_readings(frame))
-        con.execute("begin")
-        wh.publish(con, wh.stage_readings(con, f"new-day-{day}"))
-        con.execute("commit")
-    return frame.height
-
-
-STAGES = {  # engine.anomaly function -> what it does (timed per stage by phase_score)
-    "site_drift": "site movement",
-    "readings_in_scope": "read readings",
-    "_update_baselines": "hourly baselines",
-    "detector_windows": "minute windows",
-    "int_detector_scores": "detector SQL",
-    "_write_scores": "write scores",
-    "_write_events": "write events",
+# engine functions timed per stage by phase_score: (module, function) -> label
+STAGES: dict[tuple[str, str], str] = {
+    ("anomaly", "site_stage"): "sites",
+    ("anomaly", "read_readings"): "read",
+    ("detectors", "minute_features"): "minute features",
+    ("detectors", "hourly_statistics"): "hourly statistics",
+    ("detectors", "baselines"): "baselines",
+    ("detectors", "score_inputs"): "inputs",
+    ("detectors", "detector_scores"): "scores",
+    ("anomaly", "_store_hourly"): "store hours",
+    ("anomaly", "_write_scores"): "write scores",
+    ("anomaly", "_write_events"): "write events",
 }
 
 
 def _timed_stages(seconds: dict[str, float]) -> None:
-    """Wrap the stages of ``engine.anomaly.score`` so that each adds its wall time."""
+    """Wrap the stages of ``engine.anomaly.score`` so that each adds its wall time (the
+    site stage's own reads count as sites)."""
     import engine.anomaly as anomaly
+    import engine.detectors as detectors
+
+    modules = {"anomaly": anomaly, "detectors": detectors}
+    active: list[str] = []
 
     def timed(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if fn is run_sql and args[1] != "intermediate/int_detector_scores":
+            if active:  # nested in a timed stage: its time is the outer stage's
                 return fn(*args, **kwargs)
+            active.append(label)
             started = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
+                active.pop()
                 seconds[label] = seconds.get(label, 0.0) + time.perf_counter() - started
 
         return wrapper
 
-    run_sql = anomaly.run_sql
-    for name, label in STAGES.items():
-        target = "run_sql" if name == "int_detector_scores" else name
-        setattr(anomaly, target, timed(label, getattr(anomaly, target)))
+    for (module, name), label in STAGES.items():
+        setattr(modules[module], name, timed(label, getattr(modules[module], name)))
 
 
 def phase_score(root: Path, full: bool) -> dict:
@@ -196,30 +224,8 @@ def phase_score(root: Path, full: bool) -> dict:
     }
 
 
-def stage_line(result: dict) -> str:
-    parts = [f"{label} {result['stages'].get(label, 0.0):.2f}" for label in STAGES.values()]
-    return "    where the time goes (s): " + ", ".join(
-        parts + [f"other {result['stages']['other']:.2f}"]
-    )
-
-
-def phase_seed_sql(root: Path) -> dict:
-    """The seed's rules in oxy (``seed_windows`` + ``int_seed_scores``), bucket by bucket."""
-    from engine.config import Config
-    from engine.evaluate import _seed_flags
-    from engine.warehouse import Warehouse
-
-    wh = Warehouse(root, Config.load())
-    with wh.reader() as con:
-        started = time.perf_counter()
-        _seed_flags(wh, con)
-        flagged = con.execute("select count(*) from eval_flags where is_anomaly").fetchall()[0][0]
-        seconds = time.perf_counter() - started
-    return {"seconds": seconds, "flagged": flagged, "rss_mb": peak_rss_mb()}
-
-
 def phase_copy(root: Path) -> dict:
-    """A bare Parquet copy of the same rows (read the lake, write one file)."""
+    """A bare DuckDB Parquet copy of the readings (read the lake, write one file)."""
     from engine.config import Config
     from engine.warehouse import Warehouse
 
@@ -235,6 +241,21 @@ def phase_copy(root: Path) -> dict:
         seconds = time.perf_counter() - started
     shutil.rmtree(out.parent)
     return {"seconds": seconds, "rss_mb": peak_rss_mb()}
+
+
+def phase_write_floor(root: Path) -> dict:
+    """The output's own floor: polars reading the finished ``anomaly_scores`` rows and
+    writing them as one zstd Parquet file."""
+    import polars as pl
+
+    files = sorted((root / "marts" / "anomaly_scores").glob("bucket=*/month=*/*.parquet"))
+    frame = pl.read_parquet(files, hive_partitioning=False)
+    out = Path(tempfile.mkdtemp()) / "scores.parquet"
+    started = time.perf_counter()
+    frame.write_parquet(out, compression="zstd", row_group_size=32_768)
+    seconds = time.perf_counter() - started
+    shutil.rmtree(out.parent)
+    return {"seconds": seconds, "rows": frame.height, "rss_mb": peak_rss_mb()}
 
 
 def phase_pandas(root: Path) -> dict:
@@ -294,6 +315,17 @@ def phase_pandas(root: Path) -> dict:
     }
 
 
+def phase_setup(root: Path, sensors_per_site: int, days: int) -> dict:
+    started = time.perf_counter()
+    rows, last = demo_warehouse(root, sensors_per_site, days)
+    return {"rows": rows, "last_day": last, "seconds": time.perf_counter() - started}
+
+
+def phase_generate(root: Path, sensors: int, days: int) -> dict:
+    started = time.perf_counter()
+    return {"rows": generate(root, sensors, days), "seconds": time.perf_counter() - started}
+
+
 def run_phase(name: str, root: Path, *extra: str) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--phase", name, "--root", str(root), *extra],
@@ -304,97 +336,122 @@ def run_phase(name: str, root: Path, *extra: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_main(root: Path, args: argparse.Namespace) -> None:
-    """100 sensors x 90 days: full, copy, pandas, seed rules in SQL, incremental."""
-    t = time.perf_counter()
-    rows = generate(root, args.sensors, args.days)
-    print(
-        f"data: {args.sensors} sensors x {args.days} days = {rows:,} readings "
-        f"(generated in {time.perf_counter() - t:.1f} s)"
+def stage_line(result: dict) -> str:
+    stages = result["stages"]
+    order = [*dict.fromkeys(STAGES.values()), "other"]
+    return ", ".join(f"{label} {stages.get(label, 0.0):.2f}" for label in order)
+
+
+def load() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "?"
+
+
+def run_main(root: Path, args: argparse.Namespace, table: list[str], notes: list[str]) -> None:
+    setup = run_phase(
+        "setup", root, "--sensors-per-site", str(args.sensors_per_site), "--days", str(args.days)
     )
-    full = run_phase("score", root, "--full")
+    sensors = 5 * args.sensors_per_site
     print(
-        f"full scoring:        {full['seconds']:6.2f} s  peak RSS {full['rss_mb']:6.0f} MB"
-        f"  ({full['rows']:,} rows, {full['anomalies']:,} anomalous)  target <= 4 s, "
-        "<= 1500 MB"
+        f"data: the readings of `oxy demo-data big --sensors-per-site {args.sensors_per_site} "
+        f"--days {args.days}`: {sensors} sensors, {setup['rows']:,} readings (set up and the "
+        f"first {args.days - 1} days scored in {setup['seconds']:.0f} s)"
     )
-    print(stage_line(full))
-    copy = run_phase("copy", root)
-    print(
-        f"bare Parquet copy:   {copy['seconds']:6.2f} s  peak RSS {copy['rss_mb']:6.0f} MB"
-        f"  -> scoring = {full['seconds'] / copy['seconds']:.1f}x a copy"
-    )
-    # the pandas reference varies most between runs on a shared box: pairs of runs, back to
-    # back, and the median of their ratios
-    ratios = []
-    for pair in range(1, args.pairs + 1):
-        pandas = run_phase("pandas", root)
-        seed_sql = run_phase("seed_sql", root)
-        ratios.append(pandas["seconds"] / seed_sql["seconds"])
-        print(
-            f"pair {pair}: pandas seed rules {pandas['seconds']:6.2f} s  peak RSS "
-            f"{pandas['rss_mb']:6.0f} MB; seed rules in oxy {seed_sql['seconds']:6.2f} s  peak "
-            f"RSS {seed_sql['rss_mb']:6.0f} MB -> {ratios[-1]:.2f}x (flagged "
-            f"{seed_sql['flagged']:,} vs pandas {pandas['flagged']:,})"
-        )
-    ratios.sort()
-    print(
-        f"seed rules: oxy is {ratios[len(ratios) // 2]:.1f}x faster than pandas, the median of "
-        f"{len(ratios)} pair(s) ({ratios[0]:.2f}-{ratios[-1]:.2f}x; target >= 3.5x); full oxy "
-        f"scoring is {pandas['seconds'] / full['seconds']:.1f}x faster than the last pandas run"
-    )
-    added = add_day(root, args.sensors, args.days)
     inc = run_phase("score", root)
     print(
-        f"incremental 1 day:   {inc['seconds']:6.2f} s  peak RSS {inc['rss_mb']:6.0f} MB"
-        f"  ({added:,} new readings, {inc['rows']:,} rows rescored)  target <= 1 s"
+        f"incremental, one new day: {inc['seconds']:.2f} s, peak RSS {inc['rss_mb']:.0f} MB "
+        f"({setup['last_day']:,} new readings, {inc['rows']:,} rescored; load {load()})"
     )
-    print(stage_line(inc))
+    print(f"    where the time goes (s): {stage_line(inc)}")
+    pairs = []
+    for pair in range(1, args.pairs + 1):
+        full = run_phase("score", root, "--full")
+        pandas = run_phase("pandas", root)
+        pairs.append((full, pandas))
+        print(
+            f"pair {pair}: oxy score --full {full['seconds']:.2f} s (peak RSS "
+            f"{full['rss_mb']:.0f} MB, {full['rows']:,} rows, {full['anomalies']:,} anomalous); "
+            f"pandas seed rules {pandas['seconds']:.2f} s ({pandas['rss_mb']:.0f} MB) -> "
+            f"{pandas['seconds'] / full['seconds']:.2f}x (load {load()})"
+        )
+        print(f"    where the time goes (s): {stage_line(full)}")
+    copy = run_phase("copy", root)
+    floor = run_phase("write_floor", root)
+    ratios = sorted(p["seconds"] / f["seconds"] for f, p in pairs)
+    median = ratios[len(ratios) // 2]
+    full = min((f for f, _ in pairs), key=lambda f: f["seconds"])
+    peak = max(f["rss_mb"] for f, _ in pairs)
+    print(
+        f"bare DuckDB copy of the readings {copy['seconds']:.2f} s; polars writing the "
+        f"{floor['rows']:,} scored rows {floor['seconds']:.2f} s"
+    )
+    table += [
+        f"| full `oxy score --full`, {sensors} sensors x {args.days} days "
+        f"({setup['rows']:,} readings) | {full['seconds']:.1f} s (best of {len(pairs)}), "
+        f"peak RSS {peak:.0f} MB | pandas seed rules {min(p['seconds'] for _, p in pairs):.1f} s:"
+        f" **{median:.2f}x** faster (median of {len(pairs)} pairs, "
+        f"{ratios[0]:.2f}-{ratios[-1]:.2f}x) | >= 5x, <= 1500 MB |",
+        f"| ... where the time goes (s) | {stage_line(full)} | bare DuckDB copy of the readings "
+        f"{copy['seconds']:.1f} s; polars writing the scored rows {floor['seconds']:.1f} s | |",
+        f"| incremental: one new day for {sensors} sensors ({setup['last_day']:,} readings) | "
+        f"{inc['seconds']:.2f} s, peak RSS {inc['rss_mb']:.0f} MB | ({stage_line(inc)}) | <= 1 s |",
+    ]
+    notes.append(f"load average during the run: {load()} (2 cores)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sensors", type=int, default=100)
+    parser.add_argument("--sensors-per-site", type=int, default=20)
     parser.add_argument("--days", type=int, default=90)
-    parser.add_argument(
-        "--pairs", type=int, default=3, help="pandas / oxy seed-rule runs, back to back"
-    )
+    parser.add_argument("--pairs", type=int, default=3, help="oxy / pandas full runs, paired")
     parser.add_argument("--big", action="store_true", help="also 200 sensors x 365 days (RSS)")
     parser.add_argument("--only-big", action="store_true", help="only 200 sensors x 365 days")
+    parser.add_argument("--no-write", action="store_true", help="print only (no RESULTS.md)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--sensors", type=int, default=200, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
         result = {
+            "setup": lambda: phase_setup(args.root, args.sensors_per_site, args.days),
+            "generate": lambda: phase_generate(args.root, args.sensors, args.days),
             "score": lambda: phase_score(args.root, args.full),
             "copy": lambda: phase_copy(args.root),
+            "write_floor": lambda: phase_write_floor(args.root),
             "pandas": lambda: phase_pandas(args.root),
-            "seed_sql": lambda: phase_seed_sql(args.root),
         }[args.phase]()
         print(json.dumps(result))
         return
 
+    table = ["| run | oxy | reference | target |", "|---|---|---|---|"]
+    notes: list[str] = []
     base = Path(tempfile.mkdtemp(prefix="oxy-bench-"))
     try:
         root = base / "wh"
         if not args.only_big:
-            run_main(root, args)
+            run_main(root, args, table, notes)
         if args.big or args.only_big:
             shutil.rmtree(root, ignore_errors=True)
-            t = time.perf_counter()
-            rows = generate(root, 200, 365)
-            print(
-                f"big data: 200 sensors x 365 days = {rows:,} readings "
-                f"(generated in {time.perf_counter() - t:.1f} s)"
-            )
+            gen = run_phase("generate", root, "--sensors", "200", "--days", "365")
             big = run_phase("score", root, "--full")
             print(
-                f"big full scoring:    {big['seconds']:6.1f} s  peak RSS {big['rss_mb']:6.0f} MB"
-                "  target <= 2000 MB"
+                f"200 sensors x 365 days ({gen['rows']:,} readings): oxy score --full "
+                f"{big['seconds']:.0f} s, peak RSS {big['rss_mb']:.0f} MB (load {load()})"
+            )
+            table.append(
+                f"| 200 sensors x 365 days ({gen['rows']:,} synthetic readings) | "
+                f"{big['seconds']:.0f} s, peak RSS **{big['rss_mb']:.0f} MB** | | <= 2000 MB |"
             )
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    if not args.no_write:
+        from bench.results import write_section
+
+        body = "\n".join(table) + "\n\n" + "\n".join(f"- {n}" for n in notes)
+        write_section("score", body, title="Anomaly scoring: speed and memory")
 
 
 if __name__ == "__main__":

@@ -373,7 +373,7 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any], path: str = "") ->
 class Config:
     """Effective configuration: defaults overlaid by the user's file.
 
-    Sections are plain dicts: ``config["anomaly"]["point_z_lo"]``.
+    Sections are plain dicts: ``config["anomaly"]["spike"]["z"]``.
 
     Examples
     --------
@@ -397,6 +397,12 @@ class Config:
                     user = tomllib.load(fh)
             except FileNotFoundError:
                 raise OxyError(f"config file {path} does not exist") from None
+            except IsADirectoryError:
+                raise OxyError(
+                    f"config file {path} is a directory; pass the TOML file (e.g. {path}/oxy.toml)"
+                ) from None
+            except OSError as exc:
+                raise OxyError(f"config file {path} cannot be read: {exc.strerror}") from None
             except tomllib.TOMLDecodeError as exc:
                 raise OxyError(f"config file {path} is not valid TOML: {exc}") from None
             raw_sources = user.pop("sources", {})

@@ -502,6 +502,49 @@ _ANOMALY_PLAN: dict[str, tuple[float, int, int]] = {
     "dropout": (2.5, 5, 45),
 }
 _SEPARATION = 180  # minutes kept free around every labelled window
+# lower bounds of the widened ranges (``anomaly_spread`` > 1): durations in minutes per type
+# (a failure needs time to decay and recover, a flat run of a few minutes is no fault),
+# sizes in local sigmas, depths and fractions above zero, drift in days
+_SPREAD_FLOORS: dict[str, float] = {
+    "spike": 1.0,
+    "collective": 20.0,
+    "contextual": 5.0,
+    "stuck": 15.0,
+    "noise": 10.0,
+    "dropout": 1.0,
+    "size": 0.5,
+    "fraction": 0.01,
+    "drift_days": 0.5,
+}
+
+
+def widen(lo: float, hi: float, spread: float, floor: float) -> tuple[float, float]:
+    """The range ``[lo, hi]`` widened ``spread`` times around its centre, kept >= ``floor``.
+
+    ``spread`` 1.0 returns ``(lo, hi)`` unchanged (today's demo, byte for byte); a wider
+    range that would cross ``floor`` is moved up to start there, so its width is always
+    ``spread * (hi - lo)``.
+
+    Examples
+    --------
+    >>> widen(4.0, 8.0, 2.0, 0.5)
+    (2.0, 10.0)
+    >>> widen(60.0, 180.0, 2.0, 15.0)
+    (15.0, 255.0)
+    >>> widen(0.08, 0.2, 1.0, 0.01)
+    (0.08, 0.2)
+    """
+    if spread == 1.0:
+        return lo, hi
+    low = max(floor, (lo + hi) / 2.0 - spread * (hi - lo) / 2.0)
+    return low, low + spread * (hi - lo)
+
+
+def _widen_int(lo: int, hi: int, spread: float, floor: float) -> tuple[int, int]:
+    a, b = widen(float(lo), float(hi), spread, floor)
+    return (lo, hi) if spread == 1.0 else (int(round(a)), int(round(b)))
+
+
 DRIFT_CLEAN_DAYS = 10  # a drift (biofouling) starts no earlier than this many days in
 
 
@@ -522,8 +565,16 @@ def _inject(
     lo: int,
     hi: int,
     forced_drift: bool,
+    spread: float = 1.0,
 ) -> tuple[np.ndarray, list[tuple[int, int, str]]]:
-    """Apply anomalies to a copy of the clean series; return it and [start, end) windows."""
+    """Apply anomalies to a copy of the clean series; return it and [start, end) windows.
+
+    ``spread`` widens every anomaly range around its centre (:func:`widen`)."""
+    floors = _SPREAD_FLOORS
+
+    def draw(a: float, b: float, floor: float) -> float:
+        return float(rng.uniform(*widen(a, b, spread, floor)))
+
     values = series.clean.copy()
     n = values.size
     occupied = np.zeros(n + 1, dtype=bool)
@@ -556,10 +607,11 @@ def _inject(
     drift_first = max(lo, DRIFT_CLEAN_DAYS * MINUTES_PER_DAY)
     drift_days = (hi - drift_first) / MINUTES_PER_DAY
     if (forced_drift or rng.random() < 0.2) and drift_days >= 3.0:
-        length = int(rng.uniform(1.5, min(3.5, drift_days - 0.5)) * MINUTES_PER_DAY)
+        d_lo, d_hi = widen(1.5, 3.5, spread, floors["drift_days"])
+        length = int(rng.uniform(d_lo, min(d_hi, drift_days - 0.5)) * MINUTES_PER_DAY)
         s = place(length, first=drift_first)
         if s is not None:
-            depth = rng.uniform(0.08, 0.2)
+            depth = draw(0.08, 0.2, floors["fraction"])
             frac = (np.arange(length) + 1.0) / length
             values[s : s + length] *= 1.0 - depth * frac**1.3
             windows.append((s, s + length, "drift"))
@@ -569,8 +621,9 @@ def _inject(
         night = (h0 >= 20.0) | (h0 < 4.5)
         return bool(night and ((h1 >= 20.0) | (h1 < 4.5)) and (e - s) < 9 * 60)
 
-    for atype, (rate, dmin, dmax) in _ANOMALY_PLAN.items():
+    for atype, (rate, shortest, longest) in _ANOMALY_PLAN.items():
         count = max(1, int(rng.poisson(rate * eligible_days / 28.0)))
+        dmin, dmax = _widen_int(shortest, longest, spread, floors[atype])
         for _ in range(count):
             length = int(rng.integers(dmin, dmax + 1))
             night_only = sig.site.kind == "pond" and atype in ("contextual", "collective")
@@ -583,14 +636,14 @@ def _inject(
                 # measured from the local level (median of the 10 min either side), so
                 # the spike always stands out of its neighbourhood by 4-8 sigma
                 sign = rng.choice([-1.0, 1.0])
-                size = rng.uniform(4.0, 8.0) * local_sd
+                size = draw(4.0, 8.0, floors["size"]) * local_sd
                 level = float(np.median(np.r_[values[max(0, s - 10) : s], values[e : e + 10]]))
-                shape = np.array([1.0, 0.7, 0.5])[:length]
+                shape = np.r_[1.0, 0.7, np.full(max(0, length - 2), 0.5)][:length]
                 values[s:e] = np.maximum(level + sign * size * shape, series.floor)
             elif atype == "collective":
-                fail = int(length * rng.uniform(0.6, 0.75))
+                fail = max(1, int(length * min(draw(0.6, 0.75, floors["fraction"]), 0.95)))
                 level = float(np.median(values[s:e]))
-                depth = rng.uniform(0.3, 0.55) * level
+                depth = min(draw(0.3, 0.55, floors["fraction"]), 0.95) * level
                 tau = np.arange(length, dtype=np.float64)
                 decline = 1.0 - np.exp(-tau / (fail / 2.5))
                 recover_tau = (length - fail) / 3.5
@@ -605,7 +658,7 @@ def _inject(
             elif atype == "stuck":
                 values[s:e] = values[s]
             elif atype == "noise":
-                extra = rng.uniform(3.0, 6.0) * local_sd
+                extra = draw(3.0, 6.0, floors["size"]) * local_sd
                 values[s:e] = np.maximum(values[s:e] + rng.normal(0.0, extra, length), series.floor)
             elif atype == "dropout":
                 values[s:e] = 0.0
@@ -643,6 +696,7 @@ def _simulate_site(
     clock: _Clock,
     seed: int,
     clean_days: int,
+    anomaly_spread: float = 1.0,
 ) -> tuple[_SiteSignal, list[_SensorResult]]:
     """Site signal and, per sensor, (sensor_id, values with NaN for gaps, windows)."""
     site = SITES[site_index]
@@ -659,7 +713,7 @@ def _simulate_site(
     for k in range(sensors_per_site):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(site_index, k)))
         series = _sensor_series(sig, k, rng)
-        values, windows = _inject(series, sig, rng, lo, hi, k == forced)
+        values, windows = _inject(series, sig, rng, lo, hi, k == forced, anomaly_spread)
         values = np.round(values, decimals)
         values[_gaps(clock.n, windows, sig.outages, rng)] = np.nan
         out.append((site.sensor_id(k), values, windows))
@@ -671,7 +725,11 @@ def _simulate_site(
 # --------------------------------------------------------------------------------------
 
 
-def _check_size(sensors_per_site: int, days: int, clean_days: int) -> None:
+def _check_size(
+    sensors_per_site: int, days: int, clean_days: int, anomaly_spread: float = 1.0
+) -> None:
+    if not (math.isfinite(anomaly_spread) and anomaly_spread >= 1.0):
+        raise OxyError(f"anomaly spread must be a number >= 1, not {anomaly_spread}")
     if sensors_per_site < 1:
         raise OxyError(f"sensors per site must be at least 1, not {sensors_per_site}")
     if days < 1:
@@ -738,14 +796,21 @@ def _conditions_frame(sig: _SiteSignal) -> pl.DataFrame:
 
 
 def _iter_sites(
-    sensors_per_site: int, days: int, seed: int, clean_days: int, start: datetime
+    sensors_per_site: int,
+    days: int,
+    seed: int,
+    clean_days: int,
+    start: datetime,
+    anomaly_spread: float = 1.0,
 ) -> Iterator[tuple[_SiteSignal, list[_SensorResult]]]:
     n = days * MINUTES_PER_DAY
     clocks: dict[str, _Clock] = {}
     for i, site in enumerate(SITES):
         if site.timezone not in clocks:
             clocks[site.timezone] = _clock(start, n, site.timezone)
-        yield _simulate_site(i, sensors_per_site, clocks[site.timezone], seed, clean_days)
+        yield _simulate_site(
+            i, sensors_per_site, clocks[site.timezone], seed, clean_days, anomaly_spread
+        )
 
 
 def simulate(
@@ -755,6 +820,7 @@ def simulate(
     seed: int = 7,
     clean_days: int = 7,
     start: datetime | None = None,
+    anomaly_spread: float = 1.0,
 ) -> DemoData:
     """Simulate the demo fleet in memory: canonical readings, labels, sensors.
 
@@ -770,6 +836,11 @@ def simulate(
         The final days hold no injected anomaly (a stretch to score forecasts against).
     start
         First minute (naive UTC); default 2024-10-01 00:00, so 35 days span Oslo's DST end.
+    anomaly_spread
+        Every anomaly range (durations, sizes, depths, drift length) widened this many times
+        around its centre (:func:`widen`); 1.0 = the ranges above, the same data byte for
+        byte. The detection benchmark uses 2 or more: data shaped like the demo but not like
+        the ranges the detector was tuned on.
 
     Returns
     -------
@@ -783,13 +854,15 @@ def simulate(
     >>> demo.sensors.height, demo.readings["unit"].unique().sort().to_list()
     (5, ['%sat', 'mg/L'])
     """
-    _check_size(sensors_per_site, days, clean_days)
+    _check_size(sensors_per_site, days, clean_days, anomaly_spread)
     start = (start or DEFAULT_START).replace(second=0, microsecond=0, tzinfo=None)
     base = np.datetime64(start, "us")
     frames: dict[str, pl.DataFrame] = {}
     label_rows: list[tuple[str, int, int, str]] = []
     conditions = []
-    for sig, sensors in _iter_sites(sensors_per_site, days, seed, clean_days, start):
+    for sig, sensors in _iter_sites(
+        sensors_per_site, days, seed, clean_days, start, anomaly_spread
+    ):
         conditions.append(_conditions_frame(sig))
         for sensor_id, values, windows in sensors:
             keep = np.flatnonzero(~np.isnan(values))
@@ -983,6 +1056,7 @@ def generate_demo(
     seed: int = 7,
     clean_days: int = 7,
     start: datetime | None = None,
+    anomaly_spread: float = 1.0,
 ) -> dict[str, Any]:
     """Write the demo exports, their source mappings and the anomaly labels to ``out_dir``.
 
@@ -996,7 +1070,7 @@ def generate_demo(
     ----------
     out_dir
         Directory to write into (created if missing; existing demo files are replaced).
-    sensors_per_site, days, seed, clean_days, start
+    sensors_per_site, days, seed, clean_days, start, anomaly_spread
         As in :func:`simulate`; the same arguments give the same readings and labels.
 
     Returns
@@ -1011,7 +1085,7 @@ def generate_demo(
     >>> summary["sensors"], summary["files"]
     (5, ['seacage.csv', 'ras.parquet', 'pond.csv', 'labels.csv', 'sources.toml'])
     """
-    _check_size(sensors_per_site, days, clean_days)
+    _check_size(sensors_per_site, days, clean_days, anomaly_spread)
     start = (start or DEFAULT_START).replace(second=0, microsecond=0, tzinfo=None)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -1039,7 +1113,9 @@ def generate_demo(
         matrix = np.vstack([v for _, v in sensors])
         rows_by_source[source] = _write_export(fmt, out / fmt.filename, levels, matrix, start)
 
-    for sig, sensors in _iter_sites(sensors_per_site, days, seed, clean_days, start):
+    for sig, sensors in _iter_sites(
+        sensors_per_site, days, seed, clean_days, start, anomaly_spread
+    ):
         source = sig.site.source
         for pending in [s for s in by_source if s != source]:
             flush(pending)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,17 @@ import duckdb
 import polars as pl
 
 from engine import OxyError
-from engine.anomaly import detector_params, pack, seed_windows
-from engine.warehouse import Warehouse, bind, sql_rows, sql_text
+from engine.anomaly import QUARTER_US, pack, zone_local_hours
+from engine.config import Config
+from engine.detectors import DETECTOR_NAMES
+from engine.warehouse import Warehouse, bind, query_frame, sql_rows, sql_text
 
 LEAD = "2 minutes"
 LAG = "5 minutes"
 DRIFT_FRACTION = 0.25
-LABEL_TYPES = ("spike", "collective", "contextual", "stuck", "noise", "dropout", "drift")
+# the label types an evaluation knows: the detectors' names (engine.detectors), and a level
+# shift, which the collective and contextual detectors share
+LABEL_TYPES = (*DETECTOR_NAMES, "level_shift")
 
 
 def read_labels(path: str | Path) -> pl.DataFrame:
@@ -123,12 +128,125 @@ def evaluate_flags(
     return result
 
 
+# -- the seed's rules (for comparison only) ----------------------------------------------------
+
+
+def seed_params(config: Config) -> dict[str, Any]:
+    """The bound parameters of ``int_seed_scores``: ``[anomaly.seed]`` (the seed's thresholds,
+    unchanged) and the flag threshold."""
+    seed = config["anomaly"]["seed"]
+    return {**seed, "severity_threshold": config["anomaly"]["severity_threshold"]}
+
+
+def _interval(con: duckdb.DuckDBPyConnection, text: str) -> timedelta:
+    try:
+        value = sql_rows(con, "meta/interval", {"text": text})[0][0]
+    except duckdb.Error:
+        raise OxyError(f"[anomaly.seed] {text!r} is not a duration such as '60 minutes'") from None
+    return value
+
+
+def _seed_key(raw: pl.DataFrame, longest: int) -> pl.DataFrame:
+    """One row per (sensor, ts) of ``raw`` (sensor_rank, ts, value, ingested_at), sorted on an
+    integer ``key``: microseconds since the first reading plus the sensor's rank times a stride
+    longer than the span and every window, so that one ``rolling_*_by`` over the whole frame
+    never reaches into a neighbouring sensor. The first ingested non-null value wins."""
+    us = pl.col("ts").dt.epoch("us")
+    first, last = raw.select(us.min().alias("first"), us.max().alias("last")).row(0)
+    first, last = first or 0, last or 0
+    stride = (last - first) + 2 * longest + 1
+    rank = pl.col("sensor_rank").cast(pl.Int64)
+    raw = raw.with_columns(key=(us - first) + rank * stride).sort("key")
+    repeated = pl.col("key") == pl.col("key").shift(1)
+    if raw.select(repeated.any()).item():
+        raw = raw.sort("key", pl.col("value").is_null(), "ingested_at")
+        raw = raw.filter(~repeated.fill_null(False))
+    return raw.drop("ingested_at").with_columns(pl.col("key").set_sorted())
+
+
+def seed_windows(con: duckdb.DuckDBPyConnection, files: list[str], config: Config) -> pl.DataFrame:
+    """``seed_windows``: the readings of ``files`` with the windows of the seed's rules (the
+    input of ``int_seed_scores``): the sensor's number and id, local hour, steps to the
+    neighbours, the point, stuck and noise window stds, point z and the collective window's
+    mean point z (polars ``rolling_*_by`` over time windows)."""
+    a = config["anomaly"]["seed"]
+    windows = {
+        key: _interval(con, a[key]) // timedelta(microseconds=1)
+        for key in ("point_window", "stuck_window", "noise_window", "collective_window")
+    }
+
+    def size(key: str) -> str:
+        return f"{windows[key]}i"
+
+    sensors = query_frame(con, sql_text("intermediate/int_seed_sensors"))
+    con.register("seed_sensors", sensors)
+    try:
+        raw = query_frame(con, sql_text("intermediate/int_seed_readings"), {"files": files})
+    finally:
+        con.unregister("seed_sensors")
+    frame = _seed_key(raw, max(windows.values()))
+    row = frame["sensor_rank"] - 1
+    zones = sensors["timezone"].drop_nulls().unique().sort()
+    zone_of_row = sensors["timezone"].rank("dense") - 1  # sorted like ``zones``; null stays
+    frame = frame.with_columns(
+        sensor_id=sensors["sensor_id"].cast(pl.Categorical).gather(row),
+        local_hour=zone_local_hours(
+            con, frame["ts"], zone_of_row.gather(row), zones.to_list(), QUARTER_US
+        ),
+    )
+    same = pl.col("sensor_rank") == pl.col("sensor_rank").shift(1)
+    same_next = pl.col("sensor_rank") == pl.col("sensor_rank").shift(-1)
+    value, ts, key = pl.col("value"), pl.col("ts"), pl.col("key")
+    gap = _interval(con, a["spike_gap"])
+    point = size("point_window")
+    # a flat window has no spread at all (a sliding std may leave a hair above zero): flat
+    # when the reading before the run of equal values that ends here lies outside the window
+    run_start = ~(same & (value == value.shift(1))).fill_null(False)
+    before_run = pl.when(run_start).then(key.shift(1).fill_null(key - 2 * windows["point_window"]))
+    frame = frame.with_columns(
+        step=pl.when(same & (ts.shift(1) >= ts - gap)).then(value - value.shift(1)),
+        next_step=pl.when(same_next & (ts.shift(-1) <= ts + gap)).then(value.shift(-1) - value),
+        point_mean=value.rolling_mean_by("key", point),
+        point_std=value.rolling_std_by("key", point),
+        point_flat=before_run.forward_fill() <= key - windows["point_window"],
+        noise_std=value.rolling_std_by("key", size("noise_window")),
+    ).with_columns(
+        point_std=pl.when(pl.col("point_std").is_not_null() & pl.col("point_flat"))
+        .then(0.0)
+        .otherwise(pl.col("point_std"))
+    )
+    stuck = size("stuck_window")
+    frame = frame.with_columns(
+        stuck_std=value.rolling_std_by("key", stuck) if stuck != point else pl.col("point_std"),
+        point_z=pl.when(pl.col("point_std") != 0).then(
+            (value - pl.col("point_mean")).abs() / pl.col("point_std")
+        ),
+    )
+    # the mean of the window's point z, over the readings that have one
+    frame = frame.with_columns(
+        collective_z=pl.col("point_z").rolling_mean_by("key", size("collective_window"))
+    )
+    return frame.select(
+        "sensor_rank",
+        "sensor_id",
+        "ts",
+        "value",
+        "local_hour",
+        "step",
+        "next_step",
+        "point_std",
+        "stuck_std",
+        "noise_std",
+        "point_z",
+        "collective_z",
+    )
+
+
 def _seed_flags(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> None:
     """``eval_flags`` from the seed's rules on all readings, buckets together while they hold
-    about ``[anomaly] chunk_rows`` readings (each query pays its fixed costs once per group,
-    not per bucket; memory stays bounded)."""
-    params = detector_params(warehouse.config)
-    limit = int(warehouse.config["anomaly"]["chunk_rows"])
+    about ``[anomaly.run] chunk_rows`` readings (memory stays bounded)."""
+    params = seed_params(warehouse.config)
+    limit = int(warehouse.config["anomaly"]["run"]["chunk_rows"])
     sql_rows(con, "evaluate/eval_flags_create")
     query = sql_text("intermediate/int_seed_scores")
     buckets: dict[int, tuple[list[str], int]] = {}

@@ -243,7 +243,7 @@ def infer_file(
     if parts:
         scored = pl.concat([p.select(*columns, "note") for p in parts], how="vertical_relaxed")
     else:
-        scored = pl.DataFrame(schema={**anomaly._polars_schema(), "note": pl.String}).select(
+        scored = pl.DataFrame(schema={**anomaly.SCORE_COLUMNS, "note": pl.String}).select(
             *columns, "note"
         )
     predicted, run_id, prediction_note = production_predictions(warehouse, readings)

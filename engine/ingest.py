@@ -80,7 +80,7 @@ from engine.warehouse import (
 AMBIGUOUS_RULES = ("infer", "earliest", "latest", "quarantine")
 _READ_CHUNK = 8 << 20
 _RAW_LINE_CHARS = 2000  # of a line that could not be split, kept in quarantine.raw_line
-_BOOK = "ingest/bookkeeping:"
+_BOOK = "ingest/bookkeeping#"
 _OPTIONAL = ("temperature_c", "salinity")  # reading columns a mapping may leave out
 
 _QUARANTINE_COLUMNS = {

@@ -28,6 +28,7 @@ import hashlib
 import os
 import re
 import shutil
+import tempfile
 import time
 import uuid
 import zlib
@@ -72,13 +73,10 @@ KIND_SCHEMAS: dict[str, pa.Schema] = {"readings": READINGS_SCHEMA}
 
 @functools.cache
 def sql_text(name: str) -> str:
-    """The text of ``sql/<name>.sql`` (e.g. ``"marts/anomaly_scores"``), read once.
-
-    ``"<file>:<block>"`` is one named query of a file of small bookkeeping queries: the lines
-    after ``-- name: <block>`` up to the next ``-- name:`` (e.g.
-    ``"ingest/bookkeeping:ingest_log_record"``).
-    """
-    file, _, block = name.partition(":")
+    """The text of ``sql/<name>.sql`` (e.g. ``"marts/anomaly_scores"``), read once; or, for
+    ``"<file>#<block>"``, the block headed ``-- name: <block>`` in ``sql/<file>.sql`` (a stage's
+    small bookkeeping queries live in one file of named blocks)."""
+    file, _, block = name.partition("#")
     path = SQL_DIR / f"{file}.sql"
     try:
         text = path.read_text(encoding="utf-8")
@@ -86,11 +84,24 @@ def sql_text(name: str) -> str:
         raise OxyError(f"internal: SQL file {path} is missing from the installation") from None
     if not block:
         return text
-    parts = re.split(r"^-- name: *([a-z0-9_]+) *$", text, flags=re.M)
-    blocks = dict(zip(parts[1::2], parts[2::2], strict=True))
+    blocks = named_blocks(text)
     if block not in blocks:
         raise OxyError(f"internal: no query named {block!r} in {path}")
-    return blocks[block].strip() + "\n"
+    return blocks[block]
+
+
+_NAME = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.M)
+
+
+def named_blocks(text: str) -> dict[str, str]:
+    """The ``-- name: NAME`` blocks of a SQL file: each runs to the next name line."""
+    marks = list(_NAME.finditer(text))
+    return {
+        m.group(1): text[
+            m.end() : marks[i + 1].start() if i + 1 < len(marks) else len(text)
+        ].strip()
+        for i, m in enumerate(marks)
+    }
 
 
 _PARAM = re.compile(r"\$([a-z_][a-z0-9_]*)")
@@ -255,7 +266,11 @@ class Warehouse:
         con.execute("set TimeZone = 'UTC'")
         if self.root.is_dir():
             tmp = self.staging_dir / "duckdb_tmp"
-            tmp.mkdir(parents=True, exist_ok=True)
+            try:
+                tmp.mkdir(parents=True, exist_ok=True)
+            except OSError:  # a read-only warehouse: a reader spills to the system's temp
+                tmp = Path(tempfile.gettempdir()) / f"oxy-duckdb-{os.getuid()}"
+                tmp.mkdir(parents=True, exist_ok=True)
             con.execute("set temp_directory = ?", [str(tmp)])
 
     def exists(self) -> bool:
@@ -293,8 +308,7 @@ class Warehouse:
     @contextlib.contextmanager
     def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """The one read-write connection: takes the lock, sweeps orphans, ensures the catalog."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._open_lock()
         try:
             deadline = time.monotonic() + float(self.config["warehouse"]["lock_timeout_s"])
             while True:
@@ -322,6 +336,34 @@ class Warehouse:
                 con.close()
         finally:
             os.close(fd)  # closing the descriptor releases the flock
+
+    def require_writable(self) -> None:
+        """Fail fast, before any work, where a writing command could not write the root
+        (or create it): a read-only mount, a folder another uid owns."""
+        probe = self.root
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if probe.is_dir() and os.access(probe, os.W_OK | os.X_OK):
+            return
+        if probe.is_dir() and os.statvfs(probe).f_flag & os.ST_RDONLY:
+            raise self._not_writable("Read-only file system")
+        raise self._not_writable("Permission denied" if probe.is_dir() else "Not a directory")
+
+    def _not_writable(self, reason: str | None) -> OxyError:
+        return OxyError(
+            f"warehouse {self.root} is not writable by uid {os.getuid()} ({reason}): this "
+            "command writes to it; make it writable or mount it read-write "
+            "(`oxy sql` and `oxy status` only read)"
+        )
+
+    def _open_lock(self) -> int:
+        """The lock file's descriptor, creating the root; a clear error where it cannot be
+        written (a read-only mount, a folder another uid owns, a path under a file)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            return os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise self._not_writable(exc.strerror) from None
 
     # -- catalog ---------------------------------------------------------------------
     def _ensure_catalog(self, con: duckdb.DuckDBPyConnection) -> None:

@@ -30,7 +30,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_hold_the_seed_thresholds() -> None:
     config = Config.load()
-    anomaly = config["anomaly"]
+    anomaly = config["anomaly"]["seed"]
     assert (anomaly["point_z_lo"], anomaly["point_z_hi"]) == (2.0, 5.0)
     assert (anomaly["collective_lo"], anomaly["collective_hi"]) == (1.0, 3.0)
     assert (anomaly["contextual_z_lo"], anomaly["contextual_z_hi"]) == (2.0, 4.0)

@@ -505,3 +505,82 @@ def test_any_size_gives_consistent_readings_and_well_formed_labels(
         assert (labels["start"] <= labels["end"]).all()
         assert labels["start"].min() >= demo.start + timedelta(days=1)
         assert labels["end"].max() < demo.clean_start
+
+
+# --- anomaly spread (the detection benchmark's widened demo) ----------------------------
+
+# sha256 of files written by generate_demo(sensors_per_site=2, days=14, clean_days=1, seed=11)
+# before the anomaly_spread option existed (ras.parquet: of its rows as CSV, since Parquet
+# bytes carry the writer's version); spread 1.0 must keep writing exactly these
+_BEFORE_SPREAD = {
+    "labels.csv": "ba16d72890a7b969bf6c7e08c65c491887eec9711dd142f7439782bba0d13c3f",
+    "pond.csv": "6eeb02a71bf4de06e2a5626db6b10c3355599a413a47977f3a6056c03bfdaed8",
+    "seacage.csv": "0e7bb3e5c2980f878ab29742ba3fc6dec3abb2bbaad66fb05e8ba82ce7f8338d",
+    "ras.parquet": "6745a088542ff232f644f828bbec92fd5b97ba6e336b2fb2b68bce9f31f31928",
+}
+
+
+@pytest.mark.parametrize("spread", [None, 1.0])
+def test_anomaly_spread_one_writes_todays_demo_byte_for_byte(tmp_path: Path, spread) -> None:
+    import hashlib
+
+    kwargs = {"sensors_per_site": 2, "days": 14, "clean_days": 1, "seed": 11}
+    if spread is not None:
+        kwargs["anomaly_spread"] = spread
+    generate_demo(tmp_path, **kwargs)
+    digests = {
+        name: hashlib.sha256(
+            pl.read_parquet(tmp_path / name).write_csv().encode()
+            if name.endswith(".parquet")
+            else (tmp_path / name).read_bytes()
+        ).hexdigest()
+        for name in _BEFORE_SPREAD
+    }
+    assert digests == _BEFORE_SPREAD
+
+
+def test_cli_anomaly_spread_is_passed_through(tmp_path: Path) -> None:
+    args = ["--sensors-per-site", "1", "--days", "4", "--clean-days", "1", "--seed", "2"]
+    result = CliRunner().invoke(oxy, ["demo-data", str(tmp_path), *args, "--anomaly-spread", "3"])
+    assert result.exit_code == 0, result.output
+    expected = simulate(sensors_per_site=1, days=4, clean_days=1, seed=2, anomaly_spread=3.0)
+    assert read_labels(tmp_path / "labels.csv").equals(expected.labels)
+    refused = CliRunner().invoke(oxy, ["demo-data", str(tmp_path), "--anomaly-spread", "0.5"])
+    assert refused.exit_code == 2 and "0.5 is not in the range x>=1.0" in refused.output
+
+
+def _durations(labels: pl.DataFrame) -> pl.DataFrame:
+    minutes = (pl.col("end") - pl.col("start")).dt.total_minutes() + 1
+    return labels.group_by("type").agg(
+        minutes.min().alias("shortest"), minutes.max().alias("longest")
+    )
+
+
+def test_a_wider_spread_reaches_outside_todays_duration_ranges() -> None:
+    from engine.demo import _SPREAD_FLOORS, widen
+
+    kwargs = {"sensors_per_site": 4, "days": 21, "clean_days": 1, "seed": 5}
+    today = _durations(simulate(**kwargs).labels)
+    wide = _durations(simulate(**kwargs, anomaly_spread=2.0).labels)
+    both = today.join(wide, on="type", suffix="_wide")
+    # today's plan (engine.demo._ANOMALY_PLAN): collective 90-180, stuck 60-180, noise 45-120,
+    # dropout 5-45, contextual 30-75, spike 1-3 minutes
+    assert (both["longest_wide"] > both["longest"]).sum() >= 5
+    bounds = {"collective": (90, 180), "stuck": (60, 180), "noise": (45, 120), "dropout": (5, 45)}
+    for row in both.filter(pl.col("type").is_in(list(bounds))).iter_rows(named=True):
+        lo, hi = bounds[row["type"]]
+        assert lo <= row["shortest"] and row["longest"] <= hi
+        assert row["shortest_wide"] < lo or row["longest_wide"] > hi
+        wide_lo, wide_hi = widen(lo, hi, 2.0, _SPREAD_FLOORS[row["type"]])
+        assert wide_lo - 1 <= row["shortest_wide"] and row["longest_wide"] <= wide_hi + 1
+
+
+def test_widen_keeps_the_centre_and_multiplies_the_width() -> None:
+    from engine.demo import widen
+
+    assert widen(0.3, 0.55, 1.0, 0.01) == (0.3, 0.55)
+    lo, hi = widen(0.3, 0.55, 2.0, 0.01)
+    assert (lo, hi) == pytest.approx((0.175, 0.675))
+    assert widen(5.0, 45.0, 2.0, 1.0) == (1.0, 81.0)  # the floor moves the range, width kept
+    with pytest.raises(OxyError, match="anomaly spread must be a number >= 1"):
+        simulate(days=2, clean_days=1, anomaly_spread=0.5)

@@ -493,7 +493,9 @@ def test_lake_files_written_before_temperature_and_salinity_still_read(
         )
         staged = wh.staging_path()
         old.write_parquet(staged)
-        from engine.warehouse import StagedFile
+        from engine.warehouse import StagedFile, bucket_of
+
+        bucket = bucket_of("c", int(wh.config["warehouse"]["buckets"]))  # where scoring looks
 
         con.execute("begin")
         wh.publish(
@@ -501,9 +503,9 @@ def test_lake_files_written_before_temperature_and_salinity_still_read(
             [
                 StagedFile(
                     staged,
-                    "lake/readings/bucket=06/old.parquet",
+                    f"lake/readings/bucket={bucket:02d}/old.parquet",
                     "readings",
-                    6,
+                    bucket,
                     old_rows,
                     old["ts"].min(),
                     old["ts"].max(),

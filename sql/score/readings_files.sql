@@ -1,4 +1,0 @@
--- Every readings lake file with its bucket and first reading.
-select bucket, path, min_ts
-from lake_files
-where kind = 'readings'

@@ -1,3 +1,0 @@
--- How many readings were rescored.
-select count(*) as readings
-from int_detector_scores

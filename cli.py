@@ -1,13 +1,18 @@
 """`oxy`: the command line. Each command parses its arguments and calls one engine function.
 
-Engine errors (`engine.OxyError`) become one clear line and exit code 1, never a traceback.
+Engine errors (`engine.OxyError`) become one clear line and exit code 1, never a traceback;
+so do the errors no engine function turned into one (a full disk, a database error, a bug:
+`OXY_DEBUG=1` shows its traceback). Warnings of the engine (the `oxy` logger: a file that is
+not as the catalog recorded it, …) are printed to stderr as `warning: …` lines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -18,6 +23,7 @@ import click
 
 from engine import OxyError, __version__
 from engine.config import Config
+from engine.progress import totals_line, wanted, warehouse_totals
 from engine.warehouse import Warehouse
 
 
@@ -61,7 +67,12 @@ class Context:
     @property
     def progress(self) -> bool:
         """Progress bars on stderr: for a person at a terminal, never under --quiet/--json."""
-        return not (self.quiet or self.as_json) and sys.stderr.isatty()
+        return wanted(quiet=self.quiet, as_json=self.as_json)
+
+    def totals(self, *extra: str) -> str:
+        """The warehouse-wide line that ends a summary (after what this run did)."""
+        with self.warehouse.reader() as con:
+            return totals_line(warehouse_totals(con), *extra)
 
     def echo(self, message: str = "", **kwargs: Any) -> None:
         """Human output (suppressed by --quiet and --json)."""
@@ -79,6 +90,11 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text[:500]
+
+
 # A file a command cannot write or read where the user put it (a read-only mount, a folder
 # owned by another uid, a full disk): the user's to fix, so one line, not a traceback.
 _USER_FILE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
@@ -90,11 +106,19 @@ def file_error_message(exc: OSError) -> str | None:
         return None
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"cannot access {exc.filename}: {exc.strerror} for uid {os.getuid()}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"no space left on device ({exc.filename}): free some space and run the command again"
+        )
     return f"cannot write {exc.filename}: {exc.strerror}"
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn engine errors into a one-line `Error: ...` and exit code 1."""
+    """Turn every error into a one-line `Error: ...` and exit code 1 (130 on Ctrl-C).
+
+    Engine errors say what to do; an OS or database error the engine did not expect is named
+    with its cause; anything else is a bug of oxy's, one line too (`OXY_DEBUG=1` re-raises it
+    with its traceback). A closed stdout (`oxy sql … | head`) ends quietly."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -102,16 +126,75 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except OxyError as exc:
             raise click.ClickException(str(exc)) from None
-        except OSError as exc:
-            message = file_error_message(exc)
-            if message is None:
-                raise
-            raise click.ClickException(message) from None
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except BrokenPipeError:
+            with contextlib.suppress(OSError):
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more reaches it
+            sys.exit(0)
+        except OSError as exc:
+            if os.environ.get("OXY_DEBUG"):
+                raise
+            message = file_error_message(exc) or _unexpected(exc)
+            raise click.ClickException(message) from None
+        except (Exception, BaseException) as exc:  # a library's panic is a BaseException
+            if os.environ.get("OXY_DEBUG") or isinstance(exc, GeneratorExit):
+                raise
+            raise click.ClickException(_unexpected(exc)) from None
 
     return wrapper
+
+
+def _unexpected(exc: BaseException) -> str:
+    import duckdb
+
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"no space left on device{where}: free some space and run the command again"
+        return f"{exc.strerror or exc}{where}"
+    if isinstance(exc, duckdb.Error):
+        return f"database error: {_one_line(exc)}"
+    return (
+        f"internal error (a bug in oxy, please report it): {type(exc).__name__}: "
+        f"{_one_line(exc)} (OXY_DEBUG=1 shows the traceback)"
+    )
+
+
+def _binary_stdout() -> Any:
+    """stdout as a binary stream (its buffer), for output streamed a batch at a time."""
+    sys.stdout.flush()
+    return getattr(sys.stdout, "buffer", None) or _TextAsBytes(sys.stdout)
+
+
+class _TextAsBytes:
+    """A text stream that takes bytes (UTF-8), for a stdout without a buffer."""
+
+    def __init__(self, text: Any) -> None:
+        self.text = text
+
+    def write(self, data: bytes) -> int:
+        self.text.write(data.decode("utf-8"))
+        return len(data)
+
+    def flush(self) -> None:
+        self.text.flush()
+
+
+class _WarningLines(logging.Handler):
+    """The `oxy` logger's warnings as `warning: …` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"warning: {record.getMessage()}", err=True)
+
+
+def _print_warnings() -> None:
+    logger = logging.getLogger("oxy")
+    if not any(isinstance(h, _WarningLines) for h in logger.handlers):
+        logger.addHandler(_WarningLines(level=logging.WARNING))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -145,6 +228,7 @@ def oxy(
     """
     from_env = ctx.get_parameter_source("config") is click.core.ParameterSource.ENVIRONMENT
     ctx.obj = Context(warehouse, config, quiet, as_json, config_from_env=from_env)
+    _print_warnings()
 
 
 # --- demo-data commands -------------------------------------------------------------
@@ -271,7 +355,7 @@ def ingest_command(
                 ctx.echo(line)
 
     results = ingest_files(
-        ctx.writable_warehouse,
+        ctx.warehouse if dry_run else ctx.writable_warehouse,  # a dry run writes nothing
         files,
         source=source,
         progress=ctx.progress,
@@ -279,7 +363,23 @@ def ingest_command(
         dry_run=dry_run,
         accept_bad=accept_bad,
     )
-    ctx.result([r.to_dict() for r in results])
+
+    def human() -> None:
+        read = sum(r.rows_read for r in results)
+        click.echo(
+            f"this run: {len(results)} file(s), read {read:,} = "
+            f"{sum(r.accepted for r in results):,} accepted + "
+            f"{sum(r.duplicates for r in results):,} duplicate + "
+            f"{sum(r.quarantined for r in results):,} quarantined; "
+            f"{sum(r.new_sensors for r in results)} new sensor(s)"
+        )
+        if totals:
+            click.echo(ctx.totals())
+
+    totals = not dry_run or ctx.warehouse.exists()  # a dry run may have no warehouse yet
+    ctx.result([r.to_dict() for r in results], human if len(results) > 1 else None)
+    if len(results) == 1 and totals:
+        ctx.echo(ctx.totals())
 
 
 def _preview_lines(result: Any) -> list[str]:
@@ -406,9 +506,22 @@ def sources_command(ctx: Context) -> None:
     type=click.IntRange(min=0),
     help="At most N rows (the printed table defaults to query.table_rows).",
 )
+@click.option(
+    "--allow-incomplete",
+    is_flag=True,
+    help="Answer although a file of a table the query reads is missing or damaged "
+    "(left out, with a warning); refused by default (see `oxy check`).",
+)
 @pass_ctx
 @handle_errors
-def sql_command(ctx: Context, query: str, fmt: str, output: Path | None, limit: int | None) -> None:
+def sql_command(
+    ctx: Context,
+    query: str,
+    fmt: str,
+    output: Path | None,
+    limit: int | None,
+    allow_incomplete: bool,
+) -> None:
     """Run one read-only SQL query over the warehouse's tables and views.
 
     The query runs in a sandbox: it sees `readings`, `sensors`, the marts and the other
@@ -426,14 +539,23 @@ def sql_command(ctx: Context, query: str, fmt: str, output: Path | None, limit: 
 
     if query == "-":
         query = sys.stdin.read()
-    result = run_sql(ctx.warehouse, query, fmt=fmt, output=output, limit=limit)
+    stream = _binary_stdout() if fmt in ("csv", "json") else None
+    result = run_sql(
+        ctx.warehouse,
+        query,
+        fmt=fmt,
+        output=output,
+        limit=limit,
+        stream=stream,
+        allow_incomplete=allow_incomplete,
+    )
     if result.output is not None:
         ctx.result(
             {"rows": result.rows, "output": str(result.output), "format": fmt},
             lambda: click.echo(f"wrote {result.rows:,} rows to {result.output}"),
         )
-    elif result.text is not None:
-        click.echo(result.text, nl=False)
+    elif fmt in ("csv", "json"):
+        pass  # streamed to stdout
     else:
         width = int(ctx.config["query"]["column_width"])
         ctx.result(
@@ -465,6 +587,33 @@ def status_command(ctx: Context, last_ingests: int | None) -> None:
     ctx.result(status, lambda: click.echo(render_status(status, column_width=width)))
 
 
+@oxy.command("check")
+@click.option(
+    "--quick", is_flag=True, help="Sizes only (what every writer checks), no footers or models."
+)
+@pass_ctx
+@handle_errors
+def check_command(ctx: Context, quick: bool) -> None:
+    """Check that every file is as the catalog recorded it and that the registry verifies.
+
+    Every lake and mart file listed exists with the size and row count it was written with,
+    marts agree with their bookkeeping, the production pointer and every model run verify
+    (models are loaded in a child process). Prints each problem with the command that
+    repairs it; exits 2 when there is one.
+
+    \b
+    Example:
+      oxy check
+      oxy --json check || notify-operator
+    """
+    from engine.check import check_warehouse, render_check
+
+    report = check_warehouse(ctx.warehouse, deep=not quick)
+    ctx.result(report.to_dict(), lambda: click.echo(render_check(report)))
+    if not report.ok:
+        sys.exit(2)
+
+
 # --- anomaly commands (score, evaluate) ---------------------------------------------
 
 
@@ -486,14 +635,21 @@ def score(ctx: Context, full: bool) -> None:
     from engine.anomaly import score as score_readings_in_warehouse
 
     summary = score_readings_in_warehouse(ctx.writable_warehouse, full=full, progress=ctx.progress)
-    ctx.result(
-        summary.as_dict(),
-        lambda: ctx.echo(
-            f"scored {summary.rows_scored:,} readings of {summary.sensors_rescored} sensor(s) "
-            f"in {summary.buckets_scored} bucket(s) in {summary.seconds:.1f} s; "
-            f"{summary.anomalies:,} anomalous readings, {summary.events:,} events"
-        ),
-    )
+
+    def human() -> None:
+        what = "everything again" if summary.full else "new readings only"
+        click.echo(
+            f"this run ({what}): scored {summary.rows_scored:,} readings of "
+            f"{summary.sensors_rescored} sensor(s) in {summary.buckets_scored} bucket(s) "
+            f"in {summary.seconds:.1f} s"
+        )
+        click.echo(
+            ctx.totals(
+                f"{summary.anomalies:,} anomalous readings in {summary.events:,} anomaly events"
+            )
+        )
+
+    ctx.result(summary.as_dict(), human)
 
 
 @oxy.command()
@@ -545,8 +701,13 @@ def train(ctx: Context) -> None:
     from engine.forecast import render_train
     from engine.forecast import train as train_model
 
-    result = train_model(ctx.writable_warehouse, echo=ctx.echo)
-    ctx.result(result.as_dict(), lambda: click.echo(render_train(result)))
+    result = train_model(ctx.writable_warehouse, echo=ctx.echo, progress=ctx.progress)
+
+    def human() -> None:
+        click.echo(render_train(result))
+        click.echo(ctx.totals())
+
+    ctx.result(result.as_dict(), human)
 
 
 @oxy.command("forecast")
@@ -580,15 +741,17 @@ def forecast_command(ctx: Context, sensors: tuple[str, ...], horizon: str | None
         progress=ctx.progress,
     )
     other = ", ".join(f"{n} {k}" for k, n in sorted(summary.statuses.items()) if k != "ok")
-    ctx.result(
-        summary.as_dict(),
-        lambda: click.echo(
-            f"run {summary.run_id}: {summary.rows:,} forecast rows for "
+
+    def human() -> None:
+        click.echo(
+            f"this run: run {summary.run_id}: {summary.rows:,} forecast rows for "
             f"{summary.forecast_sensors} of {summary.sensors} sensor(s)"
             + (f"; no forecast: {other} (see forecast_status)" if other else "")
             + f" in {summary.seconds:.1f} s"
-        ),
-    )
+        )
+        click.echo(ctx.totals())
+
+    ctx.result(summary.as_dict(), human)
 
 
 # --- operations commands (promote, rollback, infer, monitor, report) ---------------
@@ -686,6 +849,7 @@ def monitor_command(ctx: Context, show_all: bool) -> None:
         for c in result.checks:
             if show_all or c.status in ("warn", "alert"):
                 click.echo(f"  {c.status.upper():7} {c.scope:24} {c.check:16} {c.reason}")
+        click.echo(ctx.totals())
 
     ctx.result(result.to_dict(), human)
     if result.status == "alert":
@@ -732,6 +896,22 @@ def infer_command(ctx: Context, file: Path, source: str, output: Path) -> None:
     ctx.result(result.to_dict(), human)
 
 
+class IsoTime(click.ParamType):
+    """``2024-03-01``, ``2024-03-01T06:00`` or with an offset (``2024-03-01T06:00+01:00``)."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from datetime import datetime
+
+        if isinstance(value, datetime):
+            return value
+        try:
+            return datetime.fromisoformat(str(value).replace(" ", "T", 1))
+        except ValueError:
+            self.fail(f"{value!r} is not a time like 2024-03-01 or 2024-03-01T06:00", param, ctx)
+
+
 @oxy.command("report")
 @click.option(
     "--output",
@@ -740,26 +920,67 @@ def infer_command(ctx: Context, file: Path, source: str, output: Path) -> None:
     default=None,
     help="Folder for index.html, sensor pages and img/ (default: <warehouse>/report).",
 )
+@click.option(
+    "--sensor",
+    "sensors",
+    multiple=True,
+    metavar="ID",
+    help="Give this sensor a page (repeatable; default: the worst report.max_sensors).",
+)
+@click.option(
+    "--from",
+    "start",
+    type=IsoTime(),
+    help="Window start (default: --to minus report.history). Site-local unless --utc.",
+)
+@click.option(
+    "--to",
+    "end",
+    type=IsoTime(),
+    help="Window end (default: the fleet's latest reading). Site-local unless --utc.",
+)
+@click.option("--utc", is_flag=True, help="Show and read times in UTC instead of site local.")
 @pass_ctx
 @handle_errors
-def report_command(ctx: Context, output: Path | None) -> None:
+def report_command(
+    ctx: Context,
+    output: Path | None,
+    sensors: tuple[str, ...],
+    start: Any,
+    end: Any,
+    utc: bool,
+) -> None:
     """Write the static HTML report (fleet overview + per-sensor pages with PNG plots).
+
+    Each sensor page lists every anomaly event in the window, each linked to its own plot;
+    time axes are in the site's local time (named on the axis) unless --utc.
 
     \b
     Example:
       oxy report --output report && xdg-open report/index.html
+      oxy report --sensor 'fjordras|cage3|do' --from 2024-10-20 --to 2024-10-28
     """
     from engine.report import build_report
 
-    result = build_report(ctx.warehouse, output, progress=ctx.progress)
+    result = build_report(
+        ctx.warehouse,
+        output,
+        sensors=list(sensors) or None,
+        start=start,
+        end=end,
+        utc=utc,
+        progress=ctx.progress,
+    )
 
     def human() -> None:
         click.echo(
-            f"report: {result.index} ({len(result.sensor_pages)} sensor pages, "
-            f"{len(result.images)} plots)"
+            f"this run: {result.index} ({len(result.sensor_pages)} sensor pages, "
+            f"{result.events} events, {len(result.images)} plots; window "
+            f"{result.start:%Y-%m-%d %H:%M} to {result.end:%Y-%m-%d %H:%M} UTC)"
         )
         for note in result.notes:
             click.echo(f"  note: {note}")
+        click.echo(ctx.totals())
 
     ctx.result(result.to_dict(), human)
 

@@ -30,11 +30,11 @@ from typing import Any, TypeVar
 
 import duckdb
 import polars as pl
-from tqdm import tqdm
 
 from engine import OxyError, detectors
 from engine.config import Config
 from engine.detectors import DETECTORS, SCORE_COLUMNS, Windows
+from engine.progress import bar as progress_bar
 from engine.warehouse import (
     Warehouse,
     bind,
@@ -966,6 +966,7 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
     chunk_rows = int(a["run"]["chunk_rows"])
     buckets_scored = sensors_rescored = rows = 0
     with warehouse.writer() as con:
+        warehouse.forget_damaged_scores(con)  # missing/damaged score files: rescore their spans
         con.execute("set memory_limit = $m", {"m": a["run"]["memory_limit"]})
         _create_support_tables(con)
         layout = stored_layout(warehouse)
@@ -993,7 +994,7 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
             by_bucket.setdefault(bucket_of[sensor_id], []).append((sensor_id, hour))
         files = {b: (new, gone) for b, (_, new, gone) in found.items()}
         work = _bucket_work(con, files, by_bucket, w)
-        bar = tqdm(total=len(work), desc="score", unit=" bucket", disable=not progress, leave=False)
+        bar = progress_bar(total=len(work), desc="score", unit="bucket", enabled=progress)
         for batch in pack(work, [sum(item.estimates) for item in work], chunk_rows):
             con.execute("begin")
             try:

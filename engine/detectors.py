@@ -39,7 +39,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
@@ -483,6 +483,7 @@ def hourly_statistics(frame: pl.DataFrame) -> pl.DataFrame:
 # -- baselines ----------------------------------------------------------------------------------
 
 IQR_SIGMA = 1.349  # IQR of a normal distribution in sigmas
+SAME_HOUR = ["sensor_id", "local_hour"]  # windows over the same local hour of earlier days
 MAD_SIGMA = 1.4826  # sigma per median absolute deviation of a normal distribution
 CURVE_SIGMA = 1.023  # white noise sigma per mean |second difference| (sqrt(1.5) x sqrt(2/pi))
 
@@ -511,41 +512,75 @@ def _log_level(unit: pl.Expr, value: pl.Expr, temperature: pl.Expr, salinity: pl
     return positive.then(pl.coalesce(sat, value).log())
 
 
-def _same_hour_window(
-    hourly: pl.DataFrame, history: timedelta, aggs: list[pl.Expr]
+# A windowed aggregation: (alias, column, operation, quantile). The windows are polars
+# ``rolling_*_by`` over the hour, partitioned per sensor (and local hour): nulls are skipped, an
+# empty window gives null (a count gives 0); quantiles are the "nearest" ones, as
+# ``Expr.quantile``'s.
+Agg = tuple[str, str, str, float | None]
+ClosedInterval = Literal["left", "right"]
+
+
+def _med(column: str, alias: str) -> Agg:
+    return (alias, column, "median", None)
+
+
+def _qtl(column: str, quantile: float, alias: str) -> Agg:
+    return (alias, column, "quantile", quantile)
+
+
+def _abs_qtl(column: str, quantile: float, alias: str) -> Agg:
+    return (alias, column, "abs_quantile", quantile)
+
+
+def _cnt(column: str, alias: str) -> Agg:
+    return (alias, column, "count", None)
+
+
+def _rolled(agg: Agg, period: str, closed: ClosedInterval) -> pl.Expr:
+    alias, column, op, quantile = agg
+    x = pl.col(column)
+    if op == "median":
+        out = x.rolling_median_by("hour", period, closed=closed)
+    elif op == "quantile":
+        out = x.rolling_quantile_by("hour", period, quantile=quantile or 0.5, closed=closed)
+    elif op == "abs_quantile":
+        out = x.abs().rolling_quantile_by("hour", period, quantile=quantile or 0.5, closed=closed)
+    else:
+        out = x.is_not_null().cast(pl.UInt32).rolling_sum_by("hour", period, closed=closed)
+    return out.alias(alias)
+
+
+def _windowed(
+    frame: pl.DataFrame,
+    by: list[str],
+    start: timedelta,
+    end: timedelta | None,
+    aggs: list[Agg],
 ) -> pl.DataFrame:
-    """``aggs`` over the previous ``history`` of the same local hour of day (this hour
-    excluded), per sensor: one row per input row, in its order."""
-    period = f"{int(history.total_seconds())}s"
-    return (
-        hourly.rolling("hour", period=period, closed="left", group_by=["sensor_id", "local_hour"])
-        .agg(aggs)
-        .drop("local_hour")
-        .sort("sensor_id", "hour")
-    )
-
-
-def _all_hours_window(
-    hourly: pl.DataFrame, history: timedelta, aggs: list[pl.Expr]
-) -> pl.DataFrame:
-    period = f"{int(history.total_seconds())}s"
-    return (
-        hourly.rolling("hour", period=period, closed="left", group_by="sensor_id")
-        .agg(aggs)
-        .sort("sensor_id", "hour")
-    )
-
-
-def _offset_window(
-    frame: pl.DataFrame, start: timedelta, end: timedelta, aggs: list[pl.Expr]
-) -> pl.DataFrame:
-    """``aggs`` per sensor over the hours (hour - start, hour - end]."""
+    """``aggs`` per group ``by`` (sensor, or sensor and local hour) over the earlier hours of a
+    window, one row per row of ``frame`` (sensor_id, hour and the aggregates): [hour - start,
+    hour) when ``end`` is None, else (hour - start, hour - end]. An offset window is evaluated
+    at a query row placed at hour - end (after the real rows of that hour)."""
+    columns = sorted({a[1] for a in aggs})
+    keep = [*by, "hour", *columns]
+    if end is None:
+        period = f"{int(start.total_seconds())}s"
+        ordered = frame.select(keep).sort(*by, "hour")
+        out = ordered.with_columns([_rolled(a, period, "left").over(by) for a in aggs]).select(
+            "sensor_id", "hour", *(a[0] for a in aggs)
+        )
+        return out
     period = f"{int((start - end).total_seconds())}s"
-    offset = f"-{int(start.total_seconds())}s"
-    return (
-        frame.rolling("hour", period=period, offset=offset, closed="right", group_by="sensor_id")
-        .agg(aggs)
-        .sort("sensor_id", "hour")
+    real = frame.select(keep).with_columns(query=pl.lit(False))
+    asked = frame.select(
+        *by,
+        (pl.col("hour") - end).alias("hour"),
+        *(pl.lit(None).cast(frame.schema[c]).alias(c) for c in columns),
+    ).with_columns(query=pl.lit(True))
+    both = pl.concat([real, asked]).sort(*by, "hour", "query")
+    out = both.with_columns([_rolled(a, period, "right").over(by) for a in aggs])
+    return out.filter("query").select(
+        "sensor_id", (pl.col("hour") + end).alias("hour"), *(a[0] for a in aggs)
     )
 
 
@@ -565,26 +600,17 @@ def levels(hourly: pl.DataFrame, w: Windows) -> pl.DataFrame:
     logged = hourly.with_columns(
         log_level=_log_level(q("unit"), q("value_med"), q("temperature_med"), q("salinity_med"))
     )
-    prof = _same_hour_window(logged, w.history, [q("log_level").median().alias("log_profile")])
+    prof = _windowed(logged, SAME_HOUR, w.history, None, [_med("log_level", "log_profile")])
     logged = logged.join(prof, on=["sensor_id", "hour"], how="left")
     # each hour against the same local hour over the reference weeks, then the median of those
     # departures over the drift window: the diel shape cancels, and an event of hours (a
     # supply failure) does not move a day's median
-    period = f"{int((w.drift_reference - w.drift_gap).total_seconds())}s"
-    offset = f"-{int(w.drift_reference.total_seconds())}s"
-    reference = (
-        logged.rolling(
-            "hour",
-            period=period,
-            offset=offset,
-            closed="right",
-            group_by=["sensor_id", "local_hour"],
-        )
-        .agg(
-            q("log_level").median().alias("drift_ref"),
-            q("log_level").count().alias("drift_n"),
-        )
-        .drop("local_hour")
+    reference = _windowed(
+        logged,
+        SAME_HOUR,
+        w.drift_reference,
+        w.drift_gap,
+        [_med("log_level", "drift_ref"), _cnt("log_level", "drift_n")],
     )
     window = f"{int(w.drift_window.total_seconds())}s"
     min_hours = max(int(w.drift_window / timedelta(hours=1)) // 2, 1)
@@ -626,11 +652,8 @@ def site_movement(levelled: pl.DataFrame, min_sensors: int) -> pl.DataFrame:
     )
 
 
-def _spread_quantiles(column: str, prefix: str) -> list[pl.Expr]:
-    q = pl.col(column)
-    return [
-        q.quantile(x).alias(f"{prefix}_q{round(100 * x):02d}") for x in (0.05, 0.25, 0.75, 0.95)
-    ]
+def _spread_quantiles(column: str, prefix: str) -> list[Agg]:
+    return [_qtl(column, x, f"{prefix}_q{round(100 * x):02d}") for x in (0.05, 0.25, 0.75, 0.95)]
 
 
 def _spread(prefix: str) -> pl.Expr:
@@ -663,7 +686,7 @@ def baselines(
             ctx_move=pl.lit(None, pl.Float64), drift_move=pl.lit(None, pl.Float64)
         )
     # the hour-of-day profile of the level, moved as the site moved this hour
-    prof = _same_hour_window(frame, w.history, [q("level_med").median().alias("profile")])
+    prof = _windowed(frame, SAME_HOUR, w.history, None, [_med("level_med", "profile")])
     frame = frame.join(prof, on=["sensor_id", "hour"], how="left").with_columns(
         move=q("ctx_move").fill_null(0.0).exp()
     )
@@ -681,28 +704,32 @@ def baselines(
         )
         .over("sensor_id")
     ).with_columns(col_resid=q("ctx_resid") - q("ctx_offset"))
-    same_hour = _same_hour_window(
+    same_hour = _windowed(
         frame,
+        SAME_HOUR,
         w.history,
+        None,
         [
             *_spread_quantiles("ctx_resid", "ctx"),
-            q("ctx_resid").count().alias("days"),
+            _cnt("ctx_resid", "days"),
             *_spread_quantiles("col_resid", "col"),
-            q("level_mad").median().alias("level_mad_typ"),
-            q("curve_mean").median().alias("curve_typ_h"),
-            q("step_med").median().alias("step_typ_h"),
-            q("flat_max").quantile(0.75).alias("flat_typ"),
+            _med("level_mad", "level_mad_typ"),
+            _med("curve_mean", "curve_typ_h"),
+            _med("step_med", "step_typ_h"),
+            _qtl("flat_max", 0.75, "flat_typ"),
         ],
     )
-    pooled = _all_hours_window(
+    pooled = _windowed(
         frame,
+        ["sensor_id"],
         w.history,
+        None,
         [
-            q("curve_mean").median().alias("curve_typ_all"),
-            q("step_med").median().alias("step_typ_all"),
-            q("step_min").median().alias("resolution"),
-            q("level_mad").median().alias("level_mad_all"),
-            q("n").count().alias("hours_seen"),
+            _med("curve_mean", "curve_typ_all"),
+            _med("step_med", "step_typ_all"),
+            _med("step_min", "resolution"),
+            _med("level_mad", "level_mad_all"),
+            _cnt("n", "hours_seen"),
         ],
     )
     frame = frame.join(same_hour, on=["sensor_id", "hour"], how="left").join(
@@ -732,9 +759,11 @@ def baselines(
     )
     # pooled floors for the spreads: each hour's at least hour_floor x the spread of the same
     # residuals over all hours
-    pooled_spreads = _all_hours_window(
+    pooled_spreads = _windowed(
         frame,
+        ["sensor_id"],
         w.history,
+        None,
         [*_spread_quantiles("ctx_resid", "ctx_all"), *_spread_quantiles("col_resid", "col_all")],
     )
     frame = frame.join(pooled_spreads, on=["sensor_id", "hour"], how="left").with_columns(
@@ -799,15 +828,16 @@ def drift_scores(levelled: pl.DataFrame, a: dict[str, Any], w: Windows) -> pl.Da
         .then(q("drift_dep") - q("drift_move"))
         .otherwise(q("drift_dep"))
     )
-    spread = _offset_window(
+    spread = _windowed(
         frame,
+        ["sensor_id"],
         w.drift_reference,
         w.drift_gap,
         [
-            q("drift_rel").quantile(0.75).alias("rel_q75"),
-            q("drift_rel").quantile(0.25).alias("rel_q25"),
-            q("drift_rel").abs().quantile(0.9).alias("rel_a90"),
-            q("drift_rel").count().alias("rel_n"),
+            _qtl("drift_rel", 0.75, "rel_q75"),
+            _qtl("drift_rel", 0.25, "rel_q25"),
+            _abs_qtl("drift_rel", 0.9, "rel_a90"),
+            _cnt("drift_rel", "rel_n"),
         ],
     )
     frame = frame.join(spread, on=["sensor_id", "hour"], how="left")

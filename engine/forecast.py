@@ -34,7 +34,6 @@ import duckdb
 import lightgbm as lgb
 import numpy as np
 import polars as pl
-from tqdm import tqdm
 
 from engine import OxyError
 from engine.artifacts import Run, latest_run, load_run, save_run
@@ -51,6 +50,7 @@ from engine.features import (
     sensor_series,
     steps_up,
 )
+from engine.progress import bar as progress_bar
 from engine.warehouse import (
     Warehouse,
     has_relation,
@@ -114,10 +114,12 @@ def excluded_minutes(
         sql_text("intermediate/int_forecast_severity_cutoff"), {"quantile": quantile}
     ).fetchall()
     cutoff = cutoff_row[0][0]
-    note = (
-        f"left out {frame.height:,} readings: severity > {cutoff or 0:.3g} (quantile {quantile}) "
-        f"or a sensor fault ({', '.join(fault_types)})"
-    )
+    faults = f"a sensor fault ({', '.join(fault_types)})"
+    if cutoff is None or cutoff >= 1:  # severity is at most 1: no reading lies above it
+        why = f"{faults}; the {quantile:g} quantile of severity is 1, so none for severity"
+    else:
+        why = f"severity above {cutoff:.3g} (its {quantile:g} quantile) or {faults}"
+    note = f"training leaves out {frame.height:,} readings: {why}"
     return frame.select("sensor_id", pl.col("ts").cast(pl.Datetime("us"))), cutoff, note
 
 
@@ -509,7 +511,10 @@ _KEEP = (
 
 
 def training_frames(
-    warehouse: Warehouse, s: Mapping[str, Any], echo: Callable[[str], None]
+    warehouse: Warehouse,
+    s: Mapping[str, Any],
+    echo: Callable[[str], None],
+    progress: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict[str, Any], list[str]]:
     """``(train, valid, backtest, span, notes)`` pair frames, one lake bucket at a time."""
     notes: list[str] = []
@@ -527,7 +532,10 @@ def training_frames(
         end = int((span_row[1] - datetime(1970, 1, 1)).total_seconds() // 60) + 1
         test_start = end - s["test"]
         valid_start = test_start - s["valid"]
-        for bucket in readings_buckets(con):
+        buckets = readings_buckets(con)
+        for bucket in progress_bar(
+            buckets, desc="train: features", unit="bucket", enabled=progress
+        ):
             readings = bucket_readings(warehouse, con, bucket, excluded=excluded)
             grid = SeriesGrid.from_series(sensor_series(readings.lazy()))
             if not grid.sensor_ids:
@@ -594,7 +602,9 @@ def _versions() -> dict[str, str]:
     }
 
 
-def train(warehouse: Warehouse, *, echo: Callable[[str], None] = print) -> TrainResult:
+def train(
+    warehouse: Warehouse, *, echo: Callable[[str], None] = print, progress: bool = False
+) -> TrainResult:
     """Train, backtest and save one global model; record it in the registry.
 
     Returns
@@ -605,7 +615,9 @@ def train(warehouse: Warehouse, *, echo: Callable[[str], None] = print) -> Train
     """
     started = time.perf_counter()
     s = _settings(warehouse)
-    train_pairs, valid_pairs, test_pairs, span, notes = training_frames(warehouse, s, echo)
+    train_pairs, valid_pairs, test_pairs, span, notes = training_frames(
+        warehouse, s, echo, progress
+    )
     for note in notes:
         echo(note)
     echo(f"features in {time.perf_counter() - started:.1f} s")
@@ -626,6 +638,8 @@ def train(warehouse: Warehouse, *, echo: Callable[[str], None] = print) -> Train
         "max_bin": 63,
     }
     grid_results, best = [], None
+    grid_size = len(s["learning_rates"]) * len(s["num_leaves"])
+    fits = progress_bar(total=grid_size, desc="train: grid", unit="model", enabled=progress)
     for lr in s["learning_rates"]:
         for leaves in s["num_leaves"]:
             params = {**base, "learning_rate": lr, "num_leaves": leaves}
@@ -650,6 +664,8 @@ def train(warehouse: Warehouse, *, echo: Callable[[str], None] = print) -> Train
             )
             if best is None or mae < best[0]:
                 best = (mae, model, params)
+            fits.update()
+    fits.close()
     assert best is not None
     model = best[1]
     valid_z = model.predict_z(valid_pairs)
@@ -906,7 +922,7 @@ def forecast(
                 raise OxyError(f"unknown sensor(s): {', '.join(unknown)}")
         scored = has_relation(con, "anomaly_scores")
         buckets = readings_buckets(con)
-        bar = tqdm(buckets, desc="forecast", unit=" bucket", disable=not progress, leave=False)
+        bar = progress_bar(buckets, desc="forecast", unit="bucket", enabled=progress)
         reader = con.cursor()  # the next bucket is read while this one is forecast
 
         def read(bucket: int) -> tuple[SeriesGrid, pl.DataFrame | None] | None:

@@ -55,7 +55,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from engine import OxyError
 from engine.config import Config, SourceMapping
@@ -67,6 +66,7 @@ from engine.ingest_read import (
     parse_params,
     raw_rows,
 )
+from engine.progress import bar as progress_bar
 from engine.warehouse import (
     READINGS_SCHEMA,
     SQL_DIR,
@@ -656,13 +656,7 @@ class _Scan:
 
     def _stream(self, mcon: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any]) -> None:
         batch_rows = int(self.config["ingest"]["batch_rows"])
-        bar = tqdm(
-            desc=self.path.name,
-            unit=" rows",
-            unit_scale=True,
-            disable=not self.progress,
-            leave=False,
-        )
+        bar = progress_bar(desc=self.path.name, unit="rows", unit_scale=True, enabled=self.progress)
         # DuckDB produces batch k+1 while a worker thread converts and processes batch k
         # (both release the GIL); one batch in flight keeps file order and memory bounded
         try:

@@ -19,12 +19,12 @@ import fnmatch
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from engine import OxyError
-from engine.config import Config, SourceMapping
+from engine.config import Config, SourceMapping, time_range
 
 _FIELD = re.compile(r"\{([^{}]*)\}")
 _RESERVED = ("stem", "file", "column")
@@ -49,7 +49,6 @@ _NUMBER_TYPES = {
     "FLOAT",
     "DOUBLE",
 }
-_AHEAD = re.compile(r"now\s*(?:([+-])\s*(\d+)\s*(minute|hour|day|week)s?)?")
 
 
 @dataclass(frozen=True)
@@ -125,27 +124,7 @@ def csv_layout(path: Path, mapping: SourceMapping, *, quote: str) -> CsvLayout:
 
 def time_bounds(config: Config, now: datetime) -> tuple[datetime, datetime]:
     """``ingest.time_range`` as two UTC instants (``"1990-01-01"``, ``"now + 1 day"`` ...)."""
-    raw = config["ingest"]["time_range"]
-    if not (isinstance(raw, list) and len(raw) == 2):
-        raise OxyError('ingest.time_range must be two instants, e.g. ["1990-01-01", "now + 1 day"]')
-    bounds = []
-    for text in raw:
-        text = str(text).strip()
-        ahead = _AHEAD.fullmatch(text)
-        if ahead:
-            sign, n, unit = ahead.groups()
-            delta = timedelta(**{f"{unit}s": int(n)}) if n else timedelta(0)
-            bounds.append(now - delta if sign == "-" else now + delta)
-            continue
-        try:
-            bounds.append(datetime.fromisoformat(text).replace(tzinfo=None))
-        except ValueError:
-            raise OxyError(
-                f"ingest.time_range: {text!r} is neither an ISO date nor 'now + N days'"
-            ) from None
-    if bounds[0] >= bounds[1]:
-        raise OxyError(f"ingest.time_range: {raw[0]!r} is not before {raw[1]!r}")
-    return bounds[0], bounds[1]
+    return time_range(config["ingest"]["time_range"], now)
 
 
 def parse_params(

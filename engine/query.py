@@ -18,13 +18,24 @@ and writes anywhere (``COPY … TO``). So a user's query runs in an in-memory Du
    TO … (use_tmp_file false)``), so DuckDB itself must only ever be given a query.
 
 The copied tables live only in memory, so nothing a query does can change the warehouse.
+
+Before the query runs, the snapshot is checked against what the catalog recorded of each file
+(``Warehouse.check_files``): a query that reads a table with a missing, truncated or changed
+file is refused (``allow_incomplete`` answers anyway, without those files, and says so), so
+``oxy sql`` never answers from a silently incomplete lake. CSV and JSON stream to their
+destination a batch at a time (memory stays within ``query.memory_limit``); ``--output`` only
+ever replaces a regular file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
 import re
+import shutil
+import stat
 import tempfile
 import threading
 import uuid
@@ -32,14 +43,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine import OxyError
-from engine.warehouse import KIND_SCHEMAS, Warehouse, lake_view_sql, sql_rows, sql_text
+from engine.warehouse import KIND_SCHEMAS, Problem, Warehouse, lake_view_sql, sql_rows, sql_text
 
 FORMATS = ("table", "csv", "json", "parquet")
 SELECT_LIKE = "SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, PIVOT, EXPLAIN"
@@ -50,6 +61,10 @@ _COPY_FORMAT = {
 }
 _BATCH_ROWS = 65_536
 _SOURCE = "oxy_catalog_copy"  # name of the transient Arrow source while copying a table
+# problems that make a table's answer wrong (a query reading it is refused); the others
+# (an unlisted file, an interrupted write, bookkeeping) are warnings
+_WRONG_ANSWER = ("missing", "truncated", "changed", "unreadable", "rows")
+log = logging.getLogger("oxy")
 
 
 @dataclass(frozen=True)
@@ -145,12 +160,14 @@ class _Snapshot:
     lake: dict[str, list[Path]] = field(default_factory=dict)
     marts: dict[str, list[Path]] = field(default_factory=dict)
     views: list[tuple[str, str]] = field(default_factory=list)  # other catalog views
+    problems: list[Problem] = field(default_factory=list)  # the files not as recorded
 
 
 def _copy_catalog(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> _Snapshot:
-    """Copy every base table of the catalog into ``con``; note file lists and other views."""
+    """Copy every base table of the catalog into ``con``; note file lists and other views;
+    check the files against the copy (a damaged file is left out of the views)."""
     snapshot = _Snapshot()
-    with warehouse.reader() as catalog:
+    with warehouse.visit_catalog() as catalog:
         tables = [r[0] for r in sql_rows(catalog, "meta/catalog_tables")]
         for table in tables:
             source = catalog.sql(f"select * from {_ident(table)}").to_arrow_reader(_BATCH_ROWS)
@@ -178,6 +195,12 @@ def _copy_catalog(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> _Snap
             for name, sql, _comment in sql_rows(catalog, "meta/catalog_views")
             if name not in taken
         ]
+    snapshot.problems = warehouse.check_files(con)
+    damaged = {
+        (warehouse.root / p.path).resolve() for p in snapshot.problems if p.kind in _WRONG_ANSWER
+    }
+    for files in (*snapshot.lake.values(), *snapshot.marts.values()):
+        files[:] = [f for f in files if f not in damaged]  # read_parquet would fail on them
     return snapshot
 
 
@@ -247,11 +270,30 @@ def _new_sandbox(warehouse: Warehouse) -> duckdb.DuckDBPyConnection:
     )
 
 
-def _fill_and_lock(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> None:
+def _fill_and_lock(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> _Snapshot:
     snapshot = _copy_catalog(warehouse, con)
     _create_file_views(con, snapshot)
     _lock_down(con, snapshot)
     _recreate_views(con, snapshot.views)
+    return snapshot
+
+
+def _table_names(con: duckdb.DuckDBPyConnection, statement: str) -> set[str] | None:
+    """The tables and views ``statement`` names (parsed in the empty sandbox, before anything
+    is bound), or None when DuckDB cannot tell."""
+    try:
+        return {n.lower() for n in con.get_table_names(statement)}
+    except duckdb.Error:
+        return None
+
+
+def _relevant_problems(names: set[str] | None, snapshot: _Snapshot) -> list[Problem]:
+    """The problems with files of the tables named ``names`` (every problem when the statement
+    reads a view of the catalog's, whose inputs it does not name, or could not be parsed)."""
+    wrong = [p for p in snapshot.problems if p.kind in _WRONG_ANSWER]
+    if not wrong or names is None or names & {name.lower() for name, _ in snapshot.views}:
+        return wrong
+    return [p for p in wrong if p.table.lower() in names]
 
 
 @contextlib.contextmanager
@@ -267,7 +309,9 @@ def sandbox(warehouse: Warehouse) -> Iterator[duckdb.DuckDBPyConnection]:
     ...     con.sql("select count(*) from readings").fetchall()
     """
     with contextlib.closing(_new_sandbox(warehouse)) as con:
-        _fill_and_lock(warehouse, con)
+        snapshot = _fill_and_lock(warehouse, con)
+        for problem in snapshot.problems:
+            log.warning(problem.line())
         yield con
 
 
@@ -349,7 +393,31 @@ def _check_output(warehouse: Warehouse, fmt: str, output: Path | None) -> Path |
         raise OxyError(f"--output directory {target.parent} does not exist")
     if target.is_dir():
         raise OxyError(f"--output {output} is a directory")
+    _refuse_special(output, target)
     return target
+
+
+def _refuse_special(output: Path, target: Path) -> None:
+    """Refuse an ``--output`` that exists and is not a regular file (``os.replace`` would put
+    a file in place of a device, a FIFO or a socket)."""
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OxyError(f"--output {output}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        kinds = {
+            stat.S_ISFIFO: "a FIFO",
+            stat.S_ISCHR: "a character device",
+            stat.S_ISBLK: "a block device",
+            stat.S_ISSOCK: "a socket",
+        }
+        kind = next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+        raise OxyError(
+            f"refused: --output {output} is {kind}; oxy sql writes regular files only "
+            "(to stream the rows, leave --output out and redirect stdout)"
+        )
 
 
 def run_sql(
@@ -359,24 +427,32 @@ def run_sql(
     fmt: str = "table",
     output: Path | None = None,
     limit: int | None = None,
+    stream: BinaryIO | None = None,
+    allow_incomplete: bool = False,
 ) -> QueryOutput:
     """Run one read-only statement over the warehouse in the sandbox and deliver its rows.
 
     Parameters
     ----------
     warehouse
-        The warehouse to query (opened read-only for a moment, then released).
+        The warehouse to query (its catalog is held only while the sandbox copies it).
     sql
         One select-like statement; anything else is refused with an ``OxyError``.
     fmt
         ``"table"`` (rows returned for printing; at most ``query.table_rows`` unless
-        ``limit`` is given), ``"csv"`` / ``"json"`` (text for stdout, or a file with
-        ``output``) or ``"parquet"`` (needs ``output``).
+        ``limit`` is given), ``"csv"`` / ``"json"`` (to ``stream``, to a file with ``output``,
+        or else returned as ``text``) or ``"parquet"`` (needs ``output``).
     output
         File to write, atomically (staged next to it, then renamed). Must lie outside
-        the warehouse.
+        the warehouse and be a regular file if it exists.
     limit
         At most this many rows.
+    stream
+        Binary stream that CSV / JSON without ``output`` are written to a batch at a time
+        (``oxy sql`` gives stdout: memory stays within ``query.memory_limit``).
+    allow_incomplete
+        Answer although a file of a table the query reads is missing or damaged (those files
+        are left out, and each problem is logged as a warning); by default that is refused.
 
     Examples
     --------
@@ -389,7 +465,13 @@ def run_sql(
         limit = int(warehouse.config["query"]["table_rows"])
     with contextlib.closing(_new_sandbox(warehouse)) as con:
         statement = read_only_statement(con, sql)  # refuse before touching the warehouse
-        _fill_and_lock(warehouse, con)
+        names = _table_names(con, statement)
+        snapshot = _fill_and_lock(warehouse, con)
+        problems = _relevant_problems(names, snapshot)
+        if problems and not allow_incomplete:
+            raise OxyError(_incomplete_refusal(problems))
+        for problem in problems:
+            log.warning(f"answer without {problem.line()}")
         timeout = float(warehouse.config["query"]["timeout_s"])
         with _duck_errors(), _time_limit(con, timeout):
             relation = _execute(con, statement)
@@ -400,11 +482,22 @@ def run_sql(
             if target is not None:
                 rows = _write_file(warehouse, reader, fmt, target, limit)
                 return QueryOutput(fmt, rows, output=target, limit=limit)
-            with tempfile.TemporaryDirectory(prefix="oxy-sql-") as tmp:
-                path = Path(tmp) / f"result.{fmt}"
-                rows = _write_file(warehouse, reader, fmt, path, limit)
-                text = path.read_text(encoding="utf-8")
-            return QueryOutput(fmt, rows, text=text, limit=limit)
+            if stream is not None:
+                rows = _stream_text(warehouse, reader, fmt, stream, limit)
+                return QueryOutput(fmt, rows, limit=limit)
+            buffer = io.BytesIO()
+            rows = _stream_text(warehouse, reader, fmt, buffer, limit)
+            return QueryOutput(fmt, rows, text=buffer.getvalue().decode("utf-8"), limit=limit)
+
+
+def _incomplete_refusal(problems: list[Problem]) -> str:
+    shown = "\n  ".join(p.line() for p in problems[:10])
+    more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+    return (
+        f"refused: the answer would be incomplete, {len(problems)} file(s) of the tables it "
+        f"reads are not as the catalog recorded them (see `oxy check`):\n  {shown}{more}\n"
+        "(--allow-incomplete answers without them)"
+    )
 
 
 def _take(reader: pa.RecordBatchReader, limit: int | None) -> tuple[pa.Table, bool]:
@@ -422,27 +515,122 @@ def _take(reader: pa.RecordBatchReader, limit: int | None) -> tuple[pa.Table, bo
     return table, False
 
 
+def _batches(reader: pa.RecordBatchReader, limit: int | None) -> Iterator[pa.RecordBatch]:
+    """The reader's batches, cut at ``limit`` rows."""
+    left = limit
+    for batch in reader:
+        if left is not None:
+            if left <= 0:
+                return
+            batch = batch.slice(0, left)
+            left -= batch.num_rows
+        yield batch
+
+
+def _stream_text(
+    warehouse: Warehouse,
+    reader: pa.RecordBatchReader,
+    fmt: str,
+    out: BinaryIO,
+    limit: int | None,
+) -> int:
+    """Write ``reader``'s rows to ``out`` as CSV (with a header) or as one JSON array, a batch
+    at a time: DuckDB formats each batch (the same text one COPY of the whole result writes)
+    into a scratch file that is appended to ``out`` and emptied again. Returns the rows."""
+    writer = _trusted(warehouse)  # holds nothing but one batch of the result
+    rows = 0
+    with tempfile.TemporaryDirectory(prefix="oxy-sql-") as tmp:
+        scratch = Path(tmp) / f"batch.{fmt}"
+        try:
+            if fmt == "json":
+                out.write(b"[\n\t")
+            first = True
+            for batch in _chain_empty(_batches(reader, limit), reader.schema):
+                writer.register("query_batch", pa.Table.from_batches([batch], schema=reader.schema))
+                options = (
+                    f"(format csv, header {'true' if first else 'false'})"
+                    if fmt == "csv"
+                    else "(format json)"
+                )
+                writer.execute(
+                    f"copy (select * from query_batch) to $path {options}", {"path": str(scratch)}
+                )
+                writer.unregister("query_batch")
+                if fmt == "json" and batch.num_rows:
+                    if not first and rows:
+                        out.write(b",\n\t")
+                    _copy_json_lines(scratch, out)
+                elif fmt == "csv":
+                    with scratch.open("rb") as fh:
+                        shutil.copyfileobj(fh, out)
+                rows += batch.num_rows
+                first = False
+            if fmt == "json":
+                out.write(b"\n]\n")
+            out.flush()
+        finally:
+            writer.close()
+    return rows
+
+
+def _chain_empty(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """``batches``, or one empty batch when there is none (a CSV still gets its header)."""
+    empty = True
+    for batch in batches:
+        empty = False
+        yield batch
+    if empty:
+        yield pa.RecordBatch.from_pylist([], schema=schema)
+
+
+def _copy_json_lines(scratch: Path, out: BinaryIO) -> None:
+    """Newline-delimited JSON rows as the inside of DuckDB's JSON array (`,\n\t` between)."""
+    with scratch.open("rb") as fh:
+        previous: bytes | None = None
+        for line in fh:
+            if previous is not None:
+                out.write(previous + b",\n\t")
+            previous = line.rstrip(b"\n")
+        if previous is not None:
+            out.write(previous)
+
+
+def _trusted(warehouse: Warehouse) -> duckdb.DuckDBPyConnection:
+    """A plain in-memory DuckDB (``query`` limits) that formats the result's rows."""
+    cfg = warehouse.config["query"]
+    return warehouse.connect_memory(
+        memory_limit=str(cfg["memory_limit"]), threads=int(cfg["threads"])
+    )
+
+
 def _write_file(
     warehouse: Warehouse, reader: pa.RecordBatchReader, fmt: str, target: Path, limit: int | None
 ) -> int:
     """Stream ``reader`` into ``target`` (staged beside it, then ``os.replace``d)."""
     staged = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    writer = warehouse.connect_memory()  # trusted: holds nothing but the result stream
     try:
-        writer.register("query_result", reader)
-        clip = "" if limit is None else f" limit {int(limit)}"
-        rows = writer.execute(
-            f"copy (select * from query_result{clip}) to $path {_COPY_FORMAT[fmt]}",
-            {"path": str(staged)},
-        ).fetchall()[0][0]
         if fmt == "parquet":
+            writer = _trusted(warehouse)  # trusted: holds nothing but the result stream
+            try:
+                writer.register("query_result", reader)
+                clip = "" if limit is None else f" limit {int(limit)}"
+                rows = writer.execute(
+                    f"copy (select * from query_result{clip}) to $path {_COPY_FORMAT[fmt]}",
+                    {"path": str(staged)},
+                ).fetchall()[0][0]
+            finally:
+                writer.close()
             pq.read_metadata(staged)  # a complete footer before it becomes visible
+        else:
+            with staged.open("xb") as fh:
+                rows = _stream_text(warehouse, reader, fmt, fh, limit)
+                os.fsync(fh.fileno())
+        _refuse_special(target, target)  # it may have become one while the query ran
         os.replace(staged, target)
         return int(rows)
     except OSError as exc:
         raise OxyError(f"cannot write {target}: {exc.strerror or exc}") from None
     finally:
-        writer.close()
         staged.unlink(missing_ok=True)
 
 
@@ -535,6 +723,7 @@ def warehouse_status(warehouse: Warehouse, *, last_ingests: int | None = None) -
         "quarantine_reasons": [],
         "ingests": [],
         "marts": [],
+        "problems": [],
         "message": None,
     }
     if not status["exists"]:
@@ -544,8 +733,11 @@ def warehouse_status(warehouse: Warehouse, *, last_ingests: int | None = None) -
         )
         return status
     # The sandbox, not the catalog's own views: it holds the catalog only for the copy and
-    # reads the lake by paths under the current root (a moved warehouse still works).
-    with sandbox(warehouse) as con, _duck_errors():
+    # reads the lake by paths under the current root (a moved warehouse still works). Files
+    # that are not as the catalog recorded them are left out, and listed under "problems".
+    with contextlib.closing(_new_sandbox(warehouse)) as con, _duck_errors():
+        snapshot = _fill_and_lock(warehouse, con)
+        status["problems"] = [p.to_dict() for p in snapshot.problems]
         relations = {
             r[0]: set(r[1]) for r in con.execute(sql_text("status/relation_columns")).fetchall()
         }
@@ -637,6 +829,15 @@ def render_status(status: dict[str, Any], *, column_width: int = 40) -> str:
         else "-"
     )
     quarantined = "-" if status["quarantined"] is None else f"{status['quarantined']:,}"
+    problems = status.get("problems") or []
+    if problems:
+        lines.append(
+            f"PROBLEMS   {len(problems)}: files not as the catalog recorded them; the figures "
+            "below leave them out (see `oxy check`)"
+        )
+        lines += [f"  {Problem(**p).line()}" for p in problems[:20]]
+        if len(problems) > 20:
+            lines.append(f"  ... and {len(problems) - 20} more")
     lines += [
         f"customers  {len(status['customers'])}",
         f"sensors    {status['sensors']:,}",

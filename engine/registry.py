@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -34,10 +33,10 @@ import duckdb
 import polars as pl
 
 from engine import OxyError
-from engine.warehouse import Warehouse, sql_text
+from engine.artifacts import RUN_ID, read_json, run_dir, runs_dir, verify_run
+from engine.warehouse import Problem, Warehouse, fsync_path, sql_text
 
 POINTER_NAME = "production.json"
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # Test hook: seconds to sleep after the new pointer is durable on disk but before it
 # replaces the old one (lets a test kill the process mid-promotion).
 PAUSE_ENV = "OXY_REGISTRY_PAUSE_S"
@@ -67,26 +66,23 @@ class PromotionDecision:
 # -- run metadata -------------------------------------------------------------------------
 
 
-def runs_dir(warehouse: Warehouse) -> Path:
-    return warehouse.registry_dir / "runs"
-
-
-def run_dir(warehouse: Warehouse, run_id: str) -> Path:
-    """The folder of one run; refuses ids that are not plain folder names."""
-    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
-        raise OxyError(f"invalid run id {run_id!r}")
-    return runs_dir(warehouse) / run_id
-
-
 def read_meta(warehouse: Warehouse, run_id: str) -> dict[str, Any]:
-    """``meta.json`` of a registered run (clear error when the run does not exist)."""
+    """``meta.json`` of a registered run (clear error when the run does not exist, or when
+    its meta is not an object with object ``metrics`` and ``split``)."""
     path = run_dir(warehouse, run_id) / "meta.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OxyError(f"no run {run_id!r} in {runs_dir(warehouse)}") from None
-    except json.JSONDecodeError as exc:
-        raise OxyError(f"run {run_id!r}: meta.json is not valid JSON ({exc})") from None
+    meta = read_json(path, f"run {run_id!r}", f"no run {run_id!r} in {runs_dir(warehouse)}")
+    problem = None
+    if not isinstance(meta, dict):
+        problem = f"is not an object but {type(meta).__name__}"
+    elif not isinstance(meta.get("metrics", {}), dict) or not all(
+        isinstance(m, dict) for m in meta.get("metrics", {}).values()
+    ):
+        problem = "metrics is not an object of per-split objects"
+    elif not isinstance(meta.get("split", {}), dict):
+        problem = "split is not an object"
+    if problem is not None:
+        raise OxyError(f"run {run_id!r}: meta.json {problem}")
+    return meta
 
 
 def split_metrics(meta: Mapping[str, Any], split: str) -> dict[str, float]:
@@ -135,26 +131,51 @@ def pointer_path(warehouse: Warehouse) -> Path:
     return warehouse.registry_dir / POINTER_NAME
 
 
-def read_pointer(warehouse: Warehouse) -> dict[str, Any]:
-    """The production pointer (``{"run_id": None, "stack": [], "history": []}`` if none)."""
+def _pointer_problem(pointer: Any) -> str | None:
+    """What is wrong with the shape of a production pointer (None when nothing)."""
+    if not isinstance(pointer, dict):
+        return f"is not an object but {type(pointer).__name__}"
+    run_id = pointer.get("run_id")
+    if run_id is not None and (not isinstance(run_id, str) or not RUN_ID.match(run_id)):
+        return f"run_id {run_id!r} is not a run id"
+    stack = pointer.get("stack", [])
+    if not isinstance(stack, list) or not all(
+        isinstance(r, str) and RUN_ID.match(r) for r in stack
+    ):
+        return "stack is not a list of run ids"
+    history = pointer.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        return "history is not a list of objects"
+    return None
+
+
+def read_pointer(warehouse: Warehouse, *, repair: bool = False) -> dict[str, Any]:
+    """The production pointer (``{"run_id": None, "stack": [], "history": []}`` if none).
+
+    A pointer that is not valid JSON or not of that shape is refused with one line; with
+    ``repair`` (``oxy promote``, which writes a new one) it reads as none, and the bad file is
+    kept beside it as ``production.json.bad``."""
     path = pointer_path(warehouse)
     try:
         pointer = json.loads(path.read_text(encoding="utf-8"))
+        problem = _pointer_problem(pointer)
     except FileNotFoundError:
         return {"run_id": None, "stack": [], "history": []}
-    except json.JSONDecodeError as exc:
-        raise OxyError(f"production pointer {path} is corrupt ({exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problem = f"is not valid JSON ({exc})"
+    except OSError as exc:
+        raise OxyError(f"production pointer {path} cannot be read ({exc.strerror})") from None
+    if problem is not None:
+        if repair:
+            os.replace(path, path.with_name(path.name + ".bad"))
+            return {"run_id": None, "stack": [], "history": []}
+        raise OxyError(
+            f"production pointer {path} {problem}; `oxy promote RUN_ID` writes a new one "
+            "(see `oxy runs`)"
+        )
     pointer.setdefault("stack", [])
     pointer.setdefault("history", [])
     return pointer
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_pointer(warehouse: Warehouse, pointer: Mapping[str, Any]) -> None:
@@ -173,11 +194,11 @@ def _write_pointer(warehouse: Warehouse, pointer: Mapping[str, Any]) -> None:
     if pause:
         time.sleep(float(pause))
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def _set_production(warehouse: Warehouse, run_id: str, action: str, reason: str) -> None:
-    pointer = read_pointer(warehouse)
+    pointer = read_pointer(warehouse, repair=action == "promote")
     current = pointer.get("run_id")
     stack = list(pointer["stack"])
     if action == "rollback":
@@ -206,6 +227,67 @@ def production_run(warehouse: Warehouse) -> str | None:
             "use `oxy promote RUN_ID` or `oxy rollback`"
         )
     return run_id or None
+
+
+def check_registry(warehouse: Warehouse, *, deep: bool = True) -> list[Problem]:
+    """The registry's problems (``oxy check``): a malformed pointer, a production run that is
+    missing or does not verify, and with ``deep`` every run folder verified (manifest,
+    checksums, meta, and the model loaded in a child process, never in this one)."""
+    problems: list[Problem] = []
+    pointer_file = pointer_path(warehouse).relative_to(warehouse.root).as_posix()
+    try:
+        production = read_pointer(warehouse).get("run_id")
+    except OxyError as exc:
+        problems.append(
+            Problem(
+                "registry",
+                "registry",
+                pointer_file,
+                "production",
+                str(exc),
+                "`oxy promote RUN_ID` writes a new pointer (see `oxy runs`)",
+            )
+        )
+        production = None
+    base = runs_dir(warehouse)
+    folders = (
+        sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if base.is_dir()
+        else []
+    )
+    if production is not None and not (base / production).is_dir():
+        problems.append(
+            Problem(
+                "missing",
+                "registry",
+                pointer_file,
+                "production",
+                f"production run {production} is missing from {base}",
+                "`oxy rollback`, or `oxy promote RUN_ID` (see `oxy runs`)",
+            )
+        )
+    for folder in folders:
+        if not deep and folder.name != production:
+            continue
+        problem = verify_run(folder, deep=deep)
+        if problem is not None:
+            is_production = folder.name == production
+            repair = (
+                "`oxy rollback`, or `oxy promote RUN_ID` of a good run, then `oxy train`"
+                if is_production
+                else f"remove {folder} (it can no longer be promoted)"
+            )
+            problems.append(
+                Problem(
+                    "registry",
+                    "registry",
+                    folder.relative_to(warehouse.root).as_posix(),
+                    "production" if is_production else "runs",
+                    problem,
+                    repair,
+                )
+            )
+    return problems
 
 
 # -- the promotion rule -------------------------------------------------------------------
@@ -407,7 +489,7 @@ def record_run(
 def promote(warehouse: Warehouse, run_id: str, *, reason: str = "promoted by hand") -> str | None:
     """Make ``run_id`` production regardless of metrics; returns the previous production."""
     meta = read_meta(warehouse, run_id)
-    current = read_pointer(warehouse).get("run_id")
+    current = read_pointer(warehouse, repair=True).get("run_id")
     if current == run_id:
         raise OxyError(f"run {run_id} is already production")
     with warehouse.writer() as con:

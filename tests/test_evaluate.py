@@ -132,7 +132,10 @@ def test_evaluate_end_to_end_with_seed_rules_and_cli(
     runner = CliRunner()
     scored = runner.invoke(oxy, ["--warehouse", str(warehouse.root), "score"])
     assert scored.exit_code == 0, scored.output
-    assert scored.output.startswith(f"scored {n:,} readings of 1 sensor(s) in 1 bucket(s)")
+    assert scored.output.startswith(
+        f"this run (new readings only): scored {n:,} readings of 1 sensor(s) in 1 bucket(s)"
+    )
+    assert "\nwarehouse: " in scored.output
     again = runner.invoke(oxy, ["--warehouse", str(warehouse.root), "--json", "score", "--full"])
     assert json.loads(again.output)["rows_scored"] == n
     out = tmp_path / "eval.json"

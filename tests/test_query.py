@@ -746,3 +746,150 @@ def test_status_and_sql_after_a_real_ingest_with_bad_rows(tmp_path: Path) -> Non
     assert "fjord.csv" in render_status(status)
     lines = run_sql(wh, "select line from quarantine order by line").table.column("line")
     assert lines.to_pylist() == [4, 5]  # 1-based CSV lines, header = 1
+
+
+# -- output only to regular files; CSV and JSON streamed ------------------------------------
+def test_output_onto_a_device_a_fifo_or_a_socket_is_refused_and_left_alone(
+    farm: Warehouse, tmp_path: Path
+) -> None:
+    import os
+    import socket
+    import stat
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    sock_path = tmp_path / "sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_path))
+    link = tmp_path / "null-link"
+    link.symlink_to("/dev/null")
+    try:
+        for target, kind in [
+            (Path("/dev/null"), "a character device"),
+            (Path("/dev/full"), "a character device"),
+            (link, "a character device"),
+            (fifo, "a FIFO"),
+            (sock_path, "a socket"),
+        ]:
+            for fmt in ("csv", "parquet"):
+                with pytest.raises(OxyError, match=f"is {kind}; oxy sql writes regular files only"):
+                    run_sql(farm, "select 1 as one", fmt=fmt, output=target)
+        assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+        assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode) and stat.S_ISSOCK(os.stat(sock_path).st_mode)
+    finally:
+        server.close()
+    result = CliRunner().invoke(
+        oxy,
+        ["--warehouse", str(farm.root), "sql", "select 1", "--format", "csv", "-o", "/dev/full"],
+    )
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert result.output.startswith("Error: refused: --output /dev/full is a character device")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        QUERY,
+        "select * from sensors order by sensor_id",  # lists, text
+        "select 1 as x where false",  # no row: the header (or an empty array) alone
+        "select range as n, 'a,\"b\"' as s from range(150000)",  # several batches, quoting
+    ],
+)
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_streamed_text_is_byte_for_byte_one_duckdb_copy(
+    farm: Warehouse, tmp_path: Path, fmt: str, query: str
+) -> None:
+    import io
+
+    stream = io.BytesIO()
+    result = run_sql(farm, query, fmt=fmt, stream=stream)
+    assert result.text is None
+    reference = tmp_path / f"ref.{fmt}"
+    options = "(format csv, header true)" if fmt == "csv" else "(format json, array true)"
+    with sandbox(farm) as con:
+        rows = con.sql(query).to_arrow_table()
+    with duckdb.connect() as con:
+        con.register("rows", rows)
+        con.execute(f"copy (select * from rows) to '{reference}' {options}")
+    assert stream.getvalue() == reference.read_bytes()
+    assert result.rows == rows.num_rows
+    target = tmp_path / f"out.{fmt}"
+    run_sql(farm, query, fmt=fmt, output=target)
+    assert target.read_bytes() == reference.read_bytes()
+
+
+def test_cli_csv_streams_to_stdout_and_respects_the_limit(farm: Warehouse) -> None:
+    result = CliRunner().invoke(
+        oxy,
+        [
+            "--warehouse",
+            str(farm.root),
+            "sql",
+            "select range as n from range(100000)",
+            "--format",
+            "csv",
+            "--limit",
+            "70000",
+        ],
+    )
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0] == "n" and len(lines) == 70001 and lines[-1] == "69999"
+
+
+# -- never an answer from a silently incomplete lake ----------------------------------------
+def test_a_query_reading_a_damaged_table_is_refused_others_answer(
+    farm: Warehouse, caplog: pytest.LogCaptureFixture
+) -> None:
+    gone = farm.root / "lake/readings/bucket=07/b1.parquet"
+    assert gone.is_file()
+    gone.unlink()
+    with pytest.raises(OxyError) as info:
+        run_sql(farm, "select count(*) from readings")
+    message = str(info.value)
+    assert message.startswith("refused: the answer would be incomplete, 1 file(s)")
+    assert "lake/readings/bucket=07/b1.parquet: listed in the catalog but missing" in message
+    assert message.endswith("(--allow-incomplete answers without them)")
+    # tables without a damaged file still answer; a join that reads readings does not
+    assert run_sql(farm, "select count(*) as n from sensors").table.to_pylist() == [{"n": 3}]
+    assert run_sql(farm, "select count(*) as n from sensor_means").table.to_pylist() == [{"n": 3}]
+    with pytest.raises(OxyError, match="incomplete"):
+        run_sql(farm, "select * from sensors s join readings r using (sensor_id)")
+    with caplog.at_level("WARNING", logger="oxy"):
+        partial = run_sql(farm, "select count(*) as n from readings", allow_incomplete=True)
+    assert partial.table.to_pylist() == [{"n": 7}]  # all but tank-02's 2 of 9
+    assert "answer without lake/readings/bucket=07/b1.parquet" in caplog.text
+
+
+def test_a_truncated_lake_file_is_refused_not_a_traceback(farm: Warehouse) -> None:
+    victim = farm.root / "lake/readings/bucket=07/b1.parquet"
+    victim.write_bytes(victim.read_bytes()[:100])
+    result = CliRunner().invoke(
+        oxy, ["--warehouse", str(farm.root), "sql", "select * from readings"]
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "bucket=07/b1.parquet: 100 bytes where" in result.output
+    result = CliRunner().invoke(
+        oxy,
+        [
+            "--warehouse",
+            str(farm.root),
+            "sql",
+            "select count(*) as n from readings",
+            "--allow-incomplete",
+        ],
+    )
+    assert result.exit_code == 0 and result.output.endswith("n\n-\n7\n(1 row)\n")
+    assert result.output.startswith("warning: answer without lake/readings/bucket=07/b1.parquet")
+
+
+def test_status_lists_the_problems_loudly(farm: Warehouse) -> None:
+    (farm.marts_dir / "sensor_means" / "data.parquet").unlink()
+    status = status_of(farm)
+    assert [(p["kind"], p["path"]) for p in status["problems"]] == [
+        ("missing", "marts/sensor_means/data.parquet")
+    ]
+    text = render_status(status)
+    assert "PROBLEMS   1: files not as the catalog recorded them" in text
+    assert "marts/sensor_means/data.parquet: listed in the catalog but missing" in text

@@ -84,19 +84,26 @@ def writer_in_other_process(warehouse: Warehouse) -> Iterator[subprocess.Popen]:
         assert proc.wait(timeout=30) == 0
 
 
+def _impatient(warehouse: Warehouse) -> Warehouse:
+    """The same warehouse with ``warehouse.lock_timeout_s = 0`` (fail at once, no wait)."""
+    return Warehouse(
+        warehouse.root, warehouse.config.with_overrides({"warehouse": {"lock_timeout_s": 0}})
+    )
+
+
 def test_second_writer_is_refused_while_another_process_writes(
     warehouse: Warehouse, writer_in_other_process: subprocess.Popen
 ) -> None:
-    with pytest.raises(OxyError, match=r"locked by another oxy writer \(pid \d+\)"):
-        with warehouse.writer():
+    with pytest.raises(OxyError, match=r"locked by another oxy writer \(pid \d+: .*waited 0 s"):
+        with _impatient(warehouse).writer():
             pass
 
 
 def test_reader_during_another_process_writer_gets_a_clear_message(
     warehouse: Warehouse, writer_in_other_process: subprocess.Popen
 ) -> None:
-    with pytest.raises(OxyError, match="being written by another oxy process"):
-        with warehouse.reader():
+    with pytest.raises(OxyError, match=r"being written by another oxy process \(pid \d+"):
+        with _impatient(warehouse).reader():
             pass
 
 
@@ -115,7 +122,7 @@ def test_second_writer_in_another_thread_is_refused(warehouse: Warehouse) -> Non
 
     def second_writer() -> None:
         try:
-            with warehouse.writer():
+            with _impatient(warehouse).writer():
                 errors.append("no error")
         except OxyError as exc:
             errors.append(str(exc))
@@ -526,3 +533,414 @@ def test_readings_files_have_the_canonical_arrow_schema(
         path.relative_to(warehouse.root).as_posix() == "lake/readings/bucket=06/test-batch.parquet"
     )
     assert pq.read_schema(path).remove_metadata().equals(READINGS_SCHEMA)
+
+
+# -- readers and writers side by side --------------------------------------------------------
+_HOLD_READER = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1], read_only=True)
+print("holding", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_writer_waits_for_a_reader_holding_the_catalog_then_fails_in_one_line(
+    warehouse: Warehouse,
+) -> None:
+    with warehouse.writer():
+        pass
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_READER, str(warehouse.db_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+        with pytest.raises(OxyError, match=r"being read by pid \d+; waited 0 s"):
+            with _impatient(warehouse).writer():
+                pass
+        threading.Timer(0.5, lambda: proc.communicate("\n", timeout=30)).start()
+        with warehouse.writer() as con:  # lock_timeout_s = 60: waits for the reader to go
+            assert con.execute("select 1").fetchall() == [(1,)]
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+_READER_LOOP = """
+import sys, time
+from engine import OxyError
+from engine.config import Config
+from engine.warehouse import Warehouse
+wh = Warehouse(sys.argv[1], Config.load())
+counts, failures, deadline = set(), 0, time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    try:
+        with wh.reader() as con:
+            counts.add(con.execute("select count(*) from readings").fetchall()[0][0])
+    except Exception as exc:
+        failures += 1
+        print(type(exc).__name__, exc, file=sys.stderr)
+print(failures, sorted(counts))
+"""
+
+
+def test_writers_beside_a_reader_loop_never_fail(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    """A small version of the benchmark's stress run: writers (publishes and mart writes)
+    while another process copies the catalog in a loop; neither side fails, and every count
+    the reader saw is one a committed writer left."""
+    readings_loader(warehouse, _readings({"a|1": [7.0]}), batch_id="b0")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _READER_LOOP, str(warehouse.root), "6"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        for i in range(1, 9):
+            readings_loader(warehouse, _readings({"a|1": [7.0]}, start_minute=i), batch_id=f"b{i}")
+            with warehouse.writer() as con:
+                warehouse.write_mart(con, "totals", "select count(*) as n from readings")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    failures, seen = out.split(" ", 1)
+    assert (int(failures), err) == (0, "")
+    assert set(eval(seen)) <= set(range(1, 10))  # noqa: S307 - our own printed list
+
+
+# -- integrity: the cheap check and oxy check's deep one ------------------------------------
+def _scored_like(wh: Warehouse, readings_loader: Callable[..., None]) -> None:
+    """Two lake files and two mart files of a mart per bucket."""
+    readings_loader(wh, _readings({"a|1": [7.0, 7.5, 7.7], "b|2": [6.0, 6.1]}), batch_id="i1")
+    with wh.writer() as con:
+        for bucket in (5, 6):
+            wh.write_mart(
+                con,
+                "per_bucket",
+                "select sensor_id, ts, value from readings where $b = $b",
+                {"b": bucket},
+                partition=f"bucket={bucket:02d}",
+            )
+
+
+def _problems(wh: Warehouse, deep: bool = False) -> list[tuple[str, str, str]]:
+    with wh.reader(check=False) as con:
+        return [(p.kind, p.area, p.path) for p in wh.check_files(con, deep=deep)]
+
+
+def test_the_catalog_records_size_rows_bucket_and_span_of_every_file(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    _scored_like(warehouse, readings_loader)
+    with warehouse.reader() as con:
+        lake = con.execute("select path, rows, bytes from lake_files order by 1").fetchall()
+        marts = con.execute(
+            "select mart, path, bucket, rows, bytes, min_ts, max_ts from mart_files order by 2"
+        ).fetchall()
+    assert [(p, r, b) for p, r, b in lake] == [
+        (p, r, (warehouse.root / p).stat().st_size)
+        for p, r in [
+            ("lake/readings/bucket=05/i1.parquet", 3),
+            ("lake/readings/bucket=06/i1.parquet", 2),
+        ]
+    ]
+    start, end = datetime(2024, 3, 1, 0, 0), datetime(2024, 3, 1, 0, 2)
+    assert [(m, b, r, lo, hi) for m, _, b, r, _, lo, hi in marts] == [
+        ("per_bucket", 5, 5, start, end),
+        ("per_bucket", 6, 5, start, end),
+    ]
+    assert all(size == (warehouse.root / p).stat().st_size for _, p, _, _, size, _, _ in marts)
+    assert _problems(warehouse, deep=True) == []
+
+
+def test_missing_truncated_changed_unreadable_and_unlisted_files_are_found(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    _scored_like(warehouse, readings_loader)
+    lake5 = warehouse.root / "lake/readings/bucket=05/i1.parquet"
+    lake6 = warehouse.root / "lake/readings/bucket=06/i1.parquet"
+    mart5 = warehouse.marts_dir / "per_bucket/bucket=05/data.parquet"
+    mart6 = warehouse.marts_dir / "per_bucket/bucket=06/data.parquet"
+    lake5.write_bytes(lake5.read_bytes()[:-100])  # truncated
+    lake6.write_bytes(lake6.read_bytes() + b"x")  # changed
+    mart5.unlink()  # missing
+    body = bytearray(mart6.read_bytes())
+    body[-5:-4] = b"Z"  # same size, the footer's magic broken: only the deep check sees it
+    mart6.write_bytes(bytes(body))
+    stray = warehouse.marts_dir / "per_bucket/bucket=07/data.parquet"
+    stray.parent.mkdir()
+    stray.write_bytes(lake5.read_bytes())
+    cheap = _problems(warehouse)
+    assert cheap == [
+        ("truncated", "lake", "lake/readings/bucket=05/i1.parquet"),
+        ("changed", "lake", "lake/readings/bucket=06/i1.parquet"),
+        ("missing", "mart", "marts/per_bucket/bucket=05/data.parquet"),
+        ("unlisted", "mart", "marts/per_bucket/bucket=07/data.parquet"),
+    ]
+    deep = _problems(warehouse, deep=True)
+    assert ("unreadable", "mart", "marts/per_bucket/bucket=06/data.parquet") in deep
+    with warehouse.reader(check=False) as con:
+        (truncated, *_) = warehouse.check_files(con)
+    assert truncated.bucket == 5 and truncated.rows == 3 and truncated.table == "readings"
+    assert truncated.min_ts == datetime(2024, 3, 1) and truncated.blocks_writers
+    assert "`oxy forget i1`" in truncated.repair
+
+
+def test_a_writer_refuses_a_damaged_lake_and_a_repairing_writer_may_open(
+    warehouse: Warehouse, readings_loader: Callable[..., None], caplog: pytest.LogCaptureFixture
+) -> None:
+    _scored_like(warehouse, readings_loader)
+    (warehouse.root / "lake/readings/bucket=05/i1.parquet").unlink()
+    with pytest.raises(OxyError) as info:
+        with warehouse.writer():
+            pytest.fail("a writer opened on a lake missing a file")
+    message = str(info.value)
+    assert "1 lake file(s) are not as the catalog recorded them, so nothing was written" in message
+    assert "lake/readings/bucket=05/i1.parquet: listed in the catalog but missing" in message
+    with warehouse.writer(allow_problems=True) as con:  # e.g. `oxy forget`, which repairs it
+        assert [p.kind for p in warehouse.problems] == ["missing"]
+        con.execute("delete from lake_files where path like '%bucket=05%'")
+    assert _problems(warehouse) == []
+    (warehouse.marts_dir / "per_bucket/bucket=06/data.parquet").unlink()
+    with caplog.at_level("WARNING", logger="oxy"), warehouse.writer():  # marts: a warning
+        pass
+    assert "bucket=06/data.parquet: listed in the catalog but missing" in caplog.text
+
+
+def test_an_older_catalog_gets_sizes_and_its_marts_adopted(
+    warehouse: Warehouse, readings_loader: Callable[..., None]
+) -> None:
+    _scored_like(warehouse, readings_loader)
+    with duckdb.connect(str(warehouse.db_path)) as con:  # as an older oxy left it
+        con.execute("drop table mart_files")
+        con.execute("alter table lake_files drop column bytes")
+    with warehouse.writer() as con:
+        sizes = con.execute("select count(bytes) from lake_files").fetchall()
+        marts = con.execute("select count(*) from mart_files").fetchall()
+    assert (sizes, marts) == ([(2,)], [(2,)])
+    assert _problems(warehouse, deep=True) == []
+
+
+# -- the mart journal: a transaction's mart files stand or fall with it ----------------------
+def _mart_hashes(wh: Warehouse) -> dict[str, str]:
+    return {
+        p.relative_to(wh.root).as_posix(): _sha256(p)
+        for p in sorted(wh.marts_dir.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _change_marts(wh: Warehouse, con: duckdb.DuckDBPyConnection) -> None:
+    """Replace one mart file, add one, remove one through the warehouse and one directly."""
+    wh.write_mart(con, "m", "select 2 as v", partition="bucket=01")
+    wh.write_mart(con, "m", "select 3 as v", partition="bucket=03")
+    wh.remove_mart_path(con, wh.marts_dir / "m/bucket=02")
+    (wh.marts_dir / "m/bucket=04/data.parquet").unlink()  # a writer's own removal
+
+
+def _four_parts(wh: Warehouse) -> None:
+    with wh.writer() as con:
+        for b in (1, 2, 4):
+            wh.write_mart(con, "m", f"select {b} as v", partition=f"bucket={b:02d}")
+
+
+@pytest.mark.parametrize("how", ["rollback", "error"])
+def test_a_transaction_that_does_not_commit_leaves_the_marts_as_they_were(
+    warehouse: Warehouse, how: str
+) -> None:
+    _four_parts(warehouse)
+    before = _mart_hashes(warehouse)
+    if how == "rollback":
+        with warehouse.writer() as con:
+            con.execute("begin")
+            _change_marts(warehouse, con)
+            con.execute("rollback")
+    else:
+        with pytest.raises(RuntimeError, match="boom"), warehouse.writer() as con:
+            con.execute("begin")
+            _change_marts(warehouse, con)
+            raise RuntimeError("boom")
+    assert _mart_hashes(warehouse) == before
+    assert _problems(warehouse, deep=True) == []
+    assert [p.name for p in warehouse.staging_dir.iterdir()] == ["duckdb_tmp"]
+
+
+def test_a_committed_transaction_keeps_its_mart_files_and_records_them(
+    warehouse: Warehouse,
+) -> None:
+    _four_parts(warehouse)
+    with warehouse.writer() as con:
+        con.execute("begin")
+        _change_marts(warehouse, con)
+        con.execute("commit")
+        con.execute("begin")  # the next transaction settles the previous journal
+        warehouse.write_mart(con, "m", "select 5 as v", partition="bucket=05")
+        con.execute("commit")
+    assert sorted(_mart_hashes(warehouse)) == [
+        f"marts/m/bucket={b:02d}/data.parquet" for b in (1, 3, 5)
+    ]
+    with warehouse.reader() as con:
+        assert con.execute("select list(v order by v) from m").fetchall() == [([2, 3, 5],)]
+        assert con.execute("select count(*) from mart_files").fetchall() == [(3,)]
+        assert con.execute("select count(*) from mart_journal").fetchall() == [(0,)]
+    assert _problems(warehouse, deep=True) == []
+    assert [p.name for p in warehouse.staging_dir.iterdir()] == ["duckdb_tmp"]
+
+
+@pytest.mark.parametrize("end", ["rollback", "commit"])
+def test_a_file_replaced_without_a_connection_joins_the_writers_transaction(
+    warehouse: Warehouse, end: str
+) -> None:
+    """The scorer writes its files with polars and calls replace_file(staged, dest): inside a
+    writer, the replacement is journalled and recorded as write_mart's are."""
+    import polars as pl
+
+    _four_parts(warehouse)
+    before = _mart_hashes(warehouse)
+    dest = warehouse.marts_dir / "m/bucket=01/data.parquet"
+    with warehouse.writer() as con:
+        con.execute("begin")
+        staged = warehouse.staging_path()
+        pl.DataFrame({"v": [7, 8]}).write_parquet(staged)
+        assert warehouse.replace_file(staged, dest, expected_rows=2) == 2
+        con.execute(end)
+    with warehouse.reader() as con:
+        rows = con.execute(
+            "select rows from mart_files where path = 'marts/m/bucket=01/data.parquet'"
+        ).fetchall()
+        values = con.execute("select list(v order by v) from m").fetchall()
+    if end == "rollback":
+        assert _mart_hashes(warehouse) == before and rows == [(1,)]
+        assert values == [([1, 2, 4],)]
+    else:
+        assert rows == [(2,)] and values == [([2, 4, 7, 8],)]
+    assert _problems(warehouse, deep=True) == []
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from engine.config import Config
+from engine.warehouse import Warehouse
+wh = Warehouse(sys.argv[1], Config.load())
+with wh.writer() as con:
+    con.execute("begin")
+    wh.write_mart(con, "m", "select 2 as v", partition="bucket=01")
+    wh.write_mart(con, "m", "select 3 as v", partition="bucket=03")
+    wh.remove_mart_path(con, wh.marts_dir / "m/bucket=02")
+    (wh.marts_dir / "m/bucket=04/data.parquet").unlink()
+    if sys.argv[2] == "committed":
+        con.execute("commit")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("when", ["open", "committed"])
+def test_kill_9_mid_transaction_or_after_its_commit_is_settled_by_the_next_writer(
+    warehouse: Warehouse, when: str
+) -> None:
+    _four_parts(warehouse)
+    before = _mart_hashes(warehouse)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_WRITER, str(warehouse.root), when],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == -9, proc.stderr
+    kinds = [k for k, _, _ in _problems(warehouse)]
+    assert kinds == ["interrupted"]  # a reader sees the unfinished write, not false problems
+    with warehouse.writer():
+        pass
+    after = _mart_hashes(warehouse)
+    if when == "open":
+        assert after == before
+    else:
+        assert sorted(after) == [f"marts/m/bucket={b:02d}/data.parquet" for b in (1, 3)]
+    assert _problems(warehouse, deep=True) == []
+    assert [p.name for p in warehouse.staging_dir.iterdir()] == ["duckdb_tmp"]
+
+
+def test_no_space_left_mid_batch_is_one_line_and_leaves_the_marts_as_they_were(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import engine.warehouse as wh_module
+
+    _four_parts(warehouse)
+    before = _mart_hashes(warehouse)
+    real = wh_module.check_parquet
+    calls: list[Path] = []
+
+    def full_disk(path: Path, expected_rows: int | None = None) -> int:
+        calls.append(path)
+        if len(calls) == 3:  # after two files were replaced
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, expected_rows)
+
+    monkeypatch.setattr(wh_module, "check_parquet", full_disk)
+    with pytest.raises(OxyError) as info, warehouse.writer() as con:
+        con.execute("begin")
+        for b in (1, 2, 3):
+            warehouse.write_mart(con, "m", f"select {b * 10} as v", partition=f"bucket={b:02d}")
+        con.execute("commit")
+    assert str(info.value).startswith("no space left on /")
+    assert str(info.value).endswith(
+        ": nothing was changed by the failed step (free some space and run the command again)"
+    )
+    assert "\n" not in str(info.value)
+    monkeypatch.setattr(wh_module, "check_parquet", real)
+    assert _mart_hashes(warehouse) == before
+    assert _problems(warehouse, deep=True) == []
+
+
+def _can_mount_tmpfs(folder: Path) -> bool:
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True
+    )
+    if probe.returncode == 0:
+        subprocess.run(["umount", str(folder)], check=True)
+        return True
+    return False
+
+
+def test_a_real_full_disk_during_writes_leaves_marts_and_lake_as_they_were(
+    tmp_path: Path, readings_loader: Callable[..., None], config: Config
+) -> None:
+    """A tiny tmpfs as the warehouse: a mart write that runs out of space is one line and
+    changes nothing; the check stays clean; with space again, the same write succeeds."""
+    disk = tmp_path / "tiny"
+    if not _can_mount_tmpfs(disk):
+        pytest.skip("cannot mount a tmpfs here (needs root and the mount permission)")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], check=True)
+    try:
+        wh = Warehouse(disk / "wh", config)
+        readings_loader(wh, _readings({"a|1": [7.0] * 50}), batch_id="i1")
+        _four_parts(wh)
+        before = _mart_hashes(wh)
+        filler = disk / "filler"
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        filler.write_bytes(b"\0" * max(free - 40_000, 0))
+        big = "select range as v, repeat(md5(range::varchar), 8) as pad from range(20000)"
+        with pytest.raises(OxyError, match=r"^no space left on .*tiny: nothing was changed"):
+            with wh.writer() as con:
+                con.execute("begin")
+                wh.write_mart(con, "m", "select 9 as v", partition="bucket=01")
+                wh.write_mart(con, "m", big, partition="bucket=02")
+                con.execute("commit")
+        assert _mart_hashes(wh) == before
+        filler.unlink()
+        assert _problems(wh, deep=True) == []
+        with wh.writer() as con:
+            wh.write_mart(con, "m", big, partition="bucket=02")
+        assert _problems(wh, deep=True) == []
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -6,5 +6,6 @@ create table if not exists lake_files (
     rows       bigint    not null,
     min_ts     timestamp,
     max_ts     timestamp,
-    created_at timestamp not null
+    created_at timestamp not null,
+    bytes      bigint               -- file size when published (null: listed by an older oxy)
 )

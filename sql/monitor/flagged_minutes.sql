@@ -1,5 +1,5 @@
--- Reference-window minutes of one bucket's sensors that anomaly scoring flagged: the drift
--- baseline leaves them out. The mart's own bucket partition (hive) prunes the other files.
+-- Minutes of one bucket's sensors in ($since, $latest] that anomaly scoring flagged: the drift
+-- baselines leave them out. The mart's own bucket partition (hive) prunes the other files.
 with bucket_sensors as (
     select sensor_id from sensors where bucket = $bucket
 ),
@@ -11,8 +11,8 @@ flagged as (
     where
         try_cast(scores.bucket as integer) = $bucket
         and scores.is_anomaly
-        and scores.ts > $reference_start
-        and scores.ts <= $reference_end
+        and scores.ts > $since
+        and scores.ts <= $latest
 )
 
 select * from flagged

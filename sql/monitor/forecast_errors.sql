@@ -1,10 +1,11 @@
--- Error of each sensor's latest forecast of run $run_id on the minutes that have arrived
--- since its origin, per sensor and for the fleet. The MASE scale is the mean absolute
--- one-step change of the same arrived readings (naive forecast error).
+-- Error of each sensor's latest forecast of run $run_id (issued before $as_of) on the minutes
+-- that have arrived since its origin (up to $as_of), per sensor and for the fleet. The MASE
+-- scale is the mean absolute one-step change of the same arrived readings (naive forecast
+-- error).
 with forecasts_of_run as (
     select sensor_id, origin_ts, ts, yhat
     from forecasts
-    where run_id = $run_id
+    where run_id = $run_id and origin_ts < $as_of
 ),
 
 latest_origin as (
@@ -22,7 +23,7 @@ arrived as (
     from forecasts_of_run as f
     inner join latest_origin using (sensor_id, origin_ts)
     inner join readings on readings.sensor_id = f.sensor_id and readings.ts = f.ts
-    where f.ts > f.origin_ts
+    where f.ts > f.origin_ts and f.ts <= $as_of
 ),
 
 with_naive as (

@@ -1,2 +1,0 @@
--- Drop the per-bucket list of flagged reference minutes.
-drop table if exists reference_anomalies

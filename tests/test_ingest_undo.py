@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from test_ingest import BASE_SOURCE, _lake_state, counts, make_config, make_warehouse, query, write
@@ -86,6 +87,16 @@ def assert_frames_equal(mine: pl.DataFrame, theirs: pl.DataFrame) -> None:
             assert mine[column].equals(theirs[column]), column
 
 
+def assert_recorded_as_on_disk(wh: Warehouse, *, deep: bool) -> None:
+    """Every lake file as `oxy check` expects it: listed with its true size and row count,
+    and no problem found (``deep``: footers, row counts and scores against readings too)."""
+    for path, rows, size in query(wh, "select path, rows, bytes from lake_files"):
+        file = wh.root / path
+        assert (file.stat().st_size, pq.read_metadata(file).num_rows) == (size, rows)
+    with wh.reader() as con:
+        assert [p.line() for p in wh.check_files(con, deep=deep)] == []
+
+
 def test_forget_then_score_equals_a_fresh_warehouse_and_reingest_restores(
     tmp_path: Path,
 ) -> None:
@@ -94,6 +105,7 @@ def test_forget_then_score_equals_a_fresh_warehouse_and_reingest_restores(
     wh = make_warehouse(tmp_path)
     ingest_files(wh, [first, second], source="fjordras")
     score(wh)
+    assert_recorded_as_on_disk(wh, deep=True)
     readings, scores, events = readings_of(wh), scores_of(wh), events_of(wh)
     assert {r[0] for r in readings} == {"s1", "s2", "s3"}
 
@@ -108,8 +120,10 @@ def test_forget_then_score_equals_a_fresh_warehouse_and_reingest_restores(
     listed = {r[0] for r in query(wh, "select path from lake_files")}
     on_disk = {p.relative_to(wh.root).as_posix() for p in wh.lake_dir.rglob("*.parquet")}
     assert listed == on_disk
+    assert_recorded_as_on_disk(wh, deep=False)
     summary = score(wh)
     assert not summary.full
+    assert_recorded_as_on_disk(wh, deep=True)
 
     fresh = Warehouse(tmp_path / "fresh", wh.config)
     ingest_files(fresh, [first], source="fjordras")
@@ -121,6 +135,7 @@ def test_forget_then_score_equals_a_fresh_warehouse_and_reingest_restores(
     (again,) = ingest_files(wh, [second], source="fjordras")
     assert again.status == "ok" and again.accepted == 2 * 3 * 288
     score(wh)
+    assert_recorded_as_on_disk(wh, deep=True)
     assert readings_of(wh) == readings
     assert_frames_equal(scores_of(wh), scores)
     assert_frames_equal(events_of(wh), events)

@@ -19,10 +19,10 @@ help:  ## list targets
 $(BIN)/activate: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,cluster]'
 	@touch $(BIN)/activate
 
-install: $(BIN)/activate  ## create .venv and install oxy with dev tools
+install: $(BIN)/activate  ## create .venv and install oxy with dev tools and the cluster extra (Dask)
 
 demo-data: install  ## generate the demo exports into $(DEMO)/
 	$(OXY) demo-data $(DEMO)
@@ -50,7 +50,7 @@ retrain: install  ## nightly loop: ingest what is new, score, train (promote if 
 	$(MAKE) ingest score train forecast
 
 $(VENV)/.bench: $(BIN)/activate
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -e '.[dev,cluster,bench]'
 	@# PyHydroQC's metadata asks for the refused `sklearn` name: its real dependencies are in
 	@# the bench extra (pyproject.toml), so it goes in alone
 	$(BIN)/pip install --quiet --no-deps 'pyhydroqc==0.0.4'

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,9 @@ class Context:
         as_json: bool,
         *,
         config_from_env: bool = False,
+        scheduler: str | None = None,
     ) -> None:
+        self.scheduler = scheduler
         self.config_path = config
         self.config_from_env = config_from_env
         self.warehouse_path = warehouse
@@ -63,6 +65,23 @@ class Context:
         """The warehouse of a command that writes it: checked writable before any work."""
         self.warehouse.require_writable()
         return self.warehouse
+
+    @contextlib.contextmanager
+    def executor(self) -> Iterator[Any]:
+        """The Dask executor of ``--scheduler`` (None: run here, embedded)."""
+        if not self.scheduler:
+            yield None
+            return
+        from engine.cluster import connect
+
+        with connect(
+            self.scheduler,
+            self.warehouse.root,
+            self.config,
+            progress=self.progress,
+            echo=lambda line: click.echo(line, err=True) if not self.quiet else None,
+        ) as executor:
+            yield executor
 
     @property
     def progress(self) -> bool:
@@ -212,12 +231,25 @@ def _print_warnings() -> None:
     show_envvar=True,
     help="TOML configuration (overrides built-in defaults; declares [sources.NAME]).",
 )
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    envvar="OXY_SCHEDULER",
+    show_envvar=True,
+    help="Run score, train, forecast and ingest on a Dask cluster: a scheduler address "
+    "(tcp://HOST:8786) or local[:N] (N worker processes here). Default: embedded.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for scripts).")
 @click.version_option(__version__, prog_name="oxy")
 @click.pass_context
 def oxy(
-    ctx: click.Context, warehouse: Path, config: Path | None, quiet: bool, as_json: bool
+    ctx: click.Context,
+    warehouse: Path,
+    config: Path | None,
+    scheduler: str | None,
+    quiet: bool,
+    as_json: bool,
 ) -> None:
     """Dissolved-oxygen analytics: ingest, score anomalies, forecast a week ahead.
 
@@ -227,7 +259,9 @@ def oxy(
           demo_data/seacage.csv --source seacage
     """
     from_env = ctx.get_parameter_source("config") is click.core.ParameterSource.ENVIRONMENT
-    ctx.obj = Context(warehouse, config, quiet, as_json, config_from_env=from_env)
+    ctx.obj = Context(
+        warehouse, config, quiet, as_json, config_from_env=from_env, scheduler=scheduler
+    )
     _print_warnings()
 
 
@@ -354,15 +388,18 @@ def ingest_command(
             for line in _preview_lines(result):
                 ctx.echo(line)
 
-    results = ingest_files(
-        ctx.warehouse if dry_run else ctx.writable_warehouse,  # a dry run writes nothing
-        files,
-        source=source,
-        progress=ctx.progress,
-        on_result=show,
-        dry_run=dry_run,
-        accept_bad=accept_bad,
-    )
+    warehouse = ctx.warehouse if dry_run else ctx.writable_warehouse  # a dry run writes nothing
+    with ctx.executor() as executor:
+        results = ingest_files(
+            warehouse,
+            files,
+            source=source,
+            progress=ctx.progress,
+            on_result=show,
+            dry_run=dry_run,
+            accept_bad=accept_bad,
+            executor=executor,
+        )
 
     def human() -> None:
         read = sum(r.rows_read for r in results)
@@ -634,7 +671,11 @@ def score(ctx: Context, full: bool) -> None:
     """
     from engine.anomaly import score as score_readings_in_warehouse
 
-    summary = score_readings_in_warehouse(ctx.writable_warehouse, full=full, progress=ctx.progress)
+    warehouse = ctx.writable_warehouse
+    with ctx.executor() as executor:
+        summary = score_readings_in_warehouse(
+            warehouse, full=full, progress=ctx.progress, executor=executor
+        )
 
     def human() -> None:
         what = "everything again" if summary.full else "new readings only"
@@ -701,7 +742,9 @@ def train(ctx: Context) -> None:
     from engine.forecast import render_train
     from engine.forecast import train as train_model
 
-    result = train_model(ctx.writable_warehouse, echo=ctx.echo, progress=ctx.progress)
+    warehouse = ctx.writable_warehouse
+    with ctx.executor() as executor:
+        result = train_model(warehouse, echo=ctx.echo, progress=ctx.progress, executor=executor)
 
     def human() -> None:
         click.echo(render_train(result))
@@ -733,13 +776,16 @@ def forecast_command(ctx: Context, sensors: tuple[str, ...], horizon: str | None
     """
     from engine.forecast import forecast as forecast_sensors
 
-    summary = forecast_sensors(
-        ctx.writable_warehouse,
-        sensor_ids=list(sensors) or None,
-        horizon=horizon,
-        echo=ctx.echo,
-        progress=ctx.progress,
-    )
+    warehouse = ctx.writable_warehouse
+    with ctx.executor() as executor:
+        summary = forecast_sensors(
+            warehouse,
+            sensor_ids=list(sensors) or None,
+            horizon=horizon,
+            echo=ctx.echo,
+            progress=ctx.progress,
+            executor=executor,
+        )
     other = ", ".join(f"{n} {k}" for k, n in sorted(summary.statuses.items()) if k != "ok")
 
     def human() -> None:

@@ -165,7 +165,8 @@ def generate(root: Path, sensors: int, days: int, batch_days: int = 30) -> int:
 # engine functions timed per stage by phase_score: (module, function) -> label
 STAGES: dict[tuple[str, str], str] = {
     ("anomaly", "site_stage"): "sites",
-    ("anomaly", "read_readings"): "read",
+    ("anomaly", "lake_paths"): "read",
+    ("anomaly", "read_lake"): "read",
     ("detectors", "minute_features"): "minute features",
     ("detectors", "hourly_statistics"): "hourly statistics",
     ("detectors", "baselines"): "baselines",

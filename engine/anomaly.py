@@ -21,12 +21,12 @@ result current:
 
 from __future__ import annotations
 
-import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import polars as pl
@@ -36,13 +36,19 @@ from engine.config import Config
 from engine.detectors import DETECTORS, SCORE_COLUMNS, Windows
 from engine.progress import bar as progress_bar
 from engine.warehouse import (
+    FileOp,
+    StagedWarehouse,
     Warehouse,
+    apply_file_ops,
     bind,
     query_frame,
     quote_literal,
     sql_rows,
     sql_text,
 )
+
+if TYPE_CHECKING:
+    from engine.cluster import Executor
 
 Q = "score/queries#"  # the named bookkeeping queries of this stage
 FULL_FROM = datetime(1900, 1, 1)  # "from the first reading on" (before any plausible reading)
@@ -215,6 +221,30 @@ def read_readings(
     ``buckets``, plus ``extra`` readings not in the lake (batch inference; ingested after
     every stored copy): one row per (sensor_id, ts), sorted, ``sensor_id`` of dtype ``ids``,
     with the optional columns (water temperature, salinity) where the lake has them."""
+    if not read_from:
+        return read_lake([], read_from, ids, extra)
+    return read_lake(lake_paths(wh, con, buckets, min(read_from.values())), read_from, ids, extra)
+
+
+def lake_paths(
+    wh: Warehouse, con: duckdb.DuckDBPyConnection, buckets: list[int], read_from: datetime
+) -> list[str]:
+    """The readings lake files of ``buckets`` that hold a reading at or after ``read_from``."""
+    return [
+        str(wh.root / p)
+        for (p,) in sql_rows(
+            con, Q + "readings_files_in_scope", {"buckets": buckets, "read_from": read_from}
+        )
+    ]
+
+
+def read_lake(
+    paths: list[str],
+    read_from: dict[str, datetime],
+    ids: pl.Enum,
+    extra: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """:func:`read_readings` from the lake files ``paths`` (no catalog: a cluster worker's)."""
     schema = {
         "sensor_id": ids,
         "ts": pl.Datetime("us"),
@@ -224,12 +254,6 @@ def read_readings(
     if not read_from:
         return pl.DataFrame(schema=schema)
     first = min(read_from.values())
-    paths = [
-        str(wh.root / p)
-        for (p,) in sql_rows(
-            con, Q + "readings_files_in_scope", {"buckets": buckets, "read_from": first}
-        )
-    ]
     scope = pl.DataFrame(
         {"sensor_id": list(read_from), "read_from": list(read_from.values())},
         schema={"sensor_id": ids, "read_from": pl.Datetime("us")},
@@ -335,6 +359,67 @@ def _site_moves(
         con.unregister("site_wanted")
 
 
+class CatalogHistory:
+    """What scoring reads of earlier runs — the stored hourly statistics (``score_hourly``) and
+    the sites' movement (``site_hourly``) — read from the catalog through ``con``."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def hourly(
+        self, since: dict[str, datetime], until: dict[str, datetime], ids: pl.Enum
+    ) -> pl.DataFrame:
+        """The stored hourly statistics of each sensor in [since, until)."""
+        return _stored_hourly(self.con, since, until, ids)
+
+    def site_moves(self, sites: pl.DataFrame, since: datetime) -> pl.DataFrame | None:
+        """The stored movement of the sites of ``sites`` from ``since`` on (None: no site)."""
+        return _site_moves(self.con, sites, since)
+
+
+SITE_MOVES_SCHEMA = {
+    "site": pl.String,
+    "hour": pl.Datetime("us"),
+    "ctx_move": pl.Float64,
+    "drift_move": pl.Float64,
+}
+
+
+@dataclass(frozen=True)
+class FrameHistory:
+    """:class:`CatalogHistory` from frames the client read for a cluster worker (which never
+    opens the catalog): ``hourly_rows`` as :func:`_stored_hourly` returns them and ``moves``
+    as ``site_hourly`` holds them (``site, hour, ctx_move, drift_move``), each for at least the
+    sensors, sites and hours asked, in the catalog's order."""
+
+    hourly_rows: pl.DataFrame
+    moves: pl.DataFrame
+
+    def hourly(
+        self, since: dict[str, datetime], until: dict[str, datetime], ids: pl.Enum
+    ) -> pl.DataFrame:
+        wanted = pl.DataFrame(
+            {
+                "sensor_id": list(since),
+                "since": [since[s] for s in since],
+                "until": [until[s] for s in since],
+            },
+            schema={"sensor_id": ids, "since": pl.Datetime("us"), "until": pl.Datetime("us")},
+        )
+        rows = self.hourly_rows.with_columns(pl.col("sensor_id").cast(ids))
+        return (
+            rows.join(wanted, on="sensor_id", maintain_order="left")
+            .filter((pl.col("hour") >= pl.col("since")) & (pl.col("hour") < pl.col("until")))
+            .select(list(detectors.HOURLY_COLUMNS))
+        )
+
+    def site_moves(self, sites: pl.DataFrame, since: datetime) -> pl.DataFrame | None:
+        names = sites["site"].drop_nulls().unique()
+        if names.is_empty():
+            return None
+        return self.moves.filter(pl.col("site").is_in(names.implode()) & (pl.col("hour") >= since))
+
+
 def score_sensors(
     con: duckdb.DuckDBPyConnection,
     readings: pl.DataFrame,
@@ -342,6 +427,8 @@ def score_sensors(
     rescore_from: dict[str, datetime],
     a: dict[str, Any],
     w: Windows,
+    *,
+    history: CatalogHistory | FrameHistory | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Score the readings of each sensor from its ``rescore_from`` on (sensor ids of the
     Enum dtype of ``readings`` and ``sensors``, :func:`sensor_dtype`).
@@ -349,8 +436,9 @@ def score_sensors(
     ``readings``: one row per (sensor_id, ts) from at least ``w.minutes`` before each sensor's
     rescore_from (:func:`read_readings`); ``sensors``: sensor_id, timezone, unit, site. The
     hourly statistics before rescore_from come from ``score_hourly``, the sites' movement from
-    ``site_hourly``. Returns the ``anomaly_scores`` rows from rescore_from on and the new hourly
-    statistics (to store)."""
+    ``site_hourly`` (through ``history``: the catalog through ``con`` by default). ``con`` is
+    also used for time-zone conversions (an in-memory DuckDB will do). Returns the
+    ``anomaly_scores`` rows from rescore_from on and the new hourly statistics (to store)."""
     empty = pl.DataFrame(schema=SCORE_COLUMNS), pl.DataFrame(schema=detectors.HOURLY_COLUMNS)
     if readings.is_empty() or not rescore_from:
         return empty
@@ -358,6 +446,7 @@ def score_sensors(
     # readings read the features (and the noise clip) of readings that far back
     ids = readings.schema["sensor_id"]
     assert isinstance(ids, pl.Enum)
+    history = history if history is not None else CatalogHistory(con)
     context = {s: t - w.minutes for s, t in rescore_from.items()}
     frame = with_sensor_info(con, readings, sensors)
     frame = detectors.prepare(frame)
@@ -365,7 +454,7 @@ def score_sensors(
         {"sensor_id": list(rescore_from), "rescore_from": list(rescore_from.values())},
         schema={"sensor_id": ids, "rescore_from": pl.Datetime("us")},
     )
-    stored = _stored_hourly(con, {s: t - w.hours for s, t in context.items()}, rescore_from, ids)
+    stored = history.hourly({s: t - w.hours for s, t in context.items()}, rescore_from, ids)
     # the cadence: each hour's median step, stored before rescore_from, recomputed after
     steps = (
         detectors.raw_hourly_steps(frame)
@@ -390,7 +479,7 @@ def score_sensors(
         .join(meta, on="sensor_id", how="left")
     )
     first = min(context.values())
-    moves = _site_moves(con, sensors, first - w.hours)
+    moves = history.site_moves(sensors, first - w.hours)
     base = detectors.baselines(hourly, moves, a, w)
     inputs = detectors.score_inputs(features, base, w)
     scored = (
@@ -451,9 +540,37 @@ def site_stage(
     see :func:`with_site_peers`): the site's movement from its sensors' hourly medians — stored
     in ``score_hourly`` before the change, read from the lake after it (the same medians the
     bucket pass computes). Returns the rows written."""
+    found = site_movement(wh, con, sites, changes, a, w)
+    if found is None:
+        return 0
+    since, moves = found
+    store_site_hourly(con, since, moves)
+    return moves.height
+
+
+# One group of buckets of the site stage: its lake files, the sensors read (each from its
+# site's first changed hour) and the members of the changed sites (sensor_id, timezone, unit).
+SiteGroup = tuple[list[str], dict[str, datetime], pl.DataFrame]
+
+
+def site_movement(
+    wh: Warehouse,
+    con: duckdb.DuckDBPyConnection,
+    sites: pl.DataFrame,
+    changes: dict[str, datetime],
+    a: dict[str, Any],
+    w: Windows,
+    *,
+    map_groups: Callable[[list[SiteGroup]], list[pl.DataFrame | None]] | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """The movement of every site with a change from its first changed hour on: ``(since,
+    moves)``, ``since`` per site (site, since) and ``moves`` the new ``site_hourly`` rows; None
+    when no changed sensor has a site. The hourly medians of each group of buckets come from
+    :func:`site_medians`, through ``map_groups`` (default: one group after another here; a
+    cluster maps them over its workers)."""
     in_site = sites.filter(pl.col("site").is_not_null() & pl.col("sensor_id").is_in(list(changes)))
     if in_site.is_empty():
-        return 0
+        return None
     since = (
         in_site.with_columns(first=pl.col("sensor_id").cast(pl.String).replace_strict(changes))
         .group_by("site")
@@ -461,7 +578,6 @@ def site_stage(
     )
     members = sites.join(since, on="site")
     first = dict(zip(members["sensor_id"], members["since"], strict=True))
-    parts = []
     lake = sql_rows(
         con,
         Q + "site_lake_files",
@@ -472,32 +588,27 @@ def site_stage(
         sizes[bucket] = sizes.get(bucket, 0) + int(n or 0)
     buckets = sorted(sizes)
     # buckets read together while they hold about chunk_rows readings (bounded memory)
+    groups: list[SiteGroup] = []
     for group in pack(buckets, [sizes[b] for b in buckets], int(a["run"]["chunk_rows"])):
         wanted = {
             s: first[s]
             for s, b in zip(members["sensor_id"], members["bucket"], strict=True)
             if b in group
         }
-        raw = read_readings(wh, con, group, wanted, sites.schema["sensor_id"])  # type: ignore[arg-type]
-        if raw.is_empty():
-            continue
-        frame = detectors.prepare(with_sensor_info(con, raw, members))
-        parts.append(
-            frame.group_by("sensor_id", "hour").agg(
-                local_hour=pl.col("local_hour").first().cast(pl.Int8),
-                n=pl.len().cast(pl.UInt32),
-                value_med=pl.col("value").median(),
-                temperature_med=pl.col("temperature_c").median(),
-                salinity_med=pl.col("salinity").median(),
-            )
-        )
+        if wanted:
+            paths = lake_paths(wh, con, group, min(wanted.values()))
+            groups.append((paths, wanted, members.select("sensor_id", "timezone", "unit")))
+    if map_groups is None:
+        parts = [site_medians(con, *group) for group in groups]
+    else:
+        parts = map_groups(groups)
     ids = sites.schema["sensor_id"]
     assert isinstance(ids, pl.Enum)
     stored = _stored_hourly(con, {s: t - w.hours for s, t in first.items()}, first, ids)
     columns = ["sensor_id", "hour", "local_hour", "n", "value_med", "temperature_med"]
     columns.append("salinity_med")
     kinds = {c: detectors.HOURLY_COLUMNS[c] for c in columns if c != "sensor_id"}
-    fresh = [p.select(columns).cast(kinds) for p in parts]
+    fresh = [p.select(columns).cast(kinds) for p in parts if p is not None]
     hourly = (
         pl.concat([stored.select(columns), *fresh])
         .join(members.select("sensor_id", "unit", "site"), on="sensor_id")
@@ -507,6 +618,37 @@ def site_stage(
         detectors.levels(hourly, w), int(a["drift"]["site_min_sensors"])
     )
     moves = moves.join(since, on="site").filter(pl.col("hour") >= pl.col("since")).drop("since")
+    return since, moves
+
+
+def site_medians(
+    con: duckdb.DuckDBPyConnection,
+    paths: list[str],
+    wanted: dict[str, datetime],
+    members: pl.DataFrame,
+) -> pl.DataFrame | None:
+    """Per sensor of ``wanted`` (each from its time on) and hour: the medians the site stage
+    needs, from the lake files ``paths`` (no catalog; ``con`` converts time zones). None when
+    the files hold no such reading."""
+    ids = members.schema["sensor_id"]
+    assert isinstance(ids, pl.Enum)
+    raw = read_lake(paths, wanted, ids)
+    if raw.is_empty():
+        return None
+    frame = detectors.prepare(with_sensor_info(con, raw, members))
+    return frame.group_by("sensor_id", "hour").agg(
+        local_hour=pl.col("local_hour").first().cast(pl.Int8),
+        n=pl.len().cast(pl.UInt32),
+        value_med=pl.col("value").median(),
+        temperature_med=pl.col("temperature_c").median(),
+        salinity_med=pl.col("salinity").median(),
+    )
+
+
+def store_site_hourly(
+    con: duckdb.DuckDBPyConnection, since: pl.DataFrame, moves: pl.DataFrame
+) -> None:
+    """Replace the stored movement of the sites of ``since`` from their since on by ``moves``."""
     con.register("site_wanted", since)
     con.register("new_site_hourly", moves)
     try:
@@ -515,7 +657,6 @@ def site_stage(
     finally:
         con.unregister("new_site_hourly")
         con.unregister("site_wanted")
-    return moves.height
 
 
 # -- the files of the marts ---------------------------------------------------------------------
@@ -719,15 +860,20 @@ def _write_scores(
             write_parquet_atomic(wh, part.sort("sensor_id", "ts"), f.path)
             kept[item.bucket].append(f)
         now = {f.path for f in kept[item.bucket]}
-        for path in {f.path for f in replaced} | set(strays):
+        for path in sorted({f.path for f in replaced} | set(strays)):
             if path not in now:
-                path.unlink(missing_ok=True)
-        if folder.is_dir():
-            for month in folder.glob("month=*"):
-                if not any(month.iterdir()):
-                    month.rmdir()
+                wh.remove_file(path)
+        _prune_months(folder)
         kept[item.bucket].sort(key=lambda f: f.start)
     return kept
+
+
+def _prune_months(folder: Path) -> None:
+    """Remove the empty month folders of a bucket's ``anomaly_scores`` folder."""
+    if folder.is_dir():
+        for month in folder.glob("month=*"):
+            if not any(month.iterdir()):
+                month.rmdir()
 
 
 def _files_view(con: duckdb.DuckDBPyConnection, name: str, paths: list[Path], empty: str) -> None:
@@ -755,7 +901,7 @@ def _write_events(
     Under ``full``, every event. Each bucket's file is replaced on its own, atomically."""
     for bucket, stored in scored.items():
         if not stored:  # no reading left
-            shutil.rmtree(_events_path(wh, bucket).parent, ignore_errors=True)
+            wh.remove_tree(_events_path(wh, bucket).parent)
     files = {b: stored for b, stored in scored.items() if stored}
     if not files:
         return
@@ -766,9 +912,11 @@ def _write_events(
         sql_text("score/events_cut_create"), bind(sql_text("score/events_cut_create"), params)
     )
     first = dict(sql_rows(con, Q + "events_first_rebuilt"))
-    reach = [str(f.path) for b in buckets if b in first for f in files[b] if f.end > first[b]]
+    reach = [
+        str(wh.current(f.path)) for b in buckets if b in first for f in files[b] if f.end > first[b]
+    ]
     # read_parquet needs a file: with none reaching the cut, any one yields no row past it
-    reach = reach or [str(files[buckets[0]][0].path)]
+    reach = reach or [str(wh.current(files[buckets[0]][0].path))]
     query = sql_text("marts/anomaly_events")
     try:
         written = wh.write_mart_files(
@@ -936,7 +1084,13 @@ def _store_hourly(con: duckdb.DuckDBPyConnection, hourly: pl.DataFrame) -> None:
         con.unregister("new_hourly")
 
 
-def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -> ScoreSummary:
+def score(
+    warehouse: Warehouse,
+    *,
+    full: bool = False,
+    progress: bool = False,
+    executor: Executor | None = None,
+) -> ScoreSummary:
     """Score new readings (or, with ``full``, all readings) into the anomaly marts.
 
     Parameters
@@ -947,6 +1101,11 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
         Forget what was scored and recompute every bucket from its first reading.
     progress
         Show a progress bar over the buckets (stderr).
+    executor
+        Run the site stage's groups and the batches on a cluster's workers
+        (:class:`engine.cluster.DaskExecutor`); the workers write under ``.staging/`` and this
+        process, the one writer, commits everything in one transaction at the end. Default:
+        here, a transaction per batch.
 
     Returns
     -------
@@ -976,74 +1135,46 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
         ids = sensor_dtype(sites["sensor_id"])
         sites = sites.with_columns(pl.col("sensor_id").cast(ids))
         found = _changes(warehouse, con, bucket_of, full, w)
-        if full:
+        if full and executor is None:
             _drop_orphan_partitions(warehouse, set(found))
             con.execute("begin")
-            sql_rows(con, Q + "score_hourly_forget_all")
-            sql_rows(con, Q + "site_hourly_forget_all")
-            sql_rows(con, Q + "score_files_forget_all")
+            _forget_all(con)
             con.execute("commit")
         changed = with_site_peers(sites, {s: t for c, _, _ in found.values() for s, t in c})
         if full:  # every sensor from its first reading on
             changed = {s: FULL_FROM for s in changed}
-        con.execute("begin")
-        site_stage(warehouse, con, sites, changed, a, w)
-        con.execute("commit")
         by_bucket: dict[int, list[tuple[str, datetime]]] = {}
         for sensor_id, hour in sorted(changed.items()):
             by_bucket.setdefault(bucket_of[sensor_id], []).append((sensor_id, hour))
         files = {b: (new, gone) for b, (_, new, gone) in found.items()}
         work = _bucket_work(con, files, by_bucket, w)
-        bar = progress_bar(total=len(work), desc="score", unit="bucket", enabled=progress)
-        for batch in pack(work, [sum(item.estimates) for item in work], chunk_rows):
+        batches = pack(work, [sum(item.estimates) for item in work], chunk_rows)
+        if executor is not None:
+            rows = _score_on_cluster(
+                warehouse, con, executor, batches, sites, bucket_of, changed, full, layout, a, w
+            )
+            if full:
+                _drop_orphan_partitions(warehouse, set(found))
+            buckets_scored = len(work)
+            sensors_rescored = sum(len(item.changes) for item in work)
+        else:
+            con.execute("begin")
+            site_stage(warehouse, con, sites, changed, a, w)
+            con.execute("commit")
+        bar = progress_bar(
+            total=len(work), desc="score", unit="bucket", enabled=progress and executor is None
+        )
+        for batch in batches if executor is None else []:
             con.execute("begin")
             try:
-                rescore_from = {s: t for item in batch for s, t in item.changes}
-                _scope_table(con, rescore_from)
-                scored_parts, hourly_parts = [], []
-                for chunk in _chunks(batch, chunk_rows):
-                    mine = dict(chunk)
-                    readings = read_readings(
-                        warehouse,
-                        con,
-                        sorted({bucket_of[s] for s in mine}),
-                        {s: t - w.minutes for s, t in mine.items()},
-                        ids,
-                    )
-                    scores, hourly = score_sensors(con, readings, sites, mine, a, w)
-                    scored_parts.append(scores)
-                    hourly_parts.append(hourly)
-                    del readings
-                scores = (
-                    pl.concat(scored_parts) if scored_parts else pl.DataFrame(schema=SCORE_COLUMNS)
+                _scope_table(con, {s: t for item in batch for s, t in item.changes})
+                chunks = _batch_chunks(warehouse, con, batch, bucket_of, w, chunk_rows)
+                scored, hourly = _score_batch(
+                    warehouse, con, batch, chunks, sites, bucket_of, full, layout, a, w, events
                 )
-                rows += scores.height
-                _store_hourly(
-                    con,
-                    pl.concat(hourly_parts)
-                    if hourly_parts
-                    else pl.DataFrame(schema=detectors.HOURLY_COLUMNS),
-                )
-                rescored = [item for item in batch if item.changes]
-                if rescored:
-                    kept = _write_scores(
-                        warehouse, rescored, scores, rescore_from, bucket_of, full, layout
-                    )
-                    del scores
-                    _write_events(warehouse, con, kept, events, full)
-                sql_rows(
-                    con,
-                    Q + "score_files_forget_gone",
-                    {
-                        "buckets": [item.bucket for item in batch],
-                        "gone": [p for item in batch for p in item.gone],
-                    },
-                )
-                sql_rows(
-                    con,
-                    Q + "score_files_record_new",
-                    {"new": [p for item in batch for p in item.new]},
-                )
+                rows += scored
+                _store_hourly(con, hourly)
+                _record_files(con, batch)
                 con.execute("commit")
             except BaseException:
                 con.execute("rollback")
@@ -1063,6 +1194,273 @@ def score(warehouse: Warehouse, *, full: bool = False, progress: bool = False) -
         events=n_events,
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def _forget_all(con: duckdb.DuckDBPyConnection) -> None:
+    """Under ``--full``: forget every stored hour, site hour and scored file."""
+    sql_rows(con, Q + "score_hourly_forget_all")
+    sql_rows(con, Q + "site_hourly_forget_all")
+    sql_rows(con, Q + "score_files_forget_all")
+
+
+def _record_files(con: duckdb.DuckDBPyConnection, batch: list[_BucketWork]) -> None:
+    """Record the batch's new lake files as scored and forget its vanished ones."""
+    sql_rows(
+        con,
+        Q + "score_files_forget_gone",
+        {
+            "buckets": [item.bucket for item in batch],
+            "gone": [p for item in batch for p in item.gone],
+        },
+    )
+    sql_rows(con, Q + "score_files_record_new", {"new": [p for item in batch for p in item.new]})
+
+
+# One chunk of a batch: its sensors (each with its first rescored hour) and the lake files
+# their readings are read from.
+Chunk = tuple[dict[str, datetime], list[str]]
+
+
+def _batch_chunks(
+    wh: Warehouse,
+    con: duckdb.DuckDBPyConnection,
+    batch: list[_BucketWork],
+    bucket_of: dict[str, int],
+    w: Windows,
+    chunk_rows: int,
+) -> list[Chunk]:
+    """The batch's changed sensors in chunks of about ``chunk_rows`` readings (:func:`_chunks`),
+    each with the lake files to read."""
+    out = []
+    for chunk in _chunks(batch, chunk_rows):
+        mine = dict(chunk)
+        read_from = min(mine.values()) - w.minutes
+        out.append((mine, lake_paths(wh, con, sorted({bucket_of[s] for s in mine}), read_from)))
+    return out
+
+
+def _score_batch(
+    wh: Warehouse,
+    con: duckdb.DuckDBPyConnection,
+    batch: list[_BucketWork],
+    chunks: list[Chunk],
+    sites: pl.DataFrame,
+    bucket_of: dict[str, int],
+    full: bool,
+    layout: dict[int, tuple[list[ScoreFile], list[Path]]],
+    a: dict[str, Any],
+    w: Windows,
+    events: dict[str, Any],
+    history: CatalogHistory | FrameHistory | None = None,
+) -> tuple[int, pl.DataFrame]:
+    """Score one batch chunk by chunk and write its buckets' score and event files through
+    ``wh`` (in place; a :class:`~engine.warehouse.StagedWarehouse` stages them). ``con`` holds
+    ``score_scope`` of the batch and the support tables. Returns the rows scored and the new
+    hourly statistics (to store)."""
+    ids = sites.schema["sensor_id"]
+    assert isinstance(ids, pl.Enum)
+    scored_parts, hourly_parts = [], []
+    for mine, paths in chunks:
+        readings = read_lake(paths, {s: t - w.minutes for s, t in mine.items()}, ids)
+        scores, hourly = score_sensors(con, readings, sites, mine, a, w, history=history)
+        scored_parts.append(scores)
+        hourly_parts.append(hourly)
+        del readings
+    scores = pl.concat(scored_parts) if scored_parts else pl.DataFrame(schema=SCORE_COLUMNS)
+    rows = scores.height
+    hourly = (
+        pl.concat(hourly_parts) if hourly_parts else pl.DataFrame(schema=detectors.HOURLY_COLUMNS)
+    )
+    rescored = [item for item in batch if item.changes]
+    if rescored:
+        rescore_from = {s: t for item in batch for s, t in item.changes}
+        kept = _write_scores(wh, rescored, scores, rescore_from, bucket_of, full, layout)
+        del scores
+        _write_events(wh, con, kept, events, full)
+    return rows, hourly
+
+
+# -- oxy score on a cluster ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """One batch for a cluster worker: everything it needs as plain values (no catalog)."""
+
+    warehouse: Warehouse
+    batch: list[_BucketWork]
+    chunks: list[Chunk]
+    sites: pl.DataFrame
+    bucket_of: dict[str, int]
+    full: bool
+    layout: dict[int, tuple[list[ScoreFile], list[Path]]]
+    history: FrameHistory
+
+
+@dataclass(frozen=True)
+class ScoreJobResult:
+    """What a worker made of a :class:`ScoreJob`: rows scored, its hourly statistics (a staged
+    Parquet file, or None) and the file operations to apply (:func:`apply_file_ops`)."""
+
+    rows: int
+    hourly: str | None
+    ops: list[FileOp]
+
+
+def score_job(job: ScoreJob) -> ScoreJobResult:
+    """Score one batch on a cluster worker: read the lake, score, stage the batch's score and
+    event files and its hourly statistics under ``.staging/`` (published files untouched)."""
+    wh = StagedWarehouse(job.warehouse.root, job.warehouse.config)
+    a, w = settings(wh.config)
+    con = wh.connect_memory()
+    try:
+        con.execute("set memory_limit = $m", {"m": a["run"]["memory_limit"]})
+        _create_support_tables(con)
+        sensors = job.sites.select(pl.col("sensor_id").cast(pl.String), "bucket")
+        con.register("sensors", sensors)
+        _scope_table(con, {s: t for item in job.batch for s, t in item.changes})
+        rows, hourly = _score_batch(
+            wh,
+            con,
+            job.batch,
+            job.chunks,
+            job.sites,
+            job.bucket_of,
+            job.full,
+            job.layout,
+            a,
+            w,
+            event_params(a, w),
+            job.history,
+        )
+        staged = None
+        if hourly.height:
+            wh.unit_dir.mkdir(parents=True, exist_ok=True)
+            staged = wh.unit_dir / "score_hourly.parquet"
+            hourly.write_parquet(staged, compression="zstd")
+        return ScoreJobResult(rows, str(staged) if staged else None, wh.ops)
+    finally:
+        con.close()
+
+
+def site_group_job(wh: Warehouse, group: SiteGroup) -> pl.DataFrame | None:
+    """:func:`site_medians` of one group of buckets on a cluster worker (in-memory DuckDB)."""
+    con = wh.connect_memory()
+    try:
+        return site_medians(con, *group)
+    finally:
+        con.close()
+
+
+def _score_on_cluster(
+    wh: Warehouse,
+    con: duckdb.DuckDBPyConnection,
+    executor: Executor,
+    batches: list[list[_BucketWork]],
+    sites: pl.DataFrame,
+    bucket_of: dict[str, int],
+    changed: dict[str, datetime],
+    full: bool,
+    layout: dict[int, tuple[list[ScoreFile], list[Path]]],
+    a: dict[str, Any],
+    w: Windows,
+) -> int:
+    """The site stage and every batch on the cluster, then one transaction here: the sites'
+    movement, each batch's hourly statistics, files and bookkeeping. Nothing is committed
+    before every batch is back (a lost scheduler leaves the warehouse as it was). Returns the
+    rows scored."""
+    ids = sites.schema["sensor_id"]
+    assert isinstance(ids, pl.Enum)
+    found = site_movement(
+        wh,
+        con,
+        sites,
+        changed,
+        a,
+        w,
+        map_groups=lambda groups: executor.map(
+            site_group_job, [(wh, g) for g in groups], label="score: sites"
+        ),
+    )
+    since, moves = found if found is not None else (None, None)
+    chunk_rows = int(a["run"]["chunk_rows"])
+    jobs = []
+    for batch in batches:
+        rescore_from = {s: t for item in batch for s, t in item.changes}
+        context = {s: t - w.minutes for s, t in rescore_from.items()}
+        hourly_rows = _stored_hourly(
+            con, {s: t - w.hours for s, t in context.items()}, rescore_from, ids
+        )
+        in_batch = sites.filter(pl.col("sensor_id").is_in(list(rescore_from)))
+        first = min(context.values(), default=FULL_FROM) - w.hours
+        moves_now = _moves_after_stage(con, in_batch, first, since, moves, full)
+        jobs.append(
+            ScoreJob(
+                warehouse=wh,
+                batch=batch,
+                chunks=_batch_chunks(wh, con, batch, bucket_of, w, chunk_rows),
+                sites=sites,
+                bucket_of=bucket_of,
+                full=full,
+                layout={b.bucket: layout[b.bucket] for b in batch if b.bucket in layout},
+                history=FrameHistory(hourly_rows, moves_now),
+            )
+        )
+    try:
+        results = executor.map(score_job, [(job,) for job in jobs], label="score")
+    except BaseException:
+        wh.sweep_units()
+        raise
+    rows = 0
+    con.execute("begin")
+    try:
+        if full:
+            _forget_all(con)
+        if since is not None and moves is not None:
+            store_site_hourly(con, since, moves)
+        for batch, result in zip(batches, results, strict=True):
+            _scope_table(con, {s: t for item in batch for s, t in item.changes})
+            sql_rows(con, Q + "score_hourly_forget_changed")
+            if result.hourly is not None:
+                sql_rows(con, Q + "score_hourly_store_files", {"files": [result.hourly]})
+            apply_file_ops(wh, con, result.ops)
+            for item in batch:
+                _prune_months(_scores_folder(wh, item.bucket))
+            _record_files(con, batch)
+            rows += result.rows
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    finally:
+        wh.sweep_units()
+    return rows
+
+
+def _moves_after_stage(
+    con: duckdb.DuckDBPyConnection,
+    sensors: pl.DataFrame,
+    since_hour: datetime,
+    since: pl.DataFrame | None,
+    moves: pl.DataFrame | None,
+    full: bool,
+) -> pl.DataFrame:
+    """The ``site_hourly`` rows of the sites of ``sensors`` from ``since_hour`` on as they are
+    once the site stage's ``moves`` are stored (what a worker reads as the catalog's): the
+    stored rows before each changed site's ``since`` (none under ``full``), then ``moves``."""
+    empty = pl.DataFrame(schema=SITE_MOVES_SCHEMA)
+    stored = None if full else _site_moves(con, sensors, since_hour)
+    stored = empty if stored is None else stored.cast(SITE_MOVES_SCHEMA)
+    names = sensors["site"].drop_nulls().unique().implode()
+    if since is not None and moves is not None:
+        stored = (
+            stored.join(since, on="site", how="left")
+            .filter(pl.col("since").is_null() | (pl.col("hour") < pl.col("since")))
+            .drop("since")
+        )
+        fresh = moves.filter(pl.col("site").is_in(names) & (pl.col("hour") >= since_hour))
+        stored = pl.concat([stored, fresh.select(list(SITE_MOVES_SCHEMA)).cast(SITE_MOVES_SCHEMA)])
+    return stored.sort("site", "hour")
 
 
 def _upgrade_state(con: duckdb.DuckDBPyConnection) -> bool:
@@ -1086,7 +1484,7 @@ def _drop_orphan_partitions(warehouse: Warehouse, buckets: set[int]) -> None:
             continue
         for part in folder.glob("bucket=*"):
             if int(part.name.removeprefix("bucket=")) not in buckets:
-                shutil.rmtree(part, ignore_errors=True)
+                warehouse.remove_tree(part)  # journalled and forgotten in the writer's catalog
 
 
 def _totals(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> tuple[int, int]:

@@ -255,6 +255,25 @@ class Size(Spec):
         return None if size >= self.min_bytes else "too small"
 
 
+class WorkerMemory(Size):
+    """A Dask worker's ``memory_limit``: a memory size (Dask reads no percentage) or ``auto``
+    (its share of the machine's RAM)."""
+
+    @property
+    def allowed(self) -> str:  # type: ignore[override]
+        return (
+            f"a memory size of at least {self.min_bytes / 1e6:g}MB such as '4GB' or '1500MB' "
+            "(KB/MB/GB/TB, KiB/MiB/GiB/TiB), or 'auto'"
+        )
+
+    def check(self, value: Any) -> str | None:
+        if value == "auto":
+            return None
+        if isinstance(value, str) and _PERCENT.match(value):
+            return "not a memory size"
+        return super().check(value)
+
+
 _WORDS = re.compile(r"^(\d+(?:\.\d+)?) (minute|hour|day|week)s?$")
 _COMPACT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
 _COMPACT_UNITS = {"m": 1, "min": 1, "minute": 1, "minutes": 1, "h": 60, "hour": 60}
@@ -453,6 +472,13 @@ SPECS: dict[str, Spec] = {
     "warehouse.threads": Count(1, 256),
     "warehouse.buckets": Count(1, 4096),
     "warehouse.lock_timeout_s": Number(lo=0.0, hi=86400.0),
+    # [cluster] (engine/cluster.py)
+    "cluster.local_workers": Count(1, 256),
+    "cluster.local_threads": Count(1, 256),
+    "cluster.local_memory_limit": WorkerMemory(),
+    "cluster.dashboard_address": Text(),
+    "cluster.connect_timeout_s": Number(lo=0.0, hi=86400.0, lo_open=True),
+    "cluster.dask_train_rows": Count(0),
     # [ingest]
     "ingest.sentinels": ListOf(Number(), min_len=0),
     "ingest.mg/L": Limits(),
@@ -570,10 +596,10 @@ SPECS: dict[str, Spec] = {
     "report.max_sensors": Count(0),
     "report.ranking_rows": Count(1),
     "report.history": Duration(),
-    "report.forecast_context": Duration(),
-    "report.dpi": Count(10, 1200),
     "report.event_plots": Count(0),
     "report.gap_factor": Number(lo=1.0),
+    "report.forecast_context": Duration(),
+    "report.dpi": Count(10, 1200),
     # [query]
     "query.memory_limit": Size(),
     "query.threads": Count(1, 256),
@@ -626,12 +652,8 @@ class Relation:
 RELATIONS: tuple[Relation, ...] = (
     Relation("monitor.psi_warn", "monitor.psi_alert"),
     Relation("monitor.warn_z", "monitor.alert_z"),
-    Relation(
-        "monitor.min_calibration_windows",
-        "monitor.calibration_windows",
-        strict=False,
-        says="min_calibration_windows <= calibration_windows",
-    ),
+    Relation("monitor.min_calibration_windows", "monitor.calibration_windows", strict=False),
+    Relation("monitor.stale_after", "monitor.historical_after"),
     Relation("monitor.severity_median_warn_delta", "monitor.severity_median_alert_delta"),
     Relation("monitor.forecast_warn_ratio", "monitor.forecast_alert_ratio"),
     Relation(

@@ -76,6 +76,7 @@ import pyarrow.parquet as pq
 
 from engine import OxyError
 from engine.config import SourceMapping
+from engine.detectors import benson_krause_ln
 
 DEFAULT_START = datetime(2024, 10, 1)  # the 35-day default spans Oslo's DST end (2024-10-27)
 LABEL_TYPES = ("spike", "collective", "contextual", "stuck", "noise", "dropout", "drift")
@@ -105,15 +106,7 @@ def oxygen_solubility_mg_l(temperature_c: Any, salinity: Any = 0.0) -> Any:
     """
     t = np.asarray(temperature_c, dtype=np.float64) + 273.15
     s = np.asarray(salinity, dtype=np.float64)
-    ln_c = (
-        -139.34411
-        + 1.575701e5 / t
-        - 6.642308e7 / t**2
-        + 1.2438e10 / t**3
-        - 8.621949e11 / t**4
-        - s * (0.017674 - 10.754 / t + 2140.7 / t**2)
-    )
-    return np.exp(ln_c)
+    return np.exp(benson_krause_ln(t, s))
 
 
 # --------------------------------------------------------------------------------------

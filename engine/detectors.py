@@ -488,18 +488,23 @@ MAD_SIGMA = 1.4826  # sigma per median absolute deviation of a normal distributi
 CURVE_SIGMA = 1.023  # white noise sigma per mean |second difference| (sqrt(1.5) x sqrt(2/pi))
 
 
+def benson_krause_ln(t_kelvin: Any, salinity: Any) -> Any:
+    """ln of the Benson-Krause oxygen solubility (mg/L) at 1 atm; arithmetic only, so it
+    takes numbers, numpy arrays or polars expressions (temperature in kelvin, salinity g/kg)."""
+    return (
+        -139.34411
+        + 1.575701e5 / t_kelvin
+        - 6.642308e7 / t_kelvin**2
+        + 1.2438e10 / t_kelvin**3
+        - 8.621949e11 / t_kelvin**4
+        - salinity * (0.017674 - 10.754 / t_kelvin + 2140.7 / t_kelvin**2)
+    )
+
+
 def oxygen_solubility(temperature_c: pl.Expr, salinity: pl.Expr) -> pl.Expr:
     """Benson-Krause oxygen solubility (mg/L) at 1 atm, temperature in degC, salinity g/kg."""
     t = pl.when(temperature_c.is_between(-5.0, 45.0)).then(temperature_c) + 273.15
-    ln_c = (
-        -139.34411
-        + 1.575701e5 / t
-        - 6.642308e7 / t**2
-        + 1.2438e10 / t**3
-        - 8.621949e11 / t**4
-        - salinity * (0.017674 - 10.754 / t + 2140.7 / t**2)
-    )
-    return ln_c.exp()
+    return benson_krause_ln(t, salinity).exp()
 
 
 def _log_level(unit: pl.Expr, value: pl.Expr, temperature: pl.Expr, salinity: pl.Expr) -> pl.Expr:

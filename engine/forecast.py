@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import lightgbm as lgb
@@ -52,13 +52,19 @@ from engine.features import (
 )
 from engine.progress import bar as progress_bar
 from engine.warehouse import (
+    StagedWarehouse,
     Warehouse,
+    apply_file_ops,
     has_relation,
     query_frame,
     readings_buckets,
     sensor_timezones,
+    sql_rows,
     sql_text,
 )
+
+if TYPE_CHECKING:
+    from engine.cluster import Executor
 
 HORIZON_BUCKETS: tuple[tuple[str, int], ...] = (
     ("first_hour", 60),
@@ -134,6 +140,21 @@ def bucket_readings(
 ) -> pl.DataFrame:
     """``sensor_id, ts, value`` of one lake bucket; excluded minutes become null values."""
     files = [str(p) for p in warehouse.files(con, "readings", bucket)]
+    return readings_of_files(
+        con, files, sensor_ids=sensor_ids, history_days=history_days, excluded=excluded
+    )
+
+
+def readings_of_files(
+    con: duckdb.DuckDBPyConnection,
+    files: list[str],
+    *,
+    sensor_ids: Sequence[str] | None = None,
+    history_days: int | None = None,
+    excluded: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """:func:`bucket_readings` from the bucket's lake ``files`` (any connection: a cluster
+    worker's in-memory one)."""
     if not files:
         return pl.DataFrame(
             schema={"sensor_id": pl.String, "ts": pl.Datetime("us"), "value": pl.Float64}
@@ -514,12 +535,14 @@ def training_frames(
     warehouse: Warehouse,
     s: Mapping[str, Any],
     echo: Callable[[str], None],
+    executor: Executor | None = None,
     progress: bool = False,
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict[str, Any], list[str]]:
-    """``(train, valid, backtest, span, notes)`` pair frames, one lake bucket at a time."""
+) -> tuple[Any, pl.DataFrame, pl.DataFrame, dict[str, Any], list[str]]:
+    """``(train, valid, backtest, span, notes)`` pair frames, one lake bucket at a time
+    (:func:`bucket_pairs`). With ``executor`` the buckets' pairs are built on a cluster's
+    workers (:func:`engine.cluster.training_pairs`); ``train`` is then a frame, or, past
+    ``[cluster] dask_train_rows`` pairs, the workers' :class:`engine.cluster.DistributedPairs`."""
     notes: list[str] = []
-    rng = np.random.default_rng(s["seed"])
-    train, valid, test = [], [], []
     if not warehouse.exists():
         raise OxyError(f"no warehouse at {warehouse.root} (run `oxy ingest` first)")
     with warehouse.reader() as con:
@@ -532,43 +555,34 @@ def training_frames(
         end = int((span_row[1] - datetime(1970, 1, 1)).total_seconds() // 60) + 1
         test_start = end - s["test"]
         valid_start = test_start - s["valid"]
+        bounds = (valid_start, test_start, end)
         buckets = readings_buckets(con)
-        for bucket in progress_bar(
-            buckets, desc="train: features", unit="bucket", enabled=progress
-        ):
-            readings = bucket_readings(warehouse, con, bucket, excluded=excluded)
-            grid = SeriesGrid.from_series(sensor_series(readings.lazy()))
-            if not grid.sensor_ids:
-                continue
-            scale = pl.DataFrame(
-                {"sensor_id": grid.sensor_ids, "mase_scale": seasonal_scale(grid, valid_start)}
+        if executor is None:
+            parts = []
+            for bucket in progress_bar(
+                buckets, desc="train: features", unit="bucket", enabled=progress
+            ):
+                part = bucket_pairs(
+                    bucket_readings(warehouse, con, bucket, excluded=excluded),
+                    bucket,
+                    s,
+                    timezones,
+                    bounds,
+                )
+                if part is not None:
+                    parts.append(part)
+                    echo(f"  bucket {bucket:02d}: {part[3]} sensor(s)")
+            train = pl.concat([p[0] for p in parts])
+            valid = pl.concat([p[1] for p in parts])
+            test = pl.concat([p[2] for p in parts])
+        else:
+            from engine.cluster import training_pairs
+
+            files = {b: [str(p) for p in warehouse.files(con, "readings", b)] for b in buckets}
+            in_bucket = dict(sql_rows(con, "meta/sensor_buckets"))
+            train, valid, test = training_pairs(
+                executor, warehouse, files, in_bucket, excluded, s, timezones, bounds, echo
             )
-            pos, origin, horizon = sampled_pairs(
-                grid,
-                origin_every=s["origin_every"],
-                horizon=s["horizon"],
-                per_origin=s["per_origin"],
-                rng=rng,
-            )
-            pairs = _pairs_with_features(grid, pos, origin, horizon, timezones)
-            pairs = pairs.filter(pl.col("target_z").is_not_null()).select(_KEEP)
-            pairs = pairs.join(scale, on="sensor_id")
-            train.append(pairs.filter(pl.col("target_t") < valid_start))
-            valid.append(
-                pairs.filter(pl.col("target_t").is_between(valid_start, test_start, "left"))
-            )
-            bt = backtest_pairs(
-                grid,
-                start=test_start,
-                end=end,
-                every=s["backtest_every"],
-                step=s["backtest_step"],
-                horizon=s["horizon"],
-            )
-            pairs = _pairs_with_features(grid, *bt, timezones, s["predict_every"])
-            pairs = pairs.filter(pl.col("actual").is_not_nan() | pl.col("knot"))
-            test.append(pairs.select(*_KEEP, "knot").join(scale, on="sensor_id"))
-            echo(f"  bucket {bucket:02d}: {len(grid.sensor_ids)} sensor(s)")
     span = {
         "first_ts": span_row[0],
         "last_ts": span_row[1],
@@ -583,7 +597,52 @@ def training_frames(
             "test_end": from_minutes_ts(end),
         },
     }
-    return pl.concat(train), pl.concat(valid), pl.concat(test), span, notes
+    return train, valid, test, span, notes
+
+
+def bucket_pairs(
+    readings: pl.DataFrame,
+    bucket: int,
+    s: Mapping[str, Any],
+    timezones: Mapping[str, str],
+    bounds: tuple[int, int, int],
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, int] | None:
+    """One bucket's ``(train, valid, backtest, sensors)`` pairs from its ``readings`` (excluded
+    minutes null); ``bounds``: the valid start, test start and end minute. The bucket's horizons
+    are drawn from its own random stream (``seed``, ``bucket``), so buckets can be built in
+    any order, or on a cluster's workers. None: no sensor."""
+    valid_start, test_start, end = bounds
+    grid = SeriesGrid.from_series(sensor_series(readings.lazy()))
+    if not grid.sensor_ids:
+        return None
+    rng = np.random.default_rng([s["seed"], bucket])
+    scale = pl.DataFrame(
+        {"sensor_id": grid.sensor_ids, "mase_scale": seasonal_scale(grid, valid_start)}
+    )
+    pos, origin, horizon = sampled_pairs(
+        grid,
+        origin_every=s["origin_every"],
+        horizon=s["horizon"],
+        per_origin=s["per_origin"],
+        rng=rng,
+    )
+    pairs = _pairs_with_features(grid, pos, origin, horizon, timezones)
+    pairs = pairs.filter(pl.col("target_z").is_not_null()).select(_KEEP)
+    pairs = pairs.join(scale, on="sensor_id")
+    train = pairs.filter(pl.col("target_t") < valid_start)
+    valid = pairs.filter(pl.col("target_t").is_between(valid_start, test_start, "left"))
+    bt = backtest_pairs(
+        grid,
+        start=test_start,
+        end=end,
+        every=s["backtest_every"],
+        step=s["backtest_step"],
+        horizon=s["horizon"],
+    )
+    pairs = _pairs_with_features(grid, *bt, timezones, s["predict_every"])
+    pairs = pairs.filter(pl.col("actual").is_not_nan() | pl.col("knot"))
+    test = pairs.select(*_KEEP, "knot").join(scale, on="sensor_id")
+    return train, valid, test, len(grid.sensor_ids)
 
 
 def from_minutes_ts(minutes: int) -> datetime:
@@ -603,9 +662,17 @@ def _versions() -> dict[str, str]:
 
 
 def train(
-    warehouse: Warehouse, *, echo: Callable[[str], None] = print, progress: bool = False
+    warehouse: Warehouse,
+    *,
+    echo: Callable[[str], None] = print,
+    progress: bool = False,
+    executor: Executor | None = None,
 ) -> TrainResult:
     """Train, backtest and save one global model; record it in the registry.
+
+    With ``executor``, each bucket's pairs are built on a cluster's workers; the model is
+    fitted on the gathered pairs (the embedded model, identical) up to ``[cluster]
+    dask_train_rows`` training pairs, and across the workers by ``lightgbm.dask`` past it.
 
     Returns
     -------
@@ -616,13 +683,13 @@ def train(
     started = time.perf_counter()
     s = _settings(warehouse)
     train_pairs, valid_pairs, test_pairs, span, notes = training_frames(
-        warehouse, s, echo, progress
+        warehouse, s, echo, executor, progress
     )
     for note in notes:
         echo(note)
     echo(f"features in {time.perf_counter() - started:.1f} s")
     echo(
-        f"{train_pairs.height:,} training, {valid_pairs.height:,} validation, "
+        f"{len(train_pairs):,} training, {valid_pairs.height:,} validation, "
         f"{test_pairs.height:,} backtest pairs"
     )
     base = {
@@ -644,7 +711,11 @@ def train(
         for leaves in s["num_leaves"]:
             params = {**base, "learning_rate": lr, "num_leaves": leaves}
             fit_started = time.perf_counter()
-            model = DirectForecaster(params, s["rounds"], s["early"]).fit(train_pairs, valid_pairs)
+            model = DirectForecaster(params, s["rounds"], s["early"])
+            if isinstance(train_pairs, pl.DataFrame):
+                model.fit(train_pairs, valid_pairs)
+            else:  # the workers' pairs, too many to gather: lightgbm.dask
+                model.booster_ = train_pairs.fit(model, valid_pairs)
             fit_seconds = time.perf_counter() - fit_started
             mae = float(
                 np.mean(np.abs(model.predict(valid_pairs) - valid_pairs["actual"].to_numpy()))
@@ -681,7 +752,9 @@ def train(
     metrics: dict[str, Any] = {
         "train": error_metrics(
             train_pairs.with_columns(pl.Series("yhat", model.predict(train_pairs))), "yhat"
-        ),
+        )
+        if isinstance(train_pairs, pl.DataFrame)
+        else train_pairs.metrics(model),
         "valid": error_metrics(
             valid_pairs.with_columns(pl.Series("yhat", model.predict(valid_pairs))), "yhat"
         ),
@@ -890,8 +963,12 @@ def forecast(
     horizon: str | int | None = None,
     echo: Callable[[str], None] = print,
     progress: bool = False,
+    executor: Executor | None = None,
 ) -> ForecastSummary:
     """Forecast every sensor (or ``sensor_ids``) from its last reading, ``horizon`` ahead.
+
+    With ``executor``, each bucket is forecast on a cluster's worker (:func:`forecast_job`),
+    which stages its partitions; they are moved into place here once every bucket is back.
 
     Writes the ``forecasts`` mart (``run_id, sensor_id, origin_ts, ts, horizon_min, yhat,
     yhat_lo, yhat_hi``) and the ``forecast_status`` mart (``run_id, sensor_id, origin_ts,
@@ -922,6 +999,40 @@ def forecast(
                 raise OxyError(f"unknown sensor(s): {', '.join(unknown)}")
         scored = has_relation(con, "anomaly_scores")
         buckets = readings_buckets(con)
+        if executor is not None:
+            jobs = [
+                (
+                    warehouse,
+                    run_id,
+                    bucket,
+                    [str(p) for p in warehouse.files(con, "readings", bucket)],
+                    sensor_ids,
+                    h_total,
+                    timezones,
+                    scored,
+                )
+                for bucket in buckets
+            ]
+            buckets = []  # the loop below has nothing left to do
+            try:
+                parts = executor.map(forecast_job, jobs, label="forecast")
+                con.execute("begin")  # every bucket's partitions, recorded, in one transaction
+                try:
+                    for part in parts:
+                        if part is None:
+                            continue
+                        apply_file_ops(warehouse, con, part.ops)
+                        sensors += part.sensors
+                        rows += part.rows
+                        forecast_sensors += part.statuses.get("ok", 0)
+                        for name, n in part.statuses.items():
+                            statuses[name] = statuses.get(name, 0) + n
+                    con.execute("commit")
+                except BaseException:
+                    con.execute("rollback")
+                    raise
+            finally:
+                warehouse.sweep_units()
         bar = progress_bar(buckets, desc="forecast", unit="bucket", enabled=progress)
         reader = con.cursor()  # the next bucket is read while this one is forecast
 
@@ -966,6 +1077,55 @@ def forecast(
     return ForecastSummary(
         run_id, sensors, forecast_sensors, rows, statuses, time.perf_counter() - started
     )
+
+
+@dataclass(frozen=True)
+class ForecastPart:
+    """What :func:`forecast_job` made of one bucket: the file operations of its ``forecasts``
+    and ``forecast_status`` partitions, its sensors, rows and sensors per status."""
+
+    ops: list[Any]
+    sensors: int
+    rows: int
+    statuses: dict[str, int]
+
+
+def forecast_job(
+    warehouse: Warehouse,
+    run_id: str,
+    bucket: int,
+    files: list[str],
+    sensor_ids: Sequence[str] | None,
+    horizon: int,
+    timezones: Mapping[str, str],
+    scored: bool,
+) -> ForecastPart | None:
+    """Forecast one bucket on a cluster worker: read its lake ``files``, its recent faults from
+    the ``anomaly_scores`` files (``scored``), predict with run ``run_id`` from the registry,
+    and stage its mart partitions (:class:`~engine.warehouse.StagedWarehouse`; no catalog)."""
+    cfg = warehouse.config["forecast"]
+    run = load_run(warehouse, run_id)
+    staged = StagedWarehouse(warehouse.root, warehouse.config)
+    con = staged.connect_memory()
+    try:
+        readings = readings_of_files(con, files, sensor_ids=sensor_ids, history_days=HISTORY_DAYS)
+        if readings.is_empty():
+            return None
+        grid = SeriesGrid.from_series(sensor_series(readings.lazy()))
+        faults = None
+        if scored:
+            staged.mart_view(con, "anomaly_scores")
+            faults = recent_faults(con, bucket, grid, cfg)
+        status = sensor_status(
+            grid, faults, minutes_of(cfg["min_history"]), float(cfg["fault_fraction"])
+        )
+        frame, status = forecast_grid(run, grid, status, horizon, timezones)
+        _write_partition(staged, con, "forecasts", frame, bucket, sensor_ids)
+        _write_partition(staged, con, "forecast_status", status, bucket, sensor_ids)
+        counts = dict(status.group_by("status").len().iter_rows())
+        return ForecastPart(staged.ops, status.height, frame.height, counts)
+    finally:
+        con.close()
 
 
 FORECAST_COLUMNS = (

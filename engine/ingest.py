@@ -47,7 +47,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
@@ -76,6 +76,9 @@ from engine.warehouse import (
     sql_rows,
     sql_text,
 )
+
+if TYPE_CHECKING:
+    from engine.cluster import Executor
 
 AMBIGUOUS_RULES = ("infer", "earliest", "latest", "quarantine")
 _READ_CHUNK = 8 << 20
@@ -204,6 +207,7 @@ def ingest_files(
     on_result: Callable[[IngestResult], None] | None = None,
     dry_run: bool = False,
     accept_bad: bool = False,
+    executor: Executor | None = None,
 ) -> list[IngestResult]:
     """Ingest files (or folders of exports) into ``warehouse``, one transaction per file.
 
@@ -226,6 +230,10 @@ def ingest_files(
     accept_bad
         Commit a file even when more than ``ingest.max_bad_fraction`` of its rows would be
         quarantined.
+    executor
+        Parse, validate and stage the files on a cluster's workers in parallel
+        (:class:`engine.cluster.DaskExecutor`, :func:`scan_file`); each file is then committed
+        here, in order, as without it (the duplicate rule compares with earlier files).
 
     Returns
     -------
@@ -241,20 +249,104 @@ def ingest_files(
     results = []
     connection = _dry_run_connection(warehouse) if dry_run else warehouse.writer()
     with connection as con:
-        for path, mapping in jobs:
-            result = ingest_file(
-                warehouse,
-                con,
-                path,
-                mapping,
-                progress=progress,
-                dry_run=dry_run,
-                accept_bad=accept_bad,
+        if executor is not None and len(jobs) > 1 and not dry_run:
+            scans = executor.map(
+                scan_file, [(warehouse, path, mapping) for path, mapping in jobs], label="ingest"
             )
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
+        else:  # a dry run reads each file here: it stages nothing a worker could hand over
+            scans = [None] * len(jobs)
+        try:
+            for (path, mapping), scanned in zip(jobs, scans, strict=True):
+                if scanned is None:
+                    result = ingest_file(
+                        warehouse,
+                        con,
+                        path,
+                        mapping,
+                        progress=progress,
+                        dry_run=dry_run,
+                        accept_bad=accept_bad,
+                    )
+                else:
+                    result = commit_scan(warehouse, con, scanned, accept_bad=accept_bad)
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+        finally:  # the scans of files a failing file stopped
+            for scanned in scans:
+                if scanned is not None and scanned.work is not None:
+                    shutil.rmtree(scanned.work, ignore_errors=True)
     return results
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """A digest already computed (a scan made on a cluster worker), as a done future."""
+
+    value: _Digest
+
+    def result(self) -> _Digest:
+        return self.value
+
+
+@dataclass(frozen=True)
+class ScannedFile:
+    """What :func:`scan_file` returns: the scan with every good row spilled under
+    ``.staging/`` (or the file's one-line error), and when it started."""
+
+    scan: _Scan | None
+    started: datetime
+    error: OxyError | None = None
+    work: Path | None = None  # the scan's staging folder, removed once committed
+
+
+def scan_file(warehouse: Warehouse, path: Path, mapping: SourceMapping) -> ScannedFile:
+    """Steps 1 and 3 of the module docstring for one file, on a cluster worker: hash, parse,
+    validate and convert it, spilling its rows under ``.staging/`` (nothing is committed;
+    :func:`commit_scan` does that on the client). A malformed file gives its error, raised
+    when its turn to commit comes, as the embedded ingest raises it."""
+    started = _utcnow()
+    try:
+        kind = _file_kind(path, mapping)
+        if path.stat().st_size == 0:
+            raise OxyError(f"{path}: empty file")
+        digest = _digest(path)
+        work = warehouse.staging_path(suffix="")
+        try:
+            scan = read_export(warehouse, path, kind, mapping, work, _Resolved(digest))
+            scan.spill()
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        return ScannedFile(scan, started, work=work)
+    except OxyError as exc:
+        return ScannedFile(None, started, exc)
+
+
+def commit_scan(
+    warehouse: Warehouse,
+    con: duckdb.DuckDBPyConnection,
+    scanned: ScannedFile,
+    *,
+    accept_bad: bool = False,
+) -> IngestResult:
+    """Commit a file :func:`scan_file` scanned on a worker (steps 2, 4 and 5 of the module
+    docstring) through the writer connection ``con``."""
+    if scanned.error is not None or scanned.scan is None:
+        raise scanned.error or OxyError("internal: a scan without a result")
+    scan = scanned.scan
+    # the file's ingest time (ingested_at, which orders "first ingested wins") is when its
+    # commit starts here, so files keep the order of the command line, as embedded
+    started = max(_utcnow(), scanned.started)
+    ingest_id = f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    try:
+        digest = scan.digest.result()
+        previous = _previous(con, digest, scan.mapping)
+        if not previous:
+            return _commit(warehouse, con, scan, ingest_id, started, accept_bad=accept_bad)
+        return _skipped(con, ingest_id, scan.mapping, scan.path, digest, previous, started)
+    finally:
+        shutil.rmtree(scanned.work or scan.work, ignore_errors=True)
 
 
 def ingest_file(
@@ -302,6 +394,22 @@ def ingest_file(
             finally:
                 shutil.rmtree(work, ignore_errors=True)
     assert digest is not None
+    return _skipped(con, ingest_id, mapping, path, digest, previous, started, dry_run=dry_run)
+
+
+def _skipped(
+    con: duckdb.DuckDBPyConnection,
+    ingest_id: str,
+    mapping: SourceMapping,
+    path: Path,
+    digest: _Digest,
+    previous: list[tuple[Any, ...]],
+    started: datetime,
+    *,
+    dry_run: bool = False,
+) -> IngestResult:
+    """Log a file whose bytes were ingested before for the same source (nothing else; a dry
+    run logs nothing)."""
     first_id, rows_read, quarantined = previous[0]
     result = IngestResult(
         ingest_id=ingest_id,
@@ -486,7 +594,7 @@ def read_export(
     kind: str,
     mapping: SourceMapping,
     work: Path,
-    digest: Future[_Digest],
+    digest: Future[_Digest] | _Resolved,
     *,
     progress: bool = False,
 ) -> _Scan:
@@ -525,9 +633,9 @@ class _Scan:
         kind: str,
         mapping: SourceMapping,
         work: Path,
-        digest: Future[_Digest],
+        digest: Future[_Digest] | _Resolved,
         *,
-        progress: bool,
+        progress: bool = False,
         options: _ReadOptions | None = None,
     ) -> None:
         self.warehouse = warehouse
@@ -1838,9 +1946,11 @@ __all__ = [
     "IngestPreview",
     "IngestResult",
     "classify_duplicates",
+    "commit_scan",
     "forget",
     "ingest_file",
     "ingest_files",
     "read_export",
+    "scan_file",
     "source_summaries",
 ]

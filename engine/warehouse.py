@@ -326,6 +326,13 @@ class Warehouse:
         self._missing_at_open: set[str] = set()
         self._writer_con: duckdb.DuckDBPyConnection | None = None  # while writer() is open
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy sent to a cluster worker keeps: paths and config, not this process's
+        open writer connection and journals (a worker never writes the catalog)."""
+        state = self.__dict__.copy()
+        state.update(_writer_con=None, _journals={}, _settled=[], _missing_at_open=set())
+        return state
+
     # -- connections -----------------------------------------------------------------
     def _settings(self) -> dict[str, Any]:
         cfg = self.config["warehouse"]
@@ -669,14 +676,19 @@ class Warehouse:
             if name in tables or quote_literal(self.mart_glob(name)) in views.get(name, ""):
                 continue
             try:
-                con.execute(
-                    f"create or replace view {name} as select * from read_parquet("
-                    f"{quote_literal(self.mart_glob(name))}, hive_partitioning = true, "
-                    "union_by_name = true)"
-                )
+                self.mart_view(con, name)
             except duckdb.Error:
                 if not keep_broken:
                     raise
+
+    def mart_view(self, con: duckdb.DuckDBPyConnection, name: str) -> None:
+        """The view ``name`` over the mart's folder (in any connection: the catalog's, or a
+        cluster worker's in-memory one)."""
+        con.execute(
+            f"create or replace view {name} as select * from read_parquet("
+            f"{quote_literal(self.mart_glob(name))}, hive_partitioning = true, "
+            "union_by_name = true)"
+        )
 
     def write_mart(
         self,
@@ -1336,6 +1348,133 @@ class Warehouse:
                 rows=readings,
             )
         ]
+
+    # -- the seam of a cluster run (engine.cluster: a StagedWarehouse overrides these) ------
+    def remove_file(self, path: Path) -> None:
+        """Remove a published mart file (gone: nothing to do); inside an open :meth:`writer`
+        journalled and forgotten by ``mart_files`` in its transaction (:meth:`remove_mart_path`)."""
+        if self._writer_con is None:
+            path.unlink(missing_ok=True)
+        else:
+            self.remove_mart_path(self._writer_con, path)
+
+    def remove_tree(self, folder: Path) -> None:
+        """Remove a published mart folder and everything in it, as :meth:`remove_file`."""
+        if self._writer_con is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            self.remove_mart_path(self._writer_con, folder)
+
+    def current(self, path: Path) -> Path:
+        """Where the current content of the published ``path`` is read from (itself here;
+        a :class:`StagedWarehouse` reads what it staged for it)."""
+        return path
+
+    def sweep_units(self) -> None:
+        """Remove what cluster workers staged (:class:`StagedWarehouse` folders) once the
+        writer applied it or gave up; the writer's lock keeps any other run's away."""
+        if self.staging_dir.is_dir():
+            for unit in self.staging_dir.glob("unit-*"):
+                shutil.rmtree(unit, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class FileOp:
+    """One deferred publication step: ``replace`` a published file (``dest``, relative to the
+    root) by a checked staged file of ``rows`` rows, or ``remove`` a file or ``remove_tree`` a
+    folder (``dest``)."""
+
+    kind: str  # 'replace' | 'remove' | 'remove_tree'
+    dest: str
+    staged: str | None = None
+    rows: int | None = None
+
+
+class StagedWarehouse(Warehouse):
+    """A warehouse whose mart writes stay under ``.staging/`` until the writer applies them.
+
+    A worker of a cluster run (:mod:`engine.cluster`) writes through one: every
+    :meth:`replace_file`, :meth:`remove_file` and :meth:`remove_tree` is recorded in
+    :attr:`ops` instead of done, and :meth:`current` points a later read of a replaced file at
+    its staged copy. The client, the one writer, replays the ops in order with
+    :func:`apply_file_ops` inside the transaction that records them, so published files and
+    the catalog change together, as in the embedded engine. A worker never opens the catalog.
+    """
+
+    def __init__(self, root: str | Path, config: Config | None = None) -> None:
+        super().__init__(root, config)
+        self.unit_dir = self.staging_dir / f"unit-{uuid.uuid4().hex}"
+        self.ops: list[FileOp] = []
+        self._staged_for: dict[Path, Path] = {}
+
+    def replace_file(
+        self,
+        staged: Path,
+        dest: Path,
+        expected_rows: int | None = None,
+        con: duckdb.DuckDBPyConnection | None = None,
+    ) -> int:
+        """Check ``staged`` and keep it under this unit's folder as the new ``dest`` (an op to
+        apply; ``con``, a worker's in-memory connection, has no catalog to record it in)."""
+        rows = check_parquet(staged, expected_rows)
+        dest = self.resolve(dest.relative_to(self.root).as_posix())
+        self.unit_dir.mkdir(parents=True, exist_ok=True)
+        kept = self.unit_dir / f"{uuid.uuid4().hex}.parquet"
+        os.replace(staged, kept)  # out of a caller's temporary folder, which it removes
+        self._staged_for[dest] = kept
+        self.ops.append(FileOp("replace", self._relative(dest), str(kept), rows))
+        return rows
+
+    def remove_file(self, path: Path) -> None:
+        self._staged_for.pop(path, None)
+        self.ops.append(FileOp("remove", self._relative(path)))
+
+    def remove_tree(self, folder: Path) -> None:
+        self._staged_for = {
+            p: s for p, s in self._staged_for.items() if not p.is_relative_to(folder)
+        }
+        self.ops.append(FileOp("remove_tree", self._relative(folder)))
+
+    def current(self, path: Path) -> Path:
+        return self._staged_for.get(path, path)
+
+    def _prepare(self, con: duckdb.DuckDBPyConnection) -> None:
+        super()._prepare(con)
+        # workers may share one file system: each spills into its own folder
+        tmp = self.unit_dir / "duckdb_tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        con.execute("set temp_directory = ?", [str(tmp)])
+
+    def _relative(self, path: Path) -> str:
+        relpath = path.relative_to(self.root).as_posix()
+        return self.resolve(relpath).relative_to(self.root).as_posix()
+
+
+def apply_file_ops(
+    warehouse: Warehouse, con: duckdb.DuckDBPyConnection, ops: Sequence[FileOp]
+) -> int:
+    """Replay a :class:`StagedWarehouse`'s ops on the published warehouse, in order, through
+    the writer connection ``con`` (inside the transaction that records the rest of the run):
+    each replacement and removal is journalled and recorded in ``mart_files`` (size, rows,
+    bucket, time span) as the embedded engine's writes are, so ``oxy check`` finds a cluster
+    run's files as it finds any other. Every staged file is checked (footer, row count)
+    before anything moves. Returns the files replaced."""
+    for op in ops:
+        if op.kind == "replace":
+            assert op.staged is not None
+            check_parquet(Path(op.staged), op.rows)
+    replaced = 0
+    for op in ops:
+        dest = warehouse.resolve(op.dest)
+        if op.kind == "replace":
+            assert op.staged is not None
+            warehouse.replace_file(Path(op.staged), dest, op.rows, con)
+            replaced += 1
+        elif op.kind in ("remove", "remove_tree"):
+            warehouse.remove_mart_path(con, dest)
+        else:
+            raise OxyError(f"internal: unknown file op {op.kind!r}")
+    return replaced
 
 
 def check_parquet(path: Path, expected_rows: int | None = None) -> int:

@@ -93,8 +93,11 @@ def test_the_unchecked_edits_really_abort_lightgbm(run: tuple[Warehouse, str, Pa
     text = _edits((path / artifacts.MODEL_FILE).read_text(encoding="utf-8"))["truncated"]
     code = "import sys, lightgbm; lightgbm.Booster(model_str=sys.stdin.read())"
     done = subprocess.run(
-        [sys.executable, "-c", code], input=text, capture_output=True, text=True, timeout=120
-    )
+        [sys.executable, "-c", code],
+        input=text.encode("utf-8"),
+        capture_output=True,
+        timeout=120,
+    )  # bytes: LightGBM's dying words can hold any byte of the edited model
     assert done.returncode < 0  # killed by a signal (SIGSEGV / SIGABRT), not an exception
 
 

@@ -140,6 +140,12 @@ where exists (
 insert into score_hourly by name
 select * from new_hourly
 
+-- name: score_hourly_store_files
+-- Store the hourly statistics a cluster worker staged ($files: Parquet of score_hourly's
+-- columns).
+insert into score_hourly by name
+select * from read_parquet($files)
+
 -- name: site_hourly_stored
 -- The stored movement of the sites of `site_wanted` (site, since) from `since` on.
 select h.site, h.hour, h.ctx_move, h.drift_move

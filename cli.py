@@ -352,30 +352,52 @@ def demo_data_command(
     metavar="NAME",
     help="[sources.NAME] to apply (default: each file's name without extension).",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Parse every file with its mapping and print what would land; write nothing.",
+)
+@click.option(
+    "--accept-bad",
+    is_flag=True,
+    help="Commit a file even when more than ingest.max_bad_fraction of it would be quarantined.",
+)
 @pass_ctx
 @handle_errors
-def ingest_command(ctx: Context, files: tuple[Path, ...], source: str | None) -> None:
+def ingest_command(
+    ctx: Context, files: tuple[Path, ...], source: str | None, dry_run: bool, accept_bad: bool
+) -> None:
     """Ingest customer exports (CSV or Parquet) into the warehouse, one transaction per file.
 
     Prints, per file, read = accepted + duplicate + quarantined (also stored in the
     `ingest_log` table; rejected rows in `quarantine` with reason and line). A folder
-    stands for its NAME.csv / NAME.parquet exports whose NAME is a declared source.
+    stands for its exports whose name is a declared source (or every export, with --source).
+    A file of which more than ingest.max_bad_fraction would be quarantined commits nothing.
 
     \b
     Example:
       oxy --config demo_data/sources.toml ingest demo_data/seacage.csv
+      oxy --config sources.toml ingest --dry-run export_march.csv --source fjordras
       oxy --config sources.toml ingest export_march.csv --source fjordras
     """
     from engine.ingest import ingest_files
 
-    warehouse = ctx.writable_warehouse
+    def show(result: Any) -> None:
+        ctx.echo(result.summary())
+        if result.preview is not None:
+            for line in _preview_lines(result):
+                ctx.echo(line)
+
+    warehouse = ctx.warehouse if dry_run else ctx.writable_warehouse  # a dry run writes nothing
     with ctx.executor() as executor:
         results = ingest_files(
             warehouse,
             files,
             source=source,
             progress=ctx.progress,
-            on_result=lambda r: ctx.echo(r.summary()),
+            on_result=show,
+            dry_run=dry_run,
+            accept_bad=accept_bad,
             executor=executor,
         )
 
@@ -388,11 +410,113 @@ def ingest_command(ctx: Context, files: tuple[Path, ...], source: str | None) ->
             f"{sum(r.quarantined for r in results):,} quarantined; "
             f"{sum(r.new_sensors for r in results)} new sensor(s)"
         )
-        click.echo(ctx.totals())
+        if totals:
+            click.echo(ctx.totals())
 
+    totals = not dry_run or ctx.warehouse.exists()  # a dry run may have no warehouse yet
     ctx.result([r.to_dict() for r in results], human if len(results) > 1 else None)
-    if len(results) == 1:
+    if len(results) == 1 and totals:
         ctx.echo(ctx.totals())
+
+
+def _preview_lines(result: Any) -> list[str]:
+    """The human rendering of a dry run's findings."""
+    preview = result.preview
+    lines = []
+    if result.reasons:
+        reasons = ", ".join(f"{reason} {n:,}" for reason, n in result.reasons.items())
+        lines.append(f"  quarantined by reason: {reasons}")
+    if result.unit_factor not in (None, 1.0):
+        lines.append(f"  values in {result.source_unit} stored x {result.unit_factor:g}")
+    new = preview.new_sensors
+    lines.append(
+        f"  sensors: {len(new)} new, {preview.known_sensors} already known" + (":" if new else "")
+    )
+    for sensor in new[:20]:
+        lines.append(
+            f"    {sensor['sensor_id']}  (levels {sensor['levels']}, bucket {sensor['bucket']})"
+        )
+    if len(new) > 20:
+        lines.append(f"    ... and {len(new) - 20} more")
+    if preview.first_rows:
+        lines.append("  first rows as they would land:")
+        for row in preview.first_rows:
+            extra = "".join(
+                f"  {key} {row[key]:g}"
+                for key in ("temperature_c", "salinity")
+                if row[key] is not None
+            )
+            lines.append(
+                f"    {row['sensor_id']}  {row['ts']:%Y-%m-%d %H:%M:%S} UTC  "
+                f"{row['value']:g} {row['unit']}{extra}"
+            )
+    if preview.refusal:
+        lines.append(
+            "  would commit nothing: " + preview.refusal.split(": nothing committed: ", 1)[-1]
+        )
+    return lines
+
+
+@oxy.command("forget")
+@click.argument("ingest_id", required=False)
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Forget every ingest of this file instead (as ingested: its absolute path).",
+)
+@pass_ctx
+@handle_errors
+def forget_command(ctx: Context, ingest_id: str | None, path: Path | None) -> None:
+    """Remove one ingest: its readings, quarantine rows and ingest_log entry, in one transaction.
+
+    The next `oxy score` rescores the affected sensors (scores of the removed readings go);
+    a sensor left without readings and never scored is unregistered. INGEST_IDs are listed by
+    `oxy status`.
+
+    \b
+    Example:
+      oxy forget 20241101T020000-1a2b3c4d
+      oxy forget --file exports/march.csv && oxy ingest exports/march.csv --source fjordras
+    """
+    from engine.ingest import forget
+
+    result = forget(ctx.warehouse, ingest_id=ingest_id, path=path)
+    ctx.result(result.to_dict(), lambda: [click.echo(line) for line in result.summary()])
+
+
+@oxy.command("sources")
+@pass_ctx
+@handle_errors
+def sources_command(ctx: Context) -> None:
+    """List the configured source mappings with the files, readings and sensors each delivered.
+
+    \b
+    Example:
+      oxy --config sources.toml sources
+    """
+    from engine.ingest import source_summaries
+
+    summaries = source_summaries(ctx.warehouse)
+
+    def human() -> None:
+        if not summaries:
+            click.echo("no sources configured (declare [sources.NAME] in --config FILE)")
+            return
+        click.echo(
+            f"{'source':16} {'customer':14} {'unit':7} {'files':>6} {'readings':>12} "
+            f"{'quarantined':>11} {'sensors':>7}  last ingest"
+        )
+        for s in summaries:
+            last = f"{s['last_ingest']:%Y-%m-%d %H:%M}" if s["last_ingest"] else "-"
+            note = "" if s["configured"] else "  (not in this config)"
+            click.echo(
+                f"{s['source']:16} {s['customer'] or '-':14} {s['unit'] or '-':7} "
+                f"{s['files']:>6,} {s['readings']:>12,} {s['quarantined']:>11,} "
+                f"{s['sensors']:>7,}  {last}{note}"
+            )
+
+    ctx.result(summaries, human)
 
 
 # --- query commands (sql, status) ---------------------------------------------------

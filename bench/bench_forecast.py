@@ -62,7 +62,7 @@ import polars as pl  # noqa: E402
 from bench.results import write_section  # noqa: E402
 from engine.config import Config  # noqa: E402
 from engine.metrics import mase, mase_scale  # noqa: E402
-from engine.warehouse import READINGS_SCHEMA, Warehouse  # noqa: E402
+from engine.warehouse import Warehouse, canonical_readings  # noqa: E402
 
 LRO = ROOT.parent / "shared" / "data" / "lro"
 LAKES = ROOT.parent / "shared" / "data" / "lake_mendota"
@@ -414,7 +414,7 @@ def load_warehouse(wh: Warehouse, readings: pl.DataFrame, zones: Mapping[str, st
         pl.col("sensor_id").replace_strict(dict(zones), return_dtype=pl.String).alias("_tz"),
     )
     for (tz, part_unit), part in frame.group_by("_tz", "unit"):
-        batch = part.select(READINGS_SCHEMA.names)
+        batch = canonical_readings(part)  # the optional columns it lacks are null
         with wh.writer() as con:
             wh.register_sensors(
                 con,
@@ -427,10 +427,10 @@ def load_warehouse(wh: Warehouse, readings: pl.DataFrame, zones: Mapping[str, st
                         "unit": part_unit,
                         "levels": sid.split("|"),
                     }
-                    for sid in batch["sensor_id"].unique().sort().to_list()
+                    for sid in part["sensor_id"].unique().sort().to_list()
                 ],
             )
-            con.register("batch_readings", batch.to_arrow().cast(READINGS_SCHEMA))
+            con.register("batch_readings", batch)
             con.execute("begin")
             batch_id = f"bench-{str(tz).replace('/', '_')}-{str(part_unit).replace('/', '')}"
             wh.publish(con, wh.stage_readings(con, batch_id.replace("%", "pct")))

@@ -260,7 +260,7 @@ def inject(readings: pl.DataFrame, episodes: list[Episode]) -> pl.DataFrame:
 def load(root: Path, source: Source, readings: pl.DataFrame) -> object:
     from engine import anomaly
     from engine.config import Config
-    from engine.warehouse import READINGS_SCHEMA, Warehouse
+    from engine.warehouse import Warehouse, canonical_readings
 
     wh = Warehouse(root, Config.load(CONFIG_PATH))
     frame = readings.with_columns(
@@ -268,7 +268,7 @@ def load(root: Path, source: Source, readings: pl.DataFrame) -> object:
         customer=pl.lit(source.name),
         source_file=pl.lit(f"{source.name}.parquet"),
         ingested_at=pl.lit(datetime(2024, 1, 1)),
-    ).select(READINGS_SCHEMA.names)
+    )
     with wh.writer() as con:
         wh.register_sensors(
             con,
@@ -284,7 +284,7 @@ def load(root: Path, source: Source, readings: pl.DataFrame) -> object:
                 for sid in sorted(source.timezones)
             ],
         )
-        con.register("batch_readings", frame.to_arrow().cast(READINGS_SCHEMA))
+        con.register("batch_readings", canonical_readings(frame))
         con.execute("begin")
         wh.publish(con, wh.stage_readings(con, source.name))
         con.execute("commit")

@@ -46,9 +46,9 @@ def peak_rss_mb() -> float:
 
 
 def _stage(wh: Any, con: Any, frame: Any, batch: str) -> None:
-    from engine.warehouse import READINGS_SCHEMA
+    from engine.warehouse import canonical_readings
 
-    con.register("batch_readings", frame.select(READINGS_SCHEMA.names).to_arrow())
+    con.register("batch_readings", canonical_readings(frame))
     con.execute("begin")
     wh.publish(con, wh.stage_readings(con, batch))
     con.execute("commit")
@@ -147,6 +147,8 @@ def generate(root: Path, sensors: int, days: int, batch_days: int = 30) -> int:
                                 "ingested_at": pa.array(
                                     [datetime(2025, 1, 1)] * m.size, type=pa.timestamp("us")
                                 ),
+                                "temperature_c": pa.nulls(m.size, pa.float64()),
+                                "salinity": pa.nulls(m.size, pa.float64()),
                             }
                         )
                     )

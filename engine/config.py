@@ -16,6 +16,7 @@ has a spec (tested); a key added without one gets a spec inferred from its defau
 
 from __future__ import annotations
 
+import codecs
 import copy
 import functools
 import math
@@ -23,7 +24,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -31,8 +32,60 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from engine import OxyError
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
+# The canonical units of readings; a source may deliver others, converted at ingest.
 UNITS = ("mg/L", "%sat")
-TIME_FORMATS = ("iso", "epoch_s", "epoch_ms")
+# source unit -> (canonical unit, factor): canonical value = source value x factor
+# (DESIGN.md, "Physical reference": ppm ~ mg/L; umol/L / 31.25 = mg/L; mL/L x 1.429 = mg/L)
+SOURCE_UNITS: dict[str, tuple[str, float]] = {
+    "mg/L": ("mg/L", 1.0),
+    "%sat": ("%sat", 1.0),
+    "ppm": ("mg/L", 1.0),
+    "\u00b5mol/L": ("mg/L", 1 / 31.25),  # micro sign
+    "\u03bcmol/L": ("mg/L", 1 / 31.25),  # Greek mu
+    "umol/L": ("mg/L", 1 / 31.25),
+    "mL/L": ("mg/L", 1.429),
+}
+TIME_FORMATS = ("iso", "epoch_s", "epoch_ms", "epoch_us", "excel")
+FILE_FORMATS = ("csv", "parquet")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+_SOURCE_REQUIRED = ("customer", "timezone", "unit")
+# every key of [sources.NAME], with what it takes (the refusal of an unknown key lists them)
+SOURCE_KEYS: dict[str, str] = {
+    "customer": "owner of the sensors",
+    "timezone": "IANA zone of the site (hour-of-day baselines)",
+    "unit": "unit of the values: " + ", ".join(sorted(set(SOURCE_UNITS) - {"\u03bcmol/L"})),
+    "sensor_columns": "columns joined with '|' into sensor_id",
+    "sensor_id": "constant id or template, e.g. 'lro|{site}|do' or '{stem}|{Tag}'",
+    "file_pattern": "regex over the file stem; its named groups are template fields",
+    "sensor_separator": "separator of tag levels in an id",
+    "time_column": "one time column",
+    "time_columns": "several time columns joined with a space (date, time)",
+    "time_format": "iso | epoch_s | epoch_ms | epoch_us | excel | strftime pattern, or a list",
+    "naive_time_zone": "zone of times that carry no offset",
+    "value_column": "one value column",
+    "value_columns": "several value columns (names or glob patterns), one sensor each",
+    "temperature_column": "water temperature in degC, carried into readings",
+    "salinity": "salinity (PSU): a column name or a number",
+    "format": "csv | parquet (default: by file extension)",
+    "delimiter": "CSV field separator",
+    "quote": "CSV quote character ('' for none)",
+    "decimal": "decimal separator of numbers",
+    "encoding": "text encoding",
+    "comment": "lines starting with this are skipped",
+    "skip_rows": "lines before the header to skip",
+    "na_values": "texts meaning 'no value' (default ingest.na_values)",
+}
+
+
+def _names(raw: Any, key: str, name: str) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(c, str) and c for c in raw):
+        raise OxyError(f"source {name!r}: {key} must be a name or a list of names")
+    return tuple(raw)
+
+
 AMBIGUOUS_LOCAL_TIME = ("infer", "earliest", "latest", "quarantine")  # = ingest.AMBIGUOUS_RULES
 
 
@@ -157,8 +210,6 @@ class IsoDate(Spec):
         if not isinstance(value, str):
             return "not a date"
         try:
-            from datetime import datetime
-
             datetime.fromisoformat(value)
         except ValueError:
             return "not an ISO date"
@@ -361,6 +412,52 @@ class TableOf(Spec):
         return None
 
 
+_NOW = re.compile(r"now\s*(?:([+-])\s*(\d+)\s*(minute|hour|day|week)s?)?")
+
+
+def time_range(raw: Any, now: datetime) -> tuple[datetime, datetime]:
+    """``ingest.time_range`` as two naive UTC instants: each bound an ISO date/time or
+    ``"now"``, ``"now + N days"`` (minutes, hours, weeks), ``"now - N days"``.
+
+    Examples
+    --------
+    >>> time_range(["1990-01-01", "now + 1 day"], datetime(2024, 5, 1))
+    (datetime.datetime(1990, 1, 1, 0, 0), datetime.datetime(2024, 5, 2, 0, 0))
+    """
+    if not (isinstance(raw, list) and len(raw) == 2):
+        raise OxyError('ingest.time_range must be two instants, e.g. ["1990-01-01", "now + 1 day"]')
+    bounds = []
+    for text in raw:
+        text = str(text).strip()
+        ahead = _NOW.fullmatch(text)
+        if ahead:
+            sign, n, unit = ahead.groups()
+            delta = timedelta(**{f"{unit}s": int(n)}) if n else timedelta(0)
+            bounds.append(now - delta if sign == "-" else now + delta)
+            continue
+        try:
+            bounds.append(datetime.fromisoformat(text).replace(tzinfo=None))
+        except ValueError:
+            raise OxyError(
+                f"ingest.time_range: {text!r} is neither an ISO date nor 'now + N days'"
+            ) from None
+    if bounds[0] >= bounds[1]:
+        raise OxyError(f"ingest.time_range: {raw[0]!r} is not before {raw[1]!r}")
+    return bounds[0], bounds[1]
+
+
+@dataclass(frozen=True)
+class TimeRange(Spec):
+    allowed = 'two instants, the first earlier, e.g. ["1990-01-01", "now + 1 day"]'
+
+    def check(self, value: Any) -> str | None:
+        try:
+            time_range(value, datetime.now())
+        except OxyError as exc:
+            return str(exc)
+        return None
+
+
 NON_NEGATIVE = Number(lo=0.0)
 POSITIVE = Number(lo=0.0, lo_open=True)
 NAMES = ListOf(Text(), min_len=0)
@@ -389,6 +486,12 @@ SPECS: dict[str, Spec] = {
     "ingest.ambiguous_local_time": Text(choices=AMBIGUOUS_LOCAL_TIME),
     "ingest.batch_rows": Count(1),
     "ingest.spill_rows": Count(1),
+    "ingest.na_values": NAMES,
+    "ingest.time_range": TimeRange(),
+    "ingest.max_bad_fraction": Number(lo=0.0, hi=1.0),
+    "ingest.temperature_c": Limits(Number(lo=-50.0, hi=100.0)),
+    "ingest.salinity": Limits(Number(lo=0.0, hi=100.0)),
+    "ingest.preview_rows": Count(0),
     # [anomaly] (engine/detectors.py; the checks of engine.anomaly.settings hold for every
     # value these accept, tested)
     "anomaly.severity_threshold": FRACTION,
@@ -663,36 +766,37 @@ def _lookup(data: Mapping[str, Any], key: str) -> Any:
     return value
 
 
-_SOURCE_REQUIRED = ("customer", "timezone", "unit", "sensor_columns", "time_column", "value_column")
-_SOURCE_KEYS = {
-    *_SOURCE_REQUIRED,
-    "time_format",
-    "naive_time_zone",
-    "sensor_separator",
-    "delimiter",
-    "decimal",
-    "encoding",
-}
-# The type of each [sources.NAME] key (time_format, units and zones are checked in validate()).
+# The type of each [sources.NAME] key checked before the mapping is built (names, lists,
+# time formats, units, zones and the rest are checked by SourceMapping.from_dict / validate).
 SOURCE_SPECS: dict[str, Spec] = {
     "customer": Text(),
     "timezone": Text(),
     "unit": Text(),
-    "sensor_columns": ListOf(Text()),
+    "sensor_id": Text(),
+    "file_pattern": Text(),
     "time_column": Text(),
     "value_column": Text(),
-    "time_format": Text(),
+    "temperature_column": Text(),
     "naive_time_zone": Text(),
     "sensor_separator": Text(),
+    "format": Text(choices=FILE_FORMATS),
     "delimiter": Text(max_len=1),
     "decimal": Text(choices=(".", ",")),
     "encoding": Text(),
+    "comment": Text(),
+    "skip_rows": Count(0),
 }
 
 
 @dataclass(frozen=True)
 class SourceMapping:
     """How one customer export maps onto canonical readings (DESIGN.md, "Source mappings").
+
+    Identity comes from ``sensor_columns`` (joined with ``|``), from ``sensor_id`` (a
+    constant or a template over the file name and columns), or both (the template may name
+    the columns); wide files list several ``value_columns``, each a sensor whose id ends with
+    the column name. Time comes from one column or several (joined with a space), read with
+    one format or the first of several that fits.
 
     Examples
     --------
@@ -701,42 +805,84 @@ class SourceMapping:
     ...     "time_column": "Timestamp", "value_column": "Value"})
     >>> m.time_format, m.naive_time_zone
     ('iso', 'UTC')
+    >>> SourceMapping.from_dict("lro", {"customer": "lro", "timezone": "America/Denver",
+    ...     "unit": "ppm", "sensor_id": "lro|{site}|do", "file_pattern": "(?P<site>[A-Za-z]+)",
+    ...     "time_column": "datetime", "value_column": "do"}).template_fields
+    ('site',)
     """
 
     name: str
     customer: str
     timezone: str
     unit: str
-    sensor_columns: tuple[str, ...]
-    time_column: str
-    value_column: str
-    time_format: str = "iso"
+    sensor_columns: tuple[str, ...] = ()
+    time_column: str | None = None
+    value_column: str | None = None
+    time_format: str | tuple[str, ...] = "iso"
     naive_time_zone: str = "UTC"
     sensor_separator: str = "|"
     delimiter: str = ","
     decimal: str = "."
     encoding: str = "utf-8"
+    sensor_id: str | None = None
+    file_pattern: str | None = None
+    time_columns: tuple[str, ...] = ()
+    value_columns: tuple[str, ...] = ()
+    temperature_column: str | None = None
+    salinity: float | str | None = None
+    format: str | None = None
+    quote: str = '"'
+    comment: str | None = None
+    skip_rows: int = 0
+    na_values: tuple[str, ...] | None = None
 
     @classmethod
     def from_dict(cls, name: str, raw: Mapping[str, Any]) -> SourceMapping:
-        unknown = set(raw) - _SOURCE_KEYS
+        unknown = set(raw) - set(SOURCE_KEYS)
         if unknown:
-            raise OxyError(f"source {name!r}: unknown key(s) {sorted(unknown)}")
+            raise OxyError(
+                f"source {name!r}: unknown key(s) {sorted(unknown)}; "
+                f"valid keys: {', '.join(SOURCE_KEYS)}"
+            )
         missing = [k for k in _SOURCE_REQUIRED if k not in raw]
+        for one, many in (("time_column", "time_columns"), ("value_column", "value_columns")):
+            if one not in raw and many not in raw:
+                missing.append(one)
+        if "sensor_columns" not in raw and "sensor_id" not in raw:
+            missing.append("sensor_columns")
         if missing:
             raise OxyError(f"source {name!r}: missing key(s) {missing}")
-        cols = raw["sensor_columns"]
-        if isinstance(cols, str):
-            cols = [cols]
-        if (
-            not isinstance(cols, list)
-            or not cols
-            or not all(isinstance(c, str) and c for c in cols)
-        ):
-            raise OxyError(f"source {name!r}: sensor_columns must be a non-empty list of names")
+        for one, many in (("time_column", "time_columns"), ("value_column", "value_columns")):
+            if one in raw and many in raw:
+                raise OxyError(f"source {name!r}: give {one} or {many}, not both")
+        sensor_columns = _names(raw.get("sensor_columns", []), "sensor_columns", name)
+        if sensor_columns and "sensor_id" in raw:
+            raise OxyError(
+                f"source {name!r}: give sensor_columns or sensor_id, not both "
+                '(a sensor_id template may name columns: "{Tag}|do")'
+            )
+        if "sensor_columns" in raw and not sensor_columns and "sensor_id" not in raw:
+            raise OxyError(
+                f"source {name!r}: sensor_columns must be a non-empty list of names "
+                '(or give sensor_id, e.g. sensor_id = "{stem}|do")'
+            )
+        fmt = raw.get("time_format", "iso")
+        if isinstance(fmt, list):
+            if not fmt or not all(isinstance(f, str) and f for f in fmt):
+                raise OxyError(f"source {name!r}: time_format list must hold formats")
+            fmt = tuple(fmt) if len(fmt) > 1 else fmt[0]
+        salinity = raw.get("salinity")
+        if salinity is not None and not isinstance(salinity, (int, float, str)):
+            raise OxyError(f"source {name!r}: salinity must be a column name or a number")
+        if isinstance(salinity, bool):
+            raise OxyError(f"source {name!r}: salinity must be a column name or a number")
+        na_values = raw.get("na_values")
+        skip_rows = raw.get("skip_rows", 0)
+        if not isinstance(skip_rows, int) or isinstance(skip_rows, bool) or skip_rows < 0:
+            raise OxyError(f"source {name!r}: skip_rows must be a whole number >= 0")
         for key, value in raw.items():
             spec = SOURCE_SPECS.get(key)
-            if key != "sensor_columns" and spec is not None and spec.check(value):
+            if spec is not None and spec.check(value):
                 raise OxyError(
                     f"source {name!r}: {key} must be {spec.allowed}, not {_shown(value)}"
                 )
@@ -745,22 +891,97 @@ class SourceMapping:
             customer=str(raw["customer"]),
             timezone=str(raw["timezone"]),
             unit=str(raw["unit"]),
-            sensor_columns=tuple(cols),
-            time_column=str(raw["time_column"]),
-            value_column=str(raw["value_column"]),
-            time_format=str(raw.get("time_format", "iso")),
+            sensor_columns=sensor_columns,
+            time_column=str(raw["time_column"]) if "time_column" in raw else None,
+            value_column=str(raw["value_column"]) if "value_column" in raw else None,
+            time_format=fmt if isinstance(fmt, tuple) else str(fmt),
             naive_time_zone=str(raw.get("naive_time_zone", "UTC")),
             sensor_separator=str(raw.get("sensor_separator", "|")),
             delimiter=str(raw.get("delimiter", ",")),
             decimal=str(raw.get("decimal", ".")),
             encoding=str(raw.get("encoding", "utf-8")),
+            sensor_id=str(raw["sensor_id"]) if "sensor_id" in raw else None,
+            file_pattern=str(raw["file_pattern"]) if "file_pattern" in raw else None,
+            time_columns=_names(raw["time_columns"], "time_columns", name)
+            if "time_columns" in raw
+            else (),
+            value_columns=_names(raw["value_columns"], "value_columns", name)
+            if "value_columns" in raw
+            else (),
+            temperature_column=str(raw["temperature_column"])
+            if "temperature_column" in raw
+            else None,
+            salinity=salinity if isinstance(salinity, str) or salinity is None else float(salinity),
+            format=str(raw["format"]) if "format" in raw else None,
+            quote=str(raw.get("quote", '"')),
+            comment=str(raw["comment"]) if "comment" in raw else None,
+            skip_rows=skip_rows,
+            na_values=None if na_values is None else _names(na_values, "na_values", name),
         )
         mapping.validate()
         return mapping
 
+    # derived -----------------------------------------------------------------------
+    @property
+    def time_fields(self) -> tuple[str, ...]:
+        """The time column(s), in the order they are joined."""
+        return self.time_columns or ((self.time_column,) if self.time_column else ())
+
+    @property
+    def time_formats(self) -> tuple[str, ...]:
+        """The time formats, tried in this order."""
+        fmt = self.time_format
+        return fmt if isinstance(fmt, tuple) else (fmt,)
+
+    @property
+    def value_fields(self) -> tuple[str, ...]:
+        """The value column(s) or glob patterns as configured."""
+        return self.value_columns or ((self.value_column,) if self.value_column else ())
+
+    @property
+    def canonical_unit(self) -> str:
+        """The unit readings are stored in (``mg/L`` or ``%sat``)."""
+        return SOURCE_UNITS[self.unit][0]
+
+    @property
+    def unit_factor(self) -> float:
+        """Stored value = source value x this factor (1 for mg/L, %sat, ppm)."""
+        return SOURCE_UNITS[self.unit][1]
+
+    @property
+    def template_fields(self) -> tuple[str, ...]:
+        """Names the ``sensor_id`` template refers to (``()`` for a constant id)."""
+        if self.sensor_id is None:
+            return ()
+        text = self.sensor_id.replace("{{", "").replace("}}", "")
+        return tuple(_PLACEHOLDER.findall(text))
+
+    @property
+    def level_separator(self) -> str:
+        """How a sensor id splits into tag levels (``|`` when columns were joined)."""
+        joined = len(self.sensor_columns) > 1 or len(self.value_fields) > 1
+        return "|" if joined and self.sensor_id is None else self.sensor_separator
+
+    def levels(self, sensor_id: str) -> list[str]:
+        """The tag levels of one sensor id of this source."""
+        sep = self.level_separator
+        return sensor_id.split(sep) if sep else [sensor_id]
+
+    def file_format(self, suffix: str) -> str | None:
+        """``csv`` / ``parquet`` for a file with this extension (None: unknown type)."""
+        if self.format is not None:
+            return self.format
+        suffix = suffix.lower()
+        if suffix in (".csv", ".txt", ".tsv"):
+            return "csv"
+        if suffix in (".parquet", ".pq"):
+            return "parquet"
+        return None
+
     def validate(self) -> None:
-        if self.unit not in UNITS:
-            raise OxyError(f"source {self.name!r}: unit must be one of {UNITS}, not {self.unit!r}")
+        if self.unit not in SOURCE_UNITS:
+            units = ", ".join(k for k in SOURCE_UNITS if k != "\u03bcmol/L")
+            raise OxyError(f"source {self.name!r}: unit must be one of {units}; not {self.unit!r}")
         for key in ("timezone", "naive_time_zone"):
             zone = getattr(self, key)
             try:
@@ -769,27 +990,92 @@ class SourceMapping:
                 raise OxyError(
                     f"source {self.name!r}: {key} {zone!r} is not an IANA zone"
                 ) from None
-        if self.time_format not in TIME_FORMATS and "%" not in self.time_format:
+        for fmt in self.time_formats:
+            if fmt not in TIME_FORMATS and "%" not in fmt:
+                raise OxyError(
+                    f"source {self.name!r}: time_format must be one of {TIME_FORMATS} "
+                    f"or a strftime pattern (or a list of them), not {fmt!r}"
+                )
+        if self.format is not None and self.format not in FILE_FORMATS:
             raise OxyError(
-                f"source {self.name!r}: time_format must be one of {TIME_FORMATS} "
-                f"or a strftime pattern, not {self.time_format!r}"
+                f"source {self.name!r}: format must be one of {FILE_FORMATS}, not {self.format!r}"
             )
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise OxyError(
+                f"source {self.name!r}: encoding {self.encoding!r} is not a known text encoding"
+            ) from None
+        if len(self.delimiter) != 1:
+            raise OxyError(f'source {self.name!r}: delimiter must be one character ("\\t" = tab)')
+        if len(self.quote) > 1 or len(self.decimal) != 1:
+            raise OxyError(f"source {self.name!r}: quote and decimal must be one character")
+        if self.comment is not None and not self.comment:
+            raise OxyError(f"source {self.name!r}: comment must be a non-empty prefix")
+        if self.file_pattern is not None:
+            try:
+                groups = set(re.compile(self.file_pattern).groupindex)
+            except re.error as exc:
+                raise OxyError(
+                    f"source {self.name!r}: file_pattern is not a regex: {exc}"
+                ) from None
+        else:
+            groups = set()
+        if self.sensor_id is not None:
+            text = self.sensor_id.replace("{{", "").replace("}}", "")
+            if "{" in _PLACEHOLDER.sub("", text) or "}" in _PLACEHOLDER.sub("", text):
+                raise OxyError(
+                    f"source {self.name!r}: sensor_id {self.sensor_id!r} has a stray brace"
+                )
+            if any(not f for f in self.template_fields):
+                raise OxyError(f"source {self.name!r}: sensor_id has an empty {{}} field")
+        reserved = sorted(groups & {"stem", "file", "column"})
+        if reserved:
+            raise OxyError(
+                f"source {self.name!r}: file_pattern group {reserved[0]!r} is a reserved name"
+            )
+        if isinstance(self.salinity, float) and not 0 <= self.salinity <= 50:
+            raise OxyError(f"source {self.name!r}: salinity {self.salinity} is not in 0..50")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "customer": self.customer,
             "timezone": self.timezone,
             "unit": self.unit,
-            "sensor_columns": list(self.sensor_columns),
+        }
+        if self.sensor_columns or self.sensor_id is None:
+            out["sensor_columns"] = list(self.sensor_columns)
+        optional: dict[str, Any] = {
+            "sensor_id": self.sensor_id,
+            "file_pattern": self.file_pattern,
             "time_column": self.time_column,
+            "time_columns": list(self.time_columns) or None,
             "value_column": self.value_column,
-            "time_format": self.time_format,
+            "value_columns": list(self.value_columns) or None,
+        }
+        out |= {k: v for k, v in optional.items() if v is not None}
+        out |= {
+            "time_format": list(self.time_format)
+            if isinstance(self.time_format, tuple)
+            else self.time_format,
             "naive_time_zone": self.naive_time_zone,
             "sensor_separator": self.sensor_separator,
             "delimiter": self.delimiter,
             "decimal": self.decimal,
             "encoding": self.encoding,
         }
+        extra: dict[str, Any] = {
+            "temperature_column": self.temperature_column,
+            "salinity": self.salinity,
+            "format": self.format,
+            "quote": None if self.quote == '"' else self.quote,
+            "comment": self.comment,
+            "skip_rows": self.skip_rows or None,
+            "na_values": None if self.na_values is None else list(self.na_values),
+        }
+        out |= {k: v for k, v in extra.items() if v is not None}
+        # key order as in SOURCE_KEYS (readable files)
+        return {k: out[k] for k in SOURCE_KEYS if k in out}
 
 
 @functools.cache

@@ -32,7 +32,7 @@ import polars as pl
 
 from engine import OxyError
 from engine.registry import production_predictions
-from engine.warehouse import READINGS_SCHEMA, Warehouse, sensor_timezones
+from engine.warehouse import Warehouse, canonical_readings, sensor_timezones
 
 NOTE_NEW = "new sensor: scored from this file alone (no warehouse history)"
 OUTPUT_SUFFIXES = (".parquet", ".csv")
@@ -80,10 +80,9 @@ def parse_export(
         raise OxyError(f"{path}: empty file")
     digest: Future[Any] = Future()
     digest.set_result(ingest._digest(path))
-    scan = ingest._Scan(
-        warehouse, path, ingest._file_kind(path), mapping, work, digest, progress=False
+    scan = ingest.read_export(
+        warehouse, path, ingest._file_kind(path, mapping), mapping, work, digest
     )
-    scan.run()
     schema = {"sensor_id": pl.String, "ts": pl.Datetime("us"), "value": pl.Float64}
     id_of = {code: sid for sid, code in getattr(scan, "code_of", {}).items()}
     frames = []
@@ -135,12 +134,11 @@ def score_new_sensors(
     mapping = warehouse.config.source(source)
     scratch = Warehouse(scratch_root / "scratch", warehouse.config)
     frame = readings.with_columns(
-        unit=pl.lit(mapping.unit),
+        unit=pl.lit(mapping.canonical_unit),
         customer=pl.lit(mapping.customer),
         source_file=pl.lit("infer"),
         ingested_at=pl.lit(datetime.now(UTC).replace(tzinfo=None), dtype=pl.Datetime("us")),
-    ).select(READINGS_SCHEMA.names)
-    sep = "|" if len(mapping.sensor_columns) > 1 else mapping.sensor_separator
+    )
     with scratch.writer() as con:
         scratch.register_sensors(
             con,
@@ -150,13 +148,13 @@ def score_new_sensors(
                     "customer": mapping.customer,
                     "source": mapping.name,
                     "timezone": mapping.timezone,
-                    "unit": mapping.unit,
-                    "levels": sid.split(sep) if sep else [sid],
+                    "unit": mapping.canonical_unit,
+                    "levels": mapping.levels(sid),
                 }
                 for sid in frame["sensor_id"].unique().sort().to_list()
             ],
         )
-        con.register("batch_readings", frame.to_arrow().cast(READINGS_SCHEMA))
+        con.register("batch_readings", canonical_readings(frame))
         con.execute("begin")
         scratch.publish(con, scratch.stage_readings(con, "infer"))
         con.execute("commit")

@@ -50,7 +50,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine import OxyError
-from engine.warehouse import KIND_SCHEMAS, Problem, Warehouse, _duck_type, sql_rows, sql_text
+from engine.warehouse import KIND_SCHEMAS, Problem, Warehouse, lake_view_sql, sql_rows, sql_text
 
 FORMATS = ("table", "csv", "json", "parquet")
 SELECT_LIKE = "SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, PIVOT, EXPLAIN"
@@ -206,18 +206,9 @@ def _copy_catalog(warehouse: Warehouse, con: duckdb.DuckDBPyConnection) -> _Snap
 
 def _create_file_views(con: duckdb.DuckDBPyConnection, snapshot: _Snapshot) -> None:
     for kind, files in snapshot.lake.items():
-        if files:
-            body = (
-                "select * from read_parquet($files, union_by_name = true, "
-                "hive_partitioning = false)"
-            )
-            con.execute(f"create view {_ident(kind)} as {_inline(body, files)}")
-        elif kind in KIND_SCHEMAS:
-            cols = ", ".join(
-                f"cast(null as {_duck_type(f.type)}) as {_ident(f.name)}"
-                for f in KIND_SCHEMAS[kind]
-            )
-            con.execute(f"create view {_ident(kind)} as select {cols} where false")
+        if files or kind in KIND_SCHEMAS:  # columns newer than some files read as null there
+            body = lake_view_sql(kind, _inline("$files", files)[1:-1] if files else "")
+            con.execute(f"create view {_ident(kind)} as {body}")
     for name, files in snapshot.marts.items():
         body = "select * from read_parquet($files, union_by_name = true, hive_partitioning = true)"
         con.execute(f"create view {_ident(name)} as {_inline(body, files)}")
@@ -873,6 +864,7 @@ def render_status(status: dict[str, Any], *, column_width: int = 40) -> str:
 
 
 _INGEST_COLUMNS = (
+    "ingest_id",  # what `oxy forget` takes
     "finished_at",
     "source",
     "path",

@@ -77,6 +77,9 @@ READINGS_SCHEMA = pa.schema(
         ("customer", pa.string()),
         ("source_file", pa.string()),
         ("ingested_at", pa.timestamp("us")),
+        # optional (null when the source maps none; lake files written before them lack them)
+        ("temperature_c", pa.float64()),  # water temperature, degC
+        ("salinity", pa.float64()),  # PSU (g/kg)
     ]
 )
 
@@ -171,6 +174,53 @@ def readings_buckets(con: duckdb.DuckDBPyConnection) -> list[int]:
 def sensor_timezones(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """``sensor_id -> IANA time zone`` of every registered sensor."""
     return dict(con.execute(sql_text("meta/sensor_timezones")).fetchall())
+
+
+def lake_view_sql(kind: str, listing: str) -> str:
+    """The body of the view over one file-backed kind's files (``listing``: quoted paths,
+    comma-separated; may be empty).
+
+    A kind with a schema (:data:`KIND_SCHEMAS`) always shows its columns, in order: its
+    files are read by name (``union_by_name``) after an empty typed relation, so a column
+    newer than some files (``temperature_c``) reads as null there, and exists even when no
+    file holds it yet. The empty relation costs nothing (the optimizer removes it).
+    """
+    schema = KIND_SCHEMAS.get(kind)
+    files = (
+        f"select * from read_parquet([{listing}], union_by_name = true, hive_partitioning = false)"
+        if listing
+        else None
+    )
+    if schema is None:
+        if files is None:
+            raise OxyError(f"internal: no files and no schema for {kind!r}")
+        return files
+    cols = ", ".join(f"cast(null as {_duck_type(f.type)}) as {f.name}" for f in schema)
+    empty = f"select {cols} where false"
+    return empty if files is None else f"{empty} union all by name {files}"
+
+
+def canonical_readings(frame: pl.DataFrame) -> pa.Table:
+    """``frame`` (at least ``sensor_id, ts, value, unit, customer, source_file, ingested_at``)
+    as an Arrow table of :data:`READINGS_SCHEMA`: the optional columns it lacks are null.
+
+    Examples
+    --------
+    >>> from datetime import datetime
+    >>> frame = pl.DataFrame({"sensor_id": ["a"], "ts": [datetime(2024, 1, 1)], "value": [7.0],
+    ...     "unit": ["mg/L"], "customer": ["c"], "source_file": ["f.csv"],
+    ...     "ingested_at": [datetime(2024, 1, 2)]})
+    >>> canonical_readings(frame).column_names[-2:]
+    ['temperature_c', 'salinity']
+    """
+    missing = [
+        pl.lit(None, dtype=pl.Float64).alias(f.name)
+        for f in READINGS_SCHEMA
+        if f.name not in frame.columns and pa.types.is_floating(f.type)
+    ]
+    return (
+        frame.with_columns(missing).select(READINGS_SCHEMA.names).to_arrow().cast(READINGS_SCHEMA)
+    )
 
 
 def bucket_of(sensor_id: str, buckets: int) -> int:
@@ -586,16 +636,7 @@ class Warehouse:
         tags = {name: comment for name, _, comment in sql_rows(con, "meta/catalog_views")}
         for kind in sorted(kinds | set(KIND_SCHEMAS)):
             paths = self.files(con, kind)
-            if paths:
-                listing = ", ".join(quote_literal(str(p)) for p in paths)
-                body = (
-                    f"select * from read_parquet([{listing}], "
-                    "union_by_name = true, hive_partitioning = false)"
-                )
-            else:
-                schema = KIND_SCHEMAS[kind]
-                cols = ", ".join(f"cast(null as {_duck_type(f.type)}) as {f.name}" for f in schema)
-                body = f"select {cols} where false"
+            body = lake_view_sql(kind, ", ".join(quote_literal(str(p)) for p in paths))
             tag = "oxy:" + hashlib.sha256(body.encode()).hexdigest()[:32]
             if tags.get(kind) == tag:
                 continue

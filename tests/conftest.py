@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from engine.config import Config
-from engine.warehouse import READINGS_SCHEMA, Warehouse
+from engine.warehouse import Warehouse, canonical_readings
 
 # A tiny, quick forecasting grid for tests that train (one grid point, 30 trees).
 FAST_FORECAST = {
@@ -59,7 +59,7 @@ def load_readings(
     }
     frame = readings.with_columns(
         [expr.alias(name) for name, expr in defaults.items() if name not in readings.columns]
-    ).select(READINGS_SCHEMA.names)
+    )
     with warehouse.writer() as con:
         warehouse.register_sensors(
             con,
@@ -75,7 +75,7 @@ def load_readings(
                 for sid in frame["sensor_id"].unique().sort().to_list()
             ],
         )
-        con.register("batch_readings", frame.to_arrow().cast(READINGS_SCHEMA))
+        con.register("batch_readings", canonical_readings(frame))
         con.execute("begin")
         warehouse.publish(con, warehouse.stage_readings(con, batch_id))
         con.execute("commit")

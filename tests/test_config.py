@@ -56,7 +56,7 @@ def test_user_file_overrides_one_key_and_keeps_the_rest(tmp_path: Path) -> None:
         ("[nonsense]\nx = 1\n", "unknown key 'nonsense'"),
         ("[anomaly]\npoint_z_range = [5.0]\n", "unknown key 'anomaly.point_z_range'"),  # old key
         ("[warehouse\n", "not valid TOML"),
-        (SOURCE.replace('"mg/L"', '"ppm"'), "unit must be one of"),
+        (SOURCE.replace('"mg/L"', '"ppb"'), "unit must be one of"),
         (SOURCE.replace('"Europe/Oslo"', '"Mars/Olympus"', 1), "is not an IANA zone"),
         (SOURCE.replace('value_column = "O2"', ""), "missing key(s) ['value_column']"),
         (SOURCE + 'colour = "red"\n', "unknown key(s) ['colour']"),

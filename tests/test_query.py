@@ -135,6 +135,8 @@ def test_marts_catalog_tables_and_metadata_statements_are_queryable(farm: Wareho
         "customer",
         "source_file",
         "ingested_at",
+        "temperature_c",
+        "salinity",
     ]
     assert run_sql(farm, "summarize sensors").rows == 8
     pivot = run_sql(farm, "pivot (select customer, unit from sensors) on unit using count(*)")

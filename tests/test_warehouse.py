@@ -18,7 +18,13 @@ import pytest
 
 from engine import OxyError
 from engine.config import Config
-from engine.warehouse import READINGS_SCHEMA, Warehouse, bucket_of, check_parquet
+from engine.warehouse import (
+    READINGS_SCHEMA,
+    Warehouse,
+    bucket_of,
+    canonical_readings,
+    check_parquet,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -200,7 +206,7 @@ def _stage(wh: Warehouse, con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, b
         customer=pl.lit("test"),
         source_file=pl.lit("x.csv"),
         ingested_at=pl.lit(datetime(2024, 3, 2)),
-    ).select(READINGS_SCHEMA.names)
+    )
     wh.register_sensors(
         con,
         [
@@ -215,7 +221,7 @@ def _stage(wh: Warehouse, con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, b
             for s in canonical["sensor_id"].unique().to_list()
         ],
     )
-    con.register("batch_readings", canonical.to_arrow().cast(READINGS_SCHEMA))
+    con.register("batch_readings", canonical_readings(canonical))
     try:
         return wh.stage_readings(con, batch)
     finally:
@@ -438,6 +444,8 @@ def test_empty_readings_view_has_the_canonical_schema(warehouse: Warehouse) -> N
         ("customer", "VARCHAR"),
         ("source_file", "VARCHAR"),
         ("ingested_at", "TIMESTAMP"),
+        ("temperature_c", "DOUBLE"),
+        ("salinity", "DOUBLE"),
     ]
     assert [f.name for f in READINGS_SCHEMA] == [r[0] for r in described]
 

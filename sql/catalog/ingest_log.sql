@@ -15,3 +15,7 @@ create table if not exists ingest_log (
     status      varchar   not null,   -- 'ok' | 'skipped' (same sha256 already ingested)
     note        varchar               -- e.g. the ingest_id a skipped file matched
 )
+;
+-- Added with unit conversion (warehouses written before gain the columns, null there).
+alter table ingest_log add column if not exists source_unit varchar;  -- unit as delivered
+alter table ingest_log add column if not exists unit_factor double;   -- stored = delivered x this

@@ -5,7 +5,7 @@ batch as (select * from batch_readings),
 buckets as (select sensor_id, bucket from sensors),
 joined as (
     select b.sensor_id, b.ts, b.value, b.unit, b.customer, b.source_file, b.ingested_at,
-           s.bucket
+           b.temperature_c, b.salinity, s.bucket
     from batch as b
     join buckets as s using (sensor_id)
 )
